@@ -1,0 +1,35 @@
+# One command to set up and run the example, one to set up and run the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Offline machines: use the shared VGG16 weights when they sit beside the repo;
+# elsewhere Keras downloads the ImageNet VGG19 weights on first use.
+SHARED_WEIGHTS := $(wildcard ../shared/weights/vgg16_imagenet_notop.weights.h5)
+ifneq ($(SHARED_WEIGHTS),)
+export NST_WEIGHTS ?= $(abspath $(SHARED_WEIGHTS))
+export NST_TEST_WEIGHTS ?= $(abspath $(SHARED_WEIGHTS))
+endif
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup run test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(VENV)/bin/nst run manifests/example.csv --out out/example
+
+test: setup
+	$(PY) -m pytest -q -ra
+
+bench: setup
+	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_pipeline.py
+
+clean:
+	rm -rf out .pytest_cache

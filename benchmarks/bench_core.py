@@ -1,0 +1,155 @@
+"""Core speed and time-to-quality.
+
+1. Seconds per optimisation step (compiled L-BFGS step: forward, input gradient,
+   update) at 128, 256 and 512 px for VGG19 and VGG16, with and without XLA.
+   Timings do not depend on weight values; VGG19 uses random weights when its
+   ImageNet file cannot be downloaded.
+2. At 128 px with real VGG16 weights: the wall time the product's defaults need
+   to reach the total loss (the product's loss, its default weights) that a plain
+   TensorFlow-tutorial loop reaches after 500 steps (Adam lr 0.02, beta_1 0.99,
+   epsilon 0.1, start from the content), both measured in this run.
+
+Usage: python benchmarks/bench_core.py [--weights FILE] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from nst_core import optimize, stylize as stylize_module  # noqa: E402
+from nst_core.image_io import load_image  # noqa: E402
+from nst_core.params import StyleParams  # noqa: E402
+from nst_core.stylize import _compiled, resize, size_for, style_targets, stylize  # noqa: E402
+
+SAMPLES = REPO / "manifests" / "samples"
+SHARED = REPO.parent / "shared" / "weights" / "vgg16_imagenet_notop.weights.h5"
+
+
+def random_vgg19_file() -> str:
+    path = Path("/tmp/nst_bench_vgg19_random.weights.h5")
+    if not path.exists():
+        keras.applications.VGG19(include_top=False, weights=None).save_weights(str(path))
+    return str(path)
+
+
+def seconds_per_step(weights: str, arch: str, side: int, jit: bool, steps: int) -> float:
+    optimize.JIT_COMPILE = jit
+    _compiled.cache_clear()
+    params = StyleParams(size=side, arch=arch)
+    objective, step = _compiled(stylize_module._structure(params), weights)
+    content = np.random.default_rng(0).random((side, side, 3)).astype(np.float32)
+    targets, contexts = style_targets(objective, [content], params, side)
+    content_targets = objective.features(content[None], params.content_layers)
+    args = (content_targets, targets, contexts, tf.constant([1.0, 10.0, 0.0]))
+    image = tf.constant(content[None])
+    state = optimize.lbfgs_state(image)
+    image, state, loss, _ = step(image, state, args)  # compile
+    float(loss)
+    started = time.perf_counter()
+    for _ in range(steps):
+        image, state, loss, _ = step(image, state, args)
+    float(loss)
+    return (time.perf_counter() - started) / steps
+
+
+def tutorial_baseline(objective, content, args, steps: int, epsilon: float):
+    """The TensorFlow tutorial's loop (tf.Variable, Keras Adam, clip) on the product's loss.
+
+    The first step traces the function; the time counts steps 2..N, scaled to N.
+    """
+    image = tf.Variable(content[None])
+    opt = keras.optimizers.Adam(learning_rate=0.02, beta_1=0.99, epsilon=epsilon)
+
+    @tf.function
+    def train_step():
+        with tf.GradientTape() as tape:
+            loss, _ = objective(image, *args)
+        opt.apply_gradients([(tape.gradient(loss, image), image)])
+        image.assign(tf.clip_by_value(image, 0.0, 1.0))
+        return loss
+
+    float(train_step())
+    started = time.perf_counter()
+    for _ in range(steps - 1):
+        loss = train_step()
+    float(loss)
+    seconds = (time.perf_counter() - started) * steps / (steps - 1)
+    final_loss = float(objective(tf.constant(image.numpy()), *args)[0])
+    return final_loss, seconds
+
+
+def time_to_loss(content, style, params, weights, target_loss):
+    """Seconds (excluding compilation) until the product's loss first reaches `target_loss`."""
+    stylize(content, [style], params.replace(iterations=2), weights=weights)  # compile at this size
+    marks = []
+    started = time.perf_counter()
+
+    def on_step(scale, side, progress, image):
+        marks.append((time.perf_counter() - started, progress.total, side))
+
+    result = stylize(content, [style], params, weights=weights, callback=on_step)
+    final = [(t, loss) for t, loss, side in marks if side == params.size]
+    reached = next(((t, i) for i, (t, loss) in enumerate(final) if loss <= target_loss), None)
+    return reached, result, marks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--weights", default=os.environ.get("NST_WEIGHTS") or str(SHARED))
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and steps")
+    args = parser.parse_args()
+    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, weights {args.weights}")
+
+    print("\n## Seconds per step (compiled L-BFGS step)")
+    print("| arch | size | graph | XLA | XLA speed-up |\n|---|---|---|---|---|")
+    sizes = (128, 256) if args.quick else (128, 256, 512)
+    for arch, weights in (("vgg19", random_vgg19_file()), ("vgg16", args.weights)):
+        for side in sizes:
+            steps = max(3, int(20 * (128 / side) ** 2))
+            graph = seconds_per_step(weights, arch, side, jit=False, steps=steps)
+            xla = seconds_per_step(weights, arch, side, jit=True, steps=steps)
+            print(f"| {arch} | {side} | {graph:.3f} | {xla:.3f} | {graph / xla:.2f}x |", flush=True)
+    optimize.JIT_COMPILE = os.environ.get("NST_JIT", "1") != "0"
+    _compiled.cache_clear()
+
+    print("\n## Time to the tutorial loop's loss at 128 px (real VGG16 weights)")
+    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), max_side=128)
+    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), max_side=128)
+    params = StyleParams(size=128, arch="auto")
+    objective, _ = _compiled(stylize_module._structure(params), args.weights)
+    targets, contexts = style_targets(objective, [style], params, 128)
+    content_at = resize(content, size_for(content.shape, 128))
+    loss_args = (objective.features(content_at[None], params.content_layers), targets, contexts,
+                 tf.constant([params.content_weight, params.style_weight, params.tv_weight]))
+    baselines = {eps: tutorial_baseline(objective, content_at, loss_args, 500, eps) for eps in (0.1, 1e-8)}
+    for eps, (loss, seconds) in baselines.items():
+        print(f"tutorial loop, epsilon {eps:g}: loss after 500 steps {loss:.4f} in {seconds:.1f} s "
+              f"({seconds / 500 * 1000:.1f} ms/step)")
+    # The stronger of the two baselines is the one to beat.
+    eps, (target, baseline_seconds) = min(baselines.items(), key=lambda item: item[1][0])
+    reached, result, marks = time_to_loss(content, style, params, args.weights, target)
+    product_ms = 1000 * marks[-1][0] / len(marks)
+    print(f"product defaults ({params.optimizer}, init {params.init}, scales {params.scales or 'none'}): "
+          f"{result.iterations} steps, final loss {result.total_loss:.4f}, {product_ms:.1f} ms/step")
+    if reached:
+        seconds, step = reached
+        print(f"reached {target:.4f} after {step + 1} steps, {seconds:.2f} s: "
+              f"{baseline_seconds / seconds:.1f}x less time than the baseline (epsilon {eps:g})")
+    else:
+        print(f"did NOT reach the baseline loss {target:.4f} (best {min(m[1] for m in marks):.4f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""`nst`: stylize one pair, or run a manifest through the Prefect flow.
+
+Every StyleParams field is a flag (`--style-weight 1e4`, `--style-layers a,b`);
+defaults live in nst_core/params.py alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from nst_core.params import StyleParams
+
+S3_HELP = "S3: credentials come from the environment or the profile, never from flags"
+
+
+def _add_param_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("stylization parameters (defaults in nst_core/params.py)")
+    defaults = StyleParams()
+    for name in StyleParams.field_names():
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="V", default=None,
+                           help=f"default: {getattr(defaults, name)}")
+    group.add_argument("--weights", help="VGG weights: 'imagenet' (download) or a .h5 file; default $NST_WEIGHTS")
+
+
+def _add_s3_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(S3_HELP)
+    group.add_argument("--s3-endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"))
+    group.add_argument("--s3-profile", default=None)
+    group.add_argument("--s3-anon", action="store_true", help="read public buckets without credentials")
+
+
+def param_overrides(args: argparse.Namespace) -> dict:
+    """The parameter flags that were given, typed; ValueError names the flag."""
+    return {
+        name: StyleParams.parse(name, getattr(args, name))
+        for name in StyleParams.field_names() if getattr(args, name) is not None
+    }
+
+
+def storage_options(args: argparse.Namespace) -> dict | None:
+    options = {}
+    if args.s3_endpoint_url:
+        options["endpoint_url"] = args.s3_endpoint_url
+    if args.s3_profile:
+        options["profile"] = args.s3_profile
+    if args.s3_anon:
+        options["anon"] = True
+    return options or None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nst", description="Batch neural style transfer (Gatys et al. 2016).")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    one = commands.add_parser("stylize", help="stylize one content image")
+    one.add_argument("content")
+    one.add_argument("styles", nargs="+", metavar="style", help="one or more style images (blended)")
+    one.add_argument("-o", "--output", required=True)
+    one.add_argument("--save-every", type=int, default=0, metavar="N", help="also save the image every N steps")
+    _add_param_flags(one)
+    _add_s3_flags(one)
+
+    many = commands.add_parser("run", help="stylize every pair of a manifest (Prefect flow)")
+    many.add_argument("manifest")
+    many.add_argument("--out", required=True, help="output root: a folder or s3://bucket/prefix")
+    many.add_argument("--results", help="results table (default OUT/results)")
+    many.add_argument("--force", action="store_true", help="redo pairs a previous run finished")
+    many.add_argument("--concurrency", type=int, default=1, help="pairs stylized at once (default 1)")
+    _add_param_flags(many)
+    _add_s3_flags(many)
+    return parser
+
+
+def _intermediate_uri(output: str, scale: int, iteration: int) -> str:
+    stem, dot, ext = output.rpartition(".")
+    return f"{stem}.scale{scale}.iter{iteration:05d}.{ext}" if dot else f"{output}.scale{scale}.iter{iteration:05d}"
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from nst_core.image_io import load_image, save_image
+    from nst_core.stylize import stylize
+
+    params = StyleParams().replace(**param_overrides(args))
+    options = storage_options(args)
+    content = load_image(args.content, max_side=params.size, storage_options=options)
+    style_side = max(16, round(params.size * params.style_scale))
+    styles = [load_image(uri, max_side=style_side, storage_options=options) for uri in args.styles]
+    total = params.iterations + params.coarse_iterations * len(params.scales)
+    bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+
+    def on_step(scale, side, progress, image):
+        bar.update(1)
+        bar.set_postfix_str(f"{side}px loss {progress.total:.4g} content {progress.content:.3g} "
+                            f"style {progress.style:.3g} tv {progress.tv:.3g}")
+        if args.save_every and progress.iteration % args.save_every == 0:
+            save_image(image[0].numpy(), _intermediate_uri(args.output, side, progress.iteration), storage_options=options)
+
+    result = stylize(content, styles, params, weights=args.weights, callback=on_step)
+    bar.close()
+    save_image(result.image, args.output, storage_options=options)
+    print(f"{args.output}: {result.iterations} steps, loss {result.total_loss:.4g} "
+          f"(content {result.content_loss:.3g}, style {result.style_loss:.3g}), {result.optimize_seconds:.1f} s")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.pipeline import PairsFailedError, run_manifest
+
+    try:
+        outcome = run_manifest(
+            args.manifest, args.out, concurrency=args.concurrency, results=args.results, force=args.force,
+            overrides=param_overrides(args), weights=args.weights, storage_options=storage_options(args),
+            progress=True,
+        )
+    except PairsFailedError as error:
+        print(f"nst: {error}", file=sys.stderr)
+        return 1
+    print(f"{outcome['succeeded']} succeeded, {outcome['skipped']} skipped, {outcome['failed']} failed")
+    print(f"outputs: {args.out}\nresults: {outcome['results']}  (pandas.read_parquet)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"stylize": cmd_stylize, "run": cmd_run}[args.command](args)
+    except (ValueError, RuntimeError, OSError) as error:  # bad input: one line, no traceback
+        print(f"nst: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

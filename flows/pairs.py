@@ -1,0 +1,100 @@
+"""One pair, start to finish, as a plain function: load, stylize, save, record.
+
+No Prefect here, so it is testable on its own; flows/pipeline.py wraps it in a task.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+
+import tensorflow as tf
+
+from nst_core.image_io import ImageError, load_image, save_image
+from nst_core.model import WeightsError
+from nst_core.optimize import NonFiniteLossError
+from nst_core.stylize import stylize
+
+from .manifest import Pair
+from .results import params_columns, write_rows
+
+# Errors that are the input's fault: recorded as failed, never retried.
+PERMANENT_ERRORS = (ImageError, ValueError, NonFiniteLossError, WeightsError, tf.errors.ResourceExhaustedError)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Network and storage hiccups (S3 timeouts, throttling, connection resets): worth a retry."""
+    if isinstance(error, PERMANENT_ERRORS) or isinstance(error, (FileNotFoundError, PermissionError)):
+        return False
+    return isinstance(error, (OSError, TimeoutError, ConnectionError)) or "Throttl" in type(error).__name__
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _device() -> str:
+    gpus = tf.config.list_logical_devices("GPU")
+    return gpus[0].name if gpus else "CPU"
+
+
+def base_row(pair: Pair, run_id: str) -> dict:
+    """The cells every row of this pair has, whatever its outcome."""
+    return {
+        "run_id": run_id, "pair_id": pair.pair_id, "row": pair.row, "content_uri": pair.content,
+        "style_uri": " + ".join(pair.styles), "output_uri": pair.output, "params_hash": pair.params.hash(),
+        **params_columns(pair.params),
+        "host": socket.gethostname(), "nst_version": _version("nst-pipeline"),
+        "tensorflow_version": tf.__version__, "keras_version": _version("keras"),
+        "prefect_version": _version("prefect"), "python_version": platform.python_version(),
+    }
+
+
+def failure_message(error: BaseException, pair: Pair) -> str:
+    """One line a person can act on."""
+    if isinstance(error, tf.errors.ResourceExhaustedError):
+        return f"out of memory at size {pair.params.size}; lower `size` for this pair"
+    if isinstance(error, FileNotFoundError):
+        return f"{error.filename or error}: file not found"
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return f"{type(error).__name__}: {message}" if not isinstance(error, ImageError) else message
+
+
+def stylize_pair(pair: Pair, run_id: str, results_uri: str, *, weights: str | None = None,
+                 storage_options: dict | None = None, attempts: int = 1) -> dict:
+    """Stylize one pair and append its row to the results table; returns the row.
+
+    Bad input fails the pair (a `failed` row, no exception); transient errors
+    propagate so the caller can retry them.
+    """
+    started_at, clock = datetime.now(timezone.utc), time.perf_counter()
+    row = {**base_row(pair, run_id), "started_at": started_at, "attempts": attempts, "device": _device()}
+    try:
+        style_side = max(16, round(pair.params.size * pair.params.style_scale))
+        content = load_image(pair.content, max_side=pair.params.size, storage_options=storage_options)
+        styles = [load_image(uri, max_side=style_side, storage_options=storage_options) for uri in pair.styles]
+        loaded = time.perf_counter()
+        result = stylize(content, styles, pair.params, weights=weights)
+        stylized = time.perf_counter()
+        save_image(result.image, pair.output, storage_options=storage_options)
+        row.update(
+            status="succeeded", content_loss=result.content_loss, style_loss=result.style_loss,
+            tv_loss=result.tv_loss, total_loss=result.total_loss, loss_history=result.loss_history,
+            iterations=result.iterations, arch=result.arch,
+            height=result.image.shape[0], width=result.image.shape[1],
+            load_seconds=loaded - clock, targets_seconds=result.targets_seconds,
+            optimize_seconds=result.optimize_seconds, save_seconds=time.perf_counter() - stylized,
+        )
+    except Exception as error:  # noqa: BLE001 - sorted into retry or record just below
+        if is_transient(error):
+            raise
+        row.update(status="failed", error=failure_message(error, pair))
+    row.update(finished_at=datetime.now(timezone.utc), total_seconds=time.perf_counter() - clock)
+    write_rows(results_uri, [row], storage_options=storage_options)
+    return row

@@ -1,0 +1,141 @@
+"""The Prefect flow: a manifest in, stylized images and a results table out.
+
+Thin orchestration over plain functions (flows/manifest.py, flows/pairs.py,
+flows/results.py): expand the manifest, skip what a previous run finished,
+fan out one task per pair, fail the run if any pair failed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+
+import fsspec
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from tqdm import tqdm
+
+from nst_core.model import feature_extractor
+from nst_core.params import StyleParams
+
+from .manifest import Pair, expand_manifest
+from .pairs import base_row, failure_message, is_transient, stylize_pair
+from .results import read_results, succeeded_pairs, write_rows
+
+RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a throttling burst
+
+
+class PairsFailedError(RuntimeError):
+    """Some pairs failed; their rows in the results table say why."""
+
+
+def _retry_transient(task, task_run, state) -> bool:
+    return is_transient(state.result(raise_on_failure=False))
+
+
+@task(
+    name="stylize-pair", task_run_name="{pair.pair_id}", cache_policy=NONE,
+    retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=_retry_transient,
+)
+def stylize_pair_task(pair: Pair, run_id: str, results_uri: str, weights: str | None,
+                      storage_options: dict | None) -> dict:
+    return stylize_pair(pair, run_id, results_uri, weights=weights, storage_options=storage_options)
+
+
+def results_location(out: str, results: str | None) -> str:
+    return results or f"{out.rstrip('/')}/results"
+
+
+def split_done(pairs: list[Pair], results_uri: str, storage_options: dict | None) -> tuple[list[Pair], list[Pair]]:
+    """(pairs to run, pairs a previous run finished: succeeded row and output still there)."""
+    done = succeeded_pairs(read_results(results_uri, storage_options=storage_options))
+    if not done:
+        return pairs, []
+    fs = fsspec.core.url_to_fs(pairs[0].output, **(storage_options or {}))[0]
+    finished = [p for p in pairs if done.get(p.pair_id) == p.output and fs.exists(p.output)]
+    finished_ids = {p.pair_id for p in finished}
+    return [p for p in pairs if p.pair_id not in finished_ids], finished
+
+
+def skipped_rows(pairs: list[Pair], run_id: str) -> list[dict]:
+    now = datetime.now(timezone.utc)
+    return [{**base_row(p, run_id), "status": "skipped", "started_at": now, "finished_at": now} for p in pairs]
+
+
+def summary_markdown(run_id: str, counts: Counter, failures: list[dict], seconds: list[float]) -> str:
+    lines = [f"# Run {run_id}", "", "| succeeded | failed | skipped |", "|---|---|---|",
+             f"| {counts['succeeded']} | {counts['failed']} | {counts['skipped']} |", ""]
+    if seconds:
+        lines.append(f"Stylization time: {sum(seconds):.1f} s in all, {sum(seconds) / len(seconds):.1f} s per pair.")
+    if failures:
+        lines += ["", "## Failures", ""] + [f"- `{row['content_uri']}` x `{row['style_uri']}`: {row['error']}"
+                                           for row in failures]
+    return "\n".join(lines)
+
+
+@flow(name="stylize-manifest")
+def stylize_manifest(manifest: str, out: str, results: str | None = None, force: bool = False,
+                     overrides: dict | None = None, weights: str | None = None,
+                     storage_options: dict | None = None, progress: bool = False) -> dict:
+    """Stylize every pair of `manifest` into `out`; rows go to `results` (default OUT/results).
+
+    Returns counts per status; raises PairsFailedError when any pair failed.
+    """
+    logger = get_run_logger()
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    results_uri = results_location(out, results)
+    pairs, warnings = expand_manifest(manifest, out, overrides=overrides, storage_options=storage_options)
+    for warning in warnings:
+        logger.warning(warning)
+    todo, finished = (pairs, []) if force else split_done(pairs, results_uri, storage_options)
+    write_rows(results_uri, skipped_rows(finished, run_id), storage_options=storage_options)
+    logger.info(f"run {run_id}: {len(pairs)} pairs, {len(finished)} already done, {len(todo)} to stylize")
+
+    if todo:  # load the network once, up front: a weights problem stops the run before any pair
+        first = todo[0].params
+        feature_extractor(first.arch, weights, first.content_layers + first.style_layers, first.pooling)
+    futures = {stylize_pair_task.submit(p, run_id, results_uri, weights, storage_options): p for p in todo}
+    counts, failures, seconds = Counter(skipped=len(finished)), [], []
+    bar = tqdm(total=len(pairs), initial=len(finished), unit="pair", disable=not progress, dynamic_ncols=True)
+    for future in as_completed(list(futures)):
+        pair = futures[future]
+        try:
+            row = future.result()
+        except Exception as error:  # retries exhausted on a transient error: record, don't lose it
+            now = datetime.now(timezone.utc)
+            row = {**base_row(pair, run_id), "status": "failed", "error": failure_message(error, pair),
+                   "attempts": len(RETRY_DELAYS) + 1, "started_at": now, "finished_at": now}
+            write_rows(results_uri, [row], storage_options=storage_options)
+        counts[row["status"]] += 1
+        if row["status"] == "failed":
+            failures.append(row)
+            logger.error(f"failed: {row['content_uri']} x {row['style_uri']}: {row['error']}")
+        else:
+            seconds.append(row["total_seconds"])
+            logger.info(f"done: {row['output_uri']} in {row['total_seconds']:.1f} s, loss {row['total_loss']:.4g}")
+        bar.update(1)
+        bar.set_postfix(done=counts["succeeded"], failed=counts["failed"], skipped=counts["skipped"])
+    bar.close()
+
+    summary = summary_markdown(run_id, counts, failures, seconds)
+    create_markdown_artifact(summary, key="stylize-summary", description=f"run {run_id}")
+    create_table_artifact(
+        [{"content": r["content_uri"], "style": r["style_uri"], "error": r["error"]} for r in failures]
+        or [{"content": "", "style": "", "error": "no failures"}],
+        key="stylize-failures", description=f"run {run_id}",
+    )
+    logger.info(summary)
+    outcome = {"run_id": run_id, "results": results_uri, **{k: counts[k] for k in ("succeeded", "failed", "skipped")}}
+    if counts["failed"]:
+        raise PairsFailedError(f"{counts['failed']} of {len(pairs)} pairs failed; see {results_uri}")
+    return outcome
+
+
+def run_manifest(manifest: str, out: str, *, concurrency: int = 1, **kwargs) -> dict:
+    """Run the flow with `concurrency` pairs stylized at once (threads sharing one model)."""
+    runner = ThreadPoolTaskRunner(max_workers=max(1, concurrency))
+    return stylize_manifest.with_options(task_runner=runner)(manifest, out, **kwargs)

@@ -1,0 +1,100 @@
+"""The results table: a Parquet dataset with one row per pair attempt.
+
+Every write is a new file with a unique name, written in one piece (a local
+temporary file renamed into place, or one S3 PUT), so a crash or a kill never
+leaves a half-written row and concurrent writers never touch the same file.
+`pandas.read_parquet(RESULTS)` reads the whole table at any time.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from typing import Iterable
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from nst_core.image_io import write_bytes_atomic
+from nst_core.params import StyleParams
+
+_PARAM_TYPES = {int: pa.int64(), float: pa.float64()}
+
+
+def _param_fields() -> list[pa.Field]:
+    """One column per StyleParams field; tuples are stored as manifest text ("a,b")."""
+    defaults = StyleParams()
+    return [
+        pa.field(name, _PARAM_TYPES.get(type(getattr(defaults, name)), pa.string()))
+        for name in StyleParams.field_names()
+    ]
+
+
+SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()), ("pair_id", pa.string()), ("row", pa.int64()),
+        ("content_uri", pa.string()), ("style_uri", pa.string()), ("output_uri", pa.string()),
+        ("status", pa.string()), ("error", pa.string()), ("attempts", pa.int64()),
+        *_param_fields(),
+        ("params_hash", pa.string()),
+        ("content_loss", pa.float64()), ("style_loss", pa.float64()), ("tv_loss", pa.float64()),
+        ("total_loss", pa.float64()), ("loss_history", pa.list_(pa.float64())), ("iterations", pa.int64()),
+        ("load_seconds", pa.float64()), ("targets_seconds", pa.float64()), ("optimize_seconds", pa.float64()),
+        ("save_seconds", pa.float64()), ("total_seconds", pa.float64()),
+        ("width", pa.int64()), ("height", pa.int64()), ("arch", pa.string()),
+        ("device", pa.string()), ("host", pa.string()),
+        ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
+        ("nst_version", pa.string()), ("tensorflow_version", pa.string()), ("keras_version", pa.string()),
+        ("prefect_version", pa.string()), ("python_version", pa.string()),
+    ]
+)
+
+
+def params_columns(params: StyleParams) -> dict:
+    """A StyleParams as table cells (tuples joined with commas, as in manifests)."""
+    return {
+        name: ",".join(str(v) for v in value) if isinstance(value, tuple) else value
+        for name, value in params.to_dict().items()
+    }
+
+
+def _join(root: str, name: str) -> str:
+    return f"{root.rstrip('/')}/{name}"
+
+
+def write_rows(results_uri: str, rows: Iterable[dict], *, storage_options: dict | None = None) -> str | None:
+    """Append rows to the table as one new Parquet file; returns its URI (None for no rows)."""
+    rows = list(rows)
+    if not rows:
+        return None
+    table = pa.Table.from_pylist([{name: row.get(name) for name in SCHEMA.names} for row in rows], schema=SCHEMA)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    # A unique name per write: readers ignore the temporary ".name" files.
+    uri = _join(results_uri, f"part-{rows[0]['run_id']}-{uuid.uuid4().hex[:12]}.parquet")
+    write_bytes_atomic(uri, buffer.getvalue(), storage_options=storage_options)
+    return uri
+
+
+def read_results(results_uri: str, *, storage_options: dict | None = None) -> pd.DataFrame:
+    """The whole table (empty, with every column, when nothing was written yet)."""
+    fs, root = fsspec.core.url_to_fs(results_uri, **(storage_options or {}))
+    files = sorted(fs.glob(_join(root, "part-*.parquet"))) if fs.exists(root) else []
+    tables = []
+    for path in files:
+        with fs.open(path, "rb") as handle:
+            tables.append(pq.read_table(handle, schema=SCHEMA))
+    return pa.concat_tables(tables or [SCHEMA.empty_table()]).to_pandas()
+
+
+def succeeded_pairs(table: pd.DataFrame) -> dict[str, str]:
+    """pair_id -> output_uri for pairs whose latest succeeded-or-failed row succeeded.
+
+    `skipped` rows only repeat an earlier success, so they do not decide.
+    """
+    decisive = table[table["status"].isin(["succeeded", "failed"])].sort_values("finished_at")
+    latest = decisive.groupby("pair_id").tail(1)
+    done = latest[latest["status"] == "succeeded"]
+    return dict(zip(done["pair_id"], done["output_uri"]))

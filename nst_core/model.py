@@ -1,0 +1,110 @@
+"""The frozen VGG feature extractor: built once per process, reused by every pair."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+
+import h5py
+import keras
+import tensorflow as tf
+
+WEIGHTS_ENV = "NST_WEIGHTS"
+# Caffe-style preprocessing that Keras' VGG weights expect: BGR, mean-subtracted, 0..255.
+_BGR_MEAN = (103.939, 116.779, 123.68)
+_ARCH_BY_CONV_COUNT = {13: "vgg16", 16: "vgg19"}
+_build_lock = threading.Lock()
+
+
+class WeightsError(RuntimeError):
+    """The VGG weights cannot be found, downloaded or used."""
+
+
+def resolve_weights(weights: str | None) -> str:
+    """`weights` if given, else $NST_WEIGHTS, else Keras' "imagenet" download."""
+    return weights or os.environ.get(WEIGHTS_ENV) or "imagenet"
+
+
+def infer_arch(weights_path: str) -> str:
+    """VGG16 or VGG19 from the number of 3x3 conv kernels stored in a weights file."""
+    kernels = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.ndim == 4 and obj.shape[:2] == (3, 3):
+            kernels.append(name)
+
+    try:
+        with h5py.File(weights_path, "r") as handle:
+            handle.visititems(visit)
+    except (OSError, FileNotFoundError) as error:
+        raise WeightsError(f"{weights_path}: cannot read VGG weights ({error})") from None
+    arch = _ARCH_BY_CONV_COUNT.get(len(kernels))
+    if arch is None:
+        raise WeightsError(
+            f"{weights_path}: holds {len(kernels)} 3x3 conv kernels; expected 13 (VGG16) or 16 (VGG19)"
+        )
+    return arch
+
+
+def _load_vgg(arch: str, weights: str) -> keras.Model:
+    constructor = {"vgg19": keras.applications.VGG19, "vgg16": keras.applications.VGG16}[arch]
+    if weights != "imagenet":
+        found = infer_arch(weights)
+        if found != arch:
+            raise WeightsError(f"{weights}: holds {found.upper()} weights, but arch is {arch}; pass --arch {found}")
+    try:
+        return constructor(include_top=False, weights=weights)
+    except Exception as error:  # Keras raises plain Exception for a failed download
+        if weights != "imagenet":
+            raise WeightsError(f"{weights}: cannot load into {arch.upper()} ({error})") from None
+        raise WeightsError(
+            f"Cannot get the ImageNet {arch.upper()} weights: the download failed ({error}). "
+            f"Offline? Pass a local weights file with --weights PATH or set {WEIGHTS_ENV}=PATH."
+        ) from None
+
+
+@functools.lru_cache(maxsize=4)
+def _extractor(arch: str, weights: str, layers: tuple[str, ...], pooling: str) -> keras.Model:
+    vgg = _load_vgg(arch, weights)
+    vgg.trainable = False
+    known = [layer.name for layer in vgg.layers]
+    unknown = [name for name in layers if name not in known]
+    if unknown:
+        raise ValueError(f"unknown {arch} layer(s): {', '.join(unknown)}")
+    deepest = max(known.index(name) for name in layers)
+    # Rebuild the graph only up to the deepest layer needed; swap pooling if asked.
+    inputs = keras.Input((None, None, 3))
+    x, outputs = inputs, {}
+    for layer in vgg.layers[1 : deepest + 1]:
+        if pooling == "avg" and isinstance(layer, keras.layers.MaxPooling2D):
+            layer = keras.layers.AveragePooling2D(layer.pool_size, layer.strides, name=layer.name)
+        x = layer(x)
+        outputs[layer.name] = x
+    return keras.Model(inputs, [outputs[name] for name in layers], name=f"{arch}_features")
+
+
+def resolve_arch(arch: str, weights: str) -> str:
+    """"auto" means VGG19 for Keras' ImageNet download, else whatever the file holds."""
+    if arch != "auto":
+        return arch
+    return "vgg19" if weights == "imagenet" else infer_arch(weights)
+
+
+def feature_extractor(arch: str = "auto", weights: str | None = None,
+                      layers: tuple[str, ...] = ("block1_conv1",), pooling: str = "max"):
+    """A function from RGB images in [0, 1] (B, H, W, 3) to the listed layers' features.
+
+    Built once per process for each (arch, weights, layers, pooling) and cached.
+    """
+    weights = resolve_weights(weights)
+    arch = resolve_arch(arch, weights)
+    with _build_lock:  # threads of one worker share one model
+        model = _extractor(arch, weights, tuple(layers), pooling)
+
+    def extract(images: tf.Tensor) -> list[tf.Tensor]:
+        bgr = tf.reverse(images, axis=[-1]) * 255.0 - tf.constant(_BGR_MEAN, images.dtype)
+        features = model(bgr, training=False)
+        return list(features) if isinstance(features, (list, tuple)) else [features]
+
+    return extract

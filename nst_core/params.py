@@ -1,0 +1,131 @@
+"""Stylization parameters: the one place where defaults live.
+
+Each default is explained in one line; the figures behind them are in the README
+("How the defaults were chosen") and come from `benchmarks/bench_core.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Literal, Optional, get_args, get_type_hints
+
+Optimizer = Literal["lbfgs", "adam"]
+Init = Literal["noise", "content", "style"]
+StyleStat = Literal["gram", "mmd-poly", "mmd-gauss", "bn"]
+PreserveColors = Literal["none", "luminance", "histogram"]
+Arch = Literal["auto", "vgg19", "vgg16"]
+Pooling = Literal["max", "avg"]
+
+VGG_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
+
+
+@dataclass(frozen=True)
+class StyleParams:
+    """Everything that decides what a stylized image looks like (and nothing that does not)."""
+
+    size: int = 512  # longest side of the output, in pixels
+    iterations: int = 300  # optimiser steps at the final scale; the stopping rule usually ends sooner
+    optimizer: Optimizer = "lbfgs"  # L-BFGS reaches a given loss in far fewer steps than Adam (bench_core)
+    learning_rate: float = 0.02  # Adam only: step in [0, 1] pixel units, as in the TensorFlow tutorial
+    init: Init = "content"  # starting from the content converges fastest to the same look
+    content_weight: float = 1.0  # losses are relative errors, so the ratio to style_weight is what matters
+    style_weight: float = 10.0  # strong, painterly, content still readable (sweep 10/100/1000 in the README)
+    tv_weight: float = 1e-3  # a little smoothing removes high-frequency speckle without blurring strokes
+    content_layers: tuple[str, ...] = ("block4_conv2",)  # Gatys et al. 2016
+    content_layer_weights: Optional[tuple[float, ...]] = None  # None: equal weights
+    style_layers: tuple[str, ...] = VGG_STYLE_LAYERS  # Gatys et al. 2016
+    style_layer_weights: Optional[tuple[float, ...]] = None  # None: equal weights
+    style_stat: StyleStat = "gram"  # Gatys; the others follow Li et al. 2017
+    style_blend: Optional[tuple[float, ...]] = None  # weights of several style images; None: equal
+    style_scale: float = 1.0  # style image size relative to the output size
+    preserve_colors: PreserveColors = "none"  # keep the content's colours (luminance or histogram)
+    scales: tuple[int, ...] = ()  # coarser sizes optimised first (coarse-to-fine), e.g. (256,)
+    coarse_iterations: int = 200  # optimiser steps at each coarser scale
+    tolerance: float = 1e-3  # stop once the loss improved by less than this fraction ...
+    patience: int = 20  # ... over this many steps
+    arch: Arch = "auto"  # VGG19 (Gatys) with ImageNet weights; a weights file says which VGG it holds
+    pooling: Pooling = "max"  # Keras' VGG; "avg" is Gatys' choice
+    seed: int = 0  # noise init and random features are seeded: same seed, same image on CPU
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Human-readable list of what is wrong with these values (empty when valid)."""
+        out = []
+        hints = get_type_hints(StyleParams)
+        for name in ("optimizer", "init", "style_stat", "preserve_colors", "arch", "pooling"):
+            allowed = get_args(hints[name])
+            if getattr(self, name) not in allowed:
+                out.append(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("size", "iterations", "coarse_iterations", "patience"):
+            if getattr(self, name) < (16 if name == "size" else 0):
+                out.append(f"{name} must be {'at least 16' if name == 'size' else 'non-negative'}, got {getattr(self, name)}")
+        for name in ("content_weight", "style_weight", "tv_weight", "tolerance"):
+            if not getattr(self, name) >= 0:
+                out.append(f"{name} must be a non-negative number, got {getattr(self, name)}")
+        for name in ("learning_rate", "style_scale"):
+            if not getattr(self, name) > 0:
+                out.append(f"{name} must be positive, got {getattr(self, name)}")
+        for layers, weights in (("content_layers", "content_layer_weights"), ("style_layers", "style_layer_weights")):
+            values = getattr(self, weights)
+            if values is not None and len(values) != len(getattr(self, layers)):
+                out.append(f"{weights} needs one weight per layer in {layers}")
+        if any(s < 16 or s >= self.size for s in self.scales):
+            out.append(f"scales must be between 16 and size ({self.size}), got {self.scales}")
+        return out
+
+    def replace(self, **changes) -> "StyleParams":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Short stable hash of every field: names outputs and keys resume."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def parse(cls, name: str, text: str):
+        """Turn a string from a manifest cell or the CLI into the field's type.
+
+        Tuples are comma-separated (`block1_conv1,block2_conv1`); raises ValueError
+        with a readable reason.
+        """
+        hint = get_type_hints(cls)[name]
+        return _parse_as(hint, text.strip(), name)
+
+
+def _parse_as(hint, text: str, name: str):
+    args = get_args(hint)
+    if type(None) in args:  # Optional[X]
+        if text.lower() in ("", "none", "null"):
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = get_args(hint)
+    origin = getattr(hint, "__origin__", None)
+    if origin is tuple:
+        return tuple(_parse_as(args[0], part, name) for part in text.split(",") if part.strip())
+    if origin is Literal:
+        return text
+    try:
+        if hint is int:
+            value = float(text)
+            if value != int(value):
+                raise ValueError
+            return int(value)
+        if hint is float:
+            return float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a{'n integer' if hint is int else ' number'}, got {text!r}") from None
+    return text

@@ -1,0 +1,215 @@
+"""Neural style transfer of one content image (Gatys et al. 2016), coarse to fine."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from . import losses
+from .colors import match_color_histogram, transfer_luminance
+from .model import feature_extractor, resolve_arch, resolve_weights
+from .optimize import Progress, adam_state, lbfgs_state, make_adam_step, make_lbfgs_step, run_optimizer
+from .params import StyleParams
+
+_TARGET_CACHE_SIZE = 32
+
+
+@dataclass
+class StylizeResult:
+    image: np.ndarray  # (H, W, 3) float32 in [0, 1]
+    content_loss: float
+    style_loss: float
+    tv_loss: float
+    total_loss: float
+    loss_history: list[float]  # total loss per step, all scales in order
+    iterations: int  # steps taken, all scales
+    targets_seconds: float = 0.0
+    optimize_seconds: float = 0.0
+    arch: str = ""
+    scale_iterations: list[int] = field(default_factory=list)
+
+
+def size_for(shape, longest_side: int) -> tuple[int, int]:
+    """(height, width) with the longest side `longest_side`, aspect kept."""
+    height, width = shape[:2]
+    factor = longest_side / max(height, width)
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def resize(image, height_width) -> np.ndarray:
+    """Antialiased resize of an (H, W, 3) image."""
+    resized = tf.image.resize(tf.convert_to_tensor(image, tf.float32), height_width, antialias=True)
+    return np.clip(resized.numpy(), 0.0, 1.0)
+
+
+def initial_image(init: str, content: np.ndarray, style: np.ndarray, seed: int) -> np.ndarray:
+    """Noise (seeded), the content, or the style resized to the content's shape."""
+    if init == "content":
+        return content
+    if init == "style":
+        return resize(style, content.shape[:2])
+    noise = np.random.default_rng(seed).normal(0.5, 0.15, content.shape)
+    return np.clip(noise, 0.0, 1.0).astype(np.float32)
+
+
+def _normalized(weights, count: int) -> list[float]:
+    weights = np.ones(count) if weights is None else np.asarray(weights, np.float64)
+    if weights.sum() <= 0:
+        return [0.0] * count
+    return list(weights / weights.sum())
+
+
+class _Objective:
+    """alpha * content + beta * style + tv, for one set of layers and one statistic."""
+
+    def __init__(self, params: StyleParams, weights: str):
+        self.layers = tuple(dict.fromkeys(params.content_layers + params.style_layers))
+        self.extract = feature_extractor(params.arch, weights, self.layers, params.pooling)
+        self.params = params
+        self.content_layer_weights = _normalized(params.content_layer_weights, len(params.content_layers))
+        self.style_layer_weights = _normalized(params.style_layer_weights, len(params.style_layers))
+
+    def features(self, images, names):
+        by_name = dict(zip(self.layers, self.extract(images)))
+        return [by_name[name] for name in names]
+
+    def __call__(self, image, content_targets, style_targets, contexts, loss_weights):
+        content_weight, style_weight, tv_weight = tf.unstack(loss_weights)
+        feats = self.features(image, self.params.content_layers + self.params.style_layers)
+        n_content = len(self.params.content_layers)
+        content = tf.reduce_sum(losses.content_loss(feats[:n_content], content_targets, self.content_layer_weights))
+        style = tf.reduce_sum(
+            losses.style_loss(self.params.style_stat, feats[n_content:], style_targets, contexts,
+                              self.style_layer_weights)
+        )
+        tv = tf.reduce_sum(losses.total_variation_loss(image))
+        total = content_weight * content + style_weight * style + tv_weight * tv
+        return total, (content, style, tv)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(params_structure: StyleParams, weights: str):
+    """Objective and compiled steps, shared by all pairs with the same layers and statistic."""
+    objective = _Objective(params_structure, weights)
+    step = (make_lbfgs_step(objective) if params_structure.optimizer == "lbfgs"
+            else make_adam_step(objective, params_structure.learning_rate))
+    return objective, step
+
+
+def _structure(params: StyleParams) -> StyleParams:
+    """Params with the fields that do not change the compiled graph set to defaults."""
+    return StyleParams(
+        content_layers=params.content_layers, content_layer_weights=params.content_layer_weights,
+        style_layers=params.style_layers, style_layer_weights=params.style_layer_weights,
+        style_stat=params.style_stat, optimizer=params.optimizer, learning_rate=params.learning_rate,
+        arch=params.arch, pooling=params.pooling,
+    )
+
+
+class _StyleTargetCache:
+    """Style statistics per (style images, statistic, layers, size): computed once per style."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.entries, self.lock = capacity, OrderedDict(), threading.Lock()
+
+    def get(self, key, compute):
+        with self.lock:
+            if key in self.entries:
+                self.entries.move_to_end(key)
+                return self.entries[key]
+        value = compute()
+        with self.lock:
+            self.entries[key] = value
+            while len(self.entries) > self.capacity:
+                self.entries.popitem(last=False)
+        return value
+
+
+_style_targets = _StyleTargetCache(_TARGET_CACHE_SIZE)
+
+
+def style_targets(objective: _Objective, styles: list[np.ndarray], params: StyleParams, side: int):
+    """Blended style statistics and their constants, per style layer, at output size `side`."""
+    blend = _normalized(params.style_blend, len(styles))
+    style_side = max(16, round(side * params.style_scale))
+    digest = hashlib.sha1(b"".join(np.ascontiguousarray(s).tobytes() for s in styles)).hexdigest()
+    key = (digest, tuple(blend), style_side, _structure(params), params.seed, id(objective))
+
+    def compute():
+        per_style = [
+            objective.features(resize(s, size_for(s.shape, style_side))[None], params.style_layers) for s in styles
+        ]
+        targets, contexts = [], []
+        for index in range(len(params.style_layers)):
+            layer_feats = [feats[index] for feats in per_style]
+            context = losses.style_context(params.style_stat, layer_feats, blend, params.seed + index)
+            stats = [losses.style_statistic(params.style_stat, f, context) for f in layer_feats]
+            targets.append(sum(w * s for w, s in zip(blend, stats)))
+            contexts.append(context)
+        return targets, contexts
+
+    return _style_targets.get(key, compute)
+
+
+def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams = StyleParams(), *,
+            weights: str | None = None,
+            callback: Optional[Callable[[int, int, Progress, tf.Tensor], None]] = None) -> StylizeResult:
+    """Stylize `content` (H, W, 3 in [0, 1]) with one or more style images.
+
+    `weights` is "imagenet", a weights file, or None for $NST_WEIGHTS / "imagenet".
+    `callback(scale_index, side, progress, image)` is called after every step.
+    """
+    weights = resolve_weights(weights)
+    objective, step = _compiled(_structure(params), weights)
+    if params.preserve_colors == "histogram":
+        styles = [match_color_histogram(style, content) for style in styles]
+    loss_weights = tf.constant([params.content_weight, params.style_weight, params.tv_weight], tf.float32)
+    image, history, scale_iterations = None, [], []
+    targets_seconds = optimize_seconds = 0.0
+    sides = (*params.scales, params.size)
+    for scale_index, side in enumerate(sides):
+        started = time.perf_counter()
+        content_at = resize(content, size_for(content.shape, side))
+        targets, contexts = style_targets(objective, styles, params, side)
+        content_targets = objective.features(content_at[None], params.content_layers)
+        targets_seconds += time.perf_counter() - started
+
+        started = time.perf_counter()
+        if image is None:
+            image = initial_image(params.init, content_at, styles[0], params.seed)
+        else:
+            image = resize(image, content_at.shape[:2])
+        image = tf.constant(image[None])
+        state = lbfgs_state(image) if params.optimizer == "lbfgs" else adam_state(image)
+        iterations = params.iterations if scale_index == len(sides) - 1 else params.coarse_iterations
+        loss_args = (content_targets, targets, contexts, loss_weights)
+        scale_callback = (lambda progress, img, i=scale_index, s=side: callback(i, s, progress, img)) if callback else None
+        image, parts, scale_history = run_optimizer(
+            step, state, image, loss_args, iterations,
+            tolerance=params.tolerance, patience=params.patience, callback=scale_callback,
+        )
+        if parts is None:  # no steps taken: measure the starting image
+            parts = objective(image, *loss_args)[1]
+        image = image[0].numpy()
+        history += scale_history
+        scale_iterations.append(len(scale_history))
+        optimize_seconds += time.perf_counter() - started
+
+    content_loss, style_loss, tv_loss = (float(p) for p in parts)
+    total = params.content_weight * content_loss + params.style_weight * style_loss + params.tv_weight * tv_loss
+    if params.preserve_colors == "luminance":
+        image = transfer_luminance(image, content_at)
+    return StylizeResult(
+        image=image, content_loss=content_loss, style_loss=style_loss, tv_loss=tv_loss, total_loss=total,
+        loss_history=history, iterations=len(history), targets_seconds=targets_seconds,
+        optimize_seconds=optimize_seconds, arch=resolve_arch(params.arch, weights),
+        scale_iterations=scale_iterations,
+    )

@@ -1,0 +1,69 @@
+"""Shared fixtures: real VGG weights, a real S3 endpoint on loopback, sample images.
+
+The S3 endpoint is moto's server mode, the way s3fs's own test suite does it:
+one server per test session, reset between tests.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "manifests" / "samples"
+SHARED_WEIGHTS = REPO.parent / "shared" / "weights" / "vgg16_imagenet_notop.weights.h5"
+
+# Fake credentials for moto only; never real ones.
+S3_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing-key-id",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def weights_path() -> str:
+    """Real ImageNet VGG weights: NST_TEST_WEIGHTS (CI passes ../shared), else the
+    shared file, else "imagenet" (Keras downloads it on a user's machine)."""
+    path = os.environ.get("NST_TEST_WEIGHTS") or (
+        str(SHARED_WEIGHTS) if SHARED_WEIGHTS.exists() else "imagenet"
+    )
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    for key, value in S3_TEST_ENV.items():
+        os.environ.setdefault(key, value)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server):
+    """A clean S3 endpoint with bucket `nst-test`; yields (s3fs filesystem, storage_options)."""
+    import requests
+    import s3fs
+
+    requests.post(f"{s3_server}/moto-api/reset", timeout=10)
+    s3fs.S3FileSystem.clear_instance_cache()
+    storage_options = {"endpoint_url": s3_server}
+    fs = s3fs.S3FileSystem(**storage_options)
+    fs.mkdir("nst-test")
+    yield fs, storage_options
+    s3fs.S3FileSystem.clear_instance_cache()
