@@ -67,3 +67,17 @@ def s3(s3_server):
     fs.mkdir("nst-test")
     yield fs, storage_options
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real temporary Prefect server (SQLite), started once per test session.
+
+    Yields its API URL, so subprocesses (`nst run`) can report to the same server.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield PREFECT_API_URL.value()

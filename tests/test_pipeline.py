@@ -1,0 +1,174 @@
+"""The Prefect flow end to end: a real Prefect server, real files, real Parquet, real S3."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import REPO, SAMPLES
+from flows.manifest import ManifestError
+from flows.pipeline import PairsFailedError, run_manifest
+from flows.results import read_results
+
+FAST = {"size": 32, "iterations": 4, "tolerance": 0.0}
+
+
+@pytest.fixture
+def photo_dir(tmp_path):
+    """Three content photos and two styles as real files, one with spaces in its name."""
+    content = tmp_path / "photos"
+    styles = tmp_path / "styles"
+    content.mkdir()
+    styles.mkdir()
+    for name in ("chelsea", "coffee", "rocket"):
+        shutil.copy(SAMPLES / "content" / f"{name}.jpg", content / f"{name}.jpg")
+    shutil.copy(SAMPLES / "styles" / "starry_night.jpg", styles / "starry night.jpg")
+    shutil.copy(SAMPLES / "styles" / "the_scream.jpg", styles / "scream.jpg")
+    return tmp_path
+
+
+def _write_manifest(path: Path, rows: list[str]) -> str:
+    path.write_text("\n".join(["content,style", *rows]) + "\n")
+    return str(path)
+
+
+def _run(manifest, out, weights, **kwargs):
+    return run_manifest(manifest, str(out), overrides=FAST, weights=weights, **kwargs)
+
+
+def test_flow_stylizes_every_pair_and_records_them(prefect_api, photo_dir, weights_path):
+    manifest = _write_manifest(photo_dir / "m.csv", ["photos/*.jpg,styles/starry night.jpg"])
+    outcome = _run(manifest, photo_dir / "out", weights_path, concurrency=2)
+    assert outcome["succeeded"] == 3 and outcome["failed"] == 0
+    table = pd.read_parquet(photo_dir / "out" / "results")  # plain pandas reads the table
+    assert len(table) == 3 and set(table["status"]) == {"succeeded"}
+    for row in table.itertuples():
+        with Image.open(row.output_uri) as image:
+            assert max(image.size) == 32 and (row.width, row.height) == image.size
+        assert row.iterations == 4 and len(row.loss_history) == 4
+        assert row.total_loss < row.loss_history[0]
+        assert row.total_seconds >= row.optimize_seconds > 0
+        assert row.style_uri.endswith("starry night.jpg") and row.size == 32
+    assert table["params_hash"].nunique() == 1 and table["tensorflow_version"].notna().all()
+
+
+def test_a_corrupt_image_fails_alone(prefect_api, photo_dir, weights_path):
+    (photo_dir / "photos" / "broken.jpg").write_bytes((SAMPLES / "content" / "chelsea.jpg").read_bytes()[:300])
+    manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles/scream.jpg", "photos/missing.jpg,styles/scream.jpg"])
+    with pytest.raises(PairsFailedError, match="2 of 5 pairs failed"):
+        _run(manifest, photo_dir / "out", weights_path)
+    table = read_results(str(photo_dir / "out" / "results"))
+    failed = table[table.status == "failed"].set_index("content_uri")["error"]
+    assert set(table.status) == {"succeeded", "failed"} and (table.status == "succeeded").sum() == 3
+    broken = str(photo_dir / "photos" / "broken.jpg")
+    assert "broken.jpg" in failed[broken] and "truncated" in failed[broken]
+    assert "file not found" in failed[str(photo_dir / "photos" / "missing.jpg")]
+
+
+def test_rerun_skips_finished_pairs_and_force_redoes_them(prefect_api, photo_dir, weights_path):
+    manifest = _write_manifest(photo_dir / "m.csv", ["photos/chelsea.jpg,styles", "photos/chelsea.jpg,styles"])
+    first = _run(manifest, photo_dir / "out", weights_path)
+    assert first["succeeded"] == 2  # the duplicate row ran once
+    outputs = sorted((photo_dir / "out").glob("*.png"))
+    mtimes = [p.stat().st_mtime_ns for p in outputs]
+    second = _run(manifest, photo_dir / "out", weights_path)
+    assert (second["succeeded"], second["skipped"]) == (0, 2)
+    assert [p.stat().st_mtime_ns for p in outputs] == mtimes  # not redone
+    changed = run_manifest(manifest, str(photo_dir / "out"), overrides={**FAST, "iterations": 5}, weights=weights_path)
+    assert changed["succeeded"] == 2  # new parameters, new pairs
+    forced = _run(manifest, photo_dir / "out", weights_path, force=True)
+    assert forced["succeeded"] == 2
+    table = read_results(str(photo_dir / "out" / "results"))
+    assert table.groupby("run_id").size().sort_values().tolist() == [2, 2, 2, 2]
+
+
+def test_a_bad_manifest_is_rejected_before_any_work(prefect_api, photo_dir, weights_path):
+    path = photo_dir / "bad.csv"
+    path.write_text("content,style,size\nphotos/chelsea.jpg,styles,-3\nphotos/coffee.jpg,,64\n")
+    with pytest.raises(ManifestError) as error:
+        _run(str(path), photo_dir / "out", weights_path)
+    assert "row 1" in str(error.value) and "row 2" in str(error.value)
+    assert not (photo_dir / "out").exists()
+
+
+def test_everything_on_s3(prefect_api, s3, weights_path, monkeypatch):
+    fs, options = s3
+    secret = os.environ["AWS_SECRET_ACCESS_KEY"]
+    for name in ("chelsea", "coffee"):
+        fs.put(str(SAMPLES / "content" / f"{name}.jpg"), f"nst-test/in/photos/{name}.jpg")
+    fs.put(str(SAMPLES / "styles" / "shipwreck.jpg"), "nst-test/in/styles/shipwreck.jpg")
+    fs.pipe("nst-test/in/manifest.csv", b"content,style\nphotos/,styles/shipwreck.jpg\n")
+    outcome = run_manifest("s3://nst-test/in/manifest.csv", "s3://nst-test/out", overrides=FAST,
+                           weights=weights_path, storage_options=options)
+    assert outcome["succeeded"] == 2
+    table = read_results("s3://nst-test/out/results", storage_options=options)
+    assert len(table) == 2 and table.output_uri.str.startswith("s3://nst-test/out/").all()
+    assert pd.read_parquet("s3://nst-test/out/results", storage_options=options).shape[0] == 2
+    for uri in table.output_uri:
+        with fs.open(uri, "rb") as handle:
+            assert max(Image.open(handle).size) == 32
+    dump = table.astype(str).to_csv()
+    assert secret not in dump and "testing-key-id" not in dump
+
+
+def test_killed_run_resumes_without_redoing_finished_pairs(prefect_api, photo_dir, weights_path):
+    manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles"])  # 3 x 2 = 6 pairs
+    out = photo_dir / "out"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "NST_WEIGHTS": weights_path}
+    command = [sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(out), "--size", "32",
+               "--iterations", "40", "--tolerance", "0"]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((out / "results").glob("part-*.parquet"))) < 2:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = read_results(str(out / "results"))
+    assert 2 <= len(before) < 6, "the kill should land mid-run"
+    finished = set(before.pair_id)
+
+    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    table = read_results(str(out / "results"))
+    succeeded = table[table.status == "succeeded"]
+    assert succeeded.pair_id.value_counts().eq(1).all() and succeeded.pair_id.nunique() == 6
+    skipped = set(table[table.status == "skipped"].pair_id)
+    assert skipped == finished  # finished pairs were skipped, not redone
+    for uri in succeeded.output_uri:
+        assert Image.open(uri).size[0] > 0
+
+
+def test_cli_exits_nonzero_with_every_bad_row_named(photo_dir):
+    path = photo_dir / "bad.csv"
+    path.write_text("content,style,colour\nphotos/chelsea.jpg,styles,red\n")
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(path), "--out", str(photo_dir / "o")],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "colour" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_stylize_one_pair(photo_dir, weights_path):
+    out = photo_dir / "one.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "stylize", str(photo_dir / "photos" / "chelsea.jpg"),
+         str(photo_dir / "styles" / "scream.jpg"), "-o", str(out), "--size", "32", "--iterations", "6",
+         "--save-every", "3", "--weights", weights_path],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert max(Image.open(out).size) == 32 and "6 steps" in result.stdout
+    assert len(list(photo_dir.glob("one.scale32.iter*.png"))) == 2
+    bad = subprocess.run([sys.executable, "-m", "flows.cli", "stylize", str(photo_dir / "nope.jpg"),
+                          str(photo_dir / "styles" / "scream.jpg"), "-o", str(out), "--weights", weights_path],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "nope.jpg" in bad.stderr and "Traceback" not in bad.stderr
