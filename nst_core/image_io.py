@@ -1,0 +1,186 @@
+"""Reading and writing images on local disk or object storage, through fsspec.
+
+Bad input (missing, empty, corrupt, not an image, too large, not readable) raises
+ImageError with a one-line message naming the file, so a batch can record it and
+move on. Network trouble (timeouts, resets) is not bad input: it propagates
+unchanged so the caller can retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import uuid
+import warnings
+from typing import Iterator
+
+import fsspec
+import numpy as np
+from fsspec.implementations.local import LocalFileSystem
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own Image.MAX_IMAGE_PIXELS default
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}  # 16-bit grey (PNG, TIFF) opens as these
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+class ImageError(ValueError):
+    """Bad image input: the message names the file and the problem, on one line."""
+
+
+@contextlib.contextmanager
+def _input_errors(uri: str) -> Iterator[None]:
+    """Turn the ways an input file can be bad into ImageError.
+
+    Only these specific OSErrors: ConnectionError and TimeoutError are OSErrors
+    too, and must reach the caller unchanged to be retried.
+    """
+    try:
+        yield
+    except FileNotFoundError:
+        raise ImageError(f"{uri}: file not found") from None
+    except IsADirectoryError:
+        raise ImageError(f"{uri}: is a directory, not an image file") from None
+    except PermissionError as error:  # s3fs maps S3's AccessDenied to PermissionError too
+        raise ImageError(f"{uri}: permission denied ({_first_line(error)})") from error
+    except UnidentifiedImageError:
+        raise ImageError(f"{uri}: not an image Pillow can read") from None
+    except Image.DecompressionBombError as error:
+        # Pillow itself refuses past twice Image.MAX_IMAGE_PIXELS, before we see the size;
+        # its message has the pixel count (not the width and height).
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        count = found.group(1) if found else "too many"
+        raise ImageError(f"{uri}: {count} pixels is over Pillow's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels") from error
+
+
+def _first_line(error: BaseException) -> str:
+    text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return (text or type(error).__name__).splitlines()[0]
+
+
+def _open_header(uri: str, data: io.BytesIO, max_pixels: int) -> Image.Image:
+    """Open (header only, nothing decoded yet) and refuse images over max_pixels."""
+    with warnings.catch_warnings():  # we apply our own limit just below
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(data)
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(f"{uri}: {width} x {height} pixels is over the limit of {max_pixels} pixels")
+    return image
+
+
+def _decode(uri: str, image: Image.Image) -> Image.Image:
+    """Decode the pixels and turn them upright (EXIF orientation)."""
+    try:
+        image.load()  # the first frame of an animation: Image.open leaves it at frame 0
+        return ImageOps.exif_transpose(image)
+    except (OSError, EOFError, SyntaxError, ValueError):  # bytes are in memory: no network errors here
+        raise ImageError(f"{uri}: truncated or corrupt image data") from None
+
+
+def _working_image(image: Image.Image) -> Image.Image:
+    """RGB for 8-bit images, "F" (values 0..65535) for 16-bit grey, so resizing keeps its precision."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        return image.convert("F") if image.mode == "I" else image.convert("I").convert("F")
+    if image.mode == "F":
+        return image.point(lambda value: value * 65535)  # float images are taken as [0, 1]
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        # Transparent pixels have arbitrary colour underneath: show them as white paper.
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def _resized(image: Image.Image, max_side: int) -> Image.Image:
+    """Longest side exactly max_side (up or down), aspect kept, no side below 1 px."""
+    width, height = image.size
+    scale = max_side / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))  # the longest rounds to max_side
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _to_array(image: Image.Image) -> np.ndarray:
+    if image.mode == "F":
+        grey = np.asarray(image, dtype=np.float32) / 65535.0
+        return np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=-1)
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def load_image(uri: str, *, max_side: int | None = None, storage_options: dict | None = None,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An image as float32 (H, W, 3) in [0, 1], upright, optionally resized so its longest side is max_side.
+
+    Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS) still applies above max_pixels.
+    """
+    if max_side is not None and max_side < 1:
+        raise ValueError(f"max_side must be at least 1, got {max_side}")
+    with _input_errors(uri):
+        # One read: a remote file then costs one GET, and decoding touches no network.
+        with fsspec.open(uri, "rb", **(storage_options or {})) as handle:
+            data = handle.read()
+        if not data:
+            raise ImageError(f"{uri}: empty file (0 bytes)")
+        image = _open_header(uri, io.BytesIO(data), max_pixels)
+    image = _working_image(_decode(uri, image))
+    if max_side is not None:
+        image = _resized(image, max_side)
+    return _to_array(image)
+
+
+def image_size(uri: str, storage_options: dict | None = None) -> tuple[int, int]:
+    """(width, height) as load_image would return it upright, from the header alone."""
+    with _input_errors(uri), fsspec.open(uri, "rb", **(storage_options or {})) as handle:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(handle)  # lazy: reads the header, decodes nothing
+        width, height = image.size
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def encode_image(image: np.ndarray, uri: str, *, quality: int = 95) -> bytes:
+    """Float [0, 1] (H, W, 3) as 8-bit file bytes, format chosen by uri's extension."""
+    extension = os.path.splitext(uri)[1].lower()
+    if extension not in _FORMATS:
+        raise ImageError(f"{uri}: unknown image extension {extension!r} (use {', '.join(_FORMATS)})")
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ImageError(f"{uri}: expected an (H, W, 3) image, got shape {image.shape}")
+    pixels = (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    buffer = io.BytesIO()
+    options = {"quality": quality} if _FORMATS[extension] in ("JPEG", "WEBP") else {}
+    Image.fromarray(pixels, "RGB").save(buffer, format=_FORMATS[extension], **options)
+    return buffer.getvalue()
+
+
+def save_image(image: np.ndarray, uri: str, *, storage_options: dict | None = None, quality: int = 95) -> None:
+    """Write an image atomically: encoded fully in memory first, so a failure leaves no file behind."""
+    write_bytes_atomic(uri, encode_image(image, uri, quality=quality), storage_options=storage_options)
+
+
+def write_bytes_atomic(uri: str, data: bytes, *, storage_options: dict | None = None) -> None:
+    """Write bytes so that readers see the old file or the whole new one, never a part.
+
+    Locally: a hidden temporary file in the same directory (same filesystem, so the
+    rename is atomic) replaced into place. Remotely: one PUT, which S3 applies
+    all-or-nothing.
+    """
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    if not isinstance(fs, LocalFileSystem):
+        fs.pipe_file(path, data)
+        return
+    directory, name = os.path.split(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(temporary, "xb") as handle:  # plain open: the file gets the usual umask permissions
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before the rename, so a crash cannot leave an empty file
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise

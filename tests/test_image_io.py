@@ -1,0 +1,421 @@
+"""nst_core.image_io: every bad input a batch meets gives a one-line ImageError naming
+the file; every odd-but-valid image loads upright, RGB, in [0, 1]; saves are atomic."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from nst_core import image_io
+from nst_core.image_io import DEFAULT_MAX_PIXELS, ImageError, image_size, load_image, save_image
+
+from conftest import SAMPLES
+
+CHELSEA = SAMPLES / "content" / "chelsea.jpg"
+RED, BLUE = (255, 0, 0), (0, 0, 255)
+
+
+def _write(path, data: bytes) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+def _encoded(image: Image.Image, format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A well-formed 1-bit PNG that claims width x height but holds a few bytes of data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+# --- bad input: one line, the file's name, the problem ---------------------------------
+
+
+def _assert_one_line_naming(error: pytest.ExceptionInfo, uri: str) -> None:
+    message = str(error.value)
+    assert message.startswith(f"{uri}: ") and "\n" not in message
+
+
+def test_empty_file(tmp_path):
+    uri = _write(tmp_path / "photos" / "a.jpg", b"")
+    with pytest.raises(ImageError, match=r"empty file \(0 bytes\)") as error:
+        load_image(uri)
+    _assert_one_line_naming(error, uri)
+
+
+def test_truncated_jpeg(tmp_path):
+    data = CHELSEA.read_bytes()
+    uri = _write(tmp_path / "x.jpg", data[: len(data) // 2])
+    with pytest.raises(ImageError, match="truncated or corrupt image data") as error:
+        load_image(uri)
+    _assert_one_line_naming(error, uri)
+
+
+def test_text_file_named_jpg(tmp_path):
+    uri = _write(tmp_path / "notes.jpg", b"shopping list: eggs, milk\n" * 20)
+    with pytest.raises(ImageError, match="not an image Pillow can read") as error:
+        load_image(uri)
+    _assert_one_line_naming(error, uri)
+
+
+def test_decompression_bomb_is_refused_from_the_header(tmp_path):
+    # 10^10 pixels: decoding would need ~10 GB; it must fail at once, from the header.
+    uri = _write(tmp_path / "bomb.png", _png_header(100_000, 100_000))
+    started = time.perf_counter()
+    with pytest.raises(ImageError, match=r"10000000000 pixels is over .*limit of \d+ pixels") as error:
+        load_image(uri)
+    assert time.perf_counter() - started < 2
+    _assert_one_line_naming(error, uri)
+
+
+def test_image_over_our_limit_is_refused_with_its_size(tmp_path):
+    # 10^8 pixels: under Pillow's hard limit, over DEFAULT_MAX_PIXELS.
+    uri = _write(tmp_path / "big.png", _png_header(10_000, 10_000))
+    started = time.perf_counter()
+    with pytest.raises(ImageError, match=f"10000 x 10000 pixels is over the limit of {DEFAULT_MAX_PIXELS} pixels"):
+        load_image(uri)
+    assert time.perf_counter() - started < 2
+
+
+def test_max_pixels_is_the_callers_limit(tmp_path):
+    uri = _write(tmp_path / "small.png", _encoded(Image.new("RGB", (100, 60)), "PNG"))
+    with pytest.raises(ImageError, match="small.png: 100 x 60 pixels is over the limit of 5000 pixels"):
+        load_image(uri, max_pixels=5000)
+    assert load_image(uri, max_pixels=6000).shape == (60, 100, 3)
+
+
+def test_missing_file(tmp_path):
+    uri = str(tmp_path / "missing.jpg")
+    with pytest.raises(ImageError, match="file not found") as error:
+        load_image(uri)
+    _assert_one_line_naming(error, uri)
+
+
+def test_directory_is_not_an_image(tmp_path):
+    with pytest.raises(ImageError, match="is a directory"):
+        load_image(str(tmp_path))
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads any local file")
+def test_local_permission_denied(tmp_path):
+    path = tmp_path / "locked.jpg"
+    _write(path, CHELSEA.read_bytes())
+    path.chmod(0)
+    with pytest.raises(ImageError, match=r"locked.jpg: permission denied \("):
+        load_image(str(path))
+
+
+@pytest.fixture
+def s3_iam_enforced(s3):
+    """Moto with IAM enforced: a user who may list the bucket but not GetObject under private/.
+
+    Moto checks signatures and IAM policies only once auth is switched on through its
+    /moto-api/reset-auth endpoint; it is switched back off after the test, since the
+    server is shared by the whole session.
+    """
+    import boto3
+
+    fs, options = s3
+    endpoint = options["endpoint_url"]
+    fs.pipe_file("nst-test/private/a.jpg", CHELSEA.read_bytes())
+    iam = boto3.client("iam", endpoint_url=endpoint)
+    iam.create_user(UserName="reader")
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::nst-test/private/*"},
+    ]}
+    iam.put_user_policy(UserName="reader", PolicyName="no-private", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
+    try:
+        yield {"endpoint_url": endpoint, "key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
+    finally:
+        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
+
+
+def test_s3_object_without_read_permission(s3_iam_enforced):
+    import s3fs
+
+    reader = s3fs.S3FileSystem(**s3_iam_enforced, skip_instance_cache=True)
+    assert reader.ls("nst-test/private") == ["nst-test/private/a.jpg"]  # visible: only reading is denied
+    uri = "s3://nst-test/private/a.jpg"
+    with pytest.raises(ImageError, match=r"permission denied \((Access Denied|Forbidden)\)") as error:
+        load_image(uri, storage_options=s3_iam_enforced)
+    _assert_one_line_naming(error, uri)
+
+
+@pytest.mark.parametrize("uri", ["s3://nst-test/no/such/key.jpg", "s3://no-such-bucket/a.jpg"])
+def test_s3_missing_object_or_bucket(s3, uri):
+    _, options = s3
+    with pytest.raises(ImageError, match="file not found") as error:
+        load_image(uri, storage_options=options)
+    _assert_one_line_naming(error, uri)
+
+
+def test_unreachable_endpoint_propagates_for_retry():
+    import botocore.exceptions
+
+    options = {"endpoint_url": "http://127.0.0.1:9", "key": "k", "secret": "s",
+               "config_kwargs": {"connect_timeout": 0.2, "retries": {"max_attempts": 1}}}
+    with pytest.raises(botocore.exceptions.EndpointConnectionError):
+        load_image("s3://nst-test/a.jpg", storage_options=options)
+
+
+@pytest.mark.parametrize("transient", [TimeoutError("read timed out"), ConnectionResetError("reset by peer")])
+def test_transient_os_errors_propagate_unchanged(monkeypatch, transient):
+    # Both are OSErrors: a broad `except OSError` in the loader would turn them into ImageError.
+    def flaky_open(*args, **kwargs):
+        raise transient
+
+    monkeypatch.setattr(image_io.fsspec, "open", flaky_open)
+    with pytest.raises(type(transient)) as error:
+        load_image("s3://nst-test/a.jpg")
+    assert error.value is transient
+
+
+# --- odd but valid images -----------------------------------------------------------------
+
+
+def test_one_pixel_image_is_upscaled(tmp_path):
+    uri = _write(tmp_path / "dot.png", _encoded(Image.new("RGB", (1, 1), (255, 128, 0)), "PNG"))
+    image = load_image(uri, max_side=7)
+    assert image.shape == (7, 7, 3)
+    np.testing.assert_allclose(image, np.broadcast_to([1.0, 128 / 255, 0.0], (7, 7, 3)), atol=1e-6)
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path):
+    frames = [Image.new("RGB", (8, 8), RED), Image.new("RGB", (8, 8), BLUE)]
+    uri = _write(tmp_path / "anim.gif", _encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100))
+    assert Image.open(uri).n_frames == 2
+    image = load_image(uri)
+    assert image.shape == (8, 8, 3)
+    np.testing.assert_allclose(image, np.broadcast_to([1.0, 0.0, 0.0], image.shape), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, format", [(np.uint16, "PNG"), (">u2", "TIFF")])
+def test_16_bit_keeps_its_full_range(tmp_path, dtype, format):
+    values = np.array([[0, 1000, 32768, 65535]], dtype=dtype)
+    source = Image.fromarray(values)
+    assert source.mode in ("I;16", "I;16B")
+    uri = _write(tmp_path / f"deep.{format.lower()}", _encoded(source, format))
+    image = load_image(uri)
+    assert image.shape == (1, 4, 3) and image.dtype == np.float32
+    np.testing.assert_allclose(image[0, :, 0], [0.0, 1000 / 65535, 0.5, 1.0], atol=1e-4)
+    assert np.all(image[..., 0] == image[..., 2])  # grey stays grey
+
+
+def test_float_tiff_is_taken_as_0_to_1(tmp_path):
+    source = Image.fromarray(np.array([[0.0, 0.25, 1.0]], np.float32))
+    assert source.mode == "F"
+    uri = _write(tmp_path / "float.tif", _encoded(source, "TIFF"))
+    np.testing.assert_allclose(load_image(uri)[0, :, 1], [0.0, 0.25, 1.0], atol=1e-4)
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path):
+    uri = _write(tmp_path / "print.jpg", _encoded(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG", quality=95))
+    image = load_image(uri)
+    assert image.shape == (16, 16, 3)
+    np.testing.assert_allclose(image.mean(axis=(0, 1)), [1.0, 0.0, 0.0], atol=0.05)  # red, not cyan
+
+
+def _upright_with_red_corner() -> Image.Image:
+    """Portrait 24 x 48 (W x H), red block at the top left, blue at the bottom right."""
+    upright = Image.new("RGB", (24, 48), (128, 128, 128))
+    upright.paste(RED, (0, 0, 8, 8))
+    upright.paste(BLUE, (16, 40, 24, 48))
+    return upright
+
+
+@pytest.mark.parametrize("orientation, stored_as", [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270)])
+def test_exif_orientation_is_applied(tmp_path, orientation, stored_as):
+    # A camera held sideways stores the picture rotated and says so in EXIF: undo that.
+    stored = _upright_with_red_corner().transpose(stored_as)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    uri = _write(tmp_path / f"sideways{orientation}.jpg", _encoded(stored, "JPEG", quality=95, exif=exif))
+    assert Image.open(uri).size == (48, 24)
+    image = load_image(uri)
+    assert image.shape == (48, 24, 3)
+    np.testing.assert_allclose(image[1:7, 1:7].mean(axis=(0, 1)), [1, 0, 0], atol=0.1)
+    np.testing.assert_allclose(image[41:47, 17:23].mean(axis=(0, 1)), [0, 0, 1], atol=0.1)
+    assert image_size(uri) == (24, 48)
+
+
+def test_path_with_spaces_and_non_ascii(tmp_path):
+    uri = str(tmp_path / "dir with spaces" / "café ñ.png")
+    save_image(np.full((5, 6, 3), 0.25, np.float32), uri)
+    assert os.listdir(tmp_path / "dir with spaces") == ["café ñ.png"]
+    image = load_image(uri)
+    assert image.shape == (5, 6, 3)
+    np.testing.assert_allclose(image, 64 / 255, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode, colour, expected", [
+    ("RGBA", (0, 0, 0, 0), (1, 1, 1)),  # fully transparent black: white paper
+    ("RGBA", (255, 0, 0, 128), (1, 127 / 255, 127 / 255)),  # half red over white
+    ("LA", (0, 0), (1, 1, 1)),
+])
+def test_alpha_is_composited_over_white(tmp_path, mode, colour, expected):
+    uri = _write(tmp_path / "alpha.png", _encoded(Image.new(mode, (4, 4), colour), "PNG"))
+    np.testing.assert_allclose(load_image(uri)[0, 0], expected, atol=1.5 / 255)
+
+
+def test_palette_image(tmp_path):
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0, 0, 0] * 254)
+    palette.putdata([0, 1])
+    uri = _write(tmp_path / "palette.png", _encoded(palette, "PNG"))
+    np.testing.assert_allclose(load_image(uri)[0], [[1, 0, 0], [0, 0, 1]], atol=1e-6)
+
+
+def test_palette_with_transparent_index(tmp_path):
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([0, 0, 0, 0, 255, 0] + [0, 0, 0] * 254)
+    palette.putdata([0, 1])
+    uri = _write(tmp_path / "palette.png", _encoded(palette, "PNG", transparency=0))
+    np.testing.assert_allclose(load_image(uri)[0], [[1, 1, 1], [0, 1, 0]], atol=1e-6)
+
+
+@pytest.mark.parametrize("mode, value, expected", [("L", 100, 100 / 255), ("1", 1, 1.0)])
+def test_greyscale_becomes_three_equal_channels(tmp_path, mode, value, expected):
+    uri = _write(tmp_path / "grey.png", _encoded(Image.new(mode, (3, 2), value), "PNG"))
+    image = load_image(uri)
+    assert image.shape == (2, 3, 3) and image.dtype == np.float32
+    np.testing.assert_allclose(image, expected, atol=1e-6)
+
+
+def test_sample_images_load():
+    for path in sorted(SAMPLES.glob("*/*.jpg")):
+        image = load_image(str(path))
+        assert image.dtype == np.float32 and max(image.shape[:2]) == 256
+        assert 0.0 <= image.min() < image.max() <= 1.0
+
+
+# --- resizing -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size, max_side, expected", [
+    ((256, 170), 128, (128, 85)),  # wide, down
+    ((201, 256), 64, (50, 64)),  # tall, down
+    ((20, 10), 64, (64, 32)),  # up
+    ((1000, 1), 10, (10, 1)),  # a side never drops to 0
+])
+def test_max_side_sets_the_longest_side_and_keeps_aspect(tmp_path, size, max_side, expected):
+    uri = _write(tmp_path / "any.png", _encoded(Image.new("RGB", size, (10, 200, 30)), "PNG"))
+    image = load_image(uri, max_side=max_side)
+    assert (image.shape[1], image.shape[0]) == expected
+    np.testing.assert_allclose(image.mean(axis=(0, 1)), np.array([10, 200, 30]) / 255, atol=2 / 255)
+
+
+def test_real_photo_resize(tmp_path):
+    image = load_image(str(CHELSEA), max_side=100)
+    assert image.shape == (66, 100, 3)
+    assert load_image(str(CHELSEA)).shape == (170, 256, 3)
+
+
+# --- saving -------------------------------------------------------------------------------
+
+
+def _gradient(height=32, width=48) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    return np.stack([x / (width - 1), y / (height - 1), 1 - x / (width - 1)], axis=-1)
+
+
+@pytest.mark.parametrize("name, tolerance", [("a.png", 0.5 / 255), ("a.tif", 0.5 / 255), ("a.webp", 0.03),
+                                             ("a.jpg", 0.03), ("a.JPEG", 0.03)])
+def test_save_and_load_roundtrip(tmp_path, name, tolerance):
+    original = _gradient()
+    save_image(original, str(tmp_path / name))
+    loaded = load_image(str(tmp_path / name))
+    assert loaded.shape == original.shape
+    assert np.abs(loaded - original).mean() <= tolerance
+
+
+def test_save_clips_out_of_range_values(tmp_path):
+    image = np.array([[[-0.5, 1.5, np.nan]]], np.float32)
+    save_image(image, str(tmp_path / "clipped.png"))
+    np.testing.assert_allclose(load_image(str(tmp_path / "clipped.png"))[0, 0], [0, 1, 0])
+
+
+def test_save_creates_directories_and_leaves_no_temporary_files(tmp_path):
+    target = tmp_path / "out" / "deep" / "a.png"
+    save_image(_gradient(), str(target))
+    assert os.listdir(target.parent) == ["a.png"]
+
+
+def test_save_writes_through_a_hidden_temporary_in_the_same_directory(tmp_path, monkeypatch):
+    replaced = []
+    real_replace = os.replace
+    monkeypatch.setattr(image_io.os, "replace", lambda src, dst: (replaced.append((src, dst)), real_replace(src, dst)))
+    save_image(_gradient(), str(tmp_path / "a.png"))
+    (source, destination), = replaced
+    assert os.path.dirname(source) == str(tmp_path) and os.path.basename(source).startswith(".")
+    assert destination.endswith("a.png")
+
+
+@pytest.mark.parametrize("image", [np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), np.float32)])
+def test_failed_encode_leaves_nothing_and_keeps_the_old_file(tmp_path, image):
+    name = "result.xyz" if image.ndim == 3 else "result.png"
+    target = tmp_path / name
+    target.write_bytes(b"the previous result")
+    with pytest.raises(ImageError, match=name):
+        save_image(image, str(target))
+    assert target.read_bytes() == b"the previous result"
+    assert os.listdir(tmp_path) == [name]
+
+
+def test_failed_write_removes_the_temporary_and_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "a.png"
+    target.write_bytes(b"the previous result")
+
+    def fail(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(image_io.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_image(_gradient(), str(target))
+    assert target.read_bytes() == b"the previous result"
+    assert os.listdir(tmp_path) == ["a.png"]
+
+
+def test_unknown_extension_names_the_file(tmp_path):
+    with pytest.raises(ImageError, match=r"out.xyz: unknown image extension '.xyz'"):
+        save_image(_gradient(), str(tmp_path / "sub" / "out.xyz"))
+    assert not (tmp_path / "sub").exists()
+
+
+# --- S3 -----------------------------------------------------------------------------------
+
+
+def test_s3_save_and_load_roundtrip(s3):
+    fs, options = s3
+    original = _gradient()
+    save_image(original, "s3://nst-test/out/a.png", storage_options=options)
+    assert fs.ls("nst-test/out") == ["nst-test/out/a.png"]
+    loaded = load_image("s3://nst-test/out/a.png", storage_options=options, max_side=24)
+    assert loaded.shape == (16, 24, 3)
+    np.testing.assert_allclose(load_image("s3://nst-test/out/a.png", storage_options=options), original, atol=0.5 / 255)
+    assert image_size("s3://nst-test/out/a.png", storage_options=options) == (48, 32)
+
+
+def test_write_bytes_atomic_to_s3(s3):
+    fs, options = s3
+    image_io.write_bytes_atomic("s3://nst-test/results/part-1.parquet", b"payload", storage_options=options)
+    assert fs.cat_file("nst-test/results/part-1.parquet") == b"payload"
