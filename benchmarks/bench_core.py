@@ -121,7 +121,7 @@ def main() -> None:
             graph = seconds_per_step(weights, arch, side, jit=False, steps=steps)
             xla = seconds_per_step(weights, arch, side, jit=True, steps=steps)
             print(f"| {arch} | {side} | {graph:.3f} | {xla:.3f} | {graph / xla:.2f}x |", flush=True)
-    optimize.JIT_COMPILE = os.environ.get("NST_JIT", "1") != "0"
+    optimize.JIT_COMPILE = os.environ.get("NST_JIT", "0") == "1"
     _compiled.cache_clear()
 
     print("\n## Time to the tutorial loop's loss at 128 px (real VGG16 weights)")

@@ -108,8 +108,11 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from flows.manifest import validate_manifest
     from flows.pipeline import PairsFailedError, run_manifest
 
+    # Reject a bad manifest here, in one message, before Prefect starts.
+    validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args))
     try:
         outcome = run_manifest(
             args.manifest, args.out, concurrency=args.concurrency, results=args.results, force=args.force,

@@ -11,6 +11,8 @@ import time
 from datetime import datetime, timezone
 from importlib import metadata
 
+import aiohttp
+import botocore.exceptions
 import tensorflow as tf
 
 from nst_core.image_io import ImageError, load_image, save_image
@@ -25,11 +27,16 @@ from .results import params_columns, write_rows
 PERMANENT_ERRORS = (ImageError, ValueError, NonFiniteLossError, WeightsError, tf.errors.ResourceExhaustedError)
 
 
+TRANSIENT_ERRORS = (OSError, aiohttp.ClientError, botocore.exceptions.HTTPClientError,
+                    botocore.exceptions.ConnectionError)
+
+
 def is_transient(error: BaseException) -> bool:
     """Network and storage hiccups (S3 timeouts, throttling, connection resets): worth a retry."""
     if isinstance(error, PERMANENT_ERRORS) or isinstance(error, (FileNotFoundError, PermissionError)):
         return False
-    return isinstance(error, (OSError, TimeoutError, ConnectionError)) or "Throttl" in type(error).__name__
+    text = f"{type(error).__name__} {error}"
+    return isinstance(error, TRANSIENT_ERRORS) or "Throttl" in text or "SlowDown" in text
 
 
 def _version(package: str) -> str | None:
@@ -86,7 +93,7 @@ def stylize_pair(pair: Pair, run_id: str, results_uri: str, *, weights: str | No
         row.update(
             status="succeeded", content_loss=result.content_loss, style_loss=result.style_loss,
             tv_loss=result.tv_loss, total_loss=result.total_loss, loss_history=result.loss_history,
-            iterations=result.iterations, arch=result.arch,
+            iterations_run=result.iterations, network=result.arch,
             height=result.image.shape[0], width=result.image.shape[1],
             load_seconds=loaded - clock, targets_seconds=result.targets_seconds,
             optimize_seconds=result.optimize_seconds, save_seconds=time.perf_counter() - stylized,

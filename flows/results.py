@@ -40,10 +40,11 @@ SCHEMA = pa.schema(
         *_param_fields(),
         ("params_hash", pa.string()),
         ("content_loss", pa.float64()), ("style_loss", pa.float64()), ("tv_loss", pa.float64()),
-        ("total_loss", pa.float64()), ("loss_history", pa.list_(pa.float64())), ("iterations", pa.int64()),
+        ("total_loss", pa.float64()), ("loss_history", pa.list_(pa.float64())),
+        ("iterations_run", pa.int64()),  # steps taken; `iterations` is the budget parameter
         ("load_seconds", pa.float64()), ("targets_seconds", pa.float64()), ("optimize_seconds", pa.float64()),
         ("save_seconds", pa.float64()), ("total_seconds", pa.float64()),
-        ("width", pa.int64()), ("height", pa.int64()), ("arch", pa.string()),
+        ("width", pa.int64()), ("height", pa.int64()), ("network", pa.string()),  # arch resolved: vgg16 or vgg19
         ("device", pa.string()), ("host", pa.string()),
         ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
         ("nst_version", pa.string()), ("tensorflow_version", pa.string()), ("keras_version", pa.string()),

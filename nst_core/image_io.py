@@ -64,7 +64,12 @@ def _open_header(uri: str, data: io.BytesIO, max_pixels: int) -> Image.Image:
     """Open (header only, nothing decoded yet) and refuse images over max_pixels."""
     with warnings.catch_warnings():  # we apply our own limit just below
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        image = Image.open(data)
+        try:
+            image = Image.open(data)
+        except (OSError, EOFError, SyntaxError) as error:  # bytes are in memory: not a network error
+            if isinstance(error, UnidentifiedImageError):
+                raise
+            raise ImageError(f"{uri}: truncated or corrupt image data") from None
     width, height = image.size
     if width * height > max_pixels:
         raise ImageError(f"{uri}: {width} x {height} pixels is over the limit of {max_pixels} pixels")

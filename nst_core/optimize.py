@@ -18,8 +18,9 @@ import tensorflow as tf
 LBFGS_HISTORY = 20  # curvature pairs kept: more gave no faster convergence (bench_core)
 ADAM_BETAS = (0.9, 0.999)  # Kingma & Ba defaults
 ADAM_EPSILON = 1e-8  # small against our losses' gradients, which are relative errors
-# XLA fuses the step into fewer kernels; NST_JIT=0 turns it off (see bench_core).
-JIT_COMPILE = os.environ.get("NST_JIT", "1") != "0"
+# XLA measured 0.72-0.79x the speed of plain graph mode on this CPU (bench_core) and
+# compiles each image shape anew; NST_JIT=1 turns it on, e.g. to measure on a GPU.
+JIT_COMPILE = os.environ.get("NST_JIT", "0") == "1"
 
 
 class NonFiniteLossError(FloatingPointError):
