@@ -1,0 +1,76 @@
+"""Pipeline throughput and overhead: 12 pairs (4 photos x 3 paintings) at 128 px.
+
+Runs the same pairs twice in one process: directly through nst_core (load,
+stylize, save) and through the Prefect flow (manifest expansion, tasks, results
+table, artifacts, against Prefect's default local server). Prints pairs per
+hour for both and the pipeline's overhead per pair as a share of the
+stylization time. Shapes are traced once beforehand so neither side pays for it.
+
+Usage: python benchmarks/bench_pipeline.py [--iterations N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from flows.manifest import expand_manifest  # noqa: E402
+from flows.pipeline import run_manifest  # noqa: E402
+from nst_core.image_io import load_image, save_image  # noqa: E402
+from nst_core.stylize import stylize  # noqa: E402
+
+SAMPLES = REPO / "manifests" / "samples"
+
+
+def stylize_directly(pairs, weights) -> float:
+    started = time.perf_counter()
+    for pair in pairs:
+        content = load_image(pair.content, max_side=pair.params.size)
+        styles = [load_image(uri, max_side=pair.params.size) for uri in pair.styles]
+        save_image(stylize(content, styles, pair.params, weights=weights).image, pair.output)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--iterations", type=int, default=None, help="default: the product's default")
+    parser.add_argument("--weights", default=os.environ.get("NST_WEIGHTS"))
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="nst_bench_pipeline_"))
+    manifest = work / "manifest.csv"
+    manifest.write_text(f"content,style\n{SAMPLES / 'content'},{SAMPLES / 'styles'}\n")
+    overrides = {"size": 128, "tolerance": 0.0}
+    if args.iterations:
+        overrides["iterations"] = args.iterations
+    warm, _ = expand_manifest(str(manifest), str(work / "warm"), overrides={**overrides, "iterations": 2})
+    stylize_directly(warm, args.weights)  # trace every image shape once
+    pairs, _ = expand_manifest(str(manifest), str(work / "direct"), overrides=overrides)
+    direct = stylize_directly(pairs, args.weights)
+
+    started = time.perf_counter()
+    outcome = run_manifest(str(manifest), str(work / "flow"), overrides=overrides, weights=args.weights)
+    flow = time.perf_counter() - started
+    assert outcome["succeeded"] == len(pairs), outcome
+
+    n = len(pairs)
+    print(f"{n} pairs at 128 px, {pairs[0].params.iterations} iterations each, {os.cpu_count()} CPU cores")
+    print("| path | seconds | seconds per pair | pairs per hour |\n|---|---|---|---|")
+    print(f"| nst_core directly | {direct:.1f} | {direct / n:.2f} | {3600 * n / direct:.0f} |")
+    print(f"| Prefect flow (`nst run`) | {flow:.1f} | {flow / n:.2f} | {3600 * n / flow:.0f} |")
+    overhead = (flow - direct) / n
+    print(f"pipeline overhead: {overhead:.2f} s per pair = {100 * overhead / (direct / n):.1f}% of the "
+          f"stylization time (flow start-up included: {flow - direct:.1f} s over the whole run)")
+
+
+if __name__ == "__main__":
+    main()
