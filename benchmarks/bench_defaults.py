@@ -1,9 +1,9 @@
-"""How the defaults were chosen: a sweep of style weight and initialisation.
+"""How the defaults were chosen: a sweep of one parameter and the initialisation.
 
-For each setting it prints the final content and style distances (relative
-errors, measured with the same Gram/feature distances whatever the setting) and
-the steps taken, and writes a picture grid to look at (rows: pair x init,
-columns: style weight). Usage: python benchmarks/bench_defaults.py [--size 192]
+For each setting it prints the final content, style and TV losses (relative
+errors, the same measure whatever the setting) and the steps taken, and writes a
+picture grid to look at (rows: pair x init, columns: the swept values).
+Usage: python benchmarks/bench_defaults.py [--size 192] [--sweep style_weight=3,10,30,100]
 """
 
 from __future__ import annotations
@@ -32,25 +32,27 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--weights", default=os.environ.get("NST_WEIGHTS"))
-    parser.add_argument("--style-weights", default="1,10,100,1000")
+    parser.add_argument("--sweep", default="style_weight=3,10,30,100", help="NAME=V1,V2,...")
     parser.add_argument("--inits", default="content,noise")
     parser.add_argument("--out", default="out/bench_defaults.png")
     args = parser.parse_args()
-    style_weights = [float(v) for v in args.style_weights.split(",")]
-    print("| pair | init | style_weight | content distance | style distance | steps | seconds |")
-    print("|---|---|---|---|---|---|---|")
+    name, values = args.sweep.split("=")
+    values = [StyleParams.parse(name, v) for v in values.split(",")]
+    print(f"| pair | init | {name} | content loss | style loss | tv loss | steps | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
     rows = []
     for content_name, style_name in PAIRS:
         content = load_image(str(SAMPLES / "content" / f"{content_name}.jpg"), max_side=args.size)
         style = load_image(str(SAMPLES / "styles" / f"{style_name}.jpg"), max_side=args.size)
         for init in args.inits.split(","):
             cells = []
-            for style_weight in style_weights:
-                params = StyleParams(size=args.size, style_weight=style_weight, init=init)
+            for value in values:
+                params = StyleParams(size=args.size, init=init).replace(**{name: value})
                 started = time.perf_counter()
                 result = stylize(content, [style], params, weights=args.weights)
-                print(f"| {content_name} x {style_name} | {init} | {style_weight:g} | {result.content_loss:.3f} "
-                      f"| {result.style_loss:.4f} | {result.iterations} | {time.perf_counter() - started:.1f} |",
+                print(f"| {content_name} x {style_name} | {init} | {value} | {result.content_loss:.3f} "
+                      f"| {result.style_loss:.4f} | {result.tv_loss:.4f} | {result.iterations} "
+                      f"| {time.perf_counter() - started:.1f} |",
                       flush=True)
                 cells.append(result.image)
             height = min(c.shape[0] for c in cells)

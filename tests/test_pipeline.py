@@ -60,6 +60,20 @@ def test_flow_stylizes_every_pair_and_records_them(prefect_api, photo_dir, weigh
         assert row.total_seconds >= row.optimize_seconds > 0
         assert row.style_uri.endswith("starry night.jpg") and row.size == 32
     assert table["params_hash"].nunique() == 1 and table["tensorflow_version"].notna().all()
+    summary, failures = _artifacts("stylize-summary"), _artifacts("stylize-failures")
+    assert "| 3 | 0 | 0 |" in summary[0].data and outcome["run_id"] in summary[0].description
+    assert "no failures" in str(failures[0].data)
+
+
+def _artifacts(key: str):
+    """The artifacts with this key on the test's Prefect server, newest first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                     sort=ArtifactSort.CREATED_DESC)
 
 
 def test_a_corrupt_image_fails_alone(prefect_api, photo_dir, weights_path):
@@ -73,6 +87,8 @@ def test_a_corrupt_image_fails_alone(prefect_api, photo_dir, weights_path):
     broken = str(photo_dir / "photos" / "broken.jpg")
     assert "broken.jpg" in failed[broken] and "truncated" in failed[broken]
     assert "file not found" in failed[str(photo_dir / "photos" / "missing.jpg")]
+    assert "broken.jpg" in str(_artifacts("stylize-failures")[0].data)
+    assert (table.attempts == 1).all()  # bad input is recorded, not retried
 
 
 def test_rerun_skips_finished_pairs_and_force_redoes_them(prefect_api, photo_dir, weights_path):
@@ -101,7 +117,7 @@ def test_a_bad_manifest_is_rejected_before_any_work(prefect_api, photo_dir, weig
     assert not (photo_dir / "out").exists()
 
 
-def test_everything_on_s3(prefect_api, s3, weights_path, monkeypatch):
+def test_everything_on_s3(prefect_api, s3, weights_path, caplog):
     fs, options = s3
     secret = os.environ["AWS_SECRET_ACCESS_KEY"]
     for name in ("chelsea", "coffee"):
@@ -117,8 +133,8 @@ def test_everything_on_s3(prefect_api, s3, weights_path, monkeypatch):
     for uri in table.output_uri:
         with fs.open(uri, "rb") as handle:
             assert max(Image.open(handle).size) == 32
-    dump = table.astype(str).to_csv()
-    assert secret not in dump and "testing-key-id" not in dump
+    dump = table.astype(str).to_csv() + caplog.text + str(_artifacts("stylize-summary")[0].data)
+    assert secret not in dump and os.environ["AWS_ACCESS_KEY_ID"] not in dump
 
 
 def test_killed_run_resumes_without_redoing_finished_pairs(prefect_api, photo_dir, weights_path):
