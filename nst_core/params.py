@@ -33,7 +33,7 @@ class StyleParams:
     init: Init = "content"  # same look as noise at style_weight 10, content better kept (bench_defaults)
     content_weight: float = 1.0  # losses are relative errors, so the ratio to style_weight is what matters
     style_weight: float = 10.0  # strong, painterly, content still readable (sweep 3..100, bench_defaults)
-    tv_weight: float = 1e-3  # a little smoothing removes high-frequency speckle without blurring strokes
+    tv_weight: float = 1.0  # 30-35% less pixel speckle (TV), content and style losses within 1% (bench_defaults)
     content_layers: tuple[str, ...] = ("block4_conv2",)  # Gatys et al. 2016
     content_layer_weights: Optional[tuple[float, ...]] = None  # None: equal weights
     style_layers: tuple[str, ...] = VGG_STYLE_LAYERS  # Gatys et al. 2016

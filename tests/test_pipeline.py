@@ -188,3 +188,30 @@ def test_cli_stylize_one_pair(photo_dir, weights_path):
                           str(photo_dir / "styles" / "scream.jpg"), "-o", str(out), "--weights", weights_path],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "nope.jpg" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_exits_one_when_a_pair_failed(prefect_api, photo_dir, weights_path):
+    manifest = _write_manifest(photo_dir / "m.csv", ["photos/missing.jpg,styles/scream.jpg"])
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(photo_dir / "o"),
+                             "--size", "32", "--weights", weights_path],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 1
+    assert "1 of 1 pairs failed" in result.stderr
+    assert read_results(str(photo_dir / "o" / "results")).error.str.contains("missing.jpg: file not found").all()
+
+
+def test_transient_errors_are_retried_and_bad_input_is_not():
+    import botocore.exceptions
+
+    from flows.pairs import is_transient
+    from nst_core.image_io import ImageError
+
+    assert is_transient(TimeoutError("read timed out"))
+    assert is_transient(ConnectionResetError())
+    assert is_transient(botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
+    assert is_transient(RuntimeError("SlowDown: please reduce your request rate"))
+    assert not is_transient(ImageError("a.jpg: truncated or corrupt image data"))
+    assert not is_transient(FileNotFoundError("a.jpg"))
+    assert not is_transient(PermissionError("denied"))
+    assert not is_transient(ValueError("size must be at least 16"))

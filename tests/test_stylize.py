@@ -172,3 +172,18 @@ def test_non_finite_loss_fails_clearly(images, weights_path):
     content, style = images
     with pytest.raises(NonFiniteLossError, match="lower the loss weights"):
         stylize(content, [style], _params(style_weight=1e39, content_weight=1e39, iterations=5), weights=weights_path)
+
+
+def test_style_statistics_are_computed_once_per_style(images, weights_path, monkeypatch):
+    from nst_core import stylize as stylize_module
+
+    content, style = images
+    calls = []
+    real = stylize_module.losses.style_context
+    monkeypatch.setattr(stylize_module.losses, "style_context", lambda *a, **k: calls.append(1) or real(*a, **k))
+    params = _params(iterations=2, seed=123)  # a seed no other test uses: a cold cache entry
+    for _ in range(3):
+        stylize(content, [style], params, weights=weights_path)
+    assert len(calls) == len(params.style_layers)  # one computation, then two cache hits
+    stylize(content, [style], params.replace(style_scale=0.5), weights=weights_path)
+    assert len(calls) == 2 * len(params.style_layers)  # a different style size is a new entry
