@@ -109,7 +109,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.manifest import validate_manifest
-    from flows.pipeline import PairsFailedError, run_manifest
+    from flows.pipeline import PairsFailedError, RunInterruptedError, run_manifest
 
     # Reject a bad manifest here, in one message, before Prefect starts.
     validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args))
@@ -122,6 +122,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except PairsFailedError as error:
         print(f"nst: {error}", file=sys.stderr)
         return 1
+    except RunInterruptedError as error:
+        print(f"nst: {error}", file=sys.stderr)
+        return 130
     print(f"{outcome['succeeded']} succeeded, {outcome['skipped']} skipped, {outcome['failed']} failed")
     print(f"outputs: {args.out}\nresults: {outcome['results']}  (pandas.read_parquet)")
     return 0

@@ -5,8 +5,11 @@ No Prefect here, so it is testable on its own; flows/pipeline.py wraps it in a t
 
 from __future__ import annotations
 
+import contextlib
 import platform
+import signal
 import socket
+import threading
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -37,6 +40,39 @@ def is_transient(error: BaseException) -> bool:
         return False
     text = f"{type(error).__name__} {error}"
     return isinstance(error, TRANSIENT_ERRORS) or "Throttl" in text or "SlowDown" in text
+
+
+# Set by SIGINT/SIGTERM during a run: the pair in progress is abandoned, the rest left for the next run.
+STOP = threading.Event()
+
+
+class RunStopped(Exception):
+    """The run was asked to stop; this pair was abandoned, not failed (it has no row)."""
+
+
+@contextlib.contextmanager
+def stop_on_signals(on_signal):
+    """While inside, SIGINT and SIGTERM set STOP (and call on_signal(name)) instead of killing the process."""
+    STOP.clear()
+
+    def handler(signum, frame):
+        STOP.set()
+        on_signal(signal.Signals(signum).name)
+
+    previous = {}
+    with contextlib.suppress(ValueError):  # signals can only be set from the main thread
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _raise_if_stopped(*_):
+    if STOP.is_set():
+        raise RunStopped("stopped by a signal before this pair finished")
 
 
 def _version(package: str) -> str | None:
@@ -82,12 +118,13 @@ def stylize_pair(pair: Pair, run_id: str, results_uri: str, *, weights: str | No
     """
     started_at, clock = datetime.now(timezone.utc), time.perf_counter()
     row = {**base_row(pair, run_id), "started_at": started_at, "attempts": attempts, "device": _device()}
+    _raise_if_stopped()
     try:
         style_side = max(16, round(pair.params.size * pair.params.style_scale))
         content = load_image(pair.content, max_side=pair.params.size, storage_options=storage_options)
         styles = [load_image(uri, max_side=style_side, storage_options=storage_options) for uri in pair.styles]
         loaded = time.perf_counter()
-        result = stylize(content, styles, pair.params, weights=weights)
+        result = stylize(content, styles, pair.params, weights=weights, callback=_raise_if_stopped)
         stylized = time.perf_counter()
         save_image(result.image, pair.output, storage_options=storage_options)
         row.update(
@@ -99,7 +136,7 @@ def stylize_pair(pair: Pair, run_id: str, results_uri: str, *, weights: str | No
             optimize_seconds=result.optimize_seconds, save_seconds=time.perf_counter() - stylized,
         )
     except Exception as error:  # noqa: BLE001 - sorted into retry or record just below
-        if is_transient(error):
+        if isinstance(error, RunStopped) or is_transient(error):
             raise
         row.update(status="failed", error=failure_message(error, pair))
     row.update(finished_at=datetime.now(timezone.utc), total_seconds=time.perf_counter() - clock)

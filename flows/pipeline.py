@@ -23,7 +23,7 @@ from nst_core.model import feature_extractor
 from nst_core.params import StyleParams
 
 from .manifest import Pair, expand_manifest
-from .pairs import base_row, failure_message, is_transient, stylize_pair
+from .pairs import STOP, RunStopped, base_row, failure_message, is_transient, stop_on_signals, stylize_pair
 from .results import read_results, succeeded_pairs, write_rows
 
 RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a throttling burst
@@ -31,6 +31,10 @@ RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a thr
 
 class PairsFailedError(RuntimeError):
     """Some pairs failed; their rows in the results table say why."""
+
+
+class RunInterruptedError(RuntimeError):
+    """SIGINT or SIGTERM stopped the run; finished pairs are recorded, a rerun does the rest."""
 
 
 def _retry_transient(task, task_run, state) -> bool:
@@ -83,7 +87,8 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
                      storage_options: dict | None = None, progress: bool = False) -> dict:
     """Stylize every pair of `manifest` into `out`; rows go to `results` (default OUT/results).
 
-    Returns counts per status; raises PairsFailedError when any pair failed.
+    Returns counts per status; raises PairsFailedError when any pair failed, and
+    RunInterruptedError after SIGINT/SIGTERM (finished pairs recorded, the rest left).
     """
     logger = get_run_logger()
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
@@ -98,28 +103,16 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     if todo:  # load the network once, up front: a weights problem stops the run before any pair
         first = todo[0].params
         feature_extractor(first.arch, weights, first.content_layers + first.style_layers, first.pooling)
-    futures = {stylize_pair_task.submit(p, run_id, results_uri, weights, storage_options): p for p in todo}
     counts, failures, seconds = Counter(skipped=len(finished)), [], []
     bar = tqdm(total=len(pairs), initial=len(finished), unit="pair", disable=not progress, dynamic_ncols=True)
-    for future in as_completed(list(futures)):
-        pair = futures[future]
-        try:
-            row = future.result()
-        except Exception as error:  # retries exhausted on a transient error: record, don't lose it
-            now = datetime.now(timezone.utc)
-            row = {**base_row(pair, run_id), "status": "failed", "error": failure_message(error, pair),
-                   "attempts": len(RETRY_DELAYS) + 1, "started_at": now, "finished_at": now}
-            write_rows(results_uri, [row], storage_options=storage_options)
-        counts[row["status"]] += 1
-        if row["status"] == "failed":
-            failures.append(row)
-            logger.error(f"failed: {row['content_uri']} x {row['style_uri']}: {row['error']}")
-        else:
-            seconds.append(row["total_seconds"])
-            logger.info(f"done: {row['output_uri']} in {row['total_seconds']:.1f} s, loss {row['total_loss']:.4g}")
-        bar.update(1)
-        bar.set_postfix(done=counts["succeeded"], failed=counts["failed"], skipped=counts["skipped"])
+    with stop_on_signals(lambda name: logger.warning(f"{name}: abandoning the pair in progress and stopping")):
+        futures = {stylize_pair_task.submit(p, run_id, results_uri, weights, storage_options): p for p in todo}
+        for future in as_completed(list(futures)):
+            _collect(future, futures[future], run_id, results_uri, storage_options, counts, failures, seconds, logger)
+            bar.update(1)
+            bar.set_postfix(done=counts["succeeded"], failed=counts["failed"], skipped=counts["skipped"])
     bar.close()
+    stopped = STOP.is_set()
 
     summary = summary_markdown(run_id, counts, failures, seconds)
     create_markdown_artifact(summary, key="stylize-summary", description=f"run {run_id}")
@@ -130,9 +123,33 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     )
     logger.info(summary)
     outcome = {"run_id": run_id, "results": results_uri, **{k: counts[k] for k in ("succeeded", "failed", "skipped")}}
+    if stopped:
+        raise RunInterruptedError(f"stopped by a signal: {counts['succeeded']} succeeded, {counts['failed']} failed, "
+                                  f"{counts['stopped']} left for the next run; see {results_uri}")
     if counts["failed"]:
         raise PairsFailedError(f"{counts['failed']} of {len(pairs)} pairs failed; see {results_uri}")
     return outcome
+
+
+def _collect(future, pair, run_id, results_uri, storage_options, counts, failures, seconds, logger) -> None:
+    """Count one finished task; record a pair whose retries ran out."""
+    try:
+        row = future.result()
+    except RunStopped:
+        counts["stopped"] += 1
+        return
+    except Exception as error:  # retries exhausted on a transient error: record, don't lose it
+        now = datetime.now(timezone.utc)
+        row = {**base_row(pair, run_id), "status": "failed", "error": failure_message(error, pair),
+               "attempts": len(RETRY_DELAYS) + 1, "started_at": now, "finished_at": now}
+        write_rows(results_uri, [row], storage_options=storage_options)
+    counts[row["status"]] += 1
+    if row["status"] == "failed":
+        failures.append(row)
+        logger.error(f"failed: {row['content_uri']} x {row['style_uri']}: {row['error']}")
+    else:
+        seconds.append(row["total_seconds"])
+        logger.info(f"done: {row['output_uri']} in {row['total_seconds']:.1f} s, loss {row['total_loss']:.4g}")
 
 
 def run_manifest(manifest: str, out: str, *, concurrency: int = 1, **kwargs) -> dict:

@@ -215,3 +215,42 @@ def test_transient_errors_are_retried_and_bad_input_is_not():
     assert not is_transient(FileNotFoundError("a.jpg"))
     assert not is_transient(PermissionError("denied"))
     assert not is_transient(ValueError("size must be at least 16"))
+
+
+def test_a_diverging_pair_fails_clearly_and_alone(prefect_api, photo_dir, weights_path):
+    manifest = photo_dir / "m.csv"
+    manifest.write_text("content,style,style_weight,content_weight\n"
+                        "photos/chelsea.jpg,styles/scream.jpg,1e39,1e39\n"
+                        "photos/coffee.jpg,styles/scream.jpg,,\n")
+    with pytest.raises(PairsFailedError, match="1 of 2 pairs failed"):
+        _run(str(manifest), photo_dir / "out", weights_path)
+    table = read_results(str(photo_dir / "out" / "results")).set_index("status")
+    assert "the loss became" in table.loc["failed", "error"] and "lower the loss weights" in table.loc["failed", "error"]
+    assert table.loc["succeeded", "content_uri"].endswith("coffee.jpg")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes_it(prefect_api, photo_dir, weights_path, signum):
+    manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles"])  # 6 pairs
+    out = photo_dir / "out"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "NST_WEIGHTS": weights_path}
+    command = [sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(out), "--size", "32",
+               "--iterations", "150", "--tolerance", "0"]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "results").glob("part-*.parquet")):
+        time.sleep(0.2)
+    process.send_signal(signum)
+    signalled = time.time()
+    _, stderr = process.communicate(timeout=60)
+    assert time.time() - signalled < 10, "the run should stop within seconds"
+    assert process.returncode == 130
+    assert "stopped by a signal" in stderr and "left for the next run" in stderr
+    table = read_results(str(out / "results"))
+    assert set(table.status) == {"succeeded"} and 1 <= len(table) < 6  # nothing recorded as failed
+    assert not list(out.glob(".*.tmp"))  # no temporary file left behind
+    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    final = read_results(str(out / "results"))
+    assert set(final[final.status == "skipped"].pair_id) == set(table.pair_id)
+    assert final[final.status == "succeeded"].pair_id.nunique() == 6
