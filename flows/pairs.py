@@ -28,8 +28,7 @@ from .results import params_columns, write_rows
 
 # Errors that are the input's fault: recorded as failed, never retried.
 PERMANENT_ERRORS = (ImageError, ValueError, NonFiniteLossError, WeightsError, tf.errors.ResourceExhaustedError)
-
-
+# Network errors as they reach us from s3fs, aiohttp and botocore: retried.
 TRANSIENT_ERRORS = (OSError, aiohttp.ClientError, botocore.exceptions.HTTPClientError,
                     botocore.exceptions.ConnectionError)
 
