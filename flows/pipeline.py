@@ -20,7 +20,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
 from nst_core.model import feature_extractor
-from nst_core.params import StyleParams
 
 from .manifest import Pair, expand_manifest
 from .pairs import STOP, RunStopped, base_row, failure_message, is_transient, stop_on_signals, stylize_pair

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Optional, get_args, get_type_hints
 
 Optimizer = Literal["lbfgs", "adam"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,15 @@ def weights_path() -> str:
         str(SHARED_WEIGHTS) if SHARED_WEIGHTS.exists() else "imagenet"
     )
     return path
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A well-formed 1-bit PNG that claims width x height but holds a few bytes of data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def _free_port() -> int:

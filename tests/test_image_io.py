@@ -6,9 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import struct
 import time
-import zlib
 
 import numpy as np
 import pytest
@@ -18,7 +16,7 @@ from PIL import Image
 from nst_core import image_io
 from nst_core.image_io import DEFAULT_MAX_PIXELS, ImageError, image_size, load_image, save_image
 
-from conftest import SAMPLES
+from conftest import SAMPLES, png_header
 
 CHELSEA = SAMPLES / "content" / "chelsea.jpg"
 RED, BLUE = (255, 0, 0), (0, 0, 255)
@@ -34,15 +32,6 @@ def _encoded(image: Image.Image, format: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=format, **options)
     return buffer.getvalue()
-
-
-def _png_header(width: int, height: int) -> bytes:
-    """A well-formed 1-bit PNG that claims width x height but holds a few bytes of data."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 # --- bad input: one line, the file's name, the problem ---------------------------------
@@ -77,7 +66,7 @@ def test_text_file_named_jpg(tmp_path):
 
 def test_decompression_bomb_is_refused_from_the_header(tmp_path):
     # 10^10 pixels: decoding would need ~10 GB; it must fail at once, from the header.
-    uri = _write(tmp_path / "bomb.png", _png_header(100_000, 100_000))
+    uri = _write(tmp_path / "bomb.png", png_header(100_000, 100_000))
     started = time.perf_counter()
     with pytest.raises(ImageError, match=r"10000000000 pixels is over .*limit of \d+ pixels") as error:
         load_image(uri)
@@ -87,7 +76,7 @@ def test_decompression_bomb_is_refused_from_the_header(tmp_path):
 
 def test_image_over_our_limit_is_refused_with_its_size(tmp_path):
     # 10^8 pixels: under Pillow's hard limit, over DEFAULT_MAX_PIXELS.
-    uri = _write(tmp_path / "big.png", _png_header(10_000, 10_000))
+    uri = _write(tmp_path / "big.png", png_header(10_000, 10_000))
     started = time.perf_counter()
     with pytest.raises(ImageError, match=f"10000 x 10000 pixels is over the limit of {DEFAULT_MAX_PIXELS} pixels"):
         load_image(uri)

@@ -10,12 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import REPO, SAMPLES
+from conftest import REPO, SAMPLES, png_header
 from flows.manifest import ManifestError
 from flows.pipeline import PairsFailedError, run_manifest
 from flows.results import read_results
@@ -254,3 +253,24 @@ def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes_it(prefect_api, pho
     final = read_results(str(out / "results"))
     assert set(final[final.status == "skipped"].pair_id) == set(table.pair_id)
     assert final[final.status == "succeeded"].pair_id.nunique() == 6
+
+
+def test_bad_files_fail_their_own_pairs_with_the_file_named(prefect_api, photo_dir, weights_path):
+    bad = photo_dir / "bad"
+    bad.mkdir()
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "notes.jpg").write_text("this is text, not a JPEG")
+    (bad / "cut.jpg").write_bytes((SAMPLES / "content" / "coffee.jpg").read_bytes()[:2000])
+    (bad / "bomb.png").write_bytes(png_header(100_000, 100_000))  # claims 10^10 pixels in a few bytes
+    manifest = _write_manifest(photo_dir / "m.csv", ["bad,styles/scream.jpg", "photos/chelsea.jpg,styles/scream.jpg",
+                                                      "bad/gone.jpg,styles/scream.jpg"])
+    with pytest.raises(PairsFailedError, match="5 of 6 pairs failed"):
+        _run(manifest, photo_dir / "out", weights_path)
+    errors = read_results(str(photo_dir / "out" / "results")).set_index("content_uri")["error"]
+    expected = {"empty.jpg": "empty file (0 bytes)", "notes.jpg": "not an image Pillow can read",
+                "cut.jpg": "truncated or corrupt image data", "bomb.png": "10000000000 pixels is over",
+                "gone.jpg": "file not found"}
+    for name, reason in expected.items():
+        message = errors[str(bad / name)]
+        assert name in message and reason in message, message
+    assert errors.isna().sum() == 1  # the good pair
