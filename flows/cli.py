@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--results", help="results table (default OUT/results)")
     many.add_argument("--force", action="store_true", help="redo pairs a previous run finished")
     many.add_argument("--concurrency", type=int, default=1, help="pairs stylized at once (default 1)")
+    many.add_argument("--memory-limit-gb", type=float, help="refuse pairs estimated to need more (default: "
+                      "$NST_MEMORY_LIMIT_GB or 80%% of RAM)")
     _add_param_flags(many)
     _add_s3_flags(many)
     return parser
@@ -117,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcome = run_manifest(
             args.manifest, args.out, concurrency=args.concurrency, results=args.results, force=args.force,
             overrides=param_overrides(args), weights=args.weights, storage_options=storage_options(args),
-            progress=True,
+            progress=True, memory_limit_gb=args.memory_limit_gb,
         )
     except PairsFailedError as error:
         print(f"nst: {error}", file=sys.stderr)

@@ -6,6 +6,7 @@ No Prefect here, so it is testable on its own; flows/pipeline.py wraps it in a t
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import signal
 import socket
@@ -21,7 +22,7 @@ import tensorflow as tf
 from nst_core.image_io import ImageError, load_image, save_image
 from nst_core.model import WeightsError
 from nst_core.optimize import NonFiniteLossError
-from nst_core.stylize import stylize
+from nst_core.stylize import estimate_memory_bytes, size_for, stylize
 
 from .manifest import Pair
 from .results import params_columns, write_rows
@@ -74,6 +75,29 @@ def _raise_if_stopped(*_):
         raise RunStopped("stopped by a signal before this pair finished")
 
 
+class MemoryBudgetError(ValueError):
+    """The pair would need more memory than the run allows."""
+
+
+def default_memory_limit_gb() -> float:
+    """$NST_MEMORY_LIMIT_GB, else 80% of this machine's memory."""
+    configured = os.environ.get("NST_MEMORY_LIMIT_GB")
+    if configured:
+        return float(configured)
+    return 0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def check_memory(pair: Pair, content_shape, limit_gb: float) -> None:
+    """Refuse a pair before it starts rather than let the OS kill the whole run mid-night."""
+    height, width = size_for(content_shape, pair.params.size)
+    needed_gb = estimate_memory_bytes(height, width) / 2**30
+    if needed_gb > limit_gb:
+        raise MemoryBudgetError(
+            f"{pair.content}: size {pair.params.size} ({width} x {height}) needs about {needed_gb:.1f} GB, "
+            f"over the memory limit of {limit_gb:.1f} GB; lower `size` for this pair"
+        )
+
+
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
@@ -105,11 +129,14 @@ def failure_message(error: BaseException, pair: Pair) -> str:
     if isinstance(error, FileNotFoundError):
         return f"{error.filename or error}: file not found"
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return f"{type(error).__name__}: {message}" if not isinstance(error, ImageError) else message
+    # Our own errors already read as a sentence; others get their type for context.
+    ours = (ImageError, MemoryBudgetError, NonFiniteLossError, WeightsError)
+    return message if isinstance(error, ours) else f"{type(error).__name__}: {message}"
 
 
 def stylize_pair(pair: Pair, run_id: str, results_uri: str, *, weights: str | None = None,
-                 storage_options: dict | None = None, attempts: int = 1) -> dict:
+                 storage_options: dict | None = None, attempts: int = 1,
+                 memory_limit_gb: float | None = None) -> dict:
     """Stylize one pair and append its row to the results table; returns the row.
 
     Bad input fails the pair (a `failed` row, no exception); transient errors
@@ -121,6 +148,7 @@ def stylize_pair(pair: Pair, run_id: str, results_uri: str, *, weights: str | No
     try:
         style_side = max(16, round(pair.params.size * pair.params.style_scale))
         content = load_image(pair.content, max_side=pair.params.size, storage_options=storage_options)
+        check_memory(pair, content.shape, memory_limit_gb or default_memory_limit_gb())
         styles = [load_image(uri, max_side=style_side, storage_options=storage_options) for uri in pair.styles]
         loaded = time.perf_counter()
         result = stylize(content, styles, pair.params, weights=weights, callback=_raise_if_stopped)

@@ -45,8 +45,9 @@ def _retry_transient(task, task_run, state) -> bool:
     retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=_retry_transient,
 )
 def stylize_pair_task(pair: Pair, run_id: str, results_uri: str, weights: str | None,
-                      storage_options: dict | None) -> dict:
-    return stylize_pair(pair, run_id, results_uri, weights=weights, storage_options=storage_options)
+                      storage_options: dict | None, memory_limit_gb: float | None) -> dict:
+    return stylize_pair(pair, run_id, results_uri, weights=weights, storage_options=storage_options,
+                        memory_limit_gb=memory_limit_gb)
 
 
 def results_location(out: str, results: str | None) -> str:
@@ -83,8 +84,12 @@ def summary_markdown(run_id: str, counts: Counter, failures: list[dict], seconds
 @flow(name="stylize-manifest")
 def stylize_manifest(manifest: str, out: str, results: str | None = None, force: bool = False,
                      overrides: dict | None = None, weights: str | None = None,
-                     storage_options: dict | None = None, progress: bool = False) -> dict:
+                     storage_options: dict | None = None, progress: bool = False,
+                     memory_limit_gb: float | None = None) -> dict:
     """Stylize every pair of `manifest` into `out`; rows go to `results` (default OUT/results).
+
+    A pair whose estimated memory exceeds `memory_limit_gb` (default $NST_MEMORY_LIMIT_GB
+    or 80% of RAM) fails alone, before it starts.
 
     Returns counts per status; raises PairsFailedError when any pair failed, and
     RunInterruptedError after SIGINT/SIGTERM (finished pairs recorded, the rest left).
@@ -105,7 +110,8 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     counts, failures, seconds = Counter(skipped=len(finished)), [], []
     bar = tqdm(total=len(pairs), initial=len(finished), unit="pair", disable=not progress, dynamic_ncols=True)
     with stop_on_signals(lambda name: logger.warning(f"{name}: abandoning the pair in progress and stopping")):
-        futures = {stylize_pair_task.submit(p, run_id, results_uri, weights, storage_options): p for p in todo}
+        futures = {stylize_pair_task.submit(p, run_id, results_uri, weights, storage_options, memory_limit_gb): p
+                   for p in todo}
         for future in as_completed(list(futures)):
             _collect(future, futures[future], run_id, results_uri, storage_options, counts, failures, seconds, logger)
             bar.update(1)

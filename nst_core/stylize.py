@@ -20,6 +20,9 @@ from .optimize import Progress, adam_state, lbfgs_state, make_adam_step, make_lb
 from .params import StyleParams
 
 _TARGET_CACHE_SIZE = 32
+# Peak memory per output pixel of an optimisation: 3.8 KB measured for VGG16 at 512 and
+# 768 px (peak RSS above the loaded model); 5 KB leaves room for VGG19's extra layers.
+BYTES_PER_PIXEL = 5000
 
 
 @dataclass
@@ -42,6 +45,11 @@ def size_for(shape, longest_side: int) -> tuple[int, int]:
     height, width = shape[:2]
     factor = longest_side / max(height, width)
     return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def estimate_memory_bytes(height: int, width: int) -> int:
+    """Roughly the peak memory one stylization of this output size needs."""
+    return BYTES_PER_PIXEL * height * width
 
 
 def resize(image, height_width) -> np.ndarray:

@@ -274,3 +274,16 @@ def test_bad_files_fail_their_own_pairs_with_the_file_named(prefect_api, photo_d
         message = errors[str(bad / name)]
         assert name in message and reason in message, message
     assert errors.isna().sum() == 1  # the good pair
+
+
+def test_a_pair_too_large_for_the_memory_limit_fails_alone(prefect_api, photo_dir, weights_path):
+    manifest = photo_dir / "m.csv"
+    manifest.write_text("content,style,size\nphotos/chelsea.jpg,styles/scream.jpg,1024\n"
+                        "photos/coffee.jpg,styles/scream.jpg,32\n")
+    with pytest.raises(PairsFailedError, match="1 of 2 pairs failed"):
+        run_manifest(str(manifest), str(photo_dir / "out"), overrides={"iterations": 2}, weights=weights_path,
+                     memory_limit_gb=2.0)
+    table = read_results(str(photo_dir / "out" / "results")).set_index("status")
+    message = table.loc["failed", "error"]
+    assert "chelsea.jpg: size 1024 (1024 x 680)" in message and "over the memory limit of 2.0 GB; lower `size`" in message
+    assert table.loc["succeeded", "content_uri"].endswith("coffee.jpg")
