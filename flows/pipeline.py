@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.futures import as_completed
+from prefect.runtime import task_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
@@ -47,7 +48,7 @@ def _retry_transient(task, task_run, state) -> bool:
 def stylize_pair_task(pair: Pair, run_id: str, results_uri: str, weights: str | None,
                       storage_options: dict | None, memory_limit_gb: float | None) -> dict:
     return stylize_pair(pair, run_id, results_uri, weights=weights, storage_options=storage_options,
-                        memory_limit_gb=memory_limit_gb)
+                        memory_limit_gb=memory_limit_gb, attempts=task_run.run_count)
 
 
 def results_location(out: str, results: str | None) -> str:
@@ -85,11 +86,12 @@ def summary_markdown(run_id: str, counts: Counter, failures: list[dict], seconds
 def stylize_manifest(manifest: str, out: str, results: str | None = None, force: bool = False,
                      overrides: dict | None = None, weights: str | None = None,
                      storage_options: dict | None = None, progress: bool = False,
-                     memory_limit_gb: float | None = None) -> dict:
+                     memory_limit_gb: float | None = None, retry_delays: list[float] = RETRY_DELAYS) -> dict:
     """Stylize every pair of `manifest` into `out`; rows go to `results` (default OUT/results).
 
     A pair whose estimated memory exceeds `memory_limit_gb` (default $NST_MEMORY_LIMIT_GB
-    or 80% of RAM) fails alone, before it starts.
+    or 80% of RAM) fails alone, before it starts. Transient storage errors are retried
+    after each of `retry_delays` seconds.
 
     Returns counts per status; raises PairsFailedError when any pair failed, and
     RunInterruptedError after SIGINT/SIGTERM (finished pairs recorded, the rest left).
@@ -110,10 +112,11 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     counts, failures, seconds = Counter(skipped=len(finished)), [], []
     bar = tqdm(total=len(pairs), initial=len(finished), unit="pair", disable=not progress, dynamic_ncols=True)
     with stop_on_signals(lambda name: logger.warning(f"{name}: abandoning the pair in progress and stopping")):
-        futures = {stylize_pair_task.submit(p, run_id, results_uri, weights, storage_options, memory_limit_gb): p
-                   for p in todo}
+        task = stylize_pair_task.with_options(retries=len(retry_delays), retry_delay_seconds=retry_delays)
+        futures = {task.submit(p, run_id, results_uri, weights, storage_options, memory_limit_gb): p for p in todo}
         for future in as_completed(list(futures)):
-            _collect(future, futures[future], run_id, results_uri, storage_options, counts, failures, seconds, logger)
+            _collect(future, futures[future], run_id, results_uri, storage_options, counts, failures, seconds, logger,
+                     attempts=len(retry_delays) + 1)
             bar.update(1)
             bar.set_postfix(done=counts["succeeded"], failed=counts["failed"], skipped=counts["skipped"])
     bar.close()
@@ -136,7 +139,8 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     return outcome
 
 
-def _collect(future, pair, run_id, results_uri, storage_options, counts, failures, seconds, logger) -> None:
+def _collect(future, pair, run_id, results_uri, storage_options, counts, failures, seconds, logger,
+             attempts: int) -> None:
     """Count one finished task; record a pair whose retries ran out."""
     try:
         row = future.result()
@@ -146,7 +150,7 @@ def _collect(future, pair, run_id, results_uri, storage_options, counts, failure
     except Exception as error:  # retries exhausted on a transient error: record, don't lose it
         now = datetime.now(timezone.utc)
         row = {**base_row(pair, run_id), "status": "failed", "error": failure_message(error, pair),
-               "attempts": len(RETRY_DELAYS) + 1, "started_at": now, "finished_at": now}
+               "attempts": attempts, "started_at": now, "finished_at": now}
         write_rows(results_uri, [row], storage_options=storage_options)
     counts[row["status"]] += 1
     if row["status"] == "failed":

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import REPO, SAMPLES, png_header
+from conftest import REPO, SAMPLES, _free_port, png_header
 from flows.manifest import ManifestError
 from flows.pipeline import PairsFailedError, run_manifest
 from flows.results import read_results
@@ -287,3 +287,44 @@ def test_a_pair_too_large_for_the_memory_limit_fails_alone(prefect_api, photo_di
     message = table.loc["failed", "error"]
     assert "chelsea.jpg: size 1024 (1024 x 680)" in message and "over the memory limit of 2.0 GB; lower `size`" in message
     assert table.loc["succeeded", "content_uri"].endswith("coffee.jpg")
+
+
+def test_an_s3_outage_mid_run_is_ridden_out_by_retries(prefect_api, s3, weights_path):
+    """The S3 endpoint goes away for a few seconds mid-run and comes back: every pair succeeds."""
+    import threading
+
+    from moto.server import ThreadedMotoServer
+
+    fs, fixture_options = s3
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # shares moto's state
+    server.start()
+    options = {"endpoint_url": f"http://127.0.0.1:{port}"}
+    for name in ("chelsea", "coffee", "rocket"):
+        fs.put(str(SAMPLES / "content" / f"{name}.jpg"), f"nst-test/in/photos/{name}.jpg")
+    fs.put(str(SAMPLES / "styles" / "shipwreck.jpg"), "nst-test/in/styles/shipwreck.jpg")
+    fs.pipe("nst-test/in/manifest.csv", b"content,style\nphotos/,styles/shipwreck.jpg\n")
+    outage = {}
+
+    def break_and_restore():
+        while not fs.glob("nst-test/out/results/part-*.parquet"):  # the outage starts after the first pair
+            time.sleep(0.1)
+        server.stop()
+        outage["started"] = time.time()
+        time.sleep(15)  # longer than s3fs's and botocore's own retries: the task's retries must act
+        replacement = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        replacement.start()
+        outage["replacement"] = replacement
+
+    breaker = threading.Thread(target=break_and_restore, daemon=True)
+    breaker.start()
+    outcome = run_manifest("s3://nst-test/in/manifest.csv", "s3://nst-test/out",
+                           overrides={**FAST, "iterations": 60}, weights=weights_path, storage_options=options,
+                           retry_delays=[2, 4, 8])
+    breaker.join(timeout=30)
+    outage["replacement"].stop()
+    assert "started" in outage, "the outage never happened"
+    assert outcome["succeeded"] == 3 and outcome["failed"] == 0
+    table = read_results("s3://nst-test/out/results", storage_options=fixture_options)
+    assert (table.status == "succeeded").sum() == 3
+    assert table.attempts.max() >= 2  # the pair caught by the outage was retried, then succeeded
