@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import fsspec
@@ -22,11 +23,15 @@ from tqdm import tqdm
 
 from nst_core.model import feature_extractor
 
+from .lock import run_lock
 from .manifest import Pair, expand_manifest
 from .pairs import STOP, RunStopped, base_row, failure_message, is_transient, stop_on_signals, stylize_pair
 from .results import read_results, succeeded_pairs, write_rows
 
 RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a throttling burst
+# Pairs submitted at a time: memory stays bounded for collections of any size, and 64 is
+# far above any useful --concurrency, so at most concurrency-1 workers idle at a window's end.
+SUBMIT_WINDOW = 64
 
 
 class PairsFailedError(RuntimeError):
@@ -102,36 +107,35 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     pairs, warnings = expand_manifest(manifest, out, overrides=overrides, storage_options=storage_options)
     for warning in warnings:
         logger.warning(warning)
-    todo, finished = (pairs, []) if force else split_done(pairs, results_uri, storage_options)
-    write_rows(results_uri, skipped_rows(finished, run_id), storage_options=storage_options)
-    logger.info(f"run {run_id}: {len(pairs)} pairs, {len(finished)} already done, {len(todo)} to stylize")
-
-    if todo:  # load the network once, up front: a weights problem stops the run before any pair
-        first = todo[0].params
-        feature_extractor(first.arch, weights, first.content_layers + first.style_layers, first.pooling)
-    counts, failures, seconds = Counter(skipped=len(finished)), [], []
-    bar = tqdm(total=len(pairs), initial=len(finished), unit="pair", disable=not progress, dynamic_ncols=True)
-    with stop_on_signals(lambda name: logger.warning(f"{name}: abandoning the pair in progress and stopping")):
+    with run_lock(results_uri, run_id, storage_options):  # one run per results table at a time
+        todo, finished = (pairs, []) if force else split_done(pairs, results_uri, storage_options)
+        write_rows(results_uri, skipped_rows(finished, run_id), storage_options=storage_options)
+        logger.info(f"run {run_id}: {len(pairs)} pairs, {len(finished)} already done, {len(todo)} to stylize")
+        tally = Tally(Counter(skipped=len(finished)))
+        bar = tqdm(total=len(pairs), initial=len(finished), unit="pair", disable=not progress, dynamic_ncols=True)
         task = stylize_pair_task.with_options(retries=len(retry_delays), retry_delay_seconds=retry_delays)
-        futures = {task.submit(p, run_id, results_uri, weights, storage_options, memory_limit_gb): p for p in todo}
-        for future in as_completed(list(futures)):
-            _collect(future, futures[future], run_id, results_uri, storage_options, counts, failures, seconds, logger,
-                     attempts=len(retry_delays) + 1)
-            bar.update(1)
-            bar.set_postfix(done=counts["succeeded"], failed=counts["failed"], skipped=counts["skipped"])
-    bar.close()
-    stopped = STOP.is_set()
+        if todo:  # load the network once, up front: a weights problem stops the run before any pair
+            first = todo[0].params
+            feature_extractor(first.arch, weights, first.content_layers + first.style_layers, first.pooling)
+        with stop_on_signals(lambda name: logger.warning(f"{name}: abandoning the pair in progress and stopping")):
+            for start in range(0, len(todo), SUBMIT_WINDOW):
+                window = todo[start : start + SUBMIT_WINDOW]
+                futures = {task.submit(p, run_id, results_uri, weights, storage_options, memory_limit_gb): p
+                           for p in window}
+                for future in as_completed(list(futures)):
+                    row, unrecorded = _finished_row(future, futures[future], run_id, len(retry_delays) + 1)
+                    if unrecorded:
+                        write_rows(results_uri, [row], storage_options=storage_options)
+                    tally.add(row, logger)
+                    bar.update(1)
+                    bar.set_postfix(done=tally.counts["succeeded"], failed=tally.counts["failed"],
+                                    skipped=tally.counts["skipped"])
+        bar.close()
 
-    summary = summary_markdown(run_id, counts, failures, seconds)
-    create_markdown_artifact(summary, key="stylize-summary", description=f"run {run_id}")
-    create_table_artifact(
-        [{"content": r["content_uri"], "style": r["style_uri"], "error": r["error"]} for r in failures]
-        or [{"content": "", "style": "", "error": "no failures"}],
-        key="stylize-failures", description=f"run {run_id}",
-    )
-    logger.info(summary)
+    publish_summary(run_id, tally, logger)
+    counts = tally.counts
     outcome = {"run_id": run_id, "results": results_uri, **{k: counts[k] for k in ("succeeded", "failed", "skipped")}}
-    if stopped:
+    if STOP.is_set():
         raise RunInterruptedError(f"stopped by a signal: {counts['succeeded']} succeeded, {counts['failed']} failed, "
                                   f"{counts['stopped']} left for the next run; see {results_uri}")
     if counts["failed"]:
@@ -139,26 +143,52 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     return outcome
 
 
-def _collect(future, pair, run_id, results_uri, storage_options, counts, failures, seconds, logger,
-             attempts: int) -> None:
-    """Count one finished task; record a pair whose retries ran out."""
+@dataclass
+class Tally:
+    """What a run did so far: counts per status, the failed rows, the seconds per finished pair."""
+
+    counts: Counter
+    failures: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+
+    def add(self, row: dict | None, logger) -> None:
+        if row is None:  # abandoned after a signal
+            self.counts["stopped"] += 1
+        elif row["status"] == "failed":
+            self.counts["failed"] += 1
+            self.failures.append(row)
+            logger.error(f"failed: {row['content_uri']} x {row['style_uri']}: {row['error']}")
+        else:
+            self.counts[row["status"]] += 1
+            self.seconds.append(row["total_seconds"])
+            logger.info(f"done: {row['output_uri']} in {row['total_seconds']:.1f} s, loss {row['total_loss']:.4g}")
+
+
+def _finished_row(future, pair: Pair, run_id: str, attempts: int) -> tuple[dict | None, bool]:
+    """(the task's row, whether it still needs writing); (None, False) for a pair abandoned after a signal.
+
+    The task writes its own row; only when its retries ran out does the flow write one for it.
+    """
     try:
-        row = future.result()
+        return future.result(), False
     except RunStopped:
-        counts["stopped"] += 1
-        return
-    except Exception as error:  # retries exhausted on a transient error: record, don't lose it
+        return None, False
+    except Exception as error:  # retries exhausted on a transient error: record it, don't lose it
         now = datetime.now(timezone.utc)
-        row = {**base_row(pair, run_id), "status": "failed", "error": failure_message(error, pair),
-               "attempts": attempts, "started_at": now, "finished_at": now}
-        write_rows(results_uri, [row], storage_options=storage_options)
-    counts[row["status"]] += 1
-    if row["status"] == "failed":
-        failures.append(row)
-        logger.error(f"failed: {row['content_uri']} x {row['style_uri']}: {row['error']}")
-    else:
-        seconds.append(row["total_seconds"])
-        logger.info(f"done: {row['output_uri']} in {row['total_seconds']:.1f} s, loss {row['total_loss']:.4g}")
+        return {**base_row(pair, run_id), "status": "failed", "error": failure_message(error, pair),
+                "attempts": attempts, "started_at": now, "finished_at": now}, True
+
+
+def publish_summary(run_id: str, tally: Tally, logger) -> None:
+    """The run's summary in the log and as Prefect artifacts (markdown and a table of failures)."""
+    summary = summary_markdown(run_id, tally.counts, tally.failures, tally.seconds)
+    create_markdown_artifact(summary, key="stylize-summary", description=f"run {run_id}")
+    create_table_artifact(
+        [{"content": r["content_uri"], "style": r["style_uri"], "error": r["error"]} for r in tally.failures]
+        or [{"content": "", "style": "", "error": "no failures"}],
+        key="stylize-failures", description=f"run {run_id}",
+    )
+    logger.info(summary)
 
 
 def run_manifest(manifest: str, out: str, *, concurrency: int = 1, **kwargs) -> dict:
