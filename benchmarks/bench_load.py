@@ -54,11 +54,12 @@ def run_once(count: int) -> dict:
     started = time.perf_counter()
     outcome = run_manifest(str(manifest), str(work / "out"))
     wall = time.perf_counter() - started
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before reading the table back
     table = read_results(outcome["results"])
     return {
         "count": count, "succeeded": outcome["succeeded"], "wall": wall,
         "stylize": float(table["total_seconds"].sum()),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb,
     }
 
 
