@@ -4,13 +4,11 @@ the file; every odd-but-valid image loads upright, RGB, in [0, 1]; saves are ato
 from __future__ import annotations
 
 import io
-import json
 import os
 import time
 
 import numpy as np
 import pytest
-import requests
 from PIL import Image
 
 from nst_core import image_io
@@ -109,34 +107,6 @@ def test_local_permission_denied(tmp_path):
     path.chmod(0)
     with pytest.raises(ImageError, match=r"locked.jpg: permission denied \("):
         load_image(str(path))
-
-
-@pytest.fixture
-def s3_iam_enforced(s3):
-    """Moto with IAM enforced: a user who may list the bucket but not GetObject under private/.
-
-    Moto checks signatures and IAM policies only once auth is switched on through its
-    /moto-api/reset-auth endpoint; it is switched back off after the test, since the
-    server is shared by the whole session.
-    """
-    import boto3
-
-    fs, options = s3
-    endpoint = options["endpoint_url"]
-    fs.pipe_file("nst-test/private/a.jpg", CHELSEA.read_bytes())
-    iam = boto3.client("iam", endpoint_url=endpoint)
-    iam.create_user(UserName="reader")
-    policy = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
-        {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::nst-test/private/*"},
-    ]}
-    iam.put_user_policy(UserName="reader", PolicyName="no-private", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName="reader")["AccessKey"]
-    requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
-    try:
-        yield {"endpoint_url": endpoint, "key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
-    finally:
-        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
 
 
 def test_s3_object_without_read_permission(s3_iam_enforced):

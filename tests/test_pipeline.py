@@ -332,3 +332,25 @@ def test_an_s3_outage_mid_run_is_ridden_out_by_retries(prefect_api, s3, weights_
     table = read_results("s3://nst-test/out/results", storage_options=fixture_options)
     assert (table.status == "succeeded").sum() == 3
     assert table.attempts.max() >= 2  # the pair caught by the outage was retried, then succeeded
+
+
+def test_an_s3_object_without_read_permission_fails_its_pair_alone(prefect_api, s3_iam_enforced, weights_path,
+                                                                   monkeypatch):
+    import s3fs
+
+    # The run uses the restricted user's keys from the environment, as a user's run would.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_iam_enforced["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_iam_enforced["secret"])
+    s3fs.S3FileSystem.clear_instance_cache()
+    options = {"endpoint_url": s3_iam_enforced["endpoint_url"]}
+    fs = s3fs.S3FileSystem(**options)
+    fs.put(str(SAMPLES / "content" / "coffee.jpg"), "nst-test/public/coffee.jpg")
+    fs.put(str(SAMPLES / "styles" / "shipwreck.jpg"), "nst-test/public/shipwreck.jpg")
+    fs.pipe("nst-test/m.csv", b"content,style\nprivate/a.jpg,public/shipwreck.jpg\npublic/coffee.jpg,public/shipwreck.jpg\n")
+    with pytest.raises(PairsFailedError, match="1 of 2 pairs failed"):
+        run_manifest("s3://nst-test/m.csv", "s3://nst-test/out", overrides=FAST, weights=weights_path,
+                     storage_options=options)
+    table = read_results("s3://nst-test/out/results", storage_options=options).set_index("status")
+    assert "s3://nst-test/private/a.jpg: permission denied" in table.loc["failed", "error"]
+    assert table.loc["failed", "attempts"] == 1  # not retried
+    assert table.loc["succeeded", "content_uri"] == "s3://nst-test/public/coffee.jpg"
