@@ -22,6 +22,7 @@ from fsspec.implementations.local import LocalFileSystem
 LOCK_NAME = "_run.lock"
 HEARTBEAT_SECONDS = 30
 STALE_AFTER_SECONDS = 300  # a lock not refreshed for this long belongs to a dead run
+_held: set[str] = set()  # run ids holding a lock in this process
 
 
 class RunLockedError(RuntimeError):
@@ -55,8 +56,11 @@ def _read(fs, path: str) -> dict:
 
 
 def _is_stale(holder: dict) -> bool:
-    """Dead if on this host with no such process, or silent for STALE_AFTER_SECONDS anywhere."""
+    """Dead if on this host with no such process (or this process, not running it), or silent for
+    STALE_AFTER_SECONDS anywhere."""
     if holder.get("host") == socket.gethostname():
+        if holder.get("pid") == os.getpid():  # left by an earlier run of this process
+            return holder.get("run_id") not in _held
         try:
             os.kill(int(holder.get("pid", 0)), 0)
         except (ProcessLookupError, ValueError):
@@ -68,7 +72,7 @@ def _is_stale(holder: dict) -> bool:
 
 def _heartbeat(fs, path: str, holder: dict, stop: threading.Event) -> None:
     while not stop.wait(HEARTBEAT_SECONDS):
-        with contextlib.suppress(OSError):  # a missed beat is harmless; STALE_AFTER is 10 beats
+        with contextlib.suppress(Exception):  # storage down: a missed beat is harmless; STALE_AFTER is 10 beats
             fs.pipe_file(path, json.dumps({**holder, "heartbeat": time.time()}).encode())
 
 
@@ -90,6 +94,7 @@ def run_lock(results_uri: str, run_id: str, storage_options: dict | None = None)
         fs.rm_file(path)  # a dead run's lock
         if not _create(fs, path, holder):
             raise RunLockedError(f"{results_uri}: another run took the lock at the same moment; try again")
+    _held.add(run_id)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(fs, path, holder, stop), daemon=True)
     beat.start()
@@ -97,5 +102,6 @@ def run_lock(results_uri: str, run_id: str, storage_options: dict | None = None)
         yield
     finally:
         stop.set()
-        with contextlib.suppress(OSError):
+        _held.discard(run_id)
+        with contextlib.suppress(Exception):  # storage down: the lock goes stale and is taken over
             fs.rm_file(path)

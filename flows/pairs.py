@@ -6,6 +6,7 @@ No Prefect here, so it is testable on its own; flows/pipeline.py wraps it in a t
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import signal
@@ -98,6 +99,7 @@ def check_memory(pair: Pair, content_shape, limit_gb: float) -> None:
         )
 
 
+@functools.cache
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)

@@ -26,7 +26,7 @@ from nst_core.model import feature_extractor
 from .lock import run_lock
 from .manifest import Pair, expand_manifest
 from .pairs import STOP, RunStopped, base_row, failure_message, is_transient, stop_on_signals, stylize_pair
-from .results import read_results, succeeded_pairs, write_rows
+from .results import deliver_spooled, read_results, spool_rows, succeeded_pairs, write_rows
 
 RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a throttling burst
 # Pairs submitted at a time: memory stays bounded for collections of any size, and 64 is
@@ -108,6 +108,9 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     for warning in warnings:
         logger.warning(warning)
     with run_lock(results_uri, run_id, storage_options):  # one run per results table at a time
+        delivered = deliver_spooled(results_uri, storage_options=storage_options)
+        if delivered:
+            logger.info(f"delivered {delivered} spooled result file(s) from an earlier run")
         todo, finished = (pairs, []) if force else split_done(pairs, results_uri, storage_options)
         write_rows(results_uri, skipped_rows(finished, run_id), storage_options=storage_options)
         logger.info(f"run {run_id}: {len(pairs)} pairs, {len(finished)} already done, {len(todo)} to stylize")
@@ -125,7 +128,7 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
                 for future in as_completed(list(futures)):
                     row, unrecorded = _finished_row(future, futures[future], run_id, len(retry_delays) + 1)
                     if unrecorded:
-                        write_rows(results_uri, [row], storage_options=storage_options)
+                        record_failure(results_uri, row, storage_options, logger)
                     tally.add(row, logger)
                     bar.update(1)
                     bar.set_postfix(done=tally.counts["succeeded"], failed=tally.counts["failed"],
@@ -162,6 +165,17 @@ class Tally:
             self.counts[row["status"]] += 1
             self.seconds.append(row["total_seconds"])
             logger.info(f"done: {row['output_uri']} in {row['total_seconds']:.1f} s, loss {row['total_loss']:.4g}")
+
+
+def record_failure(results_uri: str, row: dict, storage_options: dict | None, logger) -> None:
+    """Write a failed row; if the table itself is unreachable, spool it locally for the next run."""
+    try:
+        write_rows(results_uri, [row], storage_options=storage_options)
+    except Exception as error:  # noqa: BLE001 - whatever broke, the row must not be lost
+        if not is_transient(error):
+            raise
+        spooled = spool_rows(results_uri, [row])
+        logger.warning(f"results table unreachable ({type(error).__name__}); row kept in {spooled} until the next run")
 
 
 def _finished_row(future, pair: Pair, run_id: str, attempts: int) -> tuple[dict | None, bool]:

@@ -8,8 +8,11 @@ leaves a half-written row and concurrent writers never touch the same file.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import uuid
+from pathlib import Path
 from typing import Iterable
 
 import fsspec
@@ -65,18 +68,43 @@ def _join(root: str, name: str) -> str:
     return f"{root.rstrip('/')}/{name}"
 
 
+def _encode(rows: list[dict]) -> bytes:
+    table = pa.Table.from_pylist([{name: row.get(name) for name in SCHEMA.names} for row in rows], schema=SCHEMA)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
 def write_rows(results_uri: str, rows: Iterable[dict], *, storage_options: dict | None = None) -> str | None:
     """Append rows to the table as one new Parquet file; returns its URI (None for no rows)."""
     rows = list(rows)
     if not rows:
         return None
-    table = pa.Table.from_pylist([{name: row.get(name) for name in SCHEMA.names} for row in rows], schema=SCHEMA)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
     # A unique name per write: readers ignore the temporary ".name" files.
     uri = _join(results_uri, f"part-{rows[0]['run_id']}-{uuid.uuid4().hex[:12]}.parquet")
-    write_bytes_atomic(uri, buffer.getvalue(), storage_options=storage_options)
+    write_bytes_atomic(uri, _encode(rows), storage_options=storage_options)
     return uri
+
+
+def spool_folder(results_uri: str) -> Path:
+    """Where rows wait, on local disk, while their results table cannot be reached."""
+    digest = hashlib.sha256(results_uri.encode()).hexdigest()[:16]
+    return Path(os.environ.get("NST_SPOOL", Path.home() / ".cache" / "nst" / "spool")) / digest
+
+
+def spool_rows(results_uri: str, rows: list[dict]) -> str:
+    """Keep rows locally for a table that is unreachable now; the next run delivers them."""
+    return write_rows(str(spool_folder(results_uri)), rows)
+
+
+def deliver_spooled(results_uri: str, *, storage_options: dict | None = None) -> int:
+    """Move rows spooled by earlier runs into the table; returns how many files moved."""
+    folder = spool_folder(results_uri)
+    files = sorted(folder.glob("part-*.parquet")) if folder.exists() else []
+    for path in files:
+        write_bytes_atomic(_join(results_uri, path.name), path.read_bytes(), storage_options=storage_options)
+        path.unlink()
+    return len(files)
 
 
 def read_results(results_uri: str, *, storage_options: dict | None = None) -> pd.DataFrame:

@@ -354,3 +354,41 @@ def test_an_s3_object_without_read_permission_fails_its_pair_alone(prefect_api, 
     assert "s3://nst-test/private/a.jpg: permission denied" in table.loc["failed", "error"]
     assert table.loc["failed", "attempts"] == 1  # not retried
     assert table.loc["succeeded", "content_uri"] == "s3://nst-test/public/coffee.jpg"
+
+
+def test_when_s3_stays_down_failures_are_spooled_and_delivered_by_the_next_run(prefect_api, s3, weights_path,
+                                                                                 tmp_path, monkeypatch):
+    import threading
+
+    from moto.server import ThreadedMotoServer
+
+    monkeypatch.setenv("NST_SPOOL", str(tmp_path / "spool"))
+    fs, fixture_options = s3
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # shares moto's state
+    server.start()
+    options = {"endpoint_url": f"http://127.0.0.1:{port}"}
+    for name in ("chelsea", "coffee"):
+        fs.put(str(SAMPLES / "content" / f"{name}.jpg"), f"nst-test/in/photos/{name}.jpg")
+    fs.put(str(SAMPLES / "styles" / "shipwreck.jpg"), "nst-test/in/styles/shipwreck.jpg")
+    fs.pipe("nst-test/in/manifest.csv", b"content,style\nphotos/,styles/shipwreck.jpg\n")
+
+    def break_for_good():
+        while not fs.glob("nst-test/out/results/part-*.parquet"):
+            time.sleep(0.1)
+        server.stop()
+
+    threading.Thread(target=break_for_good, daemon=True).start()
+    with pytest.raises(PairsFailedError, match="1 of 2 pairs failed"):
+        run_manifest("s3://nst-test/in/manifest.csv", "s3://nst-test/out", overrides={**FAST, "iterations": 60},
+                     weights=weights_path, storage_options=options, retry_delays=[0.5])
+    assert len(list((tmp_path / "spool").rglob("part-*.parquet"))) == 1  # kept locally, not lost
+
+    outcome = run_manifest("s3://nst-test/in/manifest.csv", "s3://nst-test/out", overrides={**FAST, "iterations": 60},
+                           weights=weights_path, storage_options=fixture_options)  # S3 is reachable again
+    assert (outcome["succeeded"], outcome["skipped"]) == (1, 1)
+    assert not list((tmp_path / "spool").rglob("part-*.parquet"))
+    table = read_results("s3://nst-test/out/results", storage_options=fixture_options)
+    failed = table[table.status == "failed"]
+    assert len(failed) == 1 and "EndpointConnectionError" in failed.error.iloc[0]
+    assert failed.pair_id.iloc[0] in set(table[table.status == "succeeded"].pair_id)  # then redone
