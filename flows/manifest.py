@@ -23,8 +23,8 @@ from nst_core.params import StyleParams
 REQUIRED = ("content", "style")
 OPTIONAL = ("output",)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
-BLEND_SEPARATOR = " + "  # several style images blended into one style: "a.jpg + b.jpg"
+OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")  # what nst_core's save_image writes
+BLEND_SEPARATOR = re.compile(r"\s+\+\s+")  # "a.jpg + b.jpg": one style blended from both; "a+b.jpg" is a name
 
 
 class ManifestError(ValueError):
@@ -34,7 +34,10 @@ class ManifestError(ValueError):
         self.problems = problems
         rows = {row for row, _ in problems if row is not None}
         head = f"{uri}: {len(rows)} bad row{'s' if len(rows) != 1 else ''}" if rows else f"{uri}: cannot use this manifest"
-        lines = [f"  {'row ' + str(row) if row is not None else 'manifest'}: {reason}" for row, reason in problems]
+        by_row: dict[int | None, list[str]] = {}
+        for row, reason in sorted(problems, key=lambda p: -1 if p[0] is None else p[0]):  # stable: keeps reasons' order
+            by_row.setdefault(row, []).append(reason)
+        lines = [f"  {'manifest' if row is None else f'row {row}'}: {'; '.join(reasons)}" for row, reasons in by_row.items()]
         super().__init__("\n".join([head + ":", *lines]))
 
 
@@ -52,16 +55,23 @@ class Pair:
 
 def read_manifest(uri: str, storage_options: dict | None = None) -> pd.DataFrame:
     """The manifest as a table of strings (empty cells are "")."""
+    kind = "parquet" if uri.lower().endswith((".parquet", ".pq")) else "csv" if uri.lower().endswith(".csv") else None
+    if kind is None:
+        raise ManifestError(uri, [(None, "unknown manifest type; use .csv, .parquet or .pq")])
     try:
         with fsspec.open(uri, "rb", **(storage_options or {})) as handle:
-            if uri.lower().endswith((".parquet", ".pq")):
-                table = pd.read_parquet(handle).astype(str).replace({"None": "", "nan": ""})
+            if kind == "parquet":
+                table = pd.read_parquet(handle)
+                # Typed Parquet columns become text, so both formats go through StyleParams.parse.
+                table = table.astype(object).where(table.notna(), "").astype(str)
             else:
                 table = pd.read_csv(handle, dtype=str, keep_default_na=False, skipinitialspace=True)
     except FileNotFoundError:
         raise ManifestError(uri, [(None, "file not found")]) from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as error:
-        raise ManifestError(uri, [(None, f"cannot read it as CSV or Parquet ({error})")]) from None
+    except pd.errors.EmptyDataError:
+        raise ManifestError(uri, [(None, "the manifest is empty (no header, no rows)")]) from None
+    except (ValueError, UnicodeDecodeError, OSError) as error:  # pandas/pyarrow parse errors are ValueErrors
+        raise ManifestError(uri, [(None, f"cannot read it as {kind} ({error})")]) from None
     table.columns = [str(c).strip() for c in table.columns]
     return table
 
@@ -87,59 +97,106 @@ def _row_params(cells: dict, base: StyleParams) -> tuple[StyleParams | None, lis
                 values[name] = StyleParams.parse(name, text)
             except ValueError as error:
                 reasons.append(str(error))
-    if reasons:
-        return None, reasons
-    try:
-        return base.replace(**values), []
+    try:  # the cells that did parse are range-checked too, so one pass reports everything
+        params = base.replace(**values)
     except ValueError as error:
-        return None, str(error).split("; ")
+        return None, reasons + str(error).split("; ")
+    return (None, reasons) if reasons else (params, [])
 
 
 def _output_problem(output: str) -> str | None:
     normalized = posixpath.normpath(output.replace("\\", "/"))
-    if output.startswith(("/", "\\")) or "://" in output or normalized.startswith(".."):
+    if (output.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", output) or "://" in output
+            or normalized == ".." or normalized.startswith("../")):
         return f"output {output!r} must be a relative path inside the output root"
     if not normalized.lower().endswith(OUTPUT_EXTENSIONS):
         return f"output {output!r} needs an image extension ({', '.join(OUTPUT_EXTENSIONS)})"
     return None
 
 
+def _check_row(cells: dict, base: StyleParams) -> tuple[StyleParams | None, list[str]]:
+    """The row's parameters, and every reason the row cannot run."""
+    reasons = [f"missing {name}" for name in REQUIRED if not cells.get(name, "").strip()]
+    params, param_reasons = _row_params(cells, base)
+    reasons += param_reasons
+    blended = len(BLEND_SEPARATOR.split(cells.get("style", "").strip()))
+    if params and params.style_blend is not None and len(params.style_blend) != blended:
+        reasons.append(f"style_blend has {len(params.style_blend)} weights for {blended} style image(s)")
+    output = cells.get("output", "").strip()
+    if output and _output_problem(output):
+        reasons.append(_output_problem(output))
+    return params, reasons
+
+
+def validate_manifest(uri: str, *, defaults: StyleParams = StyleParams(), overrides: dict | None = None,
+                      storage_options: dict | None = None) -> list[tuple[int, dict, StyleParams, str | None]]:
+    """(row number, cells, parameters, output) per row, or ManifestError listing every bad row.
+
+    Parameters: defaults < `overrides` (e.g. CLI flags) < the row's own cells. Touches
+    no image, so it is cheap enough to run before anything starts.
+    """
+    table = read_manifest(uri, storage_options)
+    problems = _check_columns(table)
+    if problems:
+        raise ManifestError(uri, problems)
+    try:
+        base = defaults.replace(**(overrides or {}))
+    except TypeError as error:  # an unknown field name; bad values raise ValueError themselves
+        raise ValueError(f"overrides: {error}") from None
+    rows = []
+    for number, cells in enumerate(table.to_dict("records"), start=1):
+        params, reasons = _check_row(cells, base)
+        problems += [(number, reason) for reason in reasons]
+        if not reasons:
+            rows.append((number, cells, params, cells.get("output", "").strip() or None))
+    if problems:
+        raise ManifestError(uri, problems)
+    return rows
+
+
 def _resolve(cell: str, base_dir: str) -> str:
     """A cell's path as a URI: URLs and absolute paths as they are, others relative to the manifest."""
+    cell = os.path.expanduser(cell)
     if "://" in cell or os.path.isabs(cell):
         return cell
-    if "://" in base_dir:
-        return f"{base_dir.rstrip('/')}/{cell}"
+    if "://" in base_dir:  # "./" and "../" are resolved here: S3 keys would keep them literally
+        scheme, path = base_dir.split("://", 1)
+        return f"{scheme}://{posixpath.normpath(posixpath.join(path, cell))}"
     return os.path.abspath(os.path.join(base_dir, cell))
 
 
-def _is_image(path: str) -> bool:
-    return path.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def expand_images(uri: str, storage_options: dict | None = None) -> list[str]:
+def expand_images(uri: str, storage_options: dict | None = None, exclude: str | None = None) -> list[str]:
     """Every image a cell names: itself, everything under a folder or prefix, or a glob's matches.
 
     A path that does not exist stays as it is: its pair fails alone, later, with "file not found".
+    Hidden files and anything under `exclude` (the output root) are skipped, so outputs
+    written inside a content folder are not stylized again on the next run.
     """
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    if re.search(r"[*?\[]", path):
-        matches = fs.glob(path)
-    elif fs.isdir(path):
-        matches = fs.find(path)
-    else:
+    try:
+        if re.search(r"[*?\[]", path):
+            matches = fs.glob(path)
+        elif fs.isdir(path):
+            matches = fs.find(path)
+        else:
+            return [uri]
+    except OSError:  # e.g. listing denied: kept as one path, whose pair then fails with the real reason
         return [uri]
     protocol = uri.split("://")[0] + "://" if "://" in uri else ""
-    return sorted(protocol + m if protocol and not m.startswith(protocol) else m for m in matches if _is_image(m))
+    uris = (protocol + m if protocol and not m.startswith(protocol) else m for m in matches)
+    return sorted(u for u in uris if u.lower().endswith(IMAGE_EXTENSIONS)
+                  and not posixpath.basename(u).startswith(".") and not (exclude and u.startswith(exclude)))
 
 
 def _stem(uri: str) -> str:
-    name = posixpath.basename(uri.rstrip("/"))
+    name = posixpath.basename(uri.replace("\\", "/").rstrip("/"))
     return re.sub(r"[^A-Za-z0-9._-]", "_", os.path.splitext(name)[0]) or "image"
 
 
 def _join(root: str, name: str) -> str:
-    return f"{root.rstrip('/')}/{name}" if "://" in root else os.path.join(os.path.abspath(root), name)
+    if "://" in root:
+        return f"{root.rstrip('/')}/{posixpath.normpath(name)}"
+    return os.path.join(os.path.abspath(root), os.path.normpath(name))
 
 
 def make_pair(row: int, content: str, styles: tuple[str, ...], params: StyleParams, out_root: str,
@@ -150,31 +207,44 @@ def make_pair(row: int, content: str, styles: tuple[str, ...], params: StylePara
     return Pair(row, content, styles, params, digest, _join(out_root, name))
 
 
-def validate_manifest(uri: str, *, defaults: StyleParams = StyleParams(), overrides: dict | None = None,
-                      storage_options: dict | None = None) -> list[tuple[int, dict, StyleParams, str | None]]:
-    """(row number, cells, parameters, output) per row, or ManifestError listing every bad row.
+def _row_images(number: int, cells: dict, base_dir: str, options: dict | None, exclude: str):
+    """(contents, style tuples, problems) of one row: a plain style is crossed, a blend is one style."""
+    contents = expand_images(_resolve(cells["content"].strip(), base_dir), options, exclude)
+    parts = [_resolve(s, base_dir) for s in BLEND_SEPARATOR.split(cells["style"].strip())]
+    if len(parts) == 1:
+        return contents, [(s,) for s in expand_images(parts[0], options, exclude)], []
+    expanded = [expand_images(p, options, exclude) for p in parts]
+    problems = [(number, f"a blended style must name single images; {p!r} matches {len(e)}")
+                for p, e in zip(parts, expanded) if len(e) != 1]
+    return contents, [] if problems else [tuple(e[0] for e in expanded)], problems
 
-    Parameters: defaults < `overrides` (e.g. CLI flags) < the row's own cells.
-    """
-    table = read_manifest(uri, storage_options)
-    problems = _check_columns(table)
+
+def _row_pairs(number: int, cells: dict, params: StyleParams, output: str | None, base_dir: str,
+               out_root: str, options: dict | None) -> tuple[list[Pair], list[tuple[int, str]]]:
+    """One row's pairs (contents crossed with styles), or the reasons it has none."""
+    exclude = f"{out_root.rstrip('/')}/" if "://" in out_root else os.path.join(os.path.abspath(out_root), "")
+    contents, style_sets, problems = _row_images(number, cells, base_dir, options, exclude)
+    count = len(contents) * len(style_sets)
+    if output and count > 1:
+        problems.append((number, f"output {output!r} names one file, but the row expands to {count} pairs"))
     if problems:
-        raise ManifestError(uri, problems)
-    base = defaults.replace(**(overrides or {}))
-    rows = []
-    for number, cells in enumerate(table.to_dict("records"), start=1):
-        reasons = [f"missing {name}" for name in REQUIRED if not cells.get(name, "").strip()]
-        params, param_reasons = _row_params(cells, base)
-        reasons += param_reasons
-        output = cells.get("output", "").strip() or None
-        if output and _output_problem(output):
-            reasons.append(_output_problem(output))
-        problems += [(number, reason) for reason in reasons]
-        if not reasons:
-            rows.append((number, cells, params, output))
-    if problems:
-        raise ManifestError(uri, problems)
-    return rows
+        return [], problems
+    return [make_pair(number, c, s, params, out_root, output) for c in contents for s in style_sets], []
+
+
+def _drop_duplicates(uri: str, pairs: list[Pair]) -> tuple[list[Pair], list[str], list[tuple[int, str]]]:
+    """The first of each pair_id (the same work twice would only overwrite itself); two pairs
+    writing one file are a problem, since the second would silently replace the first."""
+    kept, repeats, problems, writers = {}, {}, [], {}
+    for pair in pairs:
+        if pair.pair_id in kept:
+            repeats[pair.row] = repeats.get(pair.row, 0) + 1
+            continue
+        kept[pair.pair_id] = pair
+        if writers.setdefault(pair.output, pair.row) != pair.row:
+            problems.append((pair.row, f"output {pair.output} is also written by row {writers[pair.output]}"))
+    warnings = [f"{uri}: row {row} repeats {n} pair(s) of earlier rows; each runs once" for row, n in repeats.items()]
+    return list(kept.values()), warnings, problems
 
 
 def expand_manifest(uri: str, out_root: str, *, defaults: StyleParams = StyleParams(),
@@ -183,26 +253,14 @@ def expand_manifest(uri: str, out_root: str, *, defaults: StyleParams = StylePar
     """(pairs in row order, duplicates removed; warnings), or ManifestError listing every bad row."""
     rows = validate_manifest(uri, defaults=defaults, overrides=overrides, storage_options=storage_options)
     base_dir = uri.rsplit("/", 1)[0] if "://" in uri else os.path.dirname(os.path.abspath(uri))
-    pairs, warnings, seen, problems = [], [], set(), []
+    pairs, warnings, problems = [], [], []
     for number, cells, params, output in rows:
-        contents = expand_images(_resolve(cells["content"].strip(), base_dir), storage_options)
-        style_sets = [expand_images(_resolve(s.strip(), base_dir), storage_options)
-                      for s in cells["style"].split(BLEND_SEPARATOR)]
-        if not contents or not all(style_sets):
+        row_pairs, row_problems = _row_pairs(number, cells, params, output, base_dir, out_root, storage_options)
+        if not row_pairs and not row_problems:
             warnings.append(f"{uri}: row {number} matches no images; nothing to do for it")
-            continue
-        # One style set is crossed with the contents; several ` + `-joined ones blend into one style.
-        styles_list = [(s,) for s in style_sets[0]] if len(style_sets) == 1 else [tuple(s[0] for s in style_sets)]
-        if output and len(contents) * len(styles_list) > 1:
-            problems.append((number, f"output {output!r} names one file, but the row expands to "
-                                     f"{len(contents) * len(styles_list)} pairs"))
-            continue
-        for content in contents:
-            for styles in styles_list:
-                pair = make_pair(number, content, styles, params, out_root, output)
-                if pair.pair_id not in seen:
-                    seen.add(pair.pair_id)
-                    pairs.append(pair)
-    if problems:
-        raise ManifestError(uri, problems)
-    return pairs, warnings
+        pairs += row_pairs
+        problems += row_problems
+    pairs, repeat_warnings, collisions = _drop_duplicates(uri, pairs)
+    if problems or collisions:
+        raise ManifestError(uri, problems + collisions)
+    return pairs, warnings + repeat_warnings

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 import pandas as pd
 import pytest
 from PIL import Image
 
-from flows.manifest import ManifestError, expand_manifest, validate_manifest
+from conftest import SAMPLES
+from flows.manifest import ManifestError, expand_manifest, read_manifest, validate_manifest
 from nst_core.params import StyleParams
 
 
 @pytest.fixture
 def tree(tmp_path):
-    """photos/{a,b,c}.png, styles/{x,y}.png as real tiny images, and a notes.txt that is skipped."""
+    """photos/{a,b,c}.png, styles/{x,y}.png as real tiny images, plus files expansion must skip."""
     for folder, names in (("photos", "abc"), ("styles", "xy")):
         (tmp_path / folder).mkdir()
         for name in names:
             Image.new("RGB", (8, 6), "red").save(tmp_path / folder / f"{name}.png")
     (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    Image.new("RGB", (8, 6)).save(tmp_path / "photos" / ".hidden.png")  # e.g. a half-written temporary file
     return tmp_path
 
 
@@ -26,97 +31,173 @@ def _csv(path, text):
     return str(path)
 
 
-def test_folder_crossed_with_folder(tree):
-    pairs, warnings = expand_manifest(_csv(tree / "m.csv", "content,style\nphotos,styles\n"), str(tree / "out"))
-    assert len(pairs) == 6 and not warnings
-    assert {p.content.rsplit("/", 1)[1] for p in pairs} == {"a.png", "b.png", "c.png"}
-    assert all(p.content.startswith(str(tree)) for p in pairs)  # relative to the manifest's folder
+def _names(uris):
+    return [u.rsplit("/", 1)[1] for u in uris]
+
+
+def _expand(tree, text, **kwargs):
+    return expand_manifest(_csv(tree / "m.csv", text), str(tree / "out"), **kwargs)
+
+
+def test_folder_crossed_with_folder_relative_to_the_manifest_not_the_cwd(tree, tmp_path_factory, monkeypatch):
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    pairs, warnings = _expand(tree, "content,style\nphotos,styles\n")
+    assert not warnings
+    assert [(_names([p.content])[0], _names(p.styles)[0]) for p in pairs] == [
+        ("a.png", "x.png"), ("a.png", "y.png"), ("b.png", "x.png"), ("b.png", "y.png"),
+        ("c.png", "x.png"), ("c.png", "y.png")]
+    assert all(p.content.startswith(str(tree / "photos")) and p.row == 1 for p in pairs)
+
+
+def test_a_relative_manifest_path_still_gives_absolute_uris(tree, monkeypatch):
+    monkeypatch.chdir(tree)
+    (tree / "m.csv").write_text("content,style\nphotos/a.png,styles/x.png\n")
+    (pair,), _ = expand_manifest("m.csv", "out")
+    assert pair.content == str(tree / "photos" / "a.png") and pair.styles == (str(tree / "styles" / "x.png"),)
+    assert pair.output.startswith(str(tree / "out") + "/")
 
 
 def test_glob_and_single_file(tree):
-    text = "content,style\nphotos/[ab].png,styles/x.png\n"
-    pairs, _ = expand_manifest(_csv(tree / "m.csv", text), str(tree / "out"))
-    assert [(p.content.rsplit("/", 1)[1], p.styles[0].rsplit("/", 1)[1]) for p in pairs] == [
-        ("a.png", "x.png"), ("b.png", "x.png")]
+    pairs, _ = _expand(tree, "content,style\nphotos/[ab].png,styles/x.png\nphotos/*.png,styles/y.png\n")
+    assert [(_names([p.content])[0], _names(p.styles)[0], p.row) for p in pairs] == [
+        ("a.png", "x.png", 1), ("b.png", "x.png", 1), ("a.png", "y.png", 2), ("b.png", "y.png", 2), ("c.png", "y.png", 2)]
 
 
 def test_blended_styles_are_one_pair(tree):
     text = "content,style,style_blend\nphotos/a.png,styles/x.png + styles/y.png,\"0.7,0.3\"\n"
-    (pair,), _ = expand_manifest(_csv(tree / "m.csv", text), str(tree / "out"))
-    assert len(pair.styles) == 2 and pair.params.style_blend == (0.7, 0.3)
-    assert "x+y" in pair.output
+    (pair,), _ = _expand(tree, text)
+    assert _names(pair.styles) == ["x.png", "y.png"] and pair.params.style_blend == (0.7, 0.3)
+    assert _names([pair.output])[0].startswith("a--x+y--")
 
 
-def test_per_row_overrides_are_typed_and_win_over_cli_overrides(tree):
-    text = "content,style,size,style_weight,style_layers,init\nphotos/a.png,styles/x.png,64,1e3,\"block1_conv1,block2_conv1\",\nphotos/b.png,styles/x.png,,,,noise\n"
-    pairs, _ = expand_manifest(_csv(tree / "m.csv", text), str(tree / "out"), overrides={"size": 96, "iterations": 7})
-    first, second = pairs
-    assert (first.params.size, first.params.style_weight, first.params.iterations) == (64, 1000.0, 7)
+def test_a_blend_needs_single_images_and_one_weight_each(tree):
+    with pytest.raises(ManifestError, match=r"row 1: a blended style must name single images; '.*styles' matches 2"):
+        _expand(tree, "content,style\nphotos/a.png,styles + styles/x.png\n")
+    with pytest.raises(ManifestError, match=r"row 1: style_blend has 3 weights for 2 style image\(s\)"):
+        _expand(tree, "content,style,style_blend\nphotos/a.png,styles/x.png + styles/y.png,\"1,2,3\"\n")
+
+
+def test_precedence_defaults_then_overrides_then_cells_typed(tree):
+    text = ("content,style,size,style_weight,style_layers,init,seed\n"
+            "photos/a.png,styles/x.png,64,1e3,\"block1_conv1, block2_conv1\",,7\n"
+            "photos/b.png,styles/x.png,,,,noise,\n")
+    defaults = StyleParams(size=300, tv_weight=5.0, iterations=11)
+    first, second = _expand(tree, text, defaults=defaults, overrides={"size": 96, "iterations": 7})[0]
+    assert (first.params.size, first.params.style_weight, first.params.iterations, first.params.seed) == (64, 1000.0, 7, 7)
+    assert type(first.params.size) is int and type(first.params.style_weight) is float
     assert first.params.style_layers == ("block1_conv1", "block2_conv1") and first.params.init == "content"
-    assert (second.params.size, second.params.init) == (96, "noise")
+    assert (second.params.size, second.params.init, second.params.tv_weight) == (96, "noise", 5.0)
 
 
-def test_parquet_manifest(tree):
-    path = tree / "m.parquet"
-    pd.DataFrame({"content": ["photos/a.png"], "style": ["styles/y.png"], "size": ["48"]}).to_parquet(path)
-    (pair,), _ = expand_manifest(str(path), str(tree / "out"))
-    assert pair.params.size == 48 and pair.styles[0].endswith("y.png")
+def test_parquet_manifest_with_typed_and_missing_values(tree):
+    path = tree / "m.pq"
+    pd.DataFrame({"content": ["photos/a.png", "photos/b.png"], "style": ["styles/y.png", "styles/x.png"],
+                  "size": [48, None], "style_weight": [2.5, None]}).to_parquet(path)  # size becomes float64
+    first, second = expand_manifest(str(path), str(tree / "out"))[0]
+    assert (first.params.size, first.params.style_weight) == (48, 2.5) and first.styles[0].endswith("y.png")
+    assert second.params.size == StyleParams().size
+    assert read_manifest(str(path)).to_dict("records")[1] == {
+        "content": "photos/b.png", "style": "styles/x.png", "size": "", "style_weight": ""}
 
 
 def test_duplicates_run_once_and_missing_files_stay_as_pairs(tree):
-    text = "content,style\nphotos/a.png,styles/x.png\nphotos/a.png,styles/x.png\nphotos/gone.png,styles/x.png\n"
-    pairs, _ = expand_manifest(_csv(tree / "m.csv", text), str(tree / "out"))
-    assert [p.row for p in pairs] == [1, 3] and pairs[1].content.endswith("gone.png")
+    text = "content,style\nphotos/a.png,styles/x.png\nphotos,styles/x.png\nphotos/gone.png,styles/x.png\n"
+    pairs, warnings = _expand(tree, text)
+    assert [(p.row, _names([p.content])[0]) for p in pairs] == [(1, "a.png"), (2, "b.png"), (2, "c.png"), (3, "gone.png")]
+    assert pairs[3].content == str(tree / "photos" / "gone.png")
+    assert warnings == [f"{tree / 'm.csv'}: row 2 repeats 1 pair(s) of earlier rows; each runs once"]
 
 
-def test_a_glob_matching_nothing_is_a_warning(tree):
-    pairs, warnings = expand_manifest(_csv(tree / "m.csv", "content,style\nphotos/*.jpg,styles\n"), str(tree / "o"))
-    assert pairs == [] and "row 1 matches no images" in warnings[0]
+def test_a_glob_or_folder_matching_nothing_is_a_warning(tree):
+    (tree / "empty").mkdir()
+    pairs, warnings = _expand(tree, "content,style\nphotos/*.jpg,styles\nphotos/a.png,empty\n")
+    assert pairs == [] and len(warnings) == 2
+    assert "row 1 matches no images" in warnings[0] and "row 2 matches no images" in warnings[1]
 
 
-def test_output_names_are_deterministic_and_follow_the_parameters(tree):
+def test_outputs_under_a_content_folder_are_not_stylized_again(tree):
+    Image.new("RGB", (8, 6)).save(tree / "photos" / "old-output.png")
+    (tree / "photos" / "out").mkdir()
+    Image.new("RGB", (8, 6)).save(tree / "photos" / "out" / "a--x--12345678.png")
+    pairs, _ = expand_manifest(_csv(tree / "m.csv", "content,style\nphotos,styles/x.png\n"), str(tree / "photos" / "out"))
+    assert _names(p.content for p in pairs) == ["a.png", "b.png", "c.png", "old-output.png"]
+
+
+def test_output_names_and_ids_are_deterministic_and_follow_the_parameters(tree):
     manifest = _csv(tree / "m.csv", "content,style\nphotos/a.png,styles/x.png\n")
     (one,), _ = expand_manifest(manifest, str(tree / "out"))
     (again,), _ = expand_manifest(manifest, str(tree / "out"))
     (other,), _ = expand_manifest(manifest, str(tree / "out"), overrides={"style_weight": 99.0})
-    assert one.output == again.output and one.pair_id == again.pair_id
-    assert other.pair_id != one.pair_id and other.output != one.output
-    assert one.output.startswith(str(tree / "out" / "a--x--"))
+    (row_cell,), _ = _expand(tree, "content,style,seed\nphotos/a.png,styles/x.png,1\n")
+    assert one == again
+    assert len({one.pair_id, other.pair_id, row_cell.pair_id}) == 3 and len({one.output, other.output}) == 2
+    blob = "\n".join([one.content, *one.styles, one.params.hash()])
+    assert one.pair_id == hashlib.sha256(blob.encode()).hexdigest()[:16]
+    assert one.output == str(tree / "out" / f"a--x--{one.pair_id[:8]}.png")
+
+
+def test_stems_are_sanitized(tree):
+    Image.new("RGB", (8, 6)).save(tree / "photos" / "my cat (1).png")
+    (pair,), _ = _expand(tree, "content,style\nphotos/my cat (1).png,styles/x.png\n")
+    assert re.fullmatch(r"my_cat__1_--x--[0-9a-f]{8}\.png", _names([pair.output])[0])
 
 
 def test_explicit_output_inside_the_root(tree):
-    text = "content,style,output\nphotos/a.png,styles/x.png,nice/cat.jpg\n"
-    (pair,), _ = expand_manifest(_csv(tree / "m.csv", text), str(tree / "out"))
+    (pair,), _ = _expand(tree, "content,style,output\nphotos/a.png,styles/x.png,nice/./cat.jpg\n")
     assert pair.output == str(tree / "out" / "nice" / "cat.jpg")
+
+
+def test_two_pairs_cannot_share_an_output(tree):
+    text = ("content,style,output\nphotos/a.png,styles/x.png,same.png\nphotos/b.png,styles/x.png,same.png\n"
+            "photos,styles/y.png,one.png\n")
+    with pytest.raises(ManifestError) as caught:
+        _expand(tree, text)
+    assert str(caught.value).splitlines()[1:] == [  # in row order, though found in different passes
+        f"  row 2: output {tree / 'out' / 'same.png'} is also written by row 1",
+        "  row 3: output 'one.png' names one file, but the row expands to 3 pairs"]
 
 
 def test_every_bad_row_is_reported_at_once(tree):
     text = ("content,style,size,style_weight,output\n"
-            "photos/a.png,styles/x.png,64,1,\n"          # row 1: fine
-            "photos/a.png,styles/x.png,-3,1,\n"          # row 2: negative size
-            "photos/a.png,styles/x.png,64,abc,\n"        # row 3: not a number
-            ",styles/x.png,64,1,\n"                      # row 4: missing content
-            "photos/a.png,styles/x.png,64,1,../../etc/x.png\n")  # row 5: escapes the root
+            "photos/a.png,styles/x.png,64,1,\n"              # row 1: fine
+            "photos/a.png,styles/x.png,-3,1,\n"              # row 2: negative size
+            "photos/a.png,styles/x.png,64,abc,\n"            # row 3: not a number
+            ",styles/x.png,64,1,\n"                          # row 4: missing content
+            "photos/a.png,styles/x.png,64,1,../../etc/x.png\n"  # row 5: escapes the root
+            "photos/a.png,styles/x.png,64,1,/etc/x.png\n"    # row 6: absolute
+            "photos/a.png,styles/x.png,64,1,out/notes.txt\n"  # row 7: not an image
+            "photos/a.png,,1.5,-1,\n")                       # row 8: three problems in one row
     with pytest.raises(ManifestError) as caught:
         validate_manifest(_csv(tree / "m.csv", text))
-    message = str(caught.value)
-    assert "4 bad rows" in message and "row 1:" not in message
-    assert "row 2: size must be at least 16, got -3" in message
-    assert "row 3: style_weight must be a number, got 'abc'" in message
-    assert "row 4: missing content" in message
-    assert "row 5: output '../../etc/x.png' must be a relative path inside the output root" in message
-    assert sorted({row for row, _ in caught.value.problems}) == [2, 3, 4, 5]
+    lines = str(caught.value).splitlines()
+    assert lines[0] == f"{tree / 'm.csv'}: 7 bad rows:"
+    assert lines[1:] == [
+        "  row 2: size must be at least 16, got -3",
+        "  row 3: style_weight must be a number, got 'abc'",
+        "  row 4: missing content",
+        "  row 5: output '../../etc/x.png' must be a relative path inside the output root",
+        "  row 6: output '/etc/x.png' must be a relative path inside the output root",
+        "  row 7: output 'out/notes.txt' needs an image extension (.png, .jpg, .jpeg, .webp, .tif, .tiff)",
+        "  row 8: missing style; size must be an integer, got '1.5'; "
+        "style_weight must be a non-negative number, got -1.0",
+    ]
+    assert sorted({row for row, _ in caught.value.problems}) == [2, 3, 4, 5, 6, 7, 8]
+    assert isinstance(caught.value, ValueError)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("content\nphotos/a.png\n", "missing required column 'style'"),
-    ("content,style,colour\nphotos/a.png,styles/x.png,red\n", "unknown column(s) 'colour'"),
-    ("content,style\n", "no rows"),
-    ("content,style,init\nphotos/a.png,styles/x.png,sideways\n", "row 1: init must be one of noise, content, style"),
+@pytest.mark.parametrize("name, text, expected", [
+    ("m.csv", "content\nphotos/a.png\n", "manifest: missing required column 'style'"),
+    ("m.csv", "content,style,colour,Size\nphotos/a.png,styles/x.png,red,5\n",
+     "manifest: unknown column(s) 'colour', 'Size'; allowed: content, style, output, size, iterations,"),
+    ("m.csv", "content,style\n", "manifest: the manifest has no rows"),
+    ("m.csv", "", "manifest: the manifest is empty"),
+    ("m.txt", "content,style\nphotos/a.png,styles/x.png\n", "manifest: unknown manifest type"),
+    ("m.parquet", "content,style\nphotos/a.png,styles/x.png\n", "manifest: cannot read it as parquet"),
+    ("m.csv", "content,style,init\nphotos/a.png,styles/x.png,sideways\n", "row 1: init must be one of noise, content, style"),
 ])
-def test_file_level_and_value_problems(tree, text, expected):
-    with pytest.raises(ManifestError, match="m.csv") as caught:
-        validate_manifest(_csv(tree / "m.csv", text))
+def test_file_level_and_value_problems(tree, name, text, expected):
+    with pytest.raises(ManifestError, match=re.escape(name)) as caught:
+        validate_manifest(_csv(tree / name, text))
     assert expected in str(caught.value)
 
 
@@ -126,22 +207,79 @@ def test_a_missing_manifest_is_named(tree):
 
 
 def test_an_output_for_a_row_that_expands_to_several_pairs_is_rejected(tree):
-    text = "content,style,output\nphotos,styles/x.png,one.png\n"
-    with pytest.raises(ManifestError, match="expands to 3 pairs"):
-        expand_manifest(_csv(tree / "m.csv", text), str(tree / "out"))
+    with pytest.raises(ManifestError, match="row 1: output 'one.png' names one file, but the row expands to 3 pairs"):
+        _expand(tree, "content,style,output\nphotos,styles/x.png,one.png\n")
 
 
-def test_s3_prefix_and_relative_paths(s3):
+def test_s3_prefix_glob_and_relative_paths(s3):
     fs, options = s3
-    for key in ("in/photos/a.png", "in/photos/sub/b.jpg", "in/styles/x.png"):
+    for key in ("in/photos/a.png", "in/photos/sub/b.jpg", "in/photos/readme.md", "shared/x.png", "shared/y.JPG"):
         fs.pipe(f"nst-test/{key}", b"image bytes are not read while expanding")
-    fs.pipe("nst-test/in/m.csv", b"content,style\nphotos/,styles/x.png\n")
-    pairs, _ = expand_manifest("s3://nst-test/in/m.csv", "s3://nst-test/out", storage_options=options)
-    assert [p.content for p in pairs] == ["s3://nst-test/in/photos/a.png", "s3://nst-test/in/photos/sub/b.jpg"]
-    assert all(p.styles == ("s3://nst-test/in/styles/x.png",) for p in pairs)
-    assert all(p.output.startswith("s3://nst-test/out/") for p in pairs)
+    fs.pipe("nst-test/in/m.csv", b"content,style\nphotos/,../shared/x.png\nphotos/a.png,s3://nst-test/shared/*\n")
+    pairs, warnings = expand_manifest("s3://nst-test/in/m.csv", "s3://nst-test/out/", storage_options=options)
+    assert [(p.row, p.content, p.styles) for p in pairs] == [
+        (1, "s3://nst-test/in/photos/a.png", ("s3://nst-test/shared/x.png",)),
+        (1, "s3://nst-test/in/photos/sub/b.jpg", ("s3://nst-test/shared/x.png",)),
+        (2, "s3://nst-test/in/photos/a.png", ("s3://nst-test/shared/y.JPG",)),
+    ]  # row 2's a x x.png is row 1's pair again
+    assert pairs[0].output == f"s3://nst-test/out/a--x--{pairs[0].pair_id[:8]}.png"
+    assert warnings == ["s3://nst-test/in/m.csv: row 2 repeats 1 pair(s) of earlier rows; each runs once"]
+
+
+def test_s3_missing_manifest_and_missing_images(s3):
+    fs, options = s3
+    with pytest.raises(ManifestError, match="s3://nst-test/none.csv: cannot use this manifest"):
+        expand_manifest("s3://nst-test/none.csv", "s3://nst-test/out", storage_options=options)
+    fs.pipe("nst-test/m.csv", b"content,style\nphotos/gone.jpg,styles/\n")
+    fs.pipe("nst-test/styles/s.png", b"x")
+    (pair,), _ = expand_manifest("s3://nst-test/m.csv", "s3://nst-test/out", storage_options=options)
+    assert (pair.content, pair.styles) == ("s3://nst-test/photos/gone.jpg", ("s3://nst-test/styles/s.png",))
 
 
 def test_defaults_are_the_dataclass_defaults(tree):
-    (pair,), _ = expand_manifest(_csv(tree / "m.csv", "content,style\nphotos/a.png,styles/x.png\n"), str(tree / "o"))
+    (pair,), _ = _expand(tree, "content,style\nphotos/a.png,styles/x.png\n")
     assert pair.params == StyleParams()
+
+
+
+def test_a_folder_that_cannot_be_listed_stays_one_path(tree, monkeypatch):
+    from fsspec.implementations.local import LocalFileSystem
+
+    def denied(self, path, **kwargs):
+        raise PermissionError(path)
+
+    monkeypatch.setattr(LocalFileSystem, "isdir", denied)  # its pair fails later, with this reason
+    (pair,), warnings = _expand(tree, "content,style\nphotos,styles/x.png\n")
+    assert pair.content == str(tree / "photos") and not warnings
+
+
+def test_the_readme_parameter_table_matches_style_params():
+    import dataclasses
+    from pathlib import Path
+    from typing import Literal, get_args, get_origin, get_type_hints
+
+    readme = (Path(__file__).resolve().parents[1] / "manifests" / "README.md").read_text()
+    section = readme.split("## Parameters", 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| `")]
+    table = {name.strip("`"): (kind, default.strip("`")) for name, kind, default, _ in rows}
+    assert list(table) == list(StyleParams.field_names())
+    hints = get_type_hints(StyleParams)
+    for field in dataclasses.fields(StyleParams):
+        kind, default = table[field.name]
+        value = field.default
+        expected = "(empty)" if value in (None, ()) else ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        assert default == expected, field.name
+        choices = get_args(hints[field.name]) if get_origin(hints[field.name]) is Literal else ()
+        assert all(f"`{choice}`" in kind for choice in choices), field.name
+        if value not in (None, ()):  # the table's text is what a cell holding the default would say
+            assert StyleParams.parse(field.name, default) == value
+
+
+def test_the_example_manifest_is_small_and_expands_as_its_readme_says(tmp_path):
+    pairs, warnings = expand_manifest(str(SAMPLES.parent / "example.csv"), str(tmp_path))
+    assert not warnings and [(_names([p.content])[0], tuple(_names(p.styles))) for p in pairs] == [
+        ("chelsea.jpg", ("starry_night.jpg",)), ("chelsea.jpg", ("the_scream.jpg",)), ("coffee.jpg", ("the_scream.jpg",)),
+        ("rocket.jpg", ("shipwreck.jpg", "starry_night.jpg"))]
+    assert {(p.params.size, p.params.iterations) for p in pairs} == {(128, 100)}
+    assert pairs[3].params.style_blend == (0.6, 0.4)
