@@ -76,6 +76,8 @@ class StyleParams:
             values = getattr(self, weights)
             if values is not None and len(values) != len(getattr(self, layers)):
                 out.append(f"{weights} needs one weight per layer in {layers}")
+        if self.style_blend is not None and (min(self.style_blend) < 0 or sum(self.style_blend) <= 0):
+            out.append(f"style_blend weights must be non-negative and not all zero, got {self.style_blend}")
         if any(s < 16 or s >= self.size for s in self.scales):
             out.append(f"scales must be between 16 and size ({self.size}), got {self.scales}")
         return out
@@ -115,7 +117,7 @@ def _parse_as(hint, text: str, name: str):
         args = get_args(hint)
     origin = getattr(hint, "__origin__", None)
     if origin is tuple:
-        return tuple(_parse_as(args[0], part, name) for part in text.split(",") if part.strip())
+        return tuple(_parse_as(args[0], part.strip(), name) for part in text.split(",") if part.strip())
     if origin is Literal:
         return text
     try:

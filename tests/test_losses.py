@@ -93,3 +93,4 @@ def test_total_variation_against_numpy():
     assert float(losses.total_variation_loss(tf.constant(image))[0]) == pytest.approx(expected, rel=1e-5)
     flat = np.full((1, 6, 7, 3), 0.3, np.float32)
     assert float(losses.total_variation_loss(tf.constant(flat))[0]) == 0.0
+
