@@ -71,6 +71,12 @@ def stop_on_signals(on_signal):
             signal.signal(signum, old)
 
 
+def stop_requested() -> bool:
+    """Whether SIGINT/SIGTERM asked this run to stop. Flows call this rather than reading STOP:
+    cloudpickle copies a flow's globals by value (serve, Dask), and an Event holds a lock."""
+    return STOP.is_set()
+
+
 def _raise_if_stopped(*_):
     if STOP.is_set():
         raise RunStopped("stopped by a signal before this pair finished")

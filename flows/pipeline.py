@@ -27,7 +27,8 @@ from nst_core.params import StyleParams
 from .ledger import Ledger, classify
 from .lock import run_lock
 from .manifest import Pair, expand_manifest
-from .pairs import STOP, RunStopped, base_row, failure_message, is_transient, stop_on_signals, stylize_pair
+from .pairs import (RunStopped, base_row, failure_message, is_transient, stop_on_signals, stop_requested,
+                    stylize_pair)
 from .results import deliver_spooled, read_results, spool_rows, write_rows
 
 RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a throttling burst
@@ -156,9 +157,9 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
                     bar.update(1)
                     bar.set_postfix(done=tally.counts["succeeded"], failed=tally.counts["failed"],
                                     skipped=tally.counts["skipped"])
-                    if STOP.is_set():  # pairs on Dask workers never see STOP: stop waiting for them here
+                    if stop_requested():  # pairs on Dask workers never see STOP: stop waiting for them here
                         break
-                if STOP.is_set():
+                if stop_requested():
                     tally.counts["stopped"] = len(todo) - tally.finished()
                     break
         bar.close()
@@ -168,7 +169,7 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     outcome = {"run_id": run_id, "results": results_uri,
                **{k: counts[k] for k in ("succeeded", "failed", "skipped", "new", "changed", "unchanged",
                                          "still_failing")}}
-    if STOP.is_set():
+    if stop_requested():
         raise RunInterruptedError(f"stopped by a signal: {counts['succeeded']} succeeded, {counts['failed']} failed, "
                                   f"{counts['stopped']} left for the next run; see {results_uri}")
     if counts["failed"]:
