@@ -65,8 +65,9 @@ def results_location(out: str, results: str | None) -> str:
 
 def skipped_rows(ledger: Ledger, run_id: str) -> list[dict]:
     now = datetime.now(timezone.utc)
+    failing = {p.pair_id for p in ledger.still_failing}
     return [{**base_row(p, run_id), "status": "skipped", "started_at": now, "finished_at": now,
-             "error": "unchanged since its last attempt failed" if p in ledger.still_failing else None}
+             "error": "unchanged since its last attempt failed" if p.pair_id in failing else None}
             for p in ledger.skipped]
 
 
