@@ -59,6 +59,13 @@ def stylize_pair_task(pair: Pair, run_id: str, results_uri: str, weights: str | 
                         memory_limit_gb=memory_limit_gb, attempts=task_run.run_count)
 
 
+@task(name="load-network", cache_policy=NONE)
+def load_network_task(params: StyleParams, weights: str | None) -> None:
+    """Build the network where the pairs run (this process, or a Dask worker, never touching the
+    flow process's GPUs then): a weights problem stops the run before any pair."""
+    feature_extractor(params.arch, weights, params.content_layers + params.style_layers, params.pooling)
+
+
 def results_location(out: str, results: str | None) -> str:
     return results or f"{out.rstrip('/')}/results"
 
@@ -142,9 +149,8 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
         bar = tqdm(total=len(pairs), initial=len(ledger.skipped), unit="pair", disable=not progress,
                    dynamic_ncols=True)
         task = stylize_pair_task.with_options(retries=len(retry_delays), retry_delay_seconds=retry_delays)
-        if todo:  # load the network once, up front: a weights problem stops the run before any pair
-            first = todo[0].params
-            feature_extractor(first.arch, weights, first.content_layers + first.style_layers, first.pooling)
+        if todo:
+            load_network_task.submit(todo[0].params, weights).result()
         with stop_on_signals(lambda name: logger.warning(f"{name}: abandoning the pair in progress and stopping")):
             for start in range(0, len(todo), SUBMIT_WINDOW):
                 window = todo[start : start + SUBMIT_WINDOW]

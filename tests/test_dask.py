@@ -10,6 +10,7 @@ from conftest import SAMPLES
 from flows.dask_runner import worker_env
 from flows.pipeline import run_manifest
 from flows.results import read_results
+from nst_core.model import WeightsError
 
 
 @pytest.fixture
@@ -29,6 +30,10 @@ def test_two_dask_workers_share_the_pairs_and_the_table_is_complete(prefect_api,
                                                                      monkeypatch):
     monkeypatch.setenv("PREFECT_API_URL", prefect_api)  # the spawned workers report to the same server
     out = collection / "out"
+    with pytest.raises(WeightsError, match="missing.h5"):  # checked on a worker, before any pair
+        run_manifest(str(collection / "m.csv"), str(out), task_runner="dask", dask_workers=1,
+                     overrides={"size": 32}, weights=str(collection / "missing.h5"))
+    assert read_results(str(out / "results")).empty
     outcome = run_manifest(str(collection / "m.csv"), str(out), task_runner="dask", dask_workers=2,
                            overrides={"size": 32, "iterations": 5, "tolerance": 0.0}, weights=weights_path)
     assert (outcome["succeeded"], outcome["failed"]) == (6, 0)
