@@ -27,6 +27,16 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(len(tf.config.list_physical_devices("GPU")))]
 
 
+def prefect_api_url() -> str | None:
+    """The Prefect API this process reports to: the configured one, or the temporary server it
+    started (without it, each worker would start a temporary server of its own)."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL
+
+    temporary = SubprocessASGIServer()
+    return PREFECT_API_URL.value() or (temporary.api_url if temporary.running else None)
+
+
 def worker_env(index: int, workers: int, gpus: list[str]) -> dict[str, str]:
     """One worker's environment: its own GPU, or its share of the CPU cores for TensorFlow's threads."""
     if gpus:
@@ -40,8 +50,9 @@ def local_cluster(n_workers: int | None = None) -> SpecCluster:
     """A cluster on this machine: `n_workers` processes (default: one per GPU, else one), one thread each."""
     gpus = visible_gpus()
     count = n_workers or max(1, len(gpus))
+    api = {"PREFECT_API_URL": prefect_api_url()} if prefect_api_url() else {}
     workers = {
-        f"nst-{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": worker_env(i, count, gpus)}}
+        f"nst-{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": {**worker_env(i, count, gpus), **api}}}
         for i in range(count)
     }
     scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": ":0"}}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -26,26 +29,30 @@ def collection(tmp_path):
     return tmp_path
 
 
-def test_two_dask_workers_share_the_pairs_and_the_table_is_complete(prefect_api, collection, weights_path,
-                                                                     monkeypatch):
-    monkeypatch.setenv("PREFECT_API_URL", prefect_api)  # the spawned workers report to the same server
+def test_two_dask_workers_share_the_pairs_and_the_table_is_complete(collection, weights_path):
+    """`nst run --task-runner dask` with Prefect's temporary server: the workers report to it too."""
     out = collection / "out"
-    with pytest.raises(WeightsError, match="missing.h5"):  # checked on a worker, before any pair
-        run_manifest(str(collection / "m.csv"), str(out), task_runner="dask", dask_workers=1,
-                     overrides={"size": 32}, weights=str(collection / "missing.h5"))
-    assert read_results(str(out / "results")).empty
-    outcome = run_manifest(str(collection / "m.csv"), str(out), task_runner="dask", dask_workers=2,
-                           overrides={"size": 32, "iterations": 5, "tolerance": 0.0}, weights=weights_path)
-    assert (outcome["succeeded"], outcome["failed"]) == (6, 0)
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", "m.csv", "--out", "out", "--task-runner", "dask",
+                             "--dask-workers", "2", "--size", "32", "--iterations", "5", "--tolerance", "0",
+                             "--weights", weights_path], cwd=collection, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1].startswith("6 succeeded, 0 skipped, 0 failed (6 new")
+    assert result.stderr.count("Starting temporary server") == 1  # one server, not one per worker
     table = read_results(str(out / "results"))
     assert len(table) == 6 and (table.status == "succeeded").all() and table.pair_id.is_unique
     assert table.worker.nunique() == 2, table.worker.value_counts()  # both workers took pairs
-    assert not table.worker.str.endswith(f":{__import__('os').getpid()}").any()  # none ran in the flow process
+    assert table.content_fingerprint.notna().all()
     assert len(list(out.glob("*.png"))) == 6 and not list(out.glob(".*.tmp"))
 
-    again = run_manifest(str(collection / "m.csv"), str(out), task_runner="dask", dask_workers=2,
-                         overrides={"size": 32, "iterations": 5, "tolerance": 0.0}, weights=weights_path)
-    assert (again["unchanged"], again["succeeded"]) == (6, 0)  # the ledger is shared by every worker's rows
+
+def test_a_weights_problem_stops_a_dask_run_before_any_pair(prefect_api, collection):
+    out = collection / "out"
+    with pytest.raises(WeightsError, match="missing.h5"):  # checked on a worker, not in the flow process
+        run_manifest(str(collection / "m.csv"), str(out), task_runner="dask", dask_workers=1,
+                     overrides={"size": 32}, weights=str(collection / "missing.h5"))
+    assert read_results(str(out / "results")).empty
 
 
 def test_each_local_worker_is_pinned_to_its_own_gpu_or_its_share_of_cores():
