@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--concurrency", type=int, default=1, help="pairs stylized at once (default 1)")
     many.add_argument("--memory-limit-gb", type=float, help="refuse pairs estimated to need more (default: "
                       "$NST_MEMORY_LIMIT_GB or 80%% of RAM)")
+    many.add_argument("--sweep", metavar="NAME=V1,V2[;NAME=...]", help="several values of one or two parameters, "
+                      "for rows without a sweep cell (manifests/README.md)")
     _add_param_flags(many)
     _add_s3_flags(many)
     return parser
@@ -114,12 +116,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.pipeline import PairsFailedError, RunInterruptedError, run_manifest
 
     # Reject a bad manifest here, in one message, before Prefect starts.
-    validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args))
+    validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args),
+                      sweep=args.sweep)
     try:
         outcome = run_manifest(
             args.manifest, args.out, concurrency=args.concurrency, results=args.results, force=args.force,
             overrides=param_overrides(args), weights=args.weights, storage_options=storage_options(args),
-            progress=True, memory_limit_gb=args.memory_limit_gb,
+            progress=True, memory_limit_gb=args.memory_limit_gb, sweep=args.sweep,
         )
     except PairsFailedError as error:
         print(f"nst: {error}", file=sys.stderr)
