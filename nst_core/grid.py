@@ -189,11 +189,11 @@ def _draw_text(draw, text: str, box, font, line_height: int, ink, valign: str = 
         draw.text((left, top + index * line_height), line, font=font, fill=ink)
 
 
-_BREAK_AFTER = re.compile(r"(?<=[\s,|/_\-=+.])")  # places a file name or parameter list may break
+_BREAK_AFTER = re.compile(r"(?<=[\s,|/_\-=+])")  # places a file name or parameter list may break
 
 
 def wrap_text(text: str, font, width: int) -> list[str]:
-    """Greedy line breaking at spaces and after , | / _ - = + . ; words wider than a line are cut."""
+    """Greedy line breaking at spaces and after , | / _ - = + ; words wider than a line are cut."""
     lines, line = [], ""
     for token in _BREAK_AFTER.split(" ".join(str(text).split())):
         if _width(font, line + token) <= width:
