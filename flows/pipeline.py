@@ -26,6 +26,7 @@ from nst_core.model import feature_extractor
 from .lock import run_lock
 from .manifest import Pair, expand_manifest
 from .pairs import STOP, RunStopped, base_row, failure_message, is_transient, stop_on_signals, stylize_pair
+from .report import publish_report
 from .results import deliver_spooled, read_results, spool_rows, succeeded_pairs, write_rows
 
 RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a throttling burst
@@ -138,6 +139,7 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
         bar.close()
 
     publish_summary(run_id, tally, logger)
+    publish_report(run_id, results_uri, out, storage_options, logger)
     counts = tally.counts
     outcome = {"run_id": run_id, "results": results_uri, **{k: counts[k] for k in ("succeeded", "failed", "skipped")}}
     if STOP.is_set():

@@ -13,15 +13,19 @@ import io
 import math
 import os
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
+from PIL import Image
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from nst_core.grid import GridOptions
 from nst_core.image_io import write_bytes_atomic
 
-from .grids import axis_label, build_grid, data_uri, select_pairs
+from .grids import axis_label, build_grid, data_uri, select_pairs, write_picture
+from .manifest import _join
 from .results import read_results
 from .sweeps import parse_sweep
 
@@ -87,6 +91,7 @@ class Report:
     run: str
     pairs: int
     failed: int
+    grids: list[Image.Image] = field(default_factory=list)  # the page's grids, full size
 
 
 def report_grids(pairs: pd.DataFrame, rows: str | None = None, cols: str | None = None):
@@ -103,29 +108,31 @@ def report_grids(pairs: pd.DataFrame, rows: str | None = None, cols: str | None 
             for key, group in pairs.groupby(facets if len(facets) > 1 else facets[0], sort=False)]
 
 
-def _grids_html(pairs: pd.DataFrame, rows: str | None, cols: str | None, storage_options: dict | None) -> str:
-    grids = report_grids(pairs, rows, cols)
-    parts = []
+def _grids_html(pairs: pd.DataFrame, rows: str | None, cols: str | None,
+                storage_options: dict | None) -> tuple[str, list[Image.Image]]:
+    grids, parts, images = report_grids(pairs, rows, cols), [], []
     for title, group, row_axis, col_axis in grids[:MAX_GRIDS]:
         grid = build_grid(group, row_axis, col_axis, options=GridOptions(cell=REPORT_CELL),
                           storage_options=storage_options, max_rows=MAX_GRID_ROWS)
+        images.append(grid.image)
         parts += [f"<h3>{_e(title)}</h3>" if title else "",
                   f'<img class="grid" alt="grid of outputs" src="{data_uri(grid.image, GRID_SIDE)}">',
                   *(f"<p class=note>{_e(note)}</p>" for note in grid.notes)]
     if len(grids) > MAX_GRIDS:
         parts.append(f"<p class=note>first {MAX_GRIDS} of {len(grids)} grids shown</p>")
-    return "\n".join(parts)
+    return "\n".join(parts), images
 
 
 def build_report(pairs: pd.DataFrame, run: str, *, page_uri: str = "report.html", rows: str | None = None,
                  cols: str | None = None, storage_options: dict | None = None) -> Report:
     """The page for these pairs (select_pairs' choice) of run `run`; axes as report_grids chooses."""
     failed = pairs[pairs["status"] == "failed"]
+    grids_html, grids = _grids_html(pairs, rows, cols, storage_options)
     body = "\n".join([
         f"<h1>Run {_e(run)}</h1>",
         f"<p>{_counts(pairs)}</p>",
         "<h2>Grid</h2>",
-        _grids_html(pairs, rows, cols, storage_options),
+        grids_html,
         f"<h2>Pairs ({len(pairs)})</h2>",
         _pairs_table(pairs, page_uri),
         "<h2>Loss curves</h2>",
@@ -133,7 +140,7 @@ def build_report(pairs: pd.DataFrame, run: str, *, page_uri: str = "report.html"
         f"<h2>Failures ({len(failed)})</h2>",
         _failures(failed),
     ])
-    return Report(PAGE.format(title=_e(f"nst run {run}"), body=body), run, len(pairs), len(failed))
+    return Report(PAGE.format(title=_e(f"nst run {run}"), body=body), run, len(pairs), len(failed), grids)
 
 
 def report_from_results(results: str, output: str, *, run: str | None = None, rows: str | None = None,
@@ -143,6 +150,46 @@ def report_from_results(results: str, output: str, *, run: str | None = None, ro
     report = build_report(pairs, run, page_uri=output, rows=rows, cols=cols, storage_options=storage_options)
     write_bytes_atomic(output, report.html.encode(), storage_options=storage_options)
     return report
+
+
+ARTIFACT_GRID_SIDE = 640  # the grid thumbnail inside the Prefect artifact: ~50-100 KB of JPEG
+
+
+def publish_report(run_id: str, results_uri: str, out: str, storage_options: dict | None, logger) -> str | None:
+    """Write OUT/reports/RUN_ID.html and RUN_ID-grid.jpg; attach the grid, a link to the page and the
+    table of pairs to the Prefect run. Never raises: a report is not worth failing a night's run."""
+    try:
+        pairs, run = select_pairs(read_results(results_uri, storage_options=storage_options), run_id)
+        page = _join(out, f"reports/{run_id}.html")
+        report = build_report(pairs, run, page_uri=page, storage_options=storage_options)
+        write_bytes_atomic(page, report.html.encode(), storage_options=storage_options)
+        grid_uri = _join(out, f"reports/{run_id}-grid.jpg")
+        if report.grids:
+            write_picture(report.grids[0], grid_uri, storage_options)
+        _attach(run_id, pairs, report, page, grid_uri)
+    except Exception as error:  # noqa: BLE001 - whatever broke, the run's work is done and recorded
+        logger.warning(f"run report not written: {type(error).__name__}: {error}")
+        return None
+    logger.info(f"report: {page}")
+    return page
+
+
+def _attach(run_id: str, pairs: pd.DataFrame, report: Report, page: str, grid_uri: str) -> None:
+    link = page if "://" in page else Path(page).as_uri()
+    picture = f"![grid of run {run_id}]({data_uri(report.grids[0], ARTIFACT_GRID_SIDE)})" if report.grids else ""
+    create_markdown_artifact(f"# Run {run_id}\n\n{picture}\n\nFull grid: `{grid_uri}`  \nReport: [{page}]({link})",
+                             key="stylize-grid", description=f"run {run_id}")
+    create_link_artifact(link, link_text=f"report of run {run_id}", key="stylize-report", description=f"run {run_id}")
+    create_table_artifact([_artifact_row(p) for p in pairs.to_dict("records")], key="stylize-pairs",
+                          description=f"run {run_id}")
+
+
+def _artifact_row(pair: dict) -> dict:
+    numbers = {name: None if pd.isna(pair[name]) else round(float(pair[name]), 4)
+               for name in ("total_loss", "content_loss", "style_loss", "total_seconds")}
+    return {"content": axis_label("content", pair["content_uri"]), "style": axis_label("style", pair["style_uri"]),
+            "swept": swept_values(pair), "status": pair["status"], **numbers, "error": "" if pd.isna(pair["error"]) else pair["error"],
+            "output": pair["output_uri"]}
 
 
 def _e(value) -> str:
