@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, SAMPLES
+from test_pipeline import _artifacts
 from flows.grids import build_grid, grid_from_results, select_pairs
 from flows.manifest import expand_manifest
 from flows.pairs import base_row
@@ -116,13 +117,19 @@ def test_content_by_style_grid_from_a_results_table(photos):
     assert not grid.notes
 
 
-def test_a_sweep_lays_its_values_out_along_an_axis_in_the_given_order(photos):
-    pairs = _pairs(photos, 'content,style,sweep\nphotos/rocket.jpg,styles/the_scream.jpg,"style_weight=1e4,1e2,1e3"\n'
-                           'photos/chelsea.jpg,styles/the_scream.jpg,"style_weight=1e4,1e2,1e3"\n')
+def _swept_grid(photos, manifest: str, rows: str, cols: str):
+    """The manifest's pairs, recorded as one run, and their grid."""
+    pairs = _pairs(photos, manifest)
     results = str(photos / "out" / "results")
     _record(pairs, results, "r1", 0)
-    table = select_pairs(read_results(results))[0]
-    grid = build_grid(table, "content", "style_weight", options=OPTIONS).image
+    return pairs, build_grid(select_pairs(read_results(results))[0], rows, cols, options=OPTIONS).image
+
+
+def test_a_sweep_lays_its_values_out_along_an_axis_in_the_given_order(photos):
+    pairs, grid = _swept_grid(photos, 'content,style,sweep\n'
+                                      'photos/rocket.jpg,styles/the_scream.jpg,"style_weight=1e4,1e2,1e3"\n'
+                                      'photos/chelsea.jpg,styles/the_scream.jpg,"style_weight=1e4,1e2,1e3"\n',
+                              "content", "style_weight")
     assert grid.size == grid_size(2, 3, row_headers=True, col_headers=False, options=OPTIONS)
     for r, name in enumerate(("rocket", "chelsea")):  # manifest order
         for c, weight in enumerate((1e4, 1e2, 1e3)):  # the sweep's order, not sorted
@@ -131,12 +138,9 @@ def test_a_sweep_lays_its_values_out_along_an_axis_in_the_given_order(photos):
 
 
 def test_a_two_parameter_sweep_fills_both_axes(photos):
-    pairs = _pairs(photos, 'content,style,sweep\nphotos/chelsea.jpg,styles/the_scream.jpg,'
-                           '"style_stat=mmd-poly,gram;content_layers=block4_conv2|block2_conv2,block4_conv2"\n')
-    results = str(photos / "out" / "results")
-    _record(pairs, results, "r1", 0)
-    table = select_pairs(read_results(results))[0]
-    grid = build_grid(table, "style_stat", "content_layers", options=OPTIONS).image
+    pairs, grid = _swept_grid(photos, 'content,style,sweep\nphotos/chelsea.jpg,styles/the_scream.jpg,'
+                                      '"style_stat=mmd-poly,gram;content_layers=block4_conv2|block2_conv2,block4_conv2"\n',
+                              "style_stat", "content_layers")
     for r, stat in enumerate(("mmd-poly", "gram")):
         for c, layers in enumerate((("block4_conv2",), ("block2_conv2", "block4_conv2"))):
             pair = next(p for p in pairs if p.params.style_stat == stat and p.params.content_layers == layers)
@@ -241,16 +245,6 @@ def test_the_cli_writes_grids_and_names_bad_axes(photos):
     assert grid.getpixel((1, 1)) == (32, 32, 32)
     bad = subprocess.run(command + ["--cols", "colour"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "cannot lay out 'colour'" in bad.stderr and "Traceback" not in bad.stderr
-
-
-def _artifacts(key: str):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-                                     sort=ArtifactSort.CREATED_DESC)
 
 
 def test_the_flow_attaches_its_grid_report_and_pairs(prefect_api, photos, weights_path):

@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from PIL import Image
+from test_manifest import tree  # noqa: F401 - the fixture: photos/{a,b,c}.png, styles/{x,y}.png
 
 from flows.manifest import ManifestError, expand_manifest
 from flows.sweeps import parse_sweep
 from nst_core.params import StyleParams
-
-
-@pytest.fixture
-def tree(tmp_path):
-    for folder, names in (("photos", "ab"), ("styles", "x")):
-        (tmp_path / folder).mkdir()
-        for name in names:
-            Image.new("RGB", (8, 6), "red").save(tmp_path / folder / f"{name}.png")
-    return tmp_path
 
 
 def _expand(tree, text, **kwargs):
@@ -35,7 +26,7 @@ def test_one_parameter_gives_one_pair_per_value_in_the_given_order(tree):
 def test_two_parameters_give_every_combination_crossed_with_the_images(tree):
     sweep = "style_weight=1,10;style_stat=gram,mmd-poly,bn"
     pairs, _ = _expand(tree, f"content,style,sweep,size\nphotos,styles/x.png,\"{sweep}\",64\n")
-    assert len(pairs) == 2 * 2 * 3  # two photos x one style x 2 x 3 values
+    assert len(pairs) == 3 * 2 * 3  # three photos x one style x 2 x 3 values
     first = [(p.params.style_weight, p.params.style_stat) for p in pairs if p.content.endswith("a.png")]
     assert first == [(1, "gram"), (1, "mmd-poly"), (1, "bn"), (10, "gram"), (10, "mmd-poly"), (10, "bn")]
     assert {p.params.size for p in pairs} == {64}  # the row's other cells still apply
