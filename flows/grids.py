@@ -101,7 +101,10 @@ def _sweep_order(name: str, sweeps) -> dict[str, int]:
 def _cell_text(name: str, value) -> str:
     """A value as the results table stores it, as text: tuples as "a,b", numbers as floats or ints."""
     if name in StyleParams.field_names():
-        value = params_columns(StyleParams().replace(**{name: _typed(name, value)}))[name]
+        try:
+            value = params_columns(StyleParams().replace(**{name: _typed(name, value)}))[name]
+        except ValueError:  # valid only beside other non-default fields (scales above the default size, say)
+            pass
     return str(value)
 
 
