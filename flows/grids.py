@@ -24,6 +24,7 @@ from .sweeps import parse_sweep
 
 IMAGE_AXES = {"content": "content_uri", "style": "style_uri"}  # axes whose values are images (headers)
 DECISIVE = ("succeeded", "failed")  # `skipped` rows only repeat an earlier success
+LARGE_GRID_PIXELS = 16_000_000  # above this a PNG grid runs to tens of MB; JPEG is the better choice
 
 
 def select_pairs(table: pd.DataFrame, run: str | None = None) -> tuple[pd.DataFrame, str]:
@@ -202,6 +203,8 @@ def grid_from_results(results: str, output: str, *, rows: str = "content", cols:
     """`nst grid`: read the table, draw the grid, write it to `output`."""
     pairs, _ = select_pairs(read_results(results, storage_options=storage_options), run)
     grid = build_grid(pairs, rows, cols, options=options, storage_options=storage_options)
+    if output.lower().endswith(".png") and grid.image.width * grid.image.height > LARGE_GRID_PIXELS:
+        grid.notes.append("a grid this large is several times smaller as .jpg")
     write_picture(grid.image, output, storage_options)
     return grid
 
