@@ -100,12 +100,13 @@ def report_grids(pairs: pd.DataFrame, rows: str | None = None, cols: str | None 
     if rows or cols:
         return [("", pairs, rows or "content", cols or "style")]
     swept = list(dict.fromkeys(name for text in pairs["sweep"].dropna().unique() for name, _ in parse_sweep(text)))
-    if not swept:
+    if not swept or len(swept) > 2:  # rows sweeping different parameters: no common axes
         return [("", pairs, "content", "style")]
-    facets = ["style_uri"] if len(swept) == 1 else ["content_uri", "style_uri"]
-    axes = ("content", swept[0]) if len(swept) == 1 else (swept[0], swept[1])
-    return [(" x ".join(axis_label("content", v) for v in (key if isinstance(key, tuple) else (key,))), group, *axes)
-            for key, group in pairs.groupby(facets if len(facets) > 1 else facets[0], sort=False)]
+    if len(swept) == 1:
+        return [(axis_label("style", style), group, "content", swept[0])
+                for style, group in pairs.groupby("style_uri", sort=False)]
+    return [(f"{axis_label('content', content)} x {axis_label('style', style)}", group, swept[0], swept[1])
+            for (content, style), group in pairs.groupby(["content_uri", "style_uri"], sort=False)]
 
 
 def _grids_html(pairs: pd.DataFrame, rows: str | None, cols: str | None,

@@ -146,6 +146,22 @@ def test_a_two_parameter_sweep_fills_both_axes(photos):
             assert _shows(_cell(grid, r, c, headers=(False, False)), pair.output), (stat, layers)
 
 
+def test_the_report_lays_a_sweep_out_by_itself(photos):
+    from flows.report import report_grids
+
+    pairs = _pairs(photos, 'content,style,sweep\nphotos,styles,"style_weight=1e3,10"\n'
+                           'photos/chelsea.jpg,styles/the_scream.jpg,"init=noise,style;seed=1,2"\n')
+    _record(pairs, str(photos / "out" / "results"), "r1", 0)
+    table = select_pairs(read_results(str(photos / "out" / "results")))[0]
+    one = report_grids(table[table.sweep.str.startswith("style_weight")])
+    assert [(title, len(group), rows, cols) for title, group, rows, cols in one] == [
+        ("starry_night", 6, "content", "style_weight"), ("the_scream", 6, "content", "style_weight")]
+    (two,) = report_grids(table[table.sweep.str.startswith("init")])
+    assert (two[0], len(two[1]), two[2], two[3]) == ("chelsea x the_scream", 4, "init", "seed")
+    assert [(t, r, c) for t, _, r, c in report_grids(table, cols="seed")] == [("", "content", "seed")]
+    assert [(t, r, c) for t, _, r, c in report_grids(table)] == [("", "content", "style")]  # 3 swept: no common axes
+
+
 def test_which_pairs_a_grid_or_report_shows(photos):
     pairs = _pairs(photos, "content,style\nphotos,styles/the_scream.jpg\n")  # 3 pairs
     results = str(photos / "out" / "results")
