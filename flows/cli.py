@@ -70,9 +70,46 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--concurrency", type=int, default=1, help="pairs stylized at once (default 1)")
     many.add_argument("--memory-limit-gb", type=float, help="refuse pairs estimated to need more (default: "
                       "$NST_MEMORY_LIMIT_GB or 80%% of RAM)")
+    many.add_argument("--sweep", metavar="NAME=V1,V2[;NAME=...]", help="several values of one or two parameters, "
+                      "for rows without a sweep cell (manifests/README.md)")
     _add_param_flags(many)
     _add_s3_flags(many)
+    _add_report_commands(commands)
     return parser
+
+
+RUN_HELP = "RUN_ID, or 'all' for every pair in the table (default: the latest run)"
+
+
+def _add_report_commands(commands) -> None:
+    from nst_core.grid import GridOptions
+
+    defaults = GridOptions()
+    grid = commands.add_parser("grid", help="a picture grid of outputs from a results table")
+    grid.add_argument("results", help="results table (OUT/results), local or s3://")
+    grid.add_argument("-o", "--output", required=True, help="grid image: .png, or .jpg for very large grids")
+    grid.add_argument("--rows", default="content", help="content, style or a parameter (default content)")
+    grid.add_argument("--cols", default="style", help="content, style or a parameter, e.g. style_weight (default style)")
+    grid.add_argument("--run", help=RUN_HELP)
+    grid.add_argument("--cell", type=int, default=defaults.cell, help=f"thumbnail size in pixels (default {defaults.cell})")
+    grid.add_argument("--padding", type=int, default=defaults.padding, help=f"pixels between cells (default {defaults.padding})")
+    grid.add_argument("--font-size", type=int, default=defaults.font_size, help=f"label size (default {defaults.font_size})")
+    grid.add_argument("--background", default="#ffffff", help="background colour, e.g. '#202020' (default white)")
+    _add_s3_flags(grid)
+
+    report = commands.add_parser("report", help="one self-contained HTML page about a run")
+    report.add_argument("results", help="results table (OUT/results), local or s3://")
+    report.add_argument("-o", "--output", required=True, help="the page, e.g. report.html (local or s3://)")
+    report.add_argument("--run", help=RUN_HELP)
+    report.add_argument("--rows", help="grid rows (default: content, or the swept parameters)")
+    report.add_argument("--cols", help="grid columns (default: style, or the swept parameter)")
+    _add_s3_flags(report)
+
+    curves = commands.add_parser("curves", help="loss curves (PNG) of every finished pair of a run")
+    curves.add_argument("results", help="results table (OUT/results), local or s3://")
+    curves.add_argument("-o", "--output", required=True, help="folder for the {output name}.loss.png files")
+    curves.add_argument("--run", help=RUN_HELP)
+    _add_s3_flags(curves)
 
 
 def _intermediate_uri(output: str, scale: int, iteration: int) -> str:
@@ -114,12 +151,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.pipeline import PairsFailedError, RunInterruptedError, run_manifest
 
     # Reject a bad manifest here, in one message, before Prefect starts.
-    validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args))
+    validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args),
+                      sweep=args.sweep)
     try:
         outcome = run_manifest(
             args.manifest, args.out, concurrency=args.concurrency, results=args.results, force=args.force,
             overrides=param_overrides(args), weights=args.weights, storage_options=storage_options(args),
-            progress=True, memory_limit_gb=args.memory_limit_gb,
+            progress=True, memory_limit_gb=args.memory_limit_gb, sweep=args.sweep,
         )
     except PairsFailedError as error:
         print(f"nst: {error}", file=sys.stderr)
@@ -132,10 +170,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grid(args: argparse.Namespace) -> int:
+    import time
+
+    from PIL import ImageColor
+
+    from flows.grids import grid_from_results
+    from nst_core.grid import GridOptions
+
+    started = time.perf_counter()
+    options = GridOptions(cell=args.cell, padding=args.padding, font_size=args.font_size,
+                          background=ImageColor.getrgb(args.background)[:3])
+    grid = grid_from_results(args.results, args.output, rows=args.rows, cols=args.cols, run=args.run,
+                             options=options, storage_options=storage_options(args))
+    for note in grid.notes:
+        print(f"note: {note}", file=sys.stderr)
+    width, height = grid.image.size
+    print(f"{args.output}: {width} x {height} px in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from flows.report import report_from_results
+
+    report = report_from_results(args.results, args.output, run=args.run, rows=args.rows, cols=args.cols,
+                                 storage_options=storage_options(args))
+    print(f"{args.output}: run {report.run}, {report.pairs} pairs, {report.failed} failed")
+    return 0
+
+
+def cmd_curves(args: argparse.Namespace) -> int:
+    from flows.grids import select_pairs
+    from flows.report import write_loss_curves
+    from flows.results import read_results
+
+    options = storage_options(args)
+    pairs, run = select_pairs(read_results(args.results, storage_options=options), args.run)
+    written = write_loss_curves(pairs, args.output, options)
+    print(f"{len(written)} loss-curve plots of run {run} in {args.output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    commands = {"stylize": cmd_stylize, "run": cmd_run, "grid": cmd_grid, "report": cmd_report, "curves": cmd_curves}
     try:
-        return {"stylize": cmd_stylize, "run": cmd_run}[args.command](args)
+        return commands[args.command](args)
     except (ValueError, RuntimeError, OSError) as error:  # bad input: one line, no traceback
         print(f"nst: {error}", file=sys.stderr)
         return 2

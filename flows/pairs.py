@@ -117,6 +117,7 @@ def base_row(pair: Pair, run_id: str) -> dict:
     return {
         "run_id": run_id, "pair_id": pair.pair_id, "row": pair.row, "content_uri": pair.content,
         "style_uri": " + ".join(pair.styles), "output_uri": pair.output, "params_hash": pair.params.hash(),
+        "sweep": pair.sweep,
         **params_columns(pair.params),
         "host": socket.gethostname(), "nst_version": _version("nst-pipeline"),
         "tensorflow_version": tf.__version__, "keras_version": _version("keras"),
@@ -159,6 +160,7 @@ def stylize_pair(pair: Pair, run_id: str, results_uri: str, *, weights: str | No
         row.update(
             status="succeeded", content_loss=result.content_loss, style_loss=result.style_loss,
             tv_loss=result.tv_loss, total_loss=result.total_loss, loss_history=result.loss_history,
+            content_loss_history=result.content_loss_history, style_loss_history=result.style_loss_history,
             iterations_run=result.iterations, network=result.arch,
             height=result.image.shape[0], width=result.image.shape[1],
             load_seconds=loaded - clock, targets_seconds=result.targets_seconds,

@@ -26,6 +26,7 @@ from nst_core.model import feature_extractor
 from .lock import run_lock
 from .manifest import Pair, expand_manifest
 from .pairs import STOP, RunStopped, base_row, failure_message, is_transient, stop_on_signals, stylize_pair
+from .report import publish_report
 from .results import deliver_spooled, read_results, spool_rows, succeeded_pairs, write_rows
 
 RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a throttling burst
@@ -91,12 +92,13 @@ def summary_markdown(run_id: str, counts: Counter, failures: list[dict], seconds
 def stylize_manifest(manifest: str, out: str, results: str | None = None, force: bool = False,
                      overrides: dict | None = None, weights: str | None = None,
                      storage_options: dict | None = None, progress: bool = False,
-                     memory_limit_gb: float | None = None, retry_delays: list[float] = RETRY_DELAYS) -> dict:
+                     memory_limit_gb: float | None = None, retry_delays: list[float] = RETRY_DELAYS,
+                     sweep: str | None = None) -> dict:
     """Stylize every pair of `manifest` into `out`; rows go to `results` (default OUT/results).
 
     A pair whose estimated memory exceeds `memory_limit_gb` (default $NST_MEMORY_LIMIT_GB
     or 80% of RAM) fails alone, before it starts. Transient storage errors are retried
-    after each of `retry_delays` seconds.
+    after each of `retry_delays` seconds. `sweep` (flows/sweeps.py) applies to rows without their own.
 
     Returns counts per status; raises PairsFailedError when any pair failed, and
     RunInterruptedError after SIGINT/SIGTERM (finished pairs recorded, the rest left).
@@ -104,7 +106,8 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     logger = get_run_logger()
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     results_uri = results_location(out, results)
-    pairs, warnings = expand_manifest(manifest, out, overrides=overrides, storage_options=storage_options)
+    pairs, warnings = expand_manifest(manifest, out, overrides=overrides, storage_options=storage_options,
+                                      sweep=sweep)
     for warning in warnings:
         logger.warning(warning)
     with run_lock(results_uri, run_id, storage_options):  # one run per results table at a time
@@ -136,6 +139,7 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
         bar.close()
 
     publish_summary(run_id, tally, logger)
+    publish_report(run_id, results_uri, out, storage_options, logger)
     counts = tally.counts
     outcome = {"run_id": run_id, "results": results_uri, **{k: counts[k] for k in ("succeeded", "failed", "skipped")}}
     if STOP.is_set():

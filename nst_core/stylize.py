@@ -38,6 +38,8 @@ class StylizeResult:
     optimize_seconds: float = 0.0
     arch: str = ""
     scale_iterations: list[int] = field(default_factory=list)
+    content_loss_history: list[float] = field(default_factory=list)  # unweighted, per step, like loss_history
+    style_loss_history: list[float] = field(default_factory=list)
 
 
 def size_for(shape, longest_side: int) -> tuple[int, int]:
@@ -167,6 +169,15 @@ def style_targets(objective: _Objective, styles: list[np.ndarray], params: Style
     return _style_targets.get(key, compute)
 
 
+def _recording(callback, scale_index: int, side: int, part_history: list):
+    """A step callback that keeps each step's (content, style) loss, then calls the caller's callback."""
+    def on_step(progress: Progress, image) -> None:
+        part_history.append((progress.content, progress.style))
+        if callback is not None:
+            callback(scale_index, side, progress, image)
+    return on_step
+
+
 def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams = StyleParams(), *,
             weights: str | None = None,
             callback: Optional[Callable[[int, int, Progress, tf.Tensor], None]] = None) -> StylizeResult:
@@ -180,7 +191,7 @@ def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams =
     if params.preserve_colors == "histogram":
         styles = [match_color_histogram(style, content) for style in styles]
     loss_weights = tf.constant([params.content_weight, params.style_weight, params.tv_weight], tf.float32)
-    image, history, scale_iterations = None, [], []
+    image, history, scale_iterations, part_history = None, [], [], []
     targets_seconds = optimize_seconds = 0.0
     sides = (*params.scales, params.size)
     for scale_index, side in enumerate(sides):
@@ -199,10 +210,9 @@ def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams =
         state = lbfgs_state(image) if params.optimizer == "lbfgs" else adam_state(image)
         iterations = params.iterations if scale_index == len(sides) - 1 else params.coarse_iterations
         loss_args = (content_targets, targets, contexts, loss_weights)
-        scale_callback = (lambda progress, img, i=scale_index, s=side: callback(i, s, progress, img)) if callback else None
         image, parts, scale_history = run_optimizer(
-            step, state, image, loss_args, iterations,
-            tolerance=params.tolerance, patience=params.patience, callback=scale_callback,
+            step, state, image, loss_args, iterations, tolerance=params.tolerance, patience=params.patience,
+            callback=_recording(callback, scale_index, side, part_history),
         )
         if parts is None:  # no steps taken: measure the starting image
             parts = objective(image, *loss_args)[1]
@@ -219,5 +229,6 @@ def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams =
         image=image, content_loss=content_loss, style_loss=style_loss, tv_loss=tv_loss, total_loss=total,
         loss_history=history, iterations=len(history), targets_seconds=targets_seconds,
         optimize_seconds=optimize_seconds, arch=resolve_arch(params.arch, weights),
-        scale_iterations=scale_iterations,
+        scale_iterations=scale_iterations, content_loss_history=[c for c, _ in part_history],
+        style_loss_history=[s for _, s in part_history],
     )
