@@ -12,8 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Literal, Optional, get_args, get_type_hints
 
+Method = Literal["optimize", "fast"]
 Optimizer = Literal["lbfgs", "adam"]
-Init = Literal["noise", "content", "style"]
+Init = Literal["noise", "content", "style", "fast"]
 StyleStat = Literal["gram", "mmd-poly", "mmd-gauss", "bn"]
 PreserveColors = Literal["none", "luminance", "histogram"]
 Arch = Literal["auto", "vgg19", "vgg16"]
@@ -27,6 +28,7 @@ class StyleParams:
     """Everything that decides what a stylized image looks like (and nothing that does not)."""
 
     size: int = 512  # longest side of the output, in pixels
+    method: Method = "optimize"  # Gatys' optimisation; "fast": one pass of Ghiasi et al.'s network, previews ([fast] extra)
     iterations: int = 300  # L-BFGS passes the tutorial's 500-step Adam loss by step ~200 (bench_core)
     optimizer: Optimizer = "lbfgs"  # L-BFGS reaches a given loss in far fewer steps than Adam (bench_core)
     learning_rate: float = 0.02  # Adam only: step in [0, 1] pixel units, as in the TensorFlow tutorial
@@ -42,6 +44,7 @@ class StyleParams:
     style_blend: Optional[tuple[float, ...]] = None  # weights of several style images; None: equal
     style_scale: float = 1.0  # style image size relative to the output size
     preserve_colors: PreserveColors = "none"  # keep the content's colours (luminance or histogram)
+    style_strength: float = 1.0  # both methods: the result blended with the content, 1 = all result, 0 = the photo
     scales: tuple[int, ...] = ()  # coarser sizes optimised first (coarse-to-fine), e.g. (256,)
     coarse_iterations: int = 200  # optimiser steps at each coarser scale
     tolerance: float = 1e-3  # stop once the loss improved by less than this fraction ...
@@ -59,7 +62,7 @@ class StyleParams:
         """Human-readable list of what is wrong with these values (empty when valid)."""
         out = []
         hints = get_type_hints(StyleParams)
-        for name in ("optimizer", "init", "style_stat", "preserve_colors", "arch", "pooling"):
+        for name in ("method", "optimizer", "init", "style_stat", "preserve_colors", "arch", "pooling"):
             allowed = get_args(hints[name])
             if getattr(self, name) not in allowed:
                 out.append(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -72,6 +75,8 @@ class StyleParams:
         for name in ("learning_rate", "style_scale"):
             if not getattr(self, name) > 0:
                 out.append(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.style_strength <= 1:
+            out.append(f"style_strength must be between 0 and 1, got {self.style_strength}")
         for layers, weights in (("content_layers", "content_layer_weights"), ("style_layers", "style_layer_weights")):
             values = getattr(self, weights)
             if values is not None and len(values) != len(getattr(self, layers)):
