@@ -1,4 +1,4 @@
-"""`nst`: stylize one pair, or run a manifest through the Prefect flow.
+"""`nst`: stylize one pair, run a manifest through the Prefect flow, or draw a contact sheet.
 
 Every StyleParams field is a flag (`--style-weight 1e4`, `--style-layers a,b`);
 defaults live in nst_core/params.py alone.
@@ -72,12 +72,58 @@ def build_parser() -> argparse.ArgumentParser:
                       "$NST_MEMORY_LIMIT_GB or 80%% of RAM)")
     _add_param_flags(many)
     _add_s3_flags(many)
+
+    sheet = commands.add_parser("sheet", help="every photo x every style with the fast network, in one picture")
+    sheet.add_argument("photos", nargs="+", metavar="photo")
+    sheet.add_argument("--styles", nargs="+", required=True, metavar="style")
+    sheet.add_argument("-o", "--output", required=True)
+    sheet.add_argument("--cell", type=int, default=None, metavar="N", help="cell side in the sheet (default: --size)")
+    _add_param_flags(sheet)
+    _add_s3_flags(sheet)
     return parser
 
 
 def _intermediate_uri(output: str, scale: int, iteration: int) -> str:
     stem, dot, ext = output.rpartition(".")
     return f"{stem}.scale{scale}.iter{iteration:05d}.{ext}" if dot else f"{output}.scale{scale}.iter{iteration:05d}"
+
+
+def _style_side(params: StyleParams) -> int:
+    return max(16, round(params.size * params.style_scale))
+
+
+def _labelled_images(uris: list[str], max_side: int, options: dict | None) -> list[tuple[str, object]]:
+    """(file name, image) per URI; an unreadable file keeps its place with the reason, printed once."""
+    from nst_core.image_io import ImageError, load_image
+
+    loaded = []
+    for uri in uris:
+        name = uri.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            loaded.append((name, load_image(uri, max_side=max_side, storage_options=options)))
+        except (ImageError, OSError) as error:
+            print(f"nst: {error}", file=sys.stderr)
+            loaded.append((name, str(error)))
+    return loaded
+
+
+def cmd_sheet(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from nst_core.grid import GridOptions
+    from nst_core.image_io import save_image
+    from nst_core.sheet import contact_sheet
+
+    params = StyleParams(size=256).replace(**{**param_overrides(args), "method": "fast"})
+    options = storage_options(args)
+    photos = _labelled_images(args.photos, params.size, options)
+    styles = _labelled_images(args.styles, _style_side(params), options)
+    with tqdm(total=len(photos) * len(styles), unit="cell", dynamic_ncols=True) as bar:
+        sheet = contact_sheet(photos, styles, params, GridOptions(cell=args.cell or params.size), on_cell=bar.update)
+    save_image(np.asarray(sheet, np.float32) / 255.0, args.output, storage_options=options)
+    print(f"{args.output}: {len(photos)} photos x {len(styles)} styles, {sheet.width} x {sheet.height} px")
+    return 0
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
@@ -89,9 +135,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     params = StyleParams().replace(**param_overrides(args))
     options = storage_options(args)
     content = load_image(args.content, max_side=params.size, storage_options=options)
-    style_side = max(16, round(params.size * params.style_scale))
-    styles = [load_image(uri, max_side=style_side, storage_options=options) for uri in args.styles]
-    total = params.iterations + params.coarse_iterations * len(params.scales)
+    styles = [load_image(uri, max_side=_style_side(params), storage_options=options) for uri in args.styles]
+    total = 0 if params.method == "fast" else params.iterations + params.coarse_iterations * len(params.scales)
     bar = tqdm(total=total, unit="step", dynamic_ncols=True)
 
     def on_step(scale, side, progress, image):
@@ -135,7 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"stylize": cmd_stylize, "run": cmd_run}[args.command](args)
+        return {"stylize": cmd_stylize, "run": cmd_run, "sheet": cmd_sheet}[args.command](args)
     except (ValueError, RuntimeError, OSError) as error:  # bad input: one line, no traceback
         print(f"nst: {error}", file=sys.stderr)
         return 2
