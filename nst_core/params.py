@@ -28,8 +28,8 @@ class StyleParams:
     """Everything that decides what a stylized image looks like (and nothing that does not)."""
 
     size: int = 512  # longest side of the output, in pixels
-    method: Method = "optimize"  # Gatys' optimisation; "fast": one pass of Ghiasi et al.'s network, previews ([fast] extra)
     iterations: int = 300  # L-BFGS passes the tutorial's 500-step Adam loss by step ~200 (bench_core)
+    method: Method = "optimize"  # Gatys' optimisation; "fast": one pass of Ghiasi et al.'s network, previews ([fast] extra)
     optimizer: Optimizer = "lbfgs"  # L-BFGS reaches a given loss in far fewer steps than Adam (bench_core)
     learning_rate: float = 0.02  # Adam only: step in [0, 1] pixel units, as in the TensorFlow tutorial
     init: Init = "content"  # same look as noise at style_weight 10, content better kept (bench_defaults)
