@@ -88,6 +88,14 @@ def _intermediate_uri(output: str, scale: int, iteration: int) -> str:
     return f"{stem}.scale{scale}.iter{iteration:05d}.{ext}" if dot else f"{output}.scale{scale}.iter{iteration:05d}"
 
 
+def _check_fast_extra(params: StyleParams) -> None:
+    """Without the [fast] extra, one clear error before any file is read or progress bar drawn."""
+    if "fast" in (params.method, params.init):
+        from nst_core import fast
+
+        fast.network()
+
+
 def _style_side(params: StyleParams) -> int:
     return max(16, round(params.size * params.style_scale))
 
@@ -116,6 +124,7 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     from nst_core.sheet import contact_sheet
 
     params = StyleParams(size=256).replace(**{**param_overrides(args), "method": "fast"})
+    _check_fast_extra(params)
     options = storage_options(args)
     photos = _labelled_images(args.photos, params.size, options)
     styles = _labelled_images(args.styles, _style_side(params), options)
@@ -133,6 +142,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from nst_core.stylize import stylize
 
     params = StyleParams().replace(**param_overrides(args))
+    _check_fast_extra(params)
     options = storage_options(args)
     content = load_image(args.content, max_side=params.size, storage_options=options)
     styles = [load_image(uri, max_side=_style_side(params), storage_options=options) for uri in args.styles]

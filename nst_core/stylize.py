@@ -270,6 +270,8 @@ def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams =
     Losses are those of the stylized image before `style_strength` and colour
     preservation, for both methods, so runs of either compare in one table.
     """
+    if "fast" in (params.method, params.init):
+        fast.network()  # a missing [fast] extra fails here, before the VGG network is built
     weights = resolve_weights(weights)
     objective, step = _compiled(_structure(params), weights)
     run = _fast if params.method == "fast" else _optimized
