@@ -89,7 +89,7 @@ def trajectory(content, style, params, weights):
     snapshots, started = [], time.perf_counter()
 
     def on_step(scale, side, progress, image):
-        if progress.iteration == 1 or progress.iteration % CHECK_EVERY == 0:
+        if (progress.iteration - 1) % CHECK_EVERY == 0 or progress.iteration == progress.iterations:
             snapshots.append((progress.iteration - 1, time.perf_counter() - started, image[0].numpy()))
 
     result = stylize(content, [style], params, weights=weights, callback=on_step)
@@ -114,10 +114,11 @@ def compare_inits(weights: str, side: int, steps: int, pairs):
             stylize(content, [style_full], params.replace(iterations=1), weights=weights)  # compile outside timing
             snapshots, result = trajectory(content, style_full, params, weights)
             runs[init] = [(step, secs, *measure(image)) for step, secs, image in snapshots]
-            best = min(sd for _, _, sd, _ in runs[init])
-            print(f"  {content_name} x {style_name} init={init}: start style/content distance "
-                  f"{runs[init][0][2]:.4f}/{runs[init][0][3]:.4f}, best style {best:.4f}, "
-                  f"final product loss {result.total_loss:.4f}, {result.optimize_seconds:.1f} s", flush=True)
+            at_budgets = ", ".join(f"{step}: {sd:.4f}/{cd:.3f}" for step, _, sd, cd in runs[init]
+                                   if step in (0, 25, 50, 100, 150, steps - 1))
+            print(f"  {content_name} x {style_name} init={init}: style/content distance at step {at_budgets}; "
+                  f"final product loss {result.total_loss:.4f} (style {result.style_loss:.4f}), "
+                  f"{result.optimize_seconds:.1f} s", flush=True)
         target = max(min(sd for _, _, sd, _ in points) for points in runs.values())
         reached = {init: first_reaching(points, target) for init, points in runs.items()}
         rows.append((f"{content_name} x {style_name}", target, reached))

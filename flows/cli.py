@@ -146,8 +146,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     options = storage_options(args)
     content = load_image(args.content, max_side=params.size, storage_options=options)
     styles = [load_image(uri, max_side=_style_side(params), storage_options=options) for uri in args.styles]
-    total = 0 if params.method == "fast" else params.iterations + params.coarse_iterations * len(params.scales)
-    bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+    total = params.iterations + params.coarse_iterations * len(params.scales)
+    bar = tqdm(total=total, unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: no steps
 
     def on_step(scale, side, progress, image):
         bar.update(1)
