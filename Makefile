@@ -29,6 +29,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_flops.py
 	$(PY) benchmarks/bench_pipeline.py
 
 clean:
