@@ -20,6 +20,7 @@ PreserveColors = Literal["none", "luminance", "histogram"]
 Arch = Literal["auto", "vgg19", "vgg16"]
 Pooling = Literal["max", "avg"]
 
+ADDED_LATER = ("method", "style_strength")  # fields newer than the first results tables (see StyleParams.hash)
 VGG_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
 
 
@@ -94,8 +95,14 @@ class StyleParams:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Short stable hash of every field: names outputs and keys resume."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=list)
+        """Short stable hash of every field: names outputs and keys resume.
+
+        Fields added after results tables existed count only once set away from their
+        default, so a pair recorded before they existed keeps its id and is not redone.
+        """
+        fields = {name: value for name, value in self.to_dict().items()
+                  if not (name in ADDED_LATER and value == getattr(StyleParams, name))}
+        blob = json.dumps(fields, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
     @classmethod

@@ -148,3 +148,15 @@ def test_without_the_extra_the_commands_say_which_extra_to_install(photos, tmp_p
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.startswith("nst:")]
     assert len(lines) == 1 and fast.INSTALL_HINT in lines[0], result.stderr[-2000:]
+
+
+def test_the_new_fields_at_their_defaults_keep_earlier_pair_ids():
+    import hashlib
+    import json
+
+    from nst_core.params import ADDED_LATER
+
+    before = {name: value for name, value in StyleParams().to_dict().items() if name not in ADDED_LATER}
+    blob = json.dumps(before, sort_keys=True, default=list)  # how the hash was taken before the fast lane
+    assert StyleParams().hash() == hashlib.sha256(blob.encode()).hexdigest()[:10]
+    assert len({StyleParams().hash(), StyleParams(method="fast").hash(), StyleParams(style_strength=0.5).hash()}) == 3
