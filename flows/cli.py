@@ -1,4 +1,4 @@
-"""`nst`: stylize one pair, or run a manifest through the Prefect flow.
+"""`nst`: stylize one pair, run a manifest through the Prefect flow, or draw a contact sheet.
 
 Every StyleParams field is a flag (`--style-weight 1e4`, `--style-layers a,b`);
 defaults live in nst_core/params.py alone.
@@ -75,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_param_flags(many)
     _add_s3_flags(many)
     _add_report_commands(commands)
+
+    sheet = commands.add_parser("sheet", help="every photo x every style with the fast network, in one picture")
+    sheet.add_argument("photos", nargs="+", metavar="photo")
+    sheet.add_argument("--styles", nargs="+", required=True, metavar="style")
+    sheet.add_argument("-o", "--output", required=True)
+    sheet.add_argument("--cell", type=int, default=None, metavar="N", help="cell side in the sheet (default: --size)")
+    _add_param_flags(sheet)
+    _add_s3_flags(sheet)
     return parser
 
 
@@ -117,6 +125,52 @@ def _intermediate_uri(output: str, scale: int, iteration: int) -> str:
     return f"{stem}.scale{scale}.iter{iteration:05d}.{ext}" if dot else f"{output}.scale{scale}.iter{iteration:05d}"
 
 
+def _check_fast_extra(params: StyleParams) -> None:
+    """Without the [fast] extra, one clear error before any file is read or progress bar drawn."""
+    if "fast" in (params.method, params.init):
+        from nst_core import fast
+
+        fast.network()
+
+
+def _style_side(params: StyleParams) -> int:
+    return max(16, round(params.size * params.style_scale))
+
+
+def _labelled_images(uris: list[str], max_side: int, options: dict | None) -> list[tuple[str, object]]:
+    """(file name, image) per URI; an unreadable file keeps its place with the reason, printed once."""
+    from nst_core.image_io import ImageError, load_image
+
+    loaded = []
+    for uri in uris:
+        name = uri.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            loaded.append((name, load_image(uri, max_side=max_side, storage_options=options)))
+        except (ImageError, OSError) as error:
+            print(f"nst: {error}", file=sys.stderr)
+            loaded.append((name, str(error)))
+    return loaded
+
+
+def cmd_sheet(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from flows.grids import write_picture
+    from nst_core.grid import GridOptions
+    from nst_core.sheet import SHEET_PARAMS, contact_sheet
+
+    params = SHEET_PARAMS.replace(**{**param_overrides(args), "method": "fast"})
+    _check_fast_extra(params)
+    options = storage_options(args)
+    photos = _labelled_images(args.photos, params.size, options)
+    styles = _labelled_images(args.styles, _style_side(params), options)
+    with tqdm(total=len(photos) * len(styles), unit="cell", dynamic_ncols=True) as bar:
+        sheet = contact_sheet(photos, styles, params, GridOptions(cell=args.cell or params.size), on_cell=bar.update)
+    write_picture(sheet, args.output, options)
+    print(f"{args.output}: {len(photos)} photos x {len(styles)} styles, {sheet.width} x {sheet.height} px")
+    return 0
+
+
 def cmd_stylize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -124,12 +178,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from nst_core.stylize import stylize
 
     params = StyleParams().replace(**param_overrides(args))
+    _check_fast_extra(params)
     options = storage_options(args)
     content = load_image(args.content, max_side=params.size, storage_options=options)
-    style_side = max(16, round(params.size * params.style_scale))
-    styles = [load_image(uri, max_side=style_side, storage_options=options) for uri in args.styles]
+    styles = [load_image(uri, max_side=_style_side(params), storage_options=options) for uri in args.styles]
     total = params.iterations + params.coarse_iterations * len(params.scales)
-    bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total, unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: no steps
 
     def on_step(scale, side, progress, image):
         bar.update(1)
@@ -213,7 +267,8 @@ def cmd_curves(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"stylize": cmd_stylize, "run": cmd_run, "grid": cmd_grid, "report": cmd_report, "curves": cmd_curves}
+    commands = {"stylize": cmd_stylize, "run": cmd_run, "grid": cmd_grid, "report": cmd_report, "curves": cmd_curves,
+                "sheet": cmd_sheet}
     try:
         return commands[args.command](args)
     except (ValueError, RuntimeError, OSError) as error:  # bad input: one line, no traceback
