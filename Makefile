@@ -11,12 +11,12 @@ endif
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench clean chromium
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,fast]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -24,11 +24,17 @@ setup: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/nst run manifests/example.csv --out out/example
 
-test: setup
+# The report test opens the page in headless Chromium (Debian's package); it skips, saying so, if this fails.
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium not installed: the report's browser test will be skipped"
+
+test: setup chromium
 	$(PY) -m pytest -q -ra
 
 bench: setup
 	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_flops.py
 	$(PY) benchmarks/bench_pipeline.py
 
 clean:

@@ -1,4 +1,5 @@
-"""`nst`: stylize one pair, run a manifest through the Prefect flow, or serve it on a schedule.
+"""`nst`: stylize one pair, run a manifest through the Prefect flow, serve it on a schedule,
+or draw a contact sheet.
 
 Every StyleParams field is a flag (`--style-weight 1e4`, `--style-layers a,b`);
 defaults live in nst_core/params.py alone.
@@ -70,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cron", required=True, help='when to run, e.g. "0 2 * * *" (02:00 every day)')
     serve.add_argument("--timezone", default="UTC", help="of the cron schedule, e.g. Europe/Paris (default UTC)")
     serve.add_argument("--name", default="nightly", help="deployment name (default nightly)")
+    _add_report_commands(commands)
+
+    sheet = commands.add_parser("sheet", help="every photo x every style with the fast network, in one picture")
+    sheet.add_argument("photos", nargs="+", metavar="photo")
+    sheet.add_argument("--styles", nargs="+", required=True, metavar="style")
+    sheet.add_argument("-o", "--output", required=True)
+    sheet.add_argument("--cell", type=int, default=None, metavar="N", help="cell side in the sheet (default: --size)")
+    _add_param_flags(sheet)
+    _add_s3_flags(sheet)
     return parser
 
 
@@ -90,6 +100,8 @@ def _add_run_flags(parser: argparse.ArgumentParser, since_last_default: bool) ->
                         "GPU, else 1)")
     parser.add_argument("--memory-limit-gb", type=float, help="refuse pairs estimated to need more (default: "
                         "$NST_MEMORY_LIMIT_GB or 80%% of RAM)")
+    parser.add_argument("--sweep", metavar="NAME=V1,V2[;NAME=...]", help="several values of one or two parameters, "
+                        "for rows without a sweep cell (manifests/README.md)")
     _add_param_flags(parser)
     _add_s3_flags(parser)
 
@@ -98,7 +110,7 @@ def flow_parameters(args: argparse.Namespace) -> dict:
     """The flow's parameters from `run`/`serve` flags (a deployment stores them as its parameters)."""
     return {"manifest": args.manifest, "out": args.out, "results": args.results, "force": args.force,
             "overrides": param_overrides(args), "weights": args.weights, "storage_options": storage_options(args),
-            "memory_limit_gb": args.memory_limit_gb, "since_last": args.since_last}
+            "memory_limit_gb": args.memory_limit_gb, "sweep": args.sweep, "since_last": args.since_last}
 
 
 def runner_options(args: argparse.Namespace) -> dict:
@@ -106,9 +118,89 @@ def runner_options(args: argparse.Namespace) -> dict:
             "dask_workers": args.dask_workers}
 
 
+RUN_HELP = "RUN_ID, or 'all' for every pair in the table (default: the latest run)"
+
+
+def _add_report_commands(commands) -> None:
+    from nst_core.grid import GridOptions
+
+    defaults = GridOptions()
+    grid = commands.add_parser("grid", help="a picture grid of outputs from a results table")
+    grid.add_argument("results", help="results table (OUT/results), local or s3://")
+    grid.add_argument("-o", "--output", required=True, help="grid image: .png, or .jpg for very large grids")
+    grid.add_argument("--rows", default="content", help="content, style or a parameter (default content)")
+    grid.add_argument("--cols", default="style", help="content, style or a parameter, e.g. style_weight (default style)")
+    grid.add_argument("--run", help=RUN_HELP)
+    grid.add_argument("--cell", type=int, default=defaults.cell, help=f"thumbnail size in pixels (default {defaults.cell})")
+    grid.add_argument("--padding", type=int, default=defaults.padding, help=f"pixels between cells (default {defaults.padding})")
+    grid.add_argument("--font-size", type=int, default=defaults.font_size, help=f"label size (default {defaults.font_size})")
+    grid.add_argument("--background", default="#ffffff", help="background colour, e.g. '#202020' (default white)")
+    _add_s3_flags(grid)
+
+    report = commands.add_parser("report", help="one self-contained HTML page about a run")
+    report.add_argument("results", help="results table (OUT/results), local or s3://")
+    report.add_argument("-o", "--output", required=True, help="the page, e.g. report.html (local or s3://)")
+    report.add_argument("--run", help=RUN_HELP)
+    report.add_argument("--rows", help="grid rows (default: content, or the swept parameters)")
+    report.add_argument("--cols", help="grid columns (default: style, or the swept parameter)")
+    _add_s3_flags(report)
+
+    curves = commands.add_parser("curves", help="loss curves (PNG) of every finished pair of a run")
+    curves.add_argument("results", help="results table (OUT/results), local or s3://")
+    curves.add_argument("-o", "--output", required=True, help="folder for the {output name}.loss.png files")
+    curves.add_argument("--run", help=RUN_HELP)
+    _add_s3_flags(curves)
+
+
 def _intermediate_uri(output: str, scale: int, iteration: int) -> str:
     stem, dot, ext = output.rpartition(".")
     return f"{stem}.scale{scale}.iter{iteration:05d}.{ext}" if dot else f"{output}.scale{scale}.iter{iteration:05d}"
+
+
+def _check_fast_extra(params: StyleParams) -> None:
+    """Without the [fast] extra, one clear error before any file is read or progress bar drawn."""
+    if "fast" in (params.method, params.init):
+        from nst_core import fast
+
+        fast.network()
+
+
+def _style_side(params: StyleParams) -> int:
+    return max(16, round(params.size * params.style_scale))
+
+
+def _labelled_images(uris: list[str], max_side: int, options: dict | None) -> list[tuple[str, object]]:
+    """(file name, image) per URI; an unreadable file keeps its place with the reason, printed once."""
+    from nst_core.image_io import ImageError, load_image
+
+    loaded = []
+    for uri in uris:
+        name = uri.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            loaded.append((name, load_image(uri, max_side=max_side, storage_options=options)))
+        except (ImageError, OSError) as error:
+            print(f"nst: {error}", file=sys.stderr)
+            loaded.append((name, str(error)))
+    return loaded
+
+
+def cmd_sheet(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from flows.grids import write_picture
+    from nst_core.grid import GridOptions
+    from nst_core.sheet import SHEET_PARAMS, contact_sheet
+
+    params = SHEET_PARAMS.replace(**{**param_overrides(args), "method": "fast"})
+    _check_fast_extra(params)
+    options = storage_options(args)
+    photos = _labelled_images(args.photos, params.size, options)
+    styles = _labelled_images(args.styles, _style_side(params), options)
+    with tqdm(total=len(photos) * len(styles), unit="cell", dynamic_ncols=True) as bar:
+        sheet = contact_sheet(photos, styles, params, GridOptions(cell=args.cell or params.size), on_cell=bar.update)
+    write_picture(sheet, args.output, options)
+    print(f"{args.output}: {len(photos)} photos x {len(styles)} styles, {sheet.width} x {sheet.height} px")
+    return 0
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
@@ -118,12 +210,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from nst_core.stylize import stylize
 
     params = StyleParams().replace(**param_overrides(args))
+    _check_fast_extra(params)
     options = storage_options(args)
     content = load_image(args.content, max_side=params.size, storage_options=options)
-    style_side = max(16, round(params.size * params.style_scale))
-    styles = [load_image(uri, max_side=style_side, storage_options=options) for uri in args.styles]
+    styles = [load_image(uri, max_side=_style_side(params), storage_options=options) for uri in args.styles]
     total = params.iterations + params.coarse_iterations * len(params.scales)
-    bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total, unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: no steps
 
     def on_step(scale, side, progress, image):
         bar.update(1)
@@ -145,7 +237,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.pipeline import PairsFailedError, RunInterruptedError, ledger_line, run_manifest
 
     # Reject a bad manifest here, in one message, before Prefect starts.
-    validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args))
+    validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args),
+                      sweep=args.sweep)
     try:
         outcome = run_manifest(**flow_parameters(args), **runner_options(args), progress=True)
     except PairsFailedError as error:
@@ -186,10 +279,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grid(args: argparse.Namespace) -> int:
+    import time
+
+    from PIL import ImageColor
+
+    from flows.grids import grid_from_results
+    from nst_core.grid import GridOptions
+
+    started = time.perf_counter()
+    options = GridOptions(cell=args.cell, padding=args.padding, font_size=args.font_size,
+                          background=ImageColor.getrgb(args.background)[:3])
+    grid = grid_from_results(args.results, args.output, rows=args.rows, cols=args.cols, run=args.run,
+                             options=options, storage_options=storage_options(args))
+    for note in grid.notes:
+        print(f"note: {note}", file=sys.stderr)
+    width, height = grid.image.size
+    print(f"{args.output}: {width} x {height} px in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from flows.report import report_from_results
+
+    report = report_from_results(args.results, args.output, run=args.run, rows=args.rows, cols=args.cols,
+                                 storage_options=storage_options(args))
+    print(f"{args.output}: run {report.run}, {report.pairs} pairs, {report.failed} failed")
+    return 0
+
+
+def cmd_curves(args: argparse.Namespace) -> int:
+    from flows.grids import select_pairs
+    from flows.report import write_loss_curves
+    from flows.results import read_results
+
+    options = storage_options(args)
+    pairs, run = select_pairs(read_results(args.results, storage_options=options), args.run)
+    written = write_loss_curves(pairs, args.output, options)
+    print(f"{len(written)} loss-curve plots of run {run} in {args.output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    commands = {"stylize": cmd_stylize, "run": cmd_run, "serve": cmd_serve, "grid": cmd_grid, "report": cmd_report,
+                "curves": cmd_curves, "sheet": cmd_sheet}
     try:
-        return {"stylize": cmd_stylize, "run": cmd_run, "serve": cmd_serve}[args.command](args)
+        return commands[args.command](args)
     except (ValueError, RuntimeError, OSError) as error:  # bad input: one line, no traceback
         print(f"nst: {error}", file=sys.stderr)
         return 2

@@ -20,8 +20,10 @@ import pandas as pd
 
 from nst_core.params import StyleParams
 
+from .sweeps import parse_sweep, swept_params
+
 REQUIRED = ("content", "style")
-OPTIONAL = ("output",)
+OPTIONAL = ("output", "sweep")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")  # what nst_core's save_image writes
 BLEND_SEPARATOR = re.compile(r"\s+\+\s+")  # "a.jpg + b.jpg": one style blended from both; "a+b.jpg" is a name
@@ -51,6 +53,7 @@ class Pair:
     params: StyleParams
     pair_id: str
     output: str
+    sweep: str = ""  # the sweep this pair is one value of (its row's, or `--sweep`); "" for none
     # Which version of the files this pair saw (size + mtime, or S3 ETag): a file replaced
     # under the same name is redone. Not part of pair_id, so the output keeps its name.
     content_fingerprint: str | None = None
@@ -118,14 +121,25 @@ def _output_problem(output: str) -> str | None:
     return None
 
 
-def _check_row(cells: dict, base: StyleParams) -> tuple[StyleParams | None, list[str]]:
+def _sweep_text(cells: dict, sweep: str | None) -> str:
+    """The row's own sweep cell, else the run's `--sweep`."""
+    return cells.get("sweep", "").strip() or (sweep or "")
+
+
+def _check_row(cells: dict, base: StyleParams, sweep: str | None = None) -> tuple[StyleParams | None, list[str]]:
     """The row's parameters, and every reason the row cannot run."""
     reasons = [f"missing {name}" for name in REQUIRED if not cells.get(name, "").strip()]
     params, param_reasons = _row_params(cells, base)
     reasons += param_reasons
+    variants = []
+    if params:
+        try:
+            variants = swept_params(params, _sweep_text(cells, sweep))
+        except ValueError as error:
+            reasons.append(str(error))
     blended = len(BLEND_SEPARATOR.split(cells.get("style", "").strip()))
-    if params and params.style_blend is not None and len(params.style_blend) != blended:
-        reasons.append(f"style_blend has {len(params.style_blend)} weights for {blended} style image(s)")
+    blends = {len(v.style_blend) for v in variants if v.style_blend is not None and len(v.style_blend) != blended}
+    reasons += [f"style_blend has {count} weights for {blended} style image(s)" for count in sorted(blends)]
     output = cells.get("output", "").strip()
     if output and _output_problem(output):
         reasons.append(_output_problem(output))
@@ -133,11 +147,13 @@ def _check_row(cells: dict, base: StyleParams) -> tuple[StyleParams | None, list
 
 
 def validate_manifest(uri: str, *, defaults: StyleParams = StyleParams(), overrides: dict | None = None,
-                      storage_options: dict | None = None) -> list[tuple[int, dict, StyleParams, str | None]]:
+                      storage_options: dict | None = None, sweep: str | None = None
+                      ) -> list[tuple[int, dict, StyleParams, str | None]]:
     """(row number, cells, parameters, output) per row, or ManifestError listing every bad row.
 
-    Parameters: defaults < `overrides` (e.g. CLI flags) < the row's own cells. Touches
-    no image, so it is cheap enough to run before anything starts.
+    Parameters: defaults < `overrides` (e.g. CLI flags) < the row's own cells. `sweep`
+    applies to rows without a `sweep` cell. Touches no image, so it is cheap enough to
+    run before anything starts.
     """
     table = read_manifest(uri, storage_options)
     problems = _check_columns(table)
@@ -147,9 +163,11 @@ def validate_manifest(uri: str, *, defaults: StyleParams = StyleParams(), overri
         base = defaults.replace(**(overrides or {}))
     except TypeError as error:  # an unknown field name; bad values raise ValueError themselves
         raise ValueError(f"overrides: {error}") from None
+    if sweep:
+        parse_sweep(sweep)  # a bad --sweep is one error, not one per row
     rows = []
     for number, cells in enumerate(table.to_dict("records"), start=1):
-        params, reasons = _check_row(cells, base)
+        params, reasons = _check_row(cells, base, sweep)
         problems += [(number, reason) for reason in reasons]
         if not reasons:
             rows.append((number, cells, params, cells.get("output", "").strip() or None))
@@ -221,14 +239,16 @@ def _join(root: str, name: str) -> str:
 
 
 def make_pair(row: int, content: str, styles: tuple[str, ...], params: StyleParams, out_root: str,
-              output: str | None = None, fingerprints: dict[str, str | None] | None = None) -> Pair:
+              output: str | None = None, sweep: str = "",
+              fingerprints: dict[str, str | None] | None = None) -> Pair:
     """A pair with its id (content, styles, parameters), deterministic output URI, and the
     fingerprints of its files (`fingerprints`: URI -> fingerprint, from list_images)."""
     digest = hashlib.sha256("\n".join([content, *styles, params.hash()]).encode()).hexdigest()[:16]
     name = output or f"{_stem(content)}--{'+'.join(_stem(s) for s in styles)}--{digest[:8]}.png"
     seen = fingerprints or {}
     style_fingerprint = " + ".join(str(seen.get(s)) for s in styles) if any(seen.get(s) for s in styles) else None
-    return Pair(row, content, styles, params, digest, _join(out_root, name), seen.get(content), style_fingerprint)
+    return Pair(row, content, styles, params, digest, _join(out_root, name), sweep, seen.get(content),
+                style_fingerprint)
 
 
 def _row_images(number: int, cells: dict, base_dir: str, options: dict | None, exclude: str):
@@ -246,16 +266,19 @@ def _row_images(number: int, cells: dict, base_dir: str, options: dict | None, e
 
 
 def _row_pairs(number: int, cells: dict, params: StyleParams, output: str | None, base_dir: str,
-               out_root: str, options: dict | None) -> tuple[list[Pair], list[tuple[int, str]]]:
-    """One row's pairs (contents crossed with styles), or the reasons it has none."""
+               out_root: str, options: dict | None, sweep: str | None = None) -> tuple[list[Pair], list[tuple[int, str]]]:
+    """One row's pairs (contents crossed with styles crossed with swept values), or the reasons it has none."""
     exclude = f"{out_root.rstrip('/')}/" if "://" in out_root else os.path.join(os.path.abspath(out_root), "")
     contents, style_sets, fingerprints, problems = _row_images(number, cells, base_dir, options, exclude)
-    count = len(contents) * len(style_sets)
+    sweep = _sweep_text(cells, sweep)
+    variants = swept_params(params, sweep)  # already checked by validate_manifest
+    count = len(contents) * len(style_sets) * len(variants)
     if output and count > 1:
         problems.append((number, f"output {output!r} names one file, but the row expands to {count} pairs"))
     if problems:
         return [], problems
-    return [make_pair(number, c, s, params, out_root, output, fingerprints) for c in contents for s in style_sets], []
+    return [make_pair(number, c, s, v, out_root, output, sweep, fingerprints)
+            for c in contents for s in style_sets for v in variants], []
 
 
 def _drop_duplicates(uri: str, pairs: list[Pair]) -> tuple[list[Pair], list[str], list[tuple[int, str]]]:
@@ -274,14 +297,16 @@ def _drop_duplicates(uri: str, pairs: list[Pair]) -> tuple[list[Pair], list[str]
 
 
 def expand_manifest(uri: str, out_root: str, *, defaults: StyleParams = StyleParams(),
-                    overrides: dict | None = None, storage_options: dict | None = None
+                    overrides: dict | None = None, storage_options: dict | None = None, sweep: str | None = None
                     ) -> tuple[list[Pair], list[str]]:
     """(pairs in row order, duplicates removed; warnings), or ManifestError listing every bad row."""
-    rows = validate_manifest(uri, defaults=defaults, overrides=overrides, storage_options=storage_options)
+    rows = validate_manifest(uri, defaults=defaults, overrides=overrides, storage_options=storage_options,
+                             sweep=sweep)
     base_dir = uri.rsplit("/", 1)[0] if "://" in uri else os.path.dirname(os.path.abspath(uri))
     pairs, warnings, problems = [], [], []
     for number, cells, params, output in rows:
-        row_pairs, row_problems = _row_pairs(number, cells, params, output, base_dir, out_root, storage_options)
+        row_pairs, row_problems = _row_pairs(number, cells, params, output, base_dir, out_root, storage_options,
+                                             sweep)
         if not row_pairs and not row_problems:
             warnings.append(f"{uri}: row {number} matches no images; nothing to do for it")
         pairs += row_pairs

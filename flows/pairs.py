@@ -20,6 +20,7 @@ import aiohttp
 import botocore.exceptions
 import tensorflow as tf
 
+from nst_core.fast import FastUnavailableError
 from nst_core.image_io import ImageError, load_image, save_image
 from nst_core.model import WeightsError
 from nst_core.optimize import NonFiniteLossError
@@ -29,7 +30,8 @@ from .manifest import Pair
 from .results import params_columns, write_rows
 
 # Errors that are the input's fault: recorded as failed, never retried.
-PERMANENT_ERRORS = (ImageError, ValueError, NonFiniteLossError, WeightsError, tf.errors.ResourceExhaustedError)
+PERMANENT_ERRORS = (ImageError, ValueError, NonFiniteLossError, WeightsError, FastUnavailableError,
+                    tf.errors.ResourceExhaustedError)
 # Network errors as they reach us from s3fs, aiohttp and botocore: retried.
 TRANSIENT_ERRORS = (OSError, aiohttp.ClientError, botocore.exceptions.HTTPClientError,
                     botocore.exceptions.ConnectionError)
@@ -123,6 +125,7 @@ def base_row(pair: Pair, run_id: str) -> dict:
     return {
         "run_id": run_id, "pair_id": pair.pair_id, "row": pair.row, "content_uri": pair.content,
         "style_uri": " + ".join(pair.styles), "output_uri": pair.output, "params_hash": pair.params.hash(),
+        "sweep": pair.sweep,
         "content_fingerprint": pair.content_fingerprint, "style_fingerprint": pair.style_fingerprint,
         **params_columns(pair.params),
         "host": socket.gethostname(), "nst_version": _version("nst-pipeline"),
@@ -139,7 +142,7 @@ def failure_message(error: BaseException, pair: Pair) -> str:
         return f"{error.filename or error}: file not found"
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
     # Our own errors already read as a sentence; others get their type for context.
-    ours = (ImageError, MemoryBudgetError, NonFiniteLossError, WeightsError)
+    ours = (ImageError, MemoryBudgetError, NonFiniteLossError, WeightsError, FastUnavailableError)
     return message if isinstance(error, ours) else f"{type(error).__name__}: {message}"
 
 
@@ -167,6 +170,7 @@ def stylize_pair(pair: Pair, run_id: str, results_uri: str, *, weights: str | No
         row.update(
             status="succeeded", content_loss=result.content_loss, style_loss=result.style_loss,
             tv_loss=result.tv_loss, total_loss=result.total_loss, loss_history=result.loss_history,
+            content_loss_history=result.content_loss_history, style_loss_history=result.style_loss_history,
             iterations_run=result.iterations, network=result.arch,
             height=result.image.shape[0], width=result.image.shape[1],
             load_seconds=loaded - clock, targets_seconds=result.targets_seconds,

@@ -29,6 +29,7 @@ from .lock import run_lock
 from .manifest import Pair, expand_manifest
 from .pairs import (RunStopped, base_row, failure_message, is_transient, stop_on_signals, stop_requested,
                     stylize_pair)
+from .report import publish_report
 from .results import deliver_spooled, read_results, spool_rows, write_rows
 
 RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a throttling burst
@@ -114,7 +115,7 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
                      overrides: dict | None = None, weights: str | None = None,
                      storage_options: dict | None = None, progress: bool = False,
                      memory_limit_gb: float | None = None, retry_delays: list[float] = RETRY_DELAYS,
-                     since_last: bool = False) -> dict:
+                     sweep: str | None = None, since_last: bool = False) -> dict:
     """Stylize every pair of `manifest` into `out`; rows go to `results` (default OUT/results).
 
     Pairs new or changed since their last succeeded row run; unchanged ones are skipped
@@ -123,7 +124,7 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
 
     A pair whose estimated memory exceeds `memory_limit_gb` (default $NST_MEMORY_LIMIT_GB
     or 80% of RAM) fails alone, before it starts. Transient storage errors are retried
-    after each of `retry_delays` seconds.
+    after each of `retry_delays` seconds. `sweep` (flows/sweeps.py) applies to rows without their own.
 
     Returns counts per status and per ledger class (new, changed, unchanged, still_failing);
     raises PairsFailedError when any pair failed, and RunInterruptedError after SIGINT/SIGTERM
@@ -133,7 +134,7 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     results_uri = results_location(out, results)
     pairs, warnings = expand_manifest(manifest, out, overrides=typed_overrides(overrides),
-                                      storage_options=storage_options)
+                                      storage_options=storage_options, sweep=sweep)
     for warning in warnings:
         logger.warning(warning)
     with run_lock(results_uri, run_id, storage_options):  # one run per results table at a time
@@ -172,6 +173,7 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
         bar.close()
 
     publish_summary(run_id, tally, logger)
+    publish_report(run_id, results_uri, out, storage_options, logger)
     counts = tally.counts
     outcome = {"run_id": run_id, "results": results_uri,
                **{k: counts[k] for k in ("succeeded", "failed", "skipped", "new", "changed", "unchanged",

@@ -44,6 +44,9 @@ SCHEMA = pa.schema(
         ("params_hash", pa.string()),
         ("content_loss", pa.float64()), ("style_loss", pa.float64()), ("tv_loss", pa.float64()),
         ("total_loss", pa.float64()), ("loss_history", pa.list_(pa.float64())),
+        # Unweighted content and style loss per step, beside the weighted total: the report's loss curves.
+        ("content_loss_history", pa.list_(pa.float64())), ("style_loss_history", pa.list_(pa.float64())),
+        ("sweep", pa.string()),  # the sweep the pair's row asked for: the grid lays its values out in this order
         ("iterations_run", pa.int64()),  # steps taken; `iterations` is the budget parameter
         ("load_seconds", pa.float64()), ("targets_seconds", pa.float64()), ("optimize_seconds", pa.float64()),
         ("save_seconds", pa.float64()), ("total_seconds", pa.float64()),

@@ -147,16 +147,21 @@ def image_size(uri: str, storage_options: dict | None = None) -> tuple[int, int]
 
 def encode_image(image: np.ndarray, uri: str, *, quality: int = 95) -> bytes:
     """Float [0, 1] (H, W, 3) as 8-bit file bytes, format chosen by uri's extension."""
-    extension = os.path.splitext(uri)[1].lower()
-    if extension not in _FORMATS:
-        raise ImageError(f"{uri}: unknown image extension {extension!r} (use {', '.join(_FORMATS)})")
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ImageError(f"{uri}: expected an (H, W, 3) image, got shape {image.shape}")
     pixels = (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return encode_picture(Image.fromarray(pixels, "RGB"), uri, quality=quality)
+
+
+def encode_picture(picture: Image.Image, uri: str, *, quality: int = 95) -> bytes:
+    """A PIL image as file bytes, format chosen by uri's extension."""
+    extension = os.path.splitext(uri)[1].lower()
+    if extension not in _FORMATS:
+        raise ImageError(f"{uri}: unknown image extension {extension!r} (use {', '.join(_FORMATS)})")
     buffer = io.BytesIO()
     options = {"quality": quality} if _FORMATS[extension] in ("JPEG", "WEBP") else {}
-    Image.fromarray(pixels, "RGB").save(buffer, format=_FORMATS[extension], **options)
+    picture.save(buffer, format=_FORMATS[extension], **options)
     return buffer.getvalue()
 
 

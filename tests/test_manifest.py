@@ -188,7 +188,7 @@ def test_every_bad_row_is_reported_at_once(tree):
 @pytest.mark.parametrize("name, text, expected", [
     ("m.csv", "content\nphotos/a.png\n", "manifest: missing required column 'style'"),
     ("m.csv", "content,style,colour,Size\nphotos/a.png,styles/x.png,red,5\n",
-     "manifest: unknown column(s) 'colour', 'Size'; allowed: content, style, output, size, iterations,"),
+     "manifest: unknown column(s) 'colour', 'Size'; allowed: content, style, output, sweep, size, iterations,"),
     ("m.csv", "content,style\n", "manifest: the manifest has no rows"),
     ("m.csv", "", "manifest: the manifest is empty"),
     ("m.txt", "content,style\nphotos/a.png,styles/x.png\n", "manifest: unknown manifest type"),

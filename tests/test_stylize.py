@@ -187,3 +187,14 @@ def test_style_statistics_are_computed_once_per_style(images, weights_path, monk
     assert len(calls) == len(params.style_layers)  # one computation, then two cache hits
     stylize(content, [style], params.replace(style_scale=0.5), weights=weights_path)
     assert len(calls) == 2 * len(params.style_layers)  # a different style size is a new entry
+
+
+def test_content_and_style_losses_are_recorded_per_step(images, weights_path):
+    content, style = images
+    params = _params(tv_weight=0, iterations=6, scales=(32,), coarse_iterations=3)
+    result = stylize(content, [style], params, weights=weights_path)
+    assert len(result.content_loss_history) == len(result.style_loss_history) == len(result.loss_history) == 9
+    weighted = (params.content_weight * np.array(result.content_loss_history)
+                + params.style_weight * np.array(result.style_loss_history))
+    np.testing.assert_allclose(weighted, result.loss_history, rtol=1e-4)  # no TV: the parts make the total
+    assert result.content_loss_history[0] < 1e-6 < result.content_loss_history[-1]  # starts at the content

@@ -1,0 +1,74 @@
+"""Achieved FLOP rate of an optimisation step against this machine's matrix-multiply rate.
+
+The work of one step is the convolutions: the forward pass up to the deepest layer
+the loss reads, and the input-gradient pass back through the same layers (the
+weights are frozen, so no weight gradients are computed). Each 3x3 convolution
+costs 2 * H * W * 9 * C_in * C_out FLOPs forward and the same again for its
+input gradient; everything else (Gram matrices, pooling, the L-BFGS update) is
+counted as overhead, not as useful work.
+
+The practical peak is a large float32 `tf.matmul`, timed in the same run.
+
+Usage: python benchmarks/bench_flops.py [--sizes 128,256,512] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import keras
+import tensorflow as tf
+
+from bench_core import random_vgg19_file, seconds_per_step
+from nst_core.model import _extractor
+from nst_core.params import StyleParams
+
+
+def conv_flops_per_step(model: keras.Model, height: int, width: int) -> float:
+    """Forward plus input-gradient FLOPs of every convolution in `model` at this input size."""
+    flops = 0.0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.MaxPooling2D | keras.layers.AveragePooling2D):
+            height, width = height // 2, width // 2
+        if isinstance(layer, keras.layers.Conv2D):
+            kernel_h, kernel_w, channels_in, channels_out = layer.kernel.shape
+            flops += 2.0 * height * width * kernel_h * kernel_w * channels_in * channels_out
+    return 2 * flops
+
+
+def matmul_flops_per_second(n: int = 2048, repeats: int = 10) -> float:
+    """The practical float32 peak: the best of `repeats` n x n matrix products."""
+    a = tf.random.normal([n, n])
+    product = tf.function(lambda x: tf.matmul(x, x))
+    product(a).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        product(a).numpy()
+        best = min(best, time.perf_counter() - started)
+    return 2.0 * n**3 / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="128,256,512")
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+
+    weights = random_vgg19_file()  # timings do not depend on the weight values
+    peak = matmul_flops_per_second()
+    print(f"float32 matmul peak (2048^2, best of 10): {peak / 1e9:.1f} GFLOP/s")
+    print("| size | GFLOP per step | s per step | GFLOP/s | fraction of matmul peak |")
+    print("|---|---|---|---|---|")
+    defaults = StyleParams()
+    model = _extractor("vgg19", weights, defaults.content_layers + defaults.style_layers, "max")
+    for side in (int(s) for s in args.sizes.split(",")):
+        flops = conv_flops_per_step(model, side, side)
+        seconds = seconds_per_step(weights, "vgg19", side, jit=False, steps=args.steps)
+        print(f"| {side} | {flops / 1e9:.1f} | {seconds:.3f} | {flops / seconds / 1e9:.1f} | "
+              f"{flops / seconds / peak:.0%} |")
+
+
+if __name__ == "__main__":
+    main()

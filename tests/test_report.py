@@ -1,0 +1,301 @@
+"""Grids and reports from real results tables: real image files, real Parquet, headless Chromium, Prefect.
+
+Most tables here are written with flows.results.write_rows over real output files (each a
+distinct picture), so the pixels of every cell can be traced to its pair; the flow tests
+stylize for real.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, SAMPLES
+from test_pipeline import _artifacts
+from flows.grids import build_grid, grid_from_results, select_pairs
+from flows.manifest import expand_manifest
+from flows.pairs import base_row
+from flows.report import report_from_results
+from flows.results import read_results, write_rows
+from nst_core.grid import FAILED_FILL, GridOptions, cell_origin, grid_size
+from nst_core.image_io import load_image, save_image
+
+OPTIONS = GridOptions(cell=48, padding=4, font_size=10)
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+BROKEN = "coffee.jpg: truncated or corrupt image data <i>x</i>"  # markup in a reason must stay text
+
+
+@pytest.fixture
+def photos(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "styles").mkdir()
+    for name in ("chelsea", "coffee", "rocket"):
+        shutil.copy(SAMPLES / "content" / f"{name}.jpg", tmp_path / "photos" / f"{name}.jpg")
+    for name in ("starry_night", "the_scream"):
+        shutil.copy(SAMPLES / "styles" / f"{name}.jpg", tmp_path / "styles" / f"{name}.jpg")
+    return tmp_path
+
+
+def _pairs(root: Path, manifest: str):
+    (root / "m.csv").write_text(manifest)
+    return expand_manifest(str(root / "m.csv"), str(root / "out"))[0]
+
+
+def _record(pairs, results: str, run_id: str, start: int, failed=(), skipped=(), storage_options=None):
+    """Rows for a run as the flow writes them; each succeeded pair gets its own real output picture."""
+    rows = []
+    for index, pair in enumerate(pairs):
+        at = T0 + timedelta(seconds=start + index)
+        row = {**base_row(pair, run_id), "started_at": at, "finished_at": at + timedelta(milliseconds=500)}
+        if pair.pair_id in skipped:
+            row["status"] = "skipped"
+        elif pair.pair_id in failed:
+            row.update(status="failed", error=BROKEN, total_seconds=0.1)
+        else:
+            tint = np.array([(index * 67) % 256, (index * 139) % 256, (index * 29 + 80) % 256]) / 255.0
+            save_image(load_image(pair.content, max_side=40) * 0.5 + tint * 0.5, pair.output)
+            history = list(np.geomspace(10.0, 1.0 + index, 12))
+            row.update(status="succeeded", total_loss=history[-1], content_loss=0.5, style_loss=0.05 * (index + 1),
+                       loss_history=history, content_loss_history=list(np.linspace(0.0, 0.5, 12)),
+                       style_loss_history=list(np.geomspace(1.0, 0.05, 12)), iterations_run=12,
+                       total_seconds=1.0 + index)
+        rows.append(row)
+    write_rows(results, rows, storage_options=storage_options)
+
+
+def _cell(grid: Image.Image, row: int, col: int, headers=(True, True)) -> np.ndarray:
+    x, y = cell_origin(row, col, row_headers=headers[0], col_headers=headers[1], options=OPTIONS)
+    return np.asarray(grid.crop((x, y, x + OPTIONS.cell, y + OPTIONS.cell)), np.float32) / 255.0
+
+
+def _thumbnail_cell(uri: str) -> np.ndarray:
+    """What a cell showing this image must hold: the image letterboxed on white, computed here."""
+    image = load_image(uri, max_side=OPTIONS.cell)
+    canvas = np.ones((OPTIONS.cell, OPTIONS.cell, 3), np.float32)
+    top, left = (OPTIONS.cell - image.shape[0]) // 2, (OPTIONS.cell - image.shape[1]) // 2
+    canvas[top : top + image.shape[0], left : left + image.shape[1]] = image
+    return canvas
+
+
+def _shows(cell: np.ndarray, uri: str) -> bool:
+    return float(np.abs(cell - _thumbnail_cell(uri)).mean()) < 0.02
+
+
+def _is_failed(cell: np.ndarray) -> bool:
+    return ((cell * 255).round() == FAILED_FILL).all(axis=-1).mean() > 0.5
+
+
+def test_content_by_style_grid_from_a_results_table(photos):
+    pairs = _pairs(photos, "content,style\nphotos,styles\n")  # 3 x 2
+    broken = next(p for p in pairs if "coffee" in p.content and "scream" in p.styles[0])
+    results = str(photos / "out" / "results")
+    _record(pairs, results, "r1", 0, failed={broken.pair_id})
+    grid = grid_from_results(results, str(photos / "grid.png"), options=OPTIONS)
+    picture = Image.open(photos / "grid.png")
+    assert picture.size == grid.image.size == grid_size(3, 2, row_headers=True, col_headers=True, options=OPTIONS)
+    picture = picture.convert("RGB")
+    for r, name in enumerate(("chelsea", "coffee", "rocket")):
+        assert _shows(_cell(picture, r, -1), str(photos / "photos" / f"{name}.jpg"))  # content down the left
+        for c, style in enumerate(("starry_night", "the_scream")):
+            assert _shows(_cell(picture, -1, c), str(photos / "styles" / f"{style}.jpg"))  # styles across the top
+            pair = next(p for p in pairs if name in p.content and style in p.styles[0])
+            cell = _cell(picture, r, c)
+            assert _is_failed(cell) if pair is broken else _shows(cell, pair.output), (name, style)
+    assert not grid.notes
+
+
+def _swept_grid(photos, manifest: str, rows: str, cols: str):
+    """The manifest's pairs, recorded as one run, and their grid."""
+    pairs = _pairs(photos, manifest)
+    results = str(photos / "out" / "results")
+    _record(pairs, results, "r1", 0)
+    return pairs, build_grid(select_pairs(read_results(results))[0], rows, cols, options=OPTIONS).image
+
+
+def test_a_sweep_lays_its_values_out_along_an_axis_in_the_given_order(photos):
+    pairs, grid = _swept_grid(photos, 'content,style,sweep\n'
+                                      'photos/rocket.jpg,styles/the_scream.jpg,"style_weight=1e4,1e2,1e3"\n'
+                                      'photos/chelsea.jpg,styles/the_scream.jpg,"style_weight=1e4,1e2,1e3"\n',
+                              "content", "style_weight")
+    assert grid.size == grid_size(2, 3, row_headers=True, col_headers=False, options=OPTIONS)
+    for r, name in enumerate(("rocket", "chelsea")):  # manifest order
+        for c, weight in enumerate((1e4, 1e2, 1e3)):  # the sweep's order, not sorted
+            pair = next(p for p in pairs if name in p.content and p.params.style_weight == weight)
+            assert _shows(_cell(grid, r, c, headers=(True, False)), pair.output), (name, weight)
+
+
+def test_a_two_parameter_sweep_fills_both_axes(photos):
+    pairs, grid = _swept_grid(photos, 'content,style,sweep\nphotos/chelsea.jpg,styles/the_scream.jpg,'
+                                      '"style_stat=mmd-poly,gram;content_layers=block4_conv2|block2_conv2,block4_conv2"\n',
+                              "style_stat", "content_layers")
+    for r, stat in enumerate(("mmd-poly", "gram")):
+        for c, layers in enumerate((("block4_conv2",), ("block2_conv2", "block4_conv2"))):
+            pair = next(p for p in pairs if p.params.style_stat == stat and p.params.content_layers == layers)
+            assert _shows(_cell(grid, r, c, headers=(False, False)), pair.output), (stat, layers)
+
+
+def test_the_report_lays_a_sweep_out_by_itself(photos):
+    from flows.report import report_grids
+
+    pairs = _pairs(photos, 'content,style,sweep\nphotos,styles,"style_weight=1e3,10"\n'
+                           'photos/chelsea.jpg,styles/the_scream.jpg,"init=noise,style;seed=1,2"\n')
+    _record(pairs, str(photos / "out" / "results"), "r1", 0)
+    table = select_pairs(read_results(str(photos / "out" / "results")))[0]
+    one = report_grids(table[table.sweep.str.startswith("style_weight")])
+    assert [(title, len(group), rows, cols) for title, group, rows, cols in one] == [
+        ("starry_night", 6, "content", "style_weight"), ("the_scream", 6, "content", "style_weight")]
+    (two,) = report_grids(table[table.sweep.str.startswith("init")])
+    assert (two[0], len(two[1]), two[2], two[3]) == ("chelsea x the_scream", 4, "init", "seed")
+    assert [(t, r, c) for t, _, r, c in report_grids(table, cols="seed")] == [("", "content", "seed")]
+    assert [(t, r, c) for t, _, r, c in report_grids(table)] == [("", "content", "style")]  # 3 swept: no common axes
+
+
+def test_which_pairs_a_grid_or_report_shows(photos):
+    pairs = _pairs(photos, "content,style\nphotos,styles/the_scream.jpg\n")  # 3 pairs
+    results = str(photos / "out" / "results")
+    _record(pairs, results, "r1", 0, failed={pairs[2].pair_id})
+    _record(pairs, results, "r2", 100, skipped={pairs[0].pair_id, pairs[1].pair_id})  # the rerun redid the failure
+    table = read_results(results)
+    latest, run = select_pairs(table)
+    assert run == "r2" and list(latest.pair_id) == [p.pair_id for p in pairs]
+    assert list(latest.status) == ["succeeded"] * 3
+    assert list(latest.run_id) == ["r1", "r1", "r2"]  # a skipped pair shows the success it repeats
+    first, _ = select_pairs(table, "r1")
+    assert list(first.status) == ["succeeded", "succeeded", "failed"]
+    assert len(select_pairs(table, "all")[0]) == 3
+    with pytest.raises(ValueError, match="no run 'r3'.*r1, r2"):
+        select_pairs(table, "r3")
+
+
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = Array.from(document.images);
+  const heading = Array.from(document.querySelectorAll("#pairs th")).find(h => h.textContent === "total loss");
+  sortBy(heading);
+  const sorted = Array.from(document.querySelectorAll("#pairs tbody tr"))
+    .map(row => row.cells[heading.cellIndex].dataset.sort ?? null);
+  const probe = document.createElement("pre");
+  probe.id = "probe";
+  probe.textContent = JSON.stringify({
+    images: images.length, loaded: images.filter(i => i.complete && i.naturalWidth > 0).length,
+    rows: document.querySelectorAll("#pairs tbody tr").length, sorted,
+    injected: document.querySelectorAll(".failures i").length,
+    failures: document.querySelector(".failures").textContent});
+  document.body.appendChild(probe);
+});
+</script>"""
+
+
+def _chromium(*arguments: str) -> subprocess.CompletedProcess:
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("chromium is not installed and could not be (make test installs Debian's chromium package)")
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run([executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                               "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                               "--disable-sync", f"--user-data-dir={profile}", *arguments],
+                              capture_output=True, text=True, timeout=90)
+
+
+def test_the_report_page_in_headless_chromium(photos):
+    pairs = _pairs(photos, "content,style\nphotos,styles\n")  # 6 pairs, one failed
+    broken = next(p for p in pairs if "coffee" in p.content and "scream" in p.styles[0])
+    _record(pairs, str(photos / "out" / "results"), "r1", 0, failed={broken.pair_id})
+    page = photos / "out" / "report.html"
+    report = report_from_results(str(photos / "out" / "results"), str(page))
+    assert (report.pairs, report.failed) == (6, 1) and page.stat().st_size < 1_000_000
+    assert "://" not in re.sub(r'src="data:[^"]*"', "", page.read_text())  # self-contained: nothing fetched
+
+    probed = page.with_name("probed.html")
+    probed.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", probed.as_uri())
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout, re.S)
+    assert found, dom.stderr[-2000:]
+    facts = json.loads(found.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
+    assert facts["images"] == 1 + 5  # the grid and one loss-curve plot per succeeded pair
+    assert facts["loaded"] == facts["images"]  # every image decoded: naturalWidth > 0
+    assert facts["rows"] == len(pairs)
+    losses = [float(v) for v in facts["sorted"] if v is not None]
+    assert len(losses) == 5 and losses == sorted(losses)  # the heading click sorted by value
+    assert facts["injected"] == 0 and BROKEN in facts["failures"]  # the reason shown as text, not markup
+
+    shot = photos / "report.png"
+    _chromium("--window-size=1200,1600", f"--screenshot={shot}", page.as_uri())
+    screenshot = np.asarray(Image.open(shot).convert("RGB"), np.float32)
+    assert screenshot.shape == (1600, 1200, 3) and screenshot.std() > 20  # a page with pictures, not a blank
+
+
+def test_grid_and_report_read_and_write_s3(photos, s3):
+    fs, options = s3
+    pairs = _pairs(photos, "content,style\nphotos/chelsea.jpg,styles\n")
+    _record(pairs, "s3://nst-test/results", "r1", 0, storage_options=options)
+    grid = grid_from_results("s3://nst-test/results", "s3://nst-test/grids/grid.jpg", options=OPTIONS,
+                             storage_options=options)
+    assert Image.open(io.BytesIO(fs.cat("nst-test/grids/grid.jpg"))).size == grid.image.size
+    report_from_results("s3://nst-test/results", "s3://nst-test/grids/report.html", storage_options=options)
+    assert fs.cat("nst-test/grids/report.html").decode().count("<tr>") == 1 + 2  # heading and two pairs
+
+
+def test_the_cli_writes_grids_and_names_bad_axes(photos):
+    pairs = _pairs(photos, "content,style\nphotos,styles/the_scream.jpg\n")
+    _record(pairs, str(photos / "out" / "results"), "r1", 0)
+    command = [sys.executable, "-m", "flows.cli", "grid", str(photos / "out" / "results"), "-o",
+               str(photos / "g.png"), "--cell", "40", "--background", "#202020"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    grid = Image.open(photos / "g.png").convert("RGB")
+    assert grid.size == grid_size(3, 1, row_headers=True, col_headers=True, options=GridOptions(cell=40))
+    assert grid.getpixel((1, 1)) == (32, 32, 32)
+    bad = subprocess.run(command + ["--cols", "colour"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "cannot lay out 'colour'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_flow_attaches_its_grid_report_and_pairs(prefect_api, photos, weights_path):
+    from flows.pipeline import PairsFailedError, run_manifest
+
+    (photos / "m.csv").write_text('content,style,sweep\nphotos/chelsea.jpg,styles/the_scream.jpg,"style_weight=1,100"\n'
+                                  "photos/missing.jpg,styles/the_scream.jpg,\n")
+    with pytest.raises(PairsFailedError):
+        run_manifest(str(photos / "m.csv"), str(photos / "out"), weights=weights_path,
+                     overrides={"size": 32, "iterations": 4, "tolerance": 0.0})
+    table = read_results(str(photos / "out" / "results"))
+    run_id = table.run_id.iloc[0]
+    grid = _artifacts("stylize-grid")[0]
+    assert run_id in grid.description and run_id in grid.data
+    encoded = re.search(r"\(data:image/jpeg;base64,([A-Za-z0-9+/=]+)\)", grid.data).group(1)
+    thumbnail = Image.open(io.BytesIO(base64.b64decode(encoded)))
+    full = Image.open(photos / "out" / "reports" / f"{run_id}-grid.jpg")
+    assert max(thumbnail.size) == min(640, max(full.size)) and abs(thumbnail.width / thumbnail.height
+                                                                   - full.width / full.height) < 0.02
+    link = _artifacts("stylize-report")[0]
+    page = photos / "out" / "reports" / f"{run_id}.html"
+    assert link.type == "markdown" and f"({page.as_uri()})" in link.data and page.exists()  # a link artifact
+    rows = _artifacts("stylize-pairs")[0].data
+    rows = json.loads(rows) if isinstance(rows, str) else rows
+    assert sorted(r["status"] for r in rows) == ["failed", "succeeded", "succeeded"]
+    assert {r["swept"] for r in rows if r["status"] == "succeeded"} == {"style_weight=1", "style_weight=100"}
+    assert len(table) == 3 and set(table[table.status == "succeeded"].content_loss_history.map(len)) == {4}
+
+
+def test_a_report_that_cannot_be_written_does_not_fail_the_run(prefect_api, photos, weights_path, caplog):
+    from flows.pipeline import run_manifest
+
+    (photos / "out").mkdir()
+    (photos / "out" / "reports").write_text("a file where the reports folder would go")
+    (photos / "m.csv").write_text("content,style\nphotos/chelsea.jpg,styles/the_scream.jpg\n")
+    outcome = run_manifest(str(photos / "m.csv"), str(photos / "out"), weights=weights_path,
+                           overrides={"size": 32, "iterations": 2})
+    assert outcome["succeeded"] == 1
+    assert "run report not written" in caplog.text
