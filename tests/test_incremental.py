@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO, SAMPLES
+from conftest import SAMPLES
+from flows.cli import main
 from flows.pipeline import PairsFailedError, run_manifest
 from flows.results import read_results
 
@@ -62,7 +61,8 @@ def test_only_new_and_changed_photos_are_redone(prefect_api, tmp_path, weights_p
     assert _counts(run()) == (0, 4, 0, 4, 0, 0)
 
 
-def test_since_last_leaves_unchanged_failures_alone_until_the_file_changes(prefect_api, tmp_path, weights_path):
+def test_since_last_leaves_unchanged_failures_alone_until_the_file_changes(prefect_api, tmp_path, weights_path,
+                                                                           capsys):
     photos, out = tmp_path / "photos", tmp_path / "out"
     photos.mkdir()
     shutil.copy(SAMPLES / "content" / "coffee.jpg", photos / "coffee.jpg")
@@ -82,12 +82,9 @@ def test_since_last_leaves_unchanged_failures_alone_until_the_file_changes(prefe
         run()
 
     shutil.copy(SAMPLES / "content" / "rocket.jpg", photos / "broken.jpg")  # fixed under the same name
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "NST_WEIGHTS": weights_path}
-    cli = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(manifest), "--out", str(out), "--since-last",
-                          "--size", "32", "--iterations", "3", "--tolerance", "0"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
-    assert cli.returncode == 0, cli.stderr[-2000:]
-    assert cli.stdout.strip().splitlines()[-1] == (
+    assert main(["run", str(manifest), "--out", str(out), "--since-last", "--size", "32", "--iterations", "3",
+                 "--tolerance", "0", "--weights", weights_path]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
         "1 succeeded, 1 skipped, 0 failed (1 new, 0 changed, 1 unchanged (skipped))")
     table = read_results(str(out / "results"))
     skipped_failure = table[(table.status == "skipped") & table.error.notna()]

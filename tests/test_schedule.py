@@ -170,9 +170,10 @@ def test_prefect_yaml_deploys_the_nightly_flow(prefect_server, tmp_path):
     ZoneInfo(schedule["timezone"])
 
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "NST_REPO_DIR": str(REPO)}
-    pool = subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", "nst", "--type", "process"],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert pool.returncode == 0 or "already exists" in pool.stdout + pool.stderr, pool.stdout + pool.stderr
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    with _client(prefect_server) as client:
+        client.create_work_pool(WorkPoolCreate(name="nst", type="process"), overwrite=True)
     deploy = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
