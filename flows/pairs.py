@@ -73,6 +73,12 @@ def stop_on_signals(on_signal):
             signal.signal(signum, old)
 
 
+def stop_requested() -> bool:
+    """Whether SIGINT/SIGTERM asked this run to stop. Flows call this rather than reading STOP:
+    cloudpickle copies a flow's globals by value (serve, Dask), and an Event holds a lock."""
+    return STOP.is_set()
+
+
 def _raise_if_stopped(*_):
     if STOP.is_set():
         raise RunStopped("stopped by a signal before this pair finished")
@@ -120,6 +126,7 @@ def base_row(pair: Pair, run_id: str) -> dict:
         "run_id": run_id, "pair_id": pair.pair_id, "row": pair.row, "content_uri": pair.content,
         "style_uri": " + ".join(pair.styles), "output_uri": pair.output, "params_hash": pair.params.hash(),
         "sweep": pair.sweep,
+        "content_fingerprint": pair.content_fingerprint, "style_fingerprint": pair.style_fingerprint,
         **params_columns(pair.params),
         "host": socket.gethostname(), "nst_version": _version("nst-pipeline"),
         "tensorflow_version": tf.__version__, "keras_version": _version("keras"),
@@ -148,7 +155,8 @@ def stylize_pair(pair: Pair, run_id: str, results_uri: str, *, weights: str | No
     propagate so the caller can retry them.
     """
     started_at, clock = datetime.now(timezone.utc), time.perf_counter()
-    row = {**base_row(pair, run_id), "started_at": started_at, "attempts": attempts, "device": _device()}
+    row = {**base_row(pair, run_id), "started_at": started_at, "attempts": attempts, "device": _device(),
+           "worker": f"{socket.gethostname()}:{os.getpid()}"}
     _raise_if_stopped()
     try:
         style_side = max(16, round(pair.params.size * pair.params.style_scale))
@@ -171,7 +179,7 @@ def stylize_pair(pair: Pair, run_id: str, results_uri: str, *, weights: str | No
     except Exception as error:  # noqa: BLE001 - sorted into retry or record just below
         if isinstance(error, RunStopped) or is_transient(error):
             raise
-        row.update(status="failed", error=failure_message(error, pair))
+        row.update(status="failed", error=failure_message(error, pair), transient=False)
     row.update(finished_at=datetime.now(timezone.utc), total_seconds=time.perf_counter() - clock)
     write_rows(results_uri, [row], storage_options=storage_options)
     return row
