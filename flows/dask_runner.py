@@ -50,7 +50,8 @@ def local_cluster(n_workers: int | None = None) -> SpecCluster:
     """A cluster on this machine: `n_workers` processes (default: one per GPU, else one), one thread each."""
     gpus = visible_gpus()
     count = n_workers or max(1, len(gpus))
-    api = {"PREFECT_API_URL": prefect_api_url()} if prefect_api_url() else {}
+    api_url = prefect_api_url()
+    api = {"PREFECT_API_URL": api_url} if api_url else {}
     workers = {
         f"nst-{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": {**worker_env(i, count, gpus), **api}}}
         for i in range(count)
