@@ -6,7 +6,7 @@ checks are measurements (losses and distances falling), not "it ran".
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from nst_core import losses
 from nst_core.colors import match_color_histogram, transfer_luminance
@@ -34,8 +34,8 @@ def _params(**changes):
 def style_distance(weights, image, style):
     """Gram distance to the style image over Gatys' style layers (independent of any run)."""
     extract = feature_extractor("auto", weights, VGG_STYLE_LAYERS)
-    ours = extract(tf.constant(image[None]))
-    theirs = extract(tf.constant(resize(style, size_for(style.shape, max(image.shape[:2])))[None]))
+    ours = extract(ops.convert_to_tensor(image[None]))
+    theirs = extract(ops.convert_to_tensor(resize(style, size_for(style.shape, max(image.shape[:2])))[None]))
     grams = [(losses.style_statistic("gram", a, {}), losses.style_statistic("gram", b, {})) for a, b in zip(ours, theirs)]
     return float(np.mean([losses.relative_error(a, b)[0] for a, b in grams]))
 
@@ -49,8 +49,8 @@ def structure_similarity(image, reference):
 
 def content_distance(weights, image, content):
     extract = feature_extractor("auto", weights, ("block4_conv2",))
-    a = extract(tf.constant(image[None]))[0]
-    b = extract(tf.constant(resize(content, image.shape[:2])[None]))[0]
+    a = extract(ops.convert_to_tensor(image[None]))[0]
+    b = extract(ops.convert_to_tensor(resize(content, image.shape[:2])[None]))[0]
     return float(losses.relative_error(a, b)[0])
 
 
