@@ -13,9 +13,8 @@ from nst_core.stylize import stylize
 
 from conftest import REPO, SAMPLES
 
-pytestmark = pytest.mark.backends
 
-
+@pytest.mark.backends
 def test_the_core_does_not_import_tensorflow_on_jax():
     """A GPU image with JAX but no TensorFlow can run the core."""
     check = ("import sys, nst_core.stylize, nst_core.image_io, nst_core.grid; "
@@ -26,6 +25,7 @@ def test_the_core_does_not_import_tensorflow_on_jax():
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+@pytest.mark.backends
 def test_precision_is_float32_on_a_cpu_unless_asked():
     if backend.has_gpu():
         pytest.skip("a GPU is present: auto means bfloat16 here")
@@ -35,7 +35,7 @@ def test_precision_is_float32_on_a_cpu_unless_asked():
         backend.feature_dtype("float8")
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # TensorFlow only in CI: XLA on a CPU runs bfloat16 convolutions slowly (~70 s)
 def test_bfloat16_features_keep_the_final_losses(weights_path, monkeypatch):
     """Mixed precision changes the pixels a little, not the quality: final losses within 5%."""
     content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), max_side=64)

@@ -6,6 +6,7 @@ from keras import ops
 
 from nst_core import losses
 
+pytestmark = pytest.mark.backends  # `make test` runs these on JAX too
 RNG = np.random.default_rng(0)
 
 

@@ -18,6 +18,7 @@ from nst_core.stylize import initial_image, resize, size_for, stylize
 from conftest import SAMPLES
 
 SIZE = 64
+# Tests marked `backends` run on TensorFlow and, in `make test`, again on JAX.
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,7 @@ def test_style_reconstruction_is_texture_synthesis(images, weights_path):
     assert result.loss_history[0] / result.style_loss >= 10, result.loss_history[::10]
 
 
+@pytest.mark.backends
 def test_transfer_moves_style_and_keeps_content(images, weights_path):
     content, style = images
     result = stylize(content, [style], _params(iterations=80), weights=weights_path)
@@ -104,6 +106,7 @@ def test_adam_lowers_the_loss_too(images, weights_path):
     assert result.total_loss < 0.5 * result.loss_history[0]
 
 
+@pytest.mark.backends
 def test_same_seed_same_image(images, weights_path):
     content, style = images
     params = _params(init="noise", iterations=15, seed=7)
@@ -122,6 +125,7 @@ def test_stopping_rule_ends_a_converged_run(images, weights_path):
     assert min(window[:-10]) - min(window) <= 0.01 * min(window[:-10]) + 1e-9
 
 
+@pytest.mark.backends
 def test_coarse_to_fine_runs_each_scale(images, weights_path):
     content, style = images
     params = _params(scales=(32,), coarse_iterations=10, iterations=10)
@@ -189,6 +193,7 @@ def test_style_statistics_are_computed_once_per_style(images, weights_path, monk
     assert len(calls) == 2 * len(params.style_layers)  # a different style size is a new entry
 
 
+@pytest.mark.backends
 def test_content_and_style_losses_are_recorded_per_step(images, weights_path):
     content, style = images
     params = _params(tv_weight=0, iterations=6, scales=(32,), coarse_iterations=3)
