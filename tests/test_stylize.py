@@ -125,7 +125,6 @@ def test_stopping_rule_ends_a_converged_run(images, weights_path):
     assert min(window[:-10]) - min(window) <= 0.01 * min(window[:-10]) + 1e-9
 
 
-@pytest.mark.backends
 def test_coarse_to_fine_runs_each_scale(images, weights_path):
     content, style = images
     params = _params(scales=(32,), coarse_iterations=10, iterations=10)
