@@ -29,8 +29,10 @@ chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium not installed: the report's browser test will be skipped"
 
+# Everything on TensorFlow (the default backend), then the core's marked tests again on JAX.
 test: setup chromium
 	$(PY) -m pytest -q -ra
+	KERAS_BACKEND=jax $(PY) -m pytest -q -ra -m backends tests/test_losses.py tests/test_stylize.py tests/test_backend.py
 
 bench: setup
 	$(PY) benchmarks/bench_core.py

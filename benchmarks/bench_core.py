@@ -9,13 +9,25 @@
    TensorFlow-tutorial loop reaches after 500 steps (Adam lr 0.02, beta_1 0.99,
    epsilon 0.1, start from the content), both measured in this run.
 
+Section 1 runs on the backend Keras is set to (TensorFlow by default; under
+KERAS_BACKEND=jax every step is XLA-compiled, so there is one column); section 2
+is TensorFlow's tutorial loop and runs on TensorFlow only.
+
+3. With --compare: seconds per step of each backend and feature precision at 128
+   and 256 px (real VGG16 weights), each backend in its own process, ratios to
+   TensorFlow float32 measured in the same run; nothing else.
+
 Usage: python benchmarks/bench_core.py [--weights FILE] [--quick]
+       python benchmarks/bench_core.py --compare [--backends tensorflow,jax] [--precisions float32,bfloat16]
+       KERAS_BACKEND=jax python benchmarks/bench_core.py --quick   # e.g. a GPU image without TensorFlow
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,9 +38,9 @@ sys.path.insert(0, str(REPO))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from keras import ops  # noqa: E402
 
-from nst_core import optimize, stylize as stylize_module  # noqa: E402
+from nst_core import backend, optimize, stylize as stylize_module  # noqa: E402
 from nst_core.image_io import load_image  # noqa: E402
 from nst_core.params import StyleParams  # noqa: E402
 from nst_core.stylize import _compiled, resize, size_for, style_targets, stylize  # noqa: E402
@@ -44,16 +56,16 @@ def random_vgg19_file() -> str:
     return str(path)
 
 
-def seconds_per_step(weights: str, arch: str, side: int, jit: bool, steps: int) -> float:
-    optimize.JIT_COMPILE = jit
+def seconds_per_step(weights: str, arch: str, side: int, jit: bool, steps: int, precision: str = "float32") -> float:
+    backend.JIT_COMPILE = jit
     _compiled.cache_clear()
     params = StyleParams(size=side, arch=arch)
-    objective, step = _compiled(stylize_module._structure(params), weights)
+    objective, step = _compiled(stylize_module._structure(params), weights, precision)
     content = np.random.default_rng(0).random((side, side, 3)).astype(np.float32)
     targets, contexts = style_targets(objective, [content], params, side)
     content_targets = objective.features(content[None], params.content_layers)
-    args = (content_targets, targets, contexts, tf.constant([1.0, 10.0, 0.0]))
-    image = tf.constant(content[None])
+    args = (content_targets, targets, contexts, ops.convert_to_tensor([1.0, 10.0, 0.0]))
+    image = ops.convert_to_tensor(content[None])
     state = optimize.lbfgs_state(image)
     image, state, loss, _ = step(image, state, args)  # compile
     float(loss)
@@ -69,6 +81,8 @@ def tutorial_baseline(objective, content, args, steps: int, epsilon: float):
 
     The first step traces the function; the time counts steps 2..N, scaled to N.
     """
+    import tensorflow as tf
+
     image = tf.Variable(content[None])
     opt = keras.optimizers.Adam(learning_rate=0.02, beta_1=0.99, epsilon=epsilon)
 
@@ -86,7 +100,7 @@ def tutorial_baseline(objective, content, args, steps: int, epsilon: float):
         loss = train_step()
     float(loss)
     seconds = (time.perf_counter() - started) * steps / (steps - 1)
-    final_loss = float(objective(tf.constant(image.numpy()), *args)[0])
+    final_loss = float(objective(ops.convert_to_tensor(image.numpy()), *args)[0])
     return final_loss, seconds
 
 
@@ -105,24 +119,72 @@ def time_to_loss(content, style, params, weights, target_loss):
     return reached, result, marks
 
 
+def steps_for(side: int) -> int:
+    return max(3, int(20 * (128 / side) ** 2))
+
+
+def compare_backends(weights: str, backends: list[str], precisions: list[str], sizes) -> None:
+    """Each backend in its own process (Keras picks its backend once per process)."""
+    measured = {}
+    for name in backends:
+        command = [sys.executable, __file__, "--step-json", "--weights", weights,
+                   "--precisions", ",".join(precisions), "--sizes", ",".join(map(str, sizes))]
+        done = subprocess.run(command, env={**os.environ, "KERAS_BACKEND": name}, capture_output=True, text=True)
+        if done.returncode:
+            print(f"{name}: failed\n{done.stderr[-1500:]}")
+            continue
+        measured[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    print("\n## Seconds per step by backend and feature precision (vgg16, compiled L-BFGS step)")
+    print("| backend | precision | size | s/step | vs tensorflow float32 |\n|---|---|---|---|---|")
+    baseline = measured.get("tensorflow", {}).get("float32", {})
+    for name, by_precision in measured.items():
+        for precision, by_size in by_precision.items():
+            for side, seconds in by_size.items():
+                ratio = f"{seconds / baseline[side]:.2f}x" if side in baseline else "-"
+                print(f"| {name} | {precision} | {side} | {seconds:.3f} | {ratio} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--weights", default=os.environ.get("NST_WEIGHTS") or str(SHARED))
     parser.add_argument("--quick", action="store_true", help="fewer sizes and steps")
+    parser.add_argument("--compare", action="store_true", help="only section 3: backends and precisions")
+    parser.add_argument("--backends", default="tensorflow,jax")
+    parser.add_argument("--precisions", default="float32,bfloat16")
+    parser.add_argument("--sizes", default="128,256")
+    parser.add_argument("--step-json", action="store_true", help=argparse.SUPPRESS)  # one backend, for --compare
     args = parser.parse_args()
-    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, weights {args.weights}")
+    if args.step_json:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        print(json.dumps({precision: {side: seconds_per_step(args.weights, "vgg16", side, False, steps_for(side),
+                                                            precision) for side in sizes}
+                          for precision in args.precisions.split(",")}))
+        return
+    print(f"Keras {keras.__version__} on {backend.NAME}, {os.cpu_count()} CPU cores, weights {args.weights}")
+    if args.compare:
+        compare_backends(args.weights, args.backends.split(","), args.precisions.split(","),
+                         [int(s) for s in args.sizes.split(",")])
+        return
 
     print("\n## Seconds per step (compiled L-BFGS step)")
-    print("| arch | size | graph | XLA | XLA speed-up |\n|---|---|---|---|---|")
+    if backend.NAME == "tensorflow":
+        print("| arch | size | graph | XLA | XLA speed-up |\n|---|---|---|---|---|")
+    else:
+        print(f"| arch | size | {backend.NAME} (XLA) |\n|---|---|---|")
     sizes = (128, 256) if args.quick else (128, 256, 512)
     for arch, weights in (("vgg19", random_vgg19_file()), ("vgg16", args.weights)):
         for side in sizes:
-            steps = max(3, int(20 * (128 / side) ** 2))
-            graph = seconds_per_step(weights, arch, side, jit=False, steps=steps)
-            xla = seconds_per_step(weights, arch, side, jit=True, steps=steps)
+            graph = seconds_per_step(weights, arch, side, jit=False, steps=steps_for(side))
+            if backend.NAME != "tensorflow":
+                print(f"| {arch} | {side} | {graph:.3f} |", flush=True)
+                continue
+            xla = seconds_per_step(weights, arch, side, jit=True, steps=steps_for(side))
             print(f"| {arch} | {side} | {graph:.3f} | {xla:.3f} | {graph / xla:.2f}x |", flush=True)
-    optimize.JIT_COMPILE = os.environ.get("NST_JIT", "0") == "1"
+    backend.JIT_COMPILE = os.environ.get("NST_JIT", "0") == "1"
     _compiled.cache_clear()
+    if backend.NAME != "tensorflow":
+        print("\n(time to the tutorial loop's loss: TensorFlow only, the loop is TensorFlow's)")
+        return
 
     print("\n## Time to the tutorial loop's loss at 128 px (real VGG16 weights)")
     content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), max_side=128)
@@ -132,7 +194,7 @@ def main() -> None:
     targets, contexts = style_targets(objective, [style], params, 128)
     content_at = resize(content, size_for(content.shape, 128))
     loss_args = (objective.features(content_at[None], params.content_layers), targets, contexts,
-                 tf.constant([params.content_weight, params.style_weight, params.tv_weight]))
+                 ops.convert_to_tensor([params.content_weight, params.style_weight, params.tv_weight]))
     baselines = {eps: tutorial_baseline(objective, content_at, loss_args, 500, eps) for eps in (0.1, 1e-8)}
     for eps, (loss, seconds) in baselines.items():
         print(f"tutorial loop, epsilon {eps:g}: loss after 500 steps {loss:.4f} in {seconds:.1f} s "

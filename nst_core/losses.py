@@ -19,76 +19,77 @@ is an MMD with the matching kernel (Li et al. 2017):
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 RANDOM_FEATURES = 512  # Fourier features per layer for mmd-gauss: error ~ 1/sqrt(512)
 _EPS = 1e-8
+_POSITIONS = (1, 2)  # the H and W axes of (B, H, W, C) features: statistics are means over them
 
 
-def _positions(features: tf.Tensor) -> tf.Tensor:
-    """(B, H, W, C) -> (B, H*W, C)."""
-    shape = tf.shape(features)
-    return tf.reshape(features, [shape[0], shape[1] * shape[2], shape[3]])
+def _flat(stat):
+    """(B, ...) -> (B, D), D known from the channel count (static under every backend)."""
+    return ops.reshape(stat, (-1, int(np.prod(stat.shape[1:]))))
 
 
-def gram_matrix(features: tf.Tensor) -> tf.Tensor:
+def gram_matrix(features):
     """E[x x^T] over positions: (B, C, C)."""
-    x = _positions(features)
-    return tf.einsum("bnc,bnd->bcd", x, x) / tf.cast(tf.shape(x)[1], features.dtype)
+    positions = ops.cast(ops.shape(features)[1] * ops.shape(features)[2], features.dtype)
+    return ops.einsum("bhwc,bhwd->bcd", features, features) / positions
 
 
-def style_context(stat: str, style_features: list[tf.Tensor], blend: list[float], seed: int) -> dict:
+def _mean_sq_norm(features):
+    """E||y||^2 over positions (and images)."""
+    return ops.mean(ops.sum(features**2, -1))
+
+
+def style_context(stat: str, style_features: list, blend: list[float], seed: int) -> dict:
     """Constants a statistic needs, taken from the style image(s) of one layer."""
     if stat == "mmd-poly":
-        sq_norm = sum(w * tf.reduce_mean(tf.reduce_sum(_positions(f) ** 2, -1)) for f, w in zip(style_features, blend))
-        return {"c": sq_norm}
+        return {"c": sum(w * _mean_sq_norm(f) for f, w in zip(style_features, blend))}
     if stat == "mmd-gauss":
         # E||y - y'||^2 = 2 (E||y||^2 - ||E y||^2), blended over the style images.
         spread = sum(
-            w * 2.0 * (tf.reduce_mean(tf.reduce_sum(_positions(f) ** 2, -1))
-                       - tf.reduce_sum(tf.reduce_mean(_positions(f), 1) ** 2))
+            w * 2.0 * (_mean_sq_norm(f) - ops.sum(ops.mean(f, _POSITIONS) ** 2))
             for f, w in zip(style_features, blend)
         )
         channels = int(style_features[0].shape[-1])
         rng = np.random.default_rng(seed)
+        projection = ops.convert_to_tensor(rng.standard_normal((channels, RANDOM_FEATURES)), "float32")
         return {
-            "projection": tf.constant(rng.standard_normal((channels, RANDOM_FEATURES)), tf.float32)
-            / tf.sqrt(tf.maximum(spread, _EPS)),
-            "phase": tf.constant(rng.uniform(0, 2 * np.pi, RANDOM_FEATURES), tf.float32),
+            "projection": projection / ops.sqrt(ops.maximum(spread, _EPS)),
+            "phase": ops.convert_to_tensor(rng.uniform(0, 2 * np.pi, RANDOM_FEATURES), "float32"),
         }
     return {}
 
 
-def style_statistic(stat: str, features: tf.Tensor, context: dict) -> tf.Tensor:
+def style_statistic(stat: str, features, context: dict):
     """The statistic `stat` of each image's features, flattened: (B, D)."""
-    batch = tf.shape(features)[0]
     if stat == "gram":
-        return tf.reshape(gram_matrix(features), [batch, -1])
+        return _flat(gram_matrix(features))
     if stat == "mmd-poly":
-        first = tf.sqrt(2.0 * context["c"]) * tf.reduce_mean(_positions(features), 1)
-        return tf.concat([tf.reshape(gram_matrix(features), [batch, -1]), first], -1)
+        first = ops.sqrt(2.0 * context["c"]) * ops.mean(features, _POSITIONS)
+        return ops.concatenate([_flat(gram_matrix(features)), first], -1)
     if stat == "mmd-gauss":
-        phi = tf.cos(tf.einsum("bnc,cd->bnd", _positions(features), context["projection"]) + context["phase"])
-        return tf.sqrt(2.0 / RANDOM_FEATURES) * tf.reduce_mean(phi, 1)
+        phi = ops.cos(ops.einsum("bhwc,cd->bhwd", features, context["projection"]) + context["phase"])
+        return np.sqrt(2.0 / RANDOM_FEATURES) * ops.mean(phi, _POSITIONS)
     if stat == "bn":
-        mean, variance = tf.nn.moments(_positions(features), axes=[1])
-        return tf.concat([mean, tf.sqrt(variance + _EPS)], -1)
+        mean, variance = ops.moments(features, axes=_POSITIONS)
+        return ops.concatenate([mean, ops.sqrt(variance + _EPS)], -1)
     raise ValueError(f"unknown style statistic {stat!r}")
 
 
-def relative_error(value: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+def relative_error(value, target):
     """||value - target||^2 / ||target||^2 per image: (B,)."""
-    axes = list(range(1, len(value.shape)))
-    return tf.reduce_sum((value - target) ** 2, axes) / (tf.reduce_sum(target**2, axes) + _EPS)
+    axes = tuple(range(1, len(value.shape)))
+    return ops.sum((value - target) ** 2, axes) / (ops.sum(target**2, axes) + _EPS)
 
 
-def content_loss(features: list[tf.Tensor], targets: list[tf.Tensor], layer_weights: list[float]) -> tf.Tensor:
+def content_loss(features: list, targets: list, layer_weights: list[float]):
     """Weighted mean over layers of the feature maps' squared error, relative to the target's."""
     return sum(w * relative_error(f, t) for f, t, w in zip(features, targets, layer_weights))
 
 
-def style_loss(stat: str, features: list[tf.Tensor], targets: list[tf.Tensor], contexts: list[dict],
-               layer_weights: list[float]) -> tf.Tensor:
+def style_loss(stat: str, features: list, targets: list, contexts: list[dict], layer_weights: list[float]):
     """Weighted mean over layers of the style statistic's relative squared error."""
     return sum(
         w * relative_error(style_statistic(stat, f, ctx), t)
@@ -96,8 +97,8 @@ def style_loss(stat: str, features: list[tf.Tensor], targets: list[tf.Tensor], c
     )
 
 
-def total_variation_loss(images: tf.Tensor) -> tf.Tensor:
+def total_variation_loss(images):
     """Mean squared difference of neighbouring pixels, per image: (B,)."""
     dy = images[:, 1:, :, :] - images[:, :-1, :, :]
     dx = images[:, :, 1:, :] - images[:, :, :-1, :]
-    return tf.reduce_mean(dy**2, [1, 2, 3]) + tf.reduce_mean(dx**2, [1, 2, 3])
+    return ops.mean(dy**2, (1, 2, 3)) + ops.mean(dx**2, (1, 2, 3))

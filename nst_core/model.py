@@ -8,7 +8,9 @@ import threading
 
 import h5py
 import keras
-import tensorflow as tf
+from keras import ops
+
+from .backend import feature_dtype
 
 WEIGHTS_ENV = "NST_WEIGHTS"
 # Caffe-style preprocessing that Keras' VGG weights expect: BGR, mean-subtracted, 0..255.
@@ -65,9 +67,12 @@ def _load_vgg(arch: str, weights: str) -> keras.Model:
 
 
 @functools.lru_cache(maxsize=4)
-def _extractor(arch: str, weights: str, layers: tuple[str, ...], pooling: str) -> keras.Model:
+def _extractor(arch: str, weights: str, layers: tuple[str, ...], pooling: str, dtype: str = "float32") -> keras.Model:
     vgg = _load_vgg(arch, weights)
     vgg.trainable = False
+    if dtype != "float32":  # float32 weights, convolutions in `dtype` (Keras' mixed precision)
+        for layer in vgg.layers:
+            layer.dtype_policy = keras.DTypePolicy(f"mixed_{dtype}")
     known = [layer.name for layer in vgg.layers]
     unknown = [name for name in layers if name not in known]
     if unknown:
@@ -92,19 +97,23 @@ def resolve_arch(arch: str, weights: str) -> str:
 
 
 def feature_extractor(arch: str = "auto", weights: str | None = None,
-                      layers: tuple[str, ...] = ("block1_conv1",), pooling: str = "max"):
-    """A function from RGB images in [0, 1] (B, H, W, 3) to the listed layers' features.
+                      layers: tuple[str, ...] = ("block1_conv1",), pooling: str = "max", precision: str | None = None):
+    """A function from RGB images in [0, 1] (B, H, W, 3) to the listed layers' float32 features.
 
-    Built once per process for each (arch, weights, layers, pooling) and cached.
+    Built once per process for each (arch, weights, layers, pooling, feature dtype) and
+    cached; `precision` as nst_core.backend.PRECISION. The model is `extract.model`.
     """
     weights = resolve_weights(weights)
     arch = resolve_arch(arch, weights)
     with _build_lock:  # threads of one worker share one model
-        model = _extractor(arch, weights, tuple(layers), pooling)
+        model = _extractor(arch, weights, tuple(layers), pooling, feature_dtype(precision))
 
-    def extract(images: tf.Tensor) -> list[tf.Tensor]:
-        bgr = tf.reverse(images, axis=[-1]) * 255.0 - tf.constant(_BGR_MEAN, images.dtype)
+    def extract(images) -> list:
+        images = ops.convert_to_tensor(images, "float32")
+        bgr = ops.flip(images, axis=-1) * 255.0 - ops.convert_to_tensor(_BGR_MEAN, "float32")
         features = model(bgr, training=False)
-        return list(features) if isinstance(features, (list, tuple)) else [features]
+        features = list(features) if isinstance(features, (list, tuple)) else [features]
+        return [ops.cast(f, "float32") for f in features]  # Gram matrices and losses in float32
 
+    extract.model = model
     return extract

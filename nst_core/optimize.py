@@ -1,7 +1,7 @@
 """Optimising the image: compiled L-BFGS and Adam steps, the loop and its stopping rule.
 
 Each step (loss, gradient, optimiser update, clip to [0, 1]) is one compiled
-TensorFlow call; Python only reads the loss back for the stopping rule.
+call (nst_core.backend); Python only reads the loss back for the stopping rule.
 Targets and loss weights are arguments, not constants, so one compiled step
 serves every pair of the same image size.
 """
@@ -9,18 +9,16 @@ serves every pair of the same image size.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-import tensorflow as tf
+from keras import ops
+
+from . import backend
 
 LBFGS_HISTORY = 20  # curvature pairs kept: 5, 10, 20 took 201, 203, 194 steps to the same loss, same ms/step
 ADAM_BETAS = (0.9, 0.999)  # Kingma & Ba defaults
 ADAM_EPSILON = 1e-8  # small against our losses' gradients, which are relative errors
-# XLA measured 0.72-0.79x the speed of plain graph mode on this CPU (bench_core) and
-# compiles each image shape anew; NST_JIT=1 turns it on, e.g. to measure on a GPU.
-JIT_COMPILE = os.environ.get("NST_JIT", "0") == "1"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -40,7 +38,7 @@ class Progress:
 
 
 def _dot(a, b):
-    return tf.reduce_sum(a * b)
+    return ops.sum(a * b)
 
 
 def lbfgs_direction(grad, steps, grad_changes, count):
@@ -51,19 +49,20 @@ def lbfgs_direction(grad, steps, grad_changes, count):
     L1 norm, as torch's L-BFGS (which jcjohnson/neural-style uses) does.
     """
     history = steps.shape[0]
-    valid = tf.range(history) >= history - count
-    curvature = tf.reduce_sum(steps * grad_changes, axis=1)
-    rho = tf.where(valid, 1.0 / tf.where(valid, curvature, 1.0), 0.0)
+    valid = ops.arange(history) >= history - count
+    curvature = ops.sum(steps * grad_changes, axis=1)
+    rho = ops.where(valid, 1.0 / ops.where(valid, curvature, 1.0), 0.0)
     q, alphas = grad, []
     for i in reversed(range(history)):
         alpha = rho[i] * _dot(steps[i], q)
         q -= alpha * grad_changes[i]
         alphas.append(alpha)
     alphas.reverse()
-    gamma = tf.cond(
+    # A select, not a branch: both sides are cheap, and the unused one may be 0/0.
+    gamma = ops.where(
         count > 0,
-        lambda: curvature[-1] / _dot(grad_changes[-1], grad_changes[-1]),
-        lambda: tf.minimum(1.0, 1.0 / tf.reduce_sum(tf.abs(grad))),
+        curvature[-1] / _dot(grad_changes[-1], grad_changes[-1]),
+        ops.minimum(1.0, 1.0 / ops.sum(ops.abs(grad))),
     )
     r = gamma * q
     for i in range(history):
@@ -72,57 +71,56 @@ def lbfgs_direction(grad, steps, grad_changes, count):
     return -r
 
 
-def make_lbfgs_step(loss_fn: Callable):
-    """Compiled L-BFGS step with unit step length and no line search (as neural-style)."""
+def make_lbfgs_step(loss_fn: Callable, variables=()):
+    """Compiled L-BFGS step with unit step length and no line search (as neural-style).
+
+    `variables`: the model's, handed to backend.compile.
+    """
+    loss_and_grad = backend.value_and_grad(loss_fn)
 
     def step(image, state, loss_args):
         previous_image, previous_grad, steps, grad_changes, count = state
-        with tf.GradientTape() as tape:
-            tape.watch(image)
-            total, parts = loss_fn(image, *loss_args)
-        grad = tape.gradient(total, image)
-        flat_grad = tf.reshape(grad, [-1])
-        s = tf.reshape(image - previous_image, [-1])
-        y = flat_grad - tf.reshape(previous_grad, [-1])
+        (total, parts), grad = loss_and_grad(image, *loss_args)
+        flat_grad = ops.reshape(grad, (-1,))
+        s = ops.reshape(image - previous_image, (-1,))
+        y = flat_grad - ops.reshape(previous_grad, (-1,))
         accept = _dot(s, y) > 1e-10  # keep only pairs with positive curvature
-        steps = tf.where(accept, tf.concat([steps[1:], s[None]], 0), steps)
-        grad_changes = tf.where(accept, tf.concat([grad_changes[1:], y[None]], 0), grad_changes)
-        count = tf.minimum(count + tf.cast(accept, tf.int32), steps.shape[0])
-        direction = tf.reshape(lbfgs_direction(flat_grad, steps, grad_changes, count), tf.shape(image))
-        new_image = tf.clip_by_value(image + direction, 0.0, 1.0)
+        steps = ops.where(accept, ops.concatenate([steps[1:], s[None]], 0), steps)
+        grad_changes = ops.where(accept, ops.concatenate([grad_changes[1:], y[None]], 0), grad_changes)
+        count = ops.minimum(count + ops.cast(accept, "int32"), steps.shape[0])
+        direction = ops.reshape(lbfgs_direction(flat_grad, steps, grad_changes, count), ops.shape(image))
+        new_image = ops.clip(image + direction, 0.0, 1.0)
         return new_image, (image, grad, steps, grad_changes, count), total, parts
 
-    return tf.function(step, jit_compile=JIT_COMPILE)
+    return backend.compile(step, variables)
 
 
 def lbfgs_state(image):
-    size = int(tf.size(image))
-    zeros = tf.zeros([LBFGS_HISTORY, size])
-    return (image, tf.zeros_like(image), zeros, zeros, tf.constant(0))
+    zeros = ops.zeros((LBFGS_HISTORY, math.prod(image.shape)))
+    return (image, ops.zeros_like(image), zeros, zeros, ops.convert_to_tensor(0, "int32"))
 
 
-def make_adam_step(loss_fn: Callable, learning_rate: float, betas=ADAM_BETAS, epsilon=ADAM_EPSILON):
+def make_adam_step(loss_fn: Callable, learning_rate: float, betas=ADAM_BETAS, epsilon=ADAM_EPSILON,
+                   variables=()):
     """Compiled Adam step on the pixels."""
     beta1, beta2 = betas
+    loss_and_grad = backend.value_and_grad(loss_fn)
 
     def step(image, state, loss_args):
         m, v, t = state
-        with tf.GradientTape() as tape:
-            tape.watch(image)
-            total, parts = loss_fn(image, *loss_args)
-        grad = tape.gradient(total, image)
+        (total, parts), grad = loss_and_grad(image, *loss_args)
         t += 1.0
         m = beta1 * m + (1 - beta1) * grad
         v = beta2 * v + (1 - beta2) * grad**2
-        update = (m / (1 - beta1**t)) / (tf.sqrt(v / (1 - beta2**t)) + epsilon)
-        new_image = tf.clip_by_value(image - learning_rate * update, 0.0, 1.0)
+        update = (m / (1 - beta1**t)) / (ops.sqrt(v / (1 - beta2**t)) + epsilon)
+        new_image = ops.clip(image - learning_rate * update, 0.0, 1.0)
         return new_image, (m, v, t), total, parts
 
-    return tf.function(step, jit_compile=JIT_COMPILE)
+    return backend.compile(step, variables)
 
 
 def adam_state(image):
-    return (tf.zeros_like(image), tf.zeros_like(image), tf.constant(0.0))
+    return (ops.zeros_like(image), ops.zeros_like(image), ops.convert_to_tensor(0.0, "float32"))
 
 
 def has_converged(best_losses: list[float], tolerance: float, patience: int) -> bool:
@@ -134,7 +132,7 @@ def has_converged(best_losses: list[float], tolerance: float, patience: int) -> 
 
 
 def run_optimizer(step, state, image, loss_args, iterations: int, *, tolerance: float, patience: int,
-                  callback: Optional[Callable[[Progress, tf.Tensor], None]] = None):
+                  callback: Optional[Callable[[Progress, object], None]] = None):
     """Run `step` up to `iterations` times; return the best image, its loss parts and the history.
 
     L-BFGS without a line search can overshoot; keeping the best image seen makes

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from . import fast, losses
+from . import backend, fast, losses
 from .colors import match_color_histogram, transfer_luminance
 from .model import feature_extractor, resolve_arch, resolve_weights
 from .optimize import Progress, adam_state, lbfgs_state, make_adam_step, make_lbfgs_step, run_optimizer
@@ -56,8 +56,8 @@ def estimate_memory_bytes(height: int, width: int) -> int:
 
 def resize(image, height_width) -> np.ndarray:
     """Antialiased resize of an (H, W, 3) image."""
-    resized = tf.image.resize(tf.convert_to_tensor(image, tf.float32), height_width, antialias=True)
-    return np.clip(resized.numpy(), 0.0, 1.0)
+    resized = ops.image.resize(ops.convert_to_tensor(image, "float32"), height_width, antialias=True)
+    return np.clip(ops.convert_to_numpy(resized), 0.0, 1.0)
 
 
 def initial_image(init: str, content: np.ndarray, style: np.ndarray, seed: int) -> np.ndarray:
@@ -80,9 +80,9 @@ def _normalized(weights, count: int) -> list[float]:
 class _Objective:
     """alpha * content + beta * style + tv, for one set of layers and one statistic."""
 
-    def __init__(self, params: StyleParams, weights: str):
+    def __init__(self, params: StyleParams, weights: str, feature_dtype: str):
         self.layers = tuple(dict.fromkeys(params.content_layers + params.style_layers))
-        self.extract = feature_extractor(params.arch, weights, self.layers, params.pooling)
+        self.extract = feature_extractor(params.arch, weights, self.layers, params.pooling, feature_dtype)
         self.params = params
         self.content_layer_weights = _normalized(params.content_layer_weights, len(params.content_layers))
         self.style_layer_weights = _normalized(params.style_layer_weights, len(params.style_layers))
@@ -92,25 +92,26 @@ class _Objective:
         return [by_name[name] for name in names]
 
     def __call__(self, image, content_targets, style_targets, contexts, loss_weights):
-        content_weight, style_weight, tv_weight = tf.unstack(loss_weights)
+        content_weight, style_weight, tv_weight = loss_weights[0], loss_weights[1], loss_weights[2]
         feats = self.features(image, self.params.content_layers + self.params.style_layers)
         n_content = len(self.params.content_layers)
-        content = tf.reduce_sum(losses.content_loss(feats[:n_content], content_targets, self.content_layer_weights))
-        style = tf.reduce_sum(
+        content = ops.sum(losses.content_loss(feats[:n_content], content_targets, self.content_layer_weights))
+        style = ops.sum(
             losses.style_loss(self.params.style_stat, feats[n_content:], style_targets, contexts,
                               self.style_layer_weights)
         )
-        tv = tf.reduce_sum(losses.total_variation_loss(image))
+        tv = ops.sum(losses.total_variation_loss(image))
         total = content_weight * content + style_weight * style + tv_weight * tv
         return total, (content, style, tv)
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled(params_structure: StyleParams, weights: str):
-    """Objective and compiled steps, shared by all pairs with the same layers and statistic."""
-    objective = _Objective(params_structure, weights)
-    step = (make_lbfgs_step(objective) if params_structure.optimizer == "lbfgs"
-            else make_adam_step(objective, params_structure.learning_rate))
+def _compiled(params_structure: StyleParams, weights: str, feature_dtype: str = "float32"):
+    """Objective and compiled steps, shared by all pairs with the same layers, statistic and precision."""
+    objective = _Objective(params_structure, weights, feature_dtype)
+    variables = objective.extract.model.variables
+    step = (make_lbfgs_step(objective, variables) if params_structure.optimizer == "lbfgs"
+            else make_adam_step(objective, params_structure.learning_rate, variables=variables))
     return objective, step
 
 
@@ -213,7 +214,7 @@ def _loss_args(objective: _Objective, content: np.ndarray, styles: list[np.ndarr
     content_at = resize(content, size_for(content.shape, side))
     targets, contexts = style_targets(objective, styles, params, side)
     content_targets = objective.features(content_at[None], params.content_layers)
-    loss_weights = tf.constant([params.content_weight, params.style_weight, params.tv_weight], tf.float32)
+    loss_weights = ops.convert_to_tensor([params.content_weight, params.style_weight, params.tv_weight], "float32")
     return content_at, (content_targets, targets, contexts, loss_weights)
 
 
@@ -231,7 +232,7 @@ def _fast(objective, step, content, styles, params, callback) -> StylizeResult:
     measured = time.perf_counter()
     image = fast_image(content_at, styles, params)
     made = time.perf_counter()
-    parts = objective(tf.constant(image[None]), *loss_args)[1]
+    parts = objective(ops.convert_to_tensor(image[None]), *loss_args)[1]
     targets_seconds = measured - started + time.perf_counter() - made
     return _result(image, parts, params, [], targets_seconds=targets_seconds, optimize_seconds=made - measured)
 
@@ -253,7 +254,7 @@ def _optimized(objective, step, content, styles, params, callback) -> StylizeRes
             image = initial_image(params.init, content_at, styles[0], params.seed)
         else:
             image = resize(image, content_at.shape[:2])
-        image = tf.constant(image[None])
+        image = ops.convert_to_tensor(image[None])
         state = lbfgs_state(image) if params.optimizer == "lbfgs" else adam_state(image)
         iterations = params.iterations if scale_index == len(sides) - 1 else params.coarse_iterations
         image, parts, scale_history = run_optimizer(
@@ -262,7 +263,7 @@ def _optimized(objective, step, content, styles, params, callback) -> StylizeRes
         )
         if parts is None:  # no steps taken: measure the starting image
             parts = objective(image, *loss_args)[1]
-        image = image[0].numpy()
+        image = ops.convert_to_numpy(image[0])
         history += scale_history
         scale_iterations.append(len(scale_history))
         optimize_seconds += time.perf_counter() - started
@@ -274,7 +275,7 @@ def _optimized(objective, step, content, styles, params, callback) -> StylizeRes
 
 def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams = StyleParams(), *,
             weights: str | None = None,
-            callback: Optional[Callable[[int, int, Progress, tf.Tensor], None]] = None) -> StylizeResult:
+            callback: Optional[Callable[[int, int, Progress, object], None]] = None) -> StylizeResult:
     """Stylize `content` (H, W, 3 in [0, 1]) with one or more style images.
 
     `weights` is "imagenet", a weights file, or None for $NST_WEIGHTS / "imagenet".
@@ -285,7 +286,7 @@ def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams =
     if "fast" in (params.method, params.init):
         fast.network()  # a missing [fast] extra fails here, before the VGG network is built
     weights = resolve_weights(weights)
-    objective, step = _compiled(_structure(params), weights)
+    objective, step = _compiled(_structure(params), weights, backend.feature_dtype())
     run = _fast if params.method == "fast" else _optimized
     result = run(objective, step, content, styles_for(content, styles, params), params, callback)
     result.image = finish(result.image, resize(content, result.image.shape[:2]), params)

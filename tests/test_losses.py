@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from nst_core import losses
 
+pytestmark = pytest.mark.backends  # `make test` runs these on JAX too
 RNG = np.random.default_rng(0)
 
 
@@ -17,25 +18,25 @@ def test_gram_matrix_is_second_moment_over_positions():
     feats = _features()
     flat = feats.reshape(-1, 3)
     expected = flat.T @ flat / flat.shape[0]
-    np.testing.assert_allclose(losses.gram_matrix(tf.constant(feats))[0], expected, rtol=1e-5)
+    np.testing.assert_allclose(losses.gram_matrix(ops.convert_to_tensor(feats))[0], expected, rtol=1e-5)
 
 
 def test_gram_statistic_is_size_invariant():
     """A tiled feature map (same distribution, 4x the positions) has the same Gram matrix."""
     feats = _features()
     tiled = np.tile(feats, (1, 2, 2, 1))
-    small = losses.style_statistic("gram", tf.constant(feats), {})
-    large = losses.style_statistic("gram", tf.constant(tiled), {})
+    small = losses.style_statistic("gram", ops.convert_to_tensor(feats), {})
+    large = losses.style_statistic("gram", ops.convert_to_tensor(tiled), {})
     np.testing.assert_allclose(small, large, rtol=1e-4, atol=1e-6)
 
 
 def test_mmd_poly_equals_the_polynomial_kernel_mmd():
     """||phi(x) - phi(y)||^2 with our statistic == MMD^2 with k(a, b) = (a.b + c)^2."""
     x, y = _features(), _features(h=3, w=3)
-    context = losses.style_context("mmd-poly", [tf.constant(y)], [1.0], seed=0)
+    context = losses.style_context("mmd-poly", [ops.convert_to_tensor(y)], [1.0], seed=0)
     c = float(context["c"])
-    stat_x = losses.style_statistic("mmd-poly", tf.constant(x), context).numpy()
-    stat_y = losses.style_statistic("mmd-poly", tf.constant(y), context).numpy()
+    stat_x = ops.convert_to_numpy(losses.style_statistic("mmd-poly", ops.convert_to_tensor(x), context))
+    stat_y = ops.convert_to_numpy(losses.style_statistic("mmd-poly", ops.convert_to_tensor(y), context))
     xs, ys = x.reshape(-1, 3).astype(np.float64), y.reshape(-1, 3).astype(np.float64)
     kernel = lambda a, b: (a @ b.T + c) ** 2  # noqa: E731
     exact = kernel(xs, xs).mean() + kernel(ys, ys).mean() - 2 * kernel(xs, ys).mean()
@@ -46,9 +47,9 @@ def test_mmd_poly_equals_the_polynomial_kernel_mmd():
 def test_mmd_gauss_approximates_the_gaussian_kernel_mmd():
     x = _features(h=10, w=10, c=4)
     y = _features(h=10, w=10, c=4) * 2.0 + 1.0  # a different distribution
-    context = losses.style_context("mmd-gauss", [tf.constant(y)], [1.0], seed=3)
-    estimate = np.sum((losses.style_statistic("mmd-gauss", tf.constant(x), context).numpy()
-                       - losses.style_statistic("mmd-gauss", tf.constant(y), context).numpy()) ** 2)
+    context = losses.style_context("mmd-gauss", [ops.convert_to_tensor(y)], [1.0], seed=3)
+    estimate = np.sum((ops.convert_to_numpy(losses.style_statistic("mmd-gauss", ops.convert_to_tensor(x), context))
+                       - ops.convert_to_numpy(losses.style_statistic("mmd-gauss", ops.convert_to_tensor(y), context))) ** 2)
     xs, ys = x.reshape(-1, 4).astype(np.float64), y.reshape(-1, 4).astype(np.float64)
     sigma2 = np.mean(np.sum((ys[:, None] - ys[None]) ** 2, -1))  # E||y - y'||^2
     kernel = lambda a, b: np.exp(-np.sum((a[:, None] - b[None]) ** 2, -1) / (2 * sigma2))  # noqa: E731
@@ -59,7 +60,7 @@ def test_mmd_gauss_approximates_the_gaussian_kernel_mmd():
 
 def test_bn_statistic_is_channel_mean_and_std():
     feats = _features(c=6)
-    stat = losses.style_statistic("bn", tf.constant(feats), {}).numpy()[0]
+    stat = ops.convert_to_numpy(losses.style_statistic("bn", ops.convert_to_tensor(feats), {}))[0]
     flat = feats.reshape(-1, 6)
     np.testing.assert_allclose(stat[:6], flat.mean(0), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(stat[6:], flat.std(0), rtol=1e-3)
@@ -67,30 +68,30 @@ def test_bn_statistic_is_channel_mean_and_std():
 
 def test_unknown_statistic_is_rejected():
     with pytest.raises(ValueError, match="unknown style statistic"):
-        losses.style_statistic("fancy", tf.constant(_features()), {})
+        losses.style_statistic("fancy", ops.convert_to_tensor(_features()), {})
 
 
 def test_relative_error_and_content_loss():
     target = _features()
     value = target * 1.5
     # ||0.5 t||^2 / ||t||^2 = 0.25
-    assert float(losses.relative_error(tf.constant(value), tf.constant(target))[0]) == pytest.approx(0.25, rel=1e-5)
-    loss = losses.content_loss([tf.constant(value), tf.constant(target)], [tf.constant(target)] * 2, [0.5, 0.5])
+    assert float(losses.relative_error(ops.convert_to_tensor(value), ops.convert_to_tensor(target))[0]) == pytest.approx(0.25, rel=1e-5)
+    loss = losses.content_loss([ops.convert_to_tensor(value), ops.convert_to_tensor(target)], [ops.convert_to_tensor(target)] * 2, [0.5, 0.5])
     assert float(loss[0]) == pytest.approx(0.125, rel=1e-5)
 
 
 def test_style_loss_is_zero_at_the_target_and_weighted_by_layer():
     a, b = _features(), _features(c=2)
-    stats = [losses.style_statistic("gram", tf.constant(f), {}) for f in (a, b)]
-    assert float(losses.style_loss("gram", [tf.constant(a), tf.constant(b)], stats, [{}, {}], [0.5, 0.5])[0]) == 0.0
-    moved = losses.style_loss("gram", [tf.constant(a * 2), tf.constant(b)], stats, [{}, {}], [1.0, 0.0])
+    stats = [losses.style_statistic("gram", ops.convert_to_tensor(f), {}) for f in (a, b)]
+    assert float(losses.style_loss("gram", [ops.convert_to_tensor(a), ops.convert_to_tensor(b)], stats, [{}, {}], [0.5, 0.5])[0]) == 0.0
+    moved = losses.style_loss("gram", [ops.convert_to_tensor(a * 2), ops.convert_to_tensor(b)], stats, [{}, {}], [1.0, 0.0])
     assert float(moved[0]) == pytest.approx(9.0, rel=1e-4)  # (4G - G)^2 / G^2
 
 
 def test_total_variation_against_numpy():
     image = RNG.random((1, 6, 7, 3)).astype(np.float32)
     expected = np.mean(np.diff(image, axis=1) ** 2) + np.mean(np.diff(image, axis=2) ** 2)
-    assert float(losses.total_variation_loss(tf.constant(image))[0]) == pytest.approx(expected, rel=1e-5)
+    assert float(losses.total_variation_loss(ops.convert_to_tensor(image))[0]) == pytest.approx(expected, rel=1e-5)
     flat = np.full((1, 6, 7, 3), 0.3, np.float32)
-    assert float(losses.total_variation_loss(tf.constant(flat))[0]) == 0.0
+    assert float(losses.total_variation_loss(ops.convert_to_tensor(flat))[0]) == 0.0
 

@@ -6,7 +6,7 @@ checks are measurements (losses and distances falling), not "it ran".
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from nst_core import losses
 from nst_core.colors import match_color_histogram, transfer_luminance
@@ -18,6 +18,7 @@ from nst_core.stylize import initial_image, resize, size_for, stylize
 from conftest import SAMPLES
 
 SIZE = 64
+# Tests marked `backends` run on TensorFlow and, in `make test`, again on JAX.
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,8 @@ def _params(**changes):
 def style_distance(weights, image, style):
     """Gram distance to the style image over Gatys' style layers (independent of any run)."""
     extract = feature_extractor("auto", weights, VGG_STYLE_LAYERS)
-    ours = extract(tf.constant(image[None]))
-    theirs = extract(tf.constant(resize(style, size_for(style.shape, max(image.shape[:2])))[None]))
+    ours = extract(ops.convert_to_tensor(image[None]))
+    theirs = extract(ops.convert_to_tensor(resize(style, size_for(style.shape, max(image.shape[:2])))[None]))
     grams = [(losses.style_statistic("gram", a, {}), losses.style_statistic("gram", b, {})) for a, b in zip(ours, theirs)]
     return float(np.mean([losses.relative_error(a, b)[0] for a, b in grams]))
 
@@ -49,8 +50,8 @@ def structure_similarity(image, reference):
 
 def content_distance(weights, image, content):
     extract = feature_extractor("auto", weights, ("block4_conv2",))
-    a = extract(tf.constant(image[None]))[0]
-    b = extract(tf.constant(resize(content, image.shape[:2])[None]))[0]
+    a = extract(ops.convert_to_tensor(image[None]))[0]
+    b = extract(ops.convert_to_tensor(resize(content, image.shape[:2])[None]))[0]
     return float(losses.relative_error(a, b)[0])
 
 
@@ -78,6 +79,7 @@ def test_style_reconstruction_is_texture_synthesis(images, weights_path):
     assert result.loss_history[0] / result.style_loss >= 10, result.loss_history[::10]
 
 
+@pytest.mark.backends
 def test_transfer_moves_style_and_keeps_content(images, weights_path):
     content, style = images
     result = stylize(content, [style], _params(iterations=80), weights=weights_path)
@@ -104,6 +106,7 @@ def test_adam_lowers_the_loss_too(images, weights_path):
     assert result.total_loss < 0.5 * result.loss_history[0]
 
 
+@pytest.mark.backends
 def test_same_seed_same_image(images, weights_path):
     content, style = images
     params = _params(init="noise", iterations=15, seed=7)
@@ -189,6 +192,7 @@ def test_style_statistics_are_computed_once_per_style(images, weights_path, monk
     assert len(calls) == 2 * len(params.style_layers)  # a different style size is a new entry
 
 
+@pytest.mark.backends
 def test_content_and_style_losses_are_recorded_per_step(images, weights_path):
     content, style = images
     params = _params(tv_weight=0, iterations=6, scales=(32,), coarse_iterations=3)

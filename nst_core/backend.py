@@ -1,0 +1,78 @@
+"""The only backend-specific code: gradients, compilation and the feature precision.
+
+Everything else is written in `keras.ops` and runs on TensorFlow (the default) or
+JAX (`KERAS_BACKEND=jax`, e.g. a GPU image with JAX but no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import keras
+
+NAME = keras.backend.backend()
+# XLA measured 0.72-0.79x the speed of plain graph mode on this CPU (bench_core) and
+# compiles each image shape anew; NST_JIT=1 turns it on for TensorFlow. JAX always compiles with XLA.
+JIT_COMPILE = os.environ.get("NST_JIT", "0") == "1"
+# Runtime option, like the weights: "auto" computes VGG features in bfloat16 on a GPU and float32
+# on a CPU; Gram matrices and losses stay float32 (README, "Precision").
+PRECISION = os.environ.get("NST_PRECISION", "auto")
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def value_and_grad(loss_fn: Callable) -> Callable:
+    """`loss_fn(x, *args) -> (total, aux)` to `f(x, *args) -> ((total, aux), d total / d x)`."""
+    if NAME == "jax":
+        import jax
+
+        return jax.value_and_grad(loss_fn, has_aux=True)
+    import tensorflow as tf
+
+    def with_gradient(x, *args):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total, aux = loss_fn(x, *args)
+        return (total, aux), tape.gradient(total, x)
+
+    return with_gradient
+
+
+def compile(step_fn: Callable, variables=()) -> Callable:  # noqa: A001 - the backend's verb
+    """`step_fn` compiled once per input shape.
+
+    Under JAX the model `variables` are passed in as arguments, not baked into the
+    program as constants (README, "Benchmarks": compile time).
+    """
+    if NAME == "jax":
+        import jax
+
+        def with_values(values, *args):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return step_fn(*args)
+
+        compiled = jax.jit(with_values)
+        return lambda *args: compiled([v.value for v in variables], *args)
+    import tensorflow as tf
+
+    return tf.function(step_fn, jit_compile=JIT_COMPILE)
+
+
+def has_gpu() -> bool:
+    if NAME == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+def feature_dtype(precision: str | None = None) -> str:
+    """The dtype VGG computes its features in: bfloat16 only on a GPU unless asked for."""
+    precision = precision or PRECISION
+    if precision not in PRECISIONS:
+        raise ValueError(f"NST_PRECISION must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bfloat16" if has_gpu() else "float32"
+    return precision

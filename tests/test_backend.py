@@ -1,0 +1,52 @@
+"""The backend seam (TensorFlow or JAX) and the feature precision."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nst_core import backend
+from nst_core.image_io import load_image
+from nst_core.params import StyleParams
+from nst_core.stylize import stylize
+
+from conftest import REPO, SAMPLES
+
+
+@pytest.mark.backends
+def test_the_core_does_not_import_tensorflow_on_jax():
+    """A GPU image with JAX but no TensorFlow can run the core."""
+    check = ("import sys, nst_core.stylize, nst_core.image_io, nst_core.grid; "
+             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    done = subprocess.run([sys.executable, "-c", check], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.backends
+def test_precision_is_float32_on_a_cpu_unless_asked():
+    if backend.has_gpu():
+        pytest.skip("a GPU is present: auto means bfloat16 here")
+    assert backend.feature_dtype("auto") == "float32"
+    assert backend.feature_dtype("bfloat16") == "bfloat16"
+    with pytest.raises(ValueError, match="NST_PRECISION must be one of auto, float32, bfloat16"):
+        backend.feature_dtype("float8")
+
+
+@pytest.mark.slow  # TensorFlow only in CI: XLA on a CPU runs bfloat16 convolutions slowly (~70 s)
+def test_bfloat16_features_keep_the_final_losses(weights_path, monkeypatch):
+    """Mixed precision changes the pixels a little, not the quality: final losses within 5%."""
+    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), max_side=64)
+    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), max_side=64)
+    params = StyleParams(size=64, iterations=40, tolerance=0)
+    results = {}
+    for precision in ("float32", "bfloat16"):
+        monkeypatch.setattr(backend, "PRECISION", precision)
+        results[precision] = stylize(content, [style], params, weights=weights_path)
+    full, mixed = results["float32"], results["bfloat16"]
+    assert (mixed.image != full.image).any()  # bfloat16 really ran
+    numbers = {name: (getattr(full, name), getattr(mixed, name)) for name in ("total_loss", "content_loss", "style_loss")}
+    for name, (f32, bf16) in numbers.items():
+        assert bf16 == pytest.approx(f32, rel=0.05), numbers
