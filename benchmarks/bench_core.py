@@ -141,7 +141,7 @@ def main() -> None:
     eps, (target, baseline_seconds) = min(baselines.items(), key=lambda item: item[1][0])
     reached, result, marks = time_to_loss(content, style, params, args.weights, target)
     product_ms = 1000 * marks[-1][0] / len(marks)
-    print(f"product defaults ({params.optimizer}, init {params.init}, scales {params.coarse_sides() or 'none'}): "
+    print(f"product defaults ({params.optimizer}, init {params.init}, scales {params.scales or 'none'}): "
           f"{result.iterations} steps, final loss {result.total_loss:.4f}, {product_ms:.1f} ms/step")
     if reached:
         seconds, step = reached

@@ -72,8 +72,7 @@ def load_pair(content_name: str, style_name: str, side: int):
 
 
 def schedule_params(size: int, fractions, coarse_iterations: int, iterations: int) -> StyleParams:
-    """Exactly the named schedule: coarse_scale 0, so no scales means a single scale."""
-    return StyleParams(size=size, scales=tuple(round(size * f) for f in fractions), coarse_scale=0,
+    return StyleParams(size=size, scales=tuple(round(size * f) for f in fractions),
                        coarse_iterations=coarse_iterations, iterations=iterations)
 
 
@@ -103,7 +102,7 @@ def measure_pair(content, style, size: int, weights: str, schedules, out: Path, 
     rows = []
     for fractions, coarse_iterations, iterations in schedules:
         params = schedule_params(size, fractions, coarse_iterations, iterations)
-        sides = (*params.coarse_sides(), params.size)
+        sides = (*params.scales, params.size)
         pixels = [np.prod(size_for(content.shape, side)) for side in sides]
         result, step_seconds = timed_run(content, style, params, weights)
         save_image(result.image, str(out / f"{name}-{'-'.join(map(str, sides))}-c{coarse_iterations}.png"))
@@ -135,12 +134,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=len(PAIRS))
     parser.add_argument("--schedules", default="all", help="comma-separated indices into SCHEDULES, or all")
     parser.add_argument("--weights", default=os.environ.get("NST_WEIGHTS") or str(SHARED))
-    parser.add_argument("--quick", action="store_true", help="128 px, one pair, two schedules: a smoke test")
+    parser.add_argument("--quick", action="store_true", help="256 px, one pair, two schedules")
     parser.add_argument("--out", default="out/schedule")
     args = parser.parse_args()
     schedules = SCHEDULES if args.schedules == "all" else [SCHEDULES[int(i)] for i in args.schedules.split(",")]
     if args.quick:
-        args.size, args.pairs, schedules = 128, 1, SCHEDULES[:2]
+        args.size, args.pairs, schedules = 256, 1, SCHEDULES[:2]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"target {args.size} px, {os.cpu_count()} CPU cores, weights {args.weights}, load {os.getloadavg()[0]:.1f}")
@@ -150,7 +149,8 @@ def main() -> None:
         content, style = load_pair(content_name, style_name, args.size)
         tables[name] = measure_pair(content, style, args.size, args.weights, schedules, out,
                                     f"{content_name}-{style_name}")
-        print_table(name, tables[name], baseline_of(tables[name], args.size))  # each pair as soon as it is done
+    for name, rows in tables.items():
+        print_table(name, rows, baseline_of(rows, args.size))
     reached = {row.schedule for row in next(iter(tables.values()))}
     for rows in tables.values():
         baseline = baseline_of(rows, args.size)

@@ -128,7 +128,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     content = load_image(args.content, max_side=params.size, storage_options=options)
     style_side = max(16, round(params.size * params.style_scale))
     styles = [load_image(uri, max_side=style_side, storage_options=options) for uri in args.styles]
-    total = params.iterations + params.coarse_iterations * len(params.coarse_sides())
+    total = params.iterations + params.coarse_iterations * len(params.scales)
     bar = tqdm(total=total, unit="step", dynamic_ncols=True)
 
     def on_step(scale, side, progress, image):

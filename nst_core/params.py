@@ -19,8 +19,6 @@ PreserveColors = Literal["none", "luminance", "histogram"]
 Arch = Literal["auto", "vgg19", "vgg16"]
 Pooling = Literal["max", "avg"]
 
-ADDED_LATER = ("coarse_scale",)  # fields newer than the first results tables (see StyleParams.hash)
-MIN_COARSE_SIDE = 128  # the smallest default coarse side measured (bench_schedule at 256 px)
 VGG_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
 
 
@@ -44,9 +42,8 @@ class StyleParams:
     style_blend: Optional[tuple[float, ...]] = None  # weights of several style images; None: equal
     style_scale: float = 1.0  # style image size relative to the output size
     preserve_colors: PreserveColors = "none"  # keep the content's colours (luminance or histogram)
-    scales: tuple[int, ...] = ()  # coarser sizes optimised first (coarse-to-fine), e.g. (256,); empty: see coarse_scale
-    coarse_scale: float = 0.5  # no scales: one pass at size x this first, if >= MIN_COARSE_SIDE; 0: single scale (bench_schedule)
-    coarse_iterations: int = 100  # optimiser steps at each coarser scale; 100 at half size cost 6% of 300 full steps (bench_schedule)
+    scales: tuple[int, ...] = ()  # coarser sizes optimised first (coarse-to-fine), e.g. (256,)
+    coarse_iterations: int = 200  # optimiser steps at each coarser scale
     tolerance: float = 1e-3  # stop once the loss improved by less than this fraction ...
     patience: int = 20  # ... over this many steps
     arch: Arch = "auto"  # VGG19 (Gatys) with ImageNet weights; a weights file says which VGG it holds
@@ -72,8 +69,6 @@ class StyleParams:
         for name in ("content_weight", "style_weight", "tv_weight", "tolerance"):
             if not getattr(self, name) >= 0:
                 out.append(f"{name} must be a non-negative number, got {getattr(self, name)}")
-        if not 0 <= self.coarse_scale < 1:
-            out.append(f"coarse_scale must be at least 0 and below 1, got {self.coarse_scale}")
         for name in ("learning_rate", "style_scale"):
             if not getattr(self, name) > 0:
                 out.append(f"{name} must be positive, got {getattr(self, name)}")
@@ -87,13 +82,6 @@ class StyleParams:
             out.append(f"scales must be between 16 and size ({self.size}), got {self.scales}")
         return out
 
-    def coarse_sides(self) -> tuple[int, ...]:
-        """The coarser sides optimised before `size`: `scales`, or the default coarse pass, or none."""
-        if self.scales:
-            return self.scales
-        side = int(self.size * self.coarse_scale)
-        return (side,) if side >= MIN_COARSE_SIDE else ()
-
     def replace(self, **changes) -> "StyleParams":
         return dataclasses.replace(self, **changes)
 
@@ -101,14 +89,8 @@ class StyleParams:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Short stable hash of every field: names outputs and keys resume.
-
-        Fields added after results tables existed count only once set away from their
-        default, so a pair recorded before they existed keeps its id and is not redone.
-        """
-        fields = {name: value for name, value in self.to_dict().items()
-                  if not (name in ADDED_LATER and value == getattr(StyleParams, name))}
-        blob = json.dumps(fields, sort_keys=True, default=list)
+        """Short stable hash of every field: names outputs and keys resume."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
     @classmethod

@@ -193,7 +193,7 @@ def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams =
     loss_weights = tf.constant([params.content_weight, params.style_weight, params.tv_weight], tf.float32)
     image, history, scale_iterations, part_history = None, [], [], []
     targets_seconds = optimize_seconds = 0.0
-    sides = (*params.coarse_sides(), params.size)
+    sides = (*params.scales, params.size)
     for scale_index, side in enumerate(sides):
         started = time.perf_counter()
         content_at = resize(content, size_for(content.shape, side))

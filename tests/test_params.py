@@ -2,7 +2,7 @@
 
 import pytest
 
-from nst_core.params import ADDED_LATER, MIN_COARSE_SIDE, StyleParams
+from nst_core.params import StyleParams
 
 
 def test_params_parse_lists_with_spaces_and_reject_bad_blends():
@@ -24,30 +24,6 @@ def test_hash_changes_with_any_field_and_is_stable():
     base = StyleParams()
     assert base.hash() == StyleParams().hash()
     assert len({base.hash(), base.replace(seed=1).hash(), base.replace(style_layers=("block1_conv1",)).hash()}) == 3
-
-
-def test_a_pair_recorded_before_the_new_fields_keeps_its_id():
-    import hashlib
-    import json
-
-    earlier = StyleParams(size=256, scales=(128,), coarse_iterations=200, iterations=300)
-    before = {name: value for name, value in earlier.to_dict().items() if name not in ADDED_LATER}
-    blob = json.dumps(before, sort_keys=True, default=list)  # how the hash was taken before coarse_scale
-    assert earlier.hash() == hashlib.sha256(blob.encode()).hexdigest()[:10]
-    assert earlier.replace(coarse_scale=0).hash() != earlier.hash()
-
-
-def test_the_default_schedule_is_valid_at_every_size():
-    for size in range(16, 1100):
-        sides = StyleParams(size=size).coarse_sides()
-        assert all(MIN_COARSE_SIDE <= side < size for side in sides), size
-        assert bool(sides) == (size >= 2 * MIN_COARSE_SIDE), size  # 64-128 px tests stay single-scale
-    assert StyleParams(size=512).coarse_sides() == (256,)
-    assert StyleParams(size=512, scales=(128, 256)).coarse_sides() == (128, 256)  # explicit scales win
-    assert StyleParams(size=512, coarse_scale=0).coarse_sides() == ()
-    for bad in (1.0, -0.5):
-        with pytest.raises(ValueError, match="coarse_scale must be at least 0 and below 1"):
-            StyleParams(coarse_scale=bad)
 
 
 def test_numbers_parse_from_manifest_text():
