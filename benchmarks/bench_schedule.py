@@ -134,12 +134,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=len(PAIRS))
     parser.add_argument("--schedules", default="all", help="comma-separated indices into SCHEDULES, or all")
     parser.add_argument("--weights", default=os.environ.get("NST_WEIGHTS") or str(SHARED))
-    parser.add_argument("--quick", action="store_true", help="256 px, one pair, two schedules")
+    parser.add_argument("--quick", action="store_true", help="128 px, one pair, two schedules: a smoke test")
     parser.add_argument("--out", default="out/schedule")
     args = parser.parse_args()
     schedules = SCHEDULES if args.schedules == "all" else [SCHEDULES[int(i)] for i in args.schedules.split(",")]
     if args.quick:
-        args.size, args.pairs, schedules = 256, 1, SCHEDULES[:2]
+        args.size, args.pairs, schedules = 128, 1, SCHEDULES[:2]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"target {args.size} px, {os.cpu_count()} CPU cores, weights {args.weights}, load {os.getloadavg()[0]:.1f}")
@@ -149,8 +149,7 @@ def main() -> None:
         content, style = load_pair(content_name, style_name, args.size)
         tables[name] = measure_pair(content, style, args.size, args.weights, schedules, out,
                                     f"{content_name}-{style_name}")
-    for name, rows in tables.items():
-        print_table(name, rows, baseline_of(rows, args.size))
+        print_table(name, tables[name], baseline_of(tables[name], args.size))  # each pair as soon as it is done
     reached = {row.schedule for row in next(iter(tables.values()))}
     for rows in tables.values():
         baseline = baseline_of(rows, args.size)
