@@ -1,4 +1,5 @@
-"""`nst`: stylize one pair, or run a manifest through the Prefect flow.
+"""`nst`: stylize one pair, run a manifest through the Prefect flow, serve it on a schedule,
+or draw a contact sheet.
 
 Every StyleParams field is a flag (`--style-weight 1e4`, `--style-layers a,b`);
 defaults live in nst_core/params.py alone.
@@ -63,19 +64,58 @@ def build_parser() -> argparse.ArgumentParser:
     _add_s3_flags(one)
 
     many = commands.add_parser("run", help="stylize every pair of a manifest (Prefect flow)")
-    many.add_argument("manifest")
-    many.add_argument("--out", required=True, help="output root: a folder or s3://bucket/prefix")
-    many.add_argument("--results", help="results table (default OUT/results)")
-    many.add_argument("--force", action="store_true", help="redo pairs a previous run finished")
-    many.add_argument("--concurrency", type=int, default=1, help="pairs stylized at once (default 1)")
-    many.add_argument("--memory-limit-gb", type=float, help="refuse pairs estimated to need more (default: "
-                      "$NST_MEMORY_LIMIT_GB or 80%% of RAM)")
-    many.add_argument("--sweep", metavar="NAME=V1,V2[;NAME=...]", help="several values of one or two parameters, "
-                      "for rows without a sweep cell (manifests/README.md)")
-    _add_param_flags(many)
-    _add_s3_flags(many)
+    _add_run_flags(many, since_last_default=False)
+
+    serve = commands.add_parser("serve", help="serve a manifest's run as a Prefect deployment on a cron schedule")
+    _add_run_flags(serve, since_last_default=True)
+    serve.add_argument("--cron", required=True, help='when to run, e.g. "0 2 * * *" (02:00 every day)')
+    serve.add_argument("--timezone", default="UTC", help="of the cron schedule, e.g. Europe/Paris (default UTC)")
+    serve.add_argument("--name", default="nightly", help="deployment name (default nightly)")
     _add_report_commands(commands)
+
+    sheet = commands.add_parser("sheet", help="every photo x every style with the fast network, in one picture")
+    sheet.add_argument("photos", nargs="+", metavar="photo")
+    sheet.add_argument("--styles", nargs="+", required=True, metavar="style")
+    sheet.add_argument("-o", "--output", required=True)
+    sheet.add_argument("--cell", type=int, default=None, metavar="N", help="cell side in the sheet (default: --size)")
+    _add_param_flags(sheet)
+    _add_s3_flags(sheet)
     return parser
+
+
+def _add_run_flags(parser: argparse.ArgumentParser, since_last_default: bool) -> None:
+    """What `run` and `serve` share: the manifest, where outputs go, how pairs run, the parameters."""
+    parser.add_argument("manifest")
+    parser.add_argument("--out", required=True, help="output root: a folder or s3://bucket/prefix")
+    parser.add_argument("--results", help="results table (default OUT/results)")
+    parser.add_argument("--force", action="store_true", help="redo pairs a previous run finished")
+    parser.add_argument("--since-last", action=argparse.BooleanOptionalAction, default=since_last_default,
+                        help="also skip pairs that failed on bad input unchanged since (default: "
+                             f"{'on' if since_last_default else 'off'}); new and changed photos always run")
+    parser.add_argument("--concurrency", type=int, default=1, help="threads: pairs stylized at once (default 1)")
+    parser.add_argument("--task-runner", choices=("threads", "dask"), default="threads",
+                        help="threads in this process (default), or a Dask cluster")
+    parser.add_argument("--dask-address", help="Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
+    parser.add_argument("--dask-workers", type=int, help="local Dask cluster: worker processes (default: one per "
+                        "GPU, else 1)")
+    parser.add_argument("--memory-limit-gb", type=float, help="refuse pairs estimated to need more (default: "
+                        "$NST_MEMORY_LIMIT_GB or 80%% of RAM)")
+    parser.add_argument("--sweep", metavar="NAME=V1,V2[;NAME=...]", help="several values of one or two parameters, "
+                        "for rows without a sweep cell (manifests/README.md)")
+    _add_param_flags(parser)
+    _add_s3_flags(parser)
+
+
+def flow_parameters(args: argparse.Namespace) -> dict:
+    """The flow's parameters from `run`/`serve` flags (a deployment stores them as its parameters)."""
+    return {"manifest": args.manifest, "out": args.out, "results": args.results, "force": args.force,
+            "overrides": param_overrides(args), "weights": args.weights, "storage_options": storage_options(args),
+            "memory_limit_gb": args.memory_limit_gb, "sweep": args.sweep, "since_last": args.since_last}
+
+
+def runner_options(args: argparse.Namespace) -> dict:
+    return {"concurrency": args.concurrency, "task_runner": args.task_runner, "dask_address": args.dask_address,
+            "dask_workers": args.dask_workers}
 
 
 RUN_HELP = "RUN_ID, or 'all' for every pair in the table (default: the latest run)"
@@ -117,6 +157,52 @@ def _intermediate_uri(output: str, scale: int, iteration: int) -> str:
     return f"{stem}.scale{scale}.iter{iteration:05d}.{ext}" if dot else f"{output}.scale{scale}.iter{iteration:05d}"
 
 
+def _check_fast_extra(params: StyleParams) -> None:
+    """Without the [fast] extra, one clear error before any file is read or progress bar drawn."""
+    if "fast" in (params.method, params.init):
+        from nst_core import fast
+
+        fast.network()
+
+
+def _style_side(params: StyleParams) -> int:
+    return max(16, round(params.size * params.style_scale))
+
+
+def _labelled_images(uris: list[str], max_side: int, options: dict | None) -> list[tuple[str, object]]:
+    """(file name, image) per URI; an unreadable file keeps its place with the reason, printed once."""
+    from nst_core.image_io import ImageError, load_image
+
+    loaded = []
+    for uri in uris:
+        name = uri.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            loaded.append((name, load_image(uri, max_side=max_side, storage_options=options)))
+        except (ImageError, OSError) as error:
+            print(f"nst: {error}", file=sys.stderr)
+            loaded.append((name, str(error)))
+    return loaded
+
+
+def cmd_sheet(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from flows.grids import write_picture
+    from nst_core.grid import GridOptions
+    from nst_core.sheet import SHEET_PARAMS, contact_sheet
+
+    params = SHEET_PARAMS.replace(**{**param_overrides(args), "method": "fast"})
+    _check_fast_extra(params)
+    options = storage_options(args)
+    photos = _labelled_images(args.photos, params.size, options)
+    styles = _labelled_images(args.styles, _style_side(params), options)
+    with tqdm(total=len(photos) * len(styles), unit="cell", dynamic_ncols=True) as bar:
+        sheet = contact_sheet(photos, styles, params, GridOptions(cell=args.cell or params.size), on_cell=bar.update)
+    write_picture(sheet, args.output, options)
+    print(f"{args.output}: {len(photos)} photos x {len(styles)} styles, {sheet.width} x {sheet.height} px")
+    return 0
+
+
 def cmd_stylize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -124,12 +210,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from nst_core.stylize import stylize
 
     params = StyleParams().replace(**param_overrides(args))
+    _check_fast_extra(params)
     options = storage_options(args)
     content = load_image(args.content, max_side=params.size, storage_options=options)
-    style_side = max(16, round(params.size * params.style_scale))
-    styles = [load_image(uri, max_side=style_side, storage_options=options) for uri in args.styles]
+    styles = [load_image(uri, max_side=_style_side(params), storage_options=options) for uri in args.styles]
     total = params.iterations + params.coarse_iterations * len(params.scales)
-    bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total, unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: no steps
 
     def on_step(scale, side, progress, image):
         bar.update(1)
@@ -148,25 +234,48 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.manifest import validate_manifest
-    from flows.pipeline import PairsFailedError, RunInterruptedError, run_manifest
+    from flows.pipeline import PairsFailedError, RunInterruptedError, ledger_line, run_manifest
 
     # Reject a bad manifest here, in one message, before Prefect starts.
     validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args),
                       sweep=args.sweep)
     try:
-        outcome = run_manifest(
-            args.manifest, args.out, concurrency=args.concurrency, results=args.results, force=args.force,
-            overrides=param_overrides(args), weights=args.weights, storage_options=storage_options(args),
-            progress=True, memory_limit_gb=args.memory_limit_gb, sweep=args.sweep,
-        )
+        outcome = run_manifest(**flow_parameters(args), **runner_options(args), progress=True)
     except PairsFailedError as error:
         print(f"nst: {error}", file=sys.stderr)
         return 1
     except RunInterruptedError as error:
         print(f"nst: {error}", file=sys.stderr)
         return 130
-    print(f"{outcome['succeeded']} succeeded, {outcome['skipped']} skipped, {outcome['failed']} failed")
     print(f"outputs: {args.out}\nresults: {outcome['results']}  (pandas.read_parquet)")
+    print(f"{outcome['succeeded']} succeeded, {outcome['skipped']} skipped, {outcome['failed']} failed "
+          f"({ledger_line(outcome)})")
+    return 0
+
+
+def _absolute(uri: str | None) -> str | None:
+    """Local paths made absolute: a deployment's runs need not start in this folder."""
+    return uri if uri is None or "://" in uri else os.path.abspath(uri)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from prefect.schedules import Cron
+
+    from flows.manifest import validate_manifest
+    from flows.pipeline import configured_flow
+
+    try:
+        ZoneInfo(args.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {args.timezone!r}; use a name like Europe/Paris or UTC") from None
+    args.manifest, args.out, args.results = _absolute(args.manifest), _absolute(args.out), _absolute(args.results)
+    validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args))
+    schedule = Cron(args.cron, timezone=args.timezone)  # ValueError for a bad cron string
+    flow = configured_flow(**runner_options(args))
+    print(f"serving deployment stylize-manifest/{args.name}: {args.cron} ({args.timezone}); Ctrl-C stops it")
+    flow.serve(name=args.name, schedules=[schedule], parameters=flow_parameters(args), print_starting_message=False)
     return 0
 
 
@@ -213,7 +322,8 @@ def cmd_curves(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"stylize": cmd_stylize, "run": cmd_run, "grid": cmd_grid, "report": cmd_report, "curves": cmd_curves}
+    commands = {"stylize": cmd_stylize, "run": cmd_run, "serve": cmd_serve, "grid": cmd_grid, "report": cmd_report,
+                "curves": cmd_curves, "sheet": cmd_sheet}
     try:
         return commands[args.command](args)
     except (ValueError, RuntimeError, OSError) as error:  # bad input: one line, no traceback

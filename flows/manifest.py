@@ -54,6 +54,10 @@ class Pair:
     pair_id: str
     output: str
     sweep: str = ""  # the sweep this pair is one value of (its row's, or `--sweep`); "" for none
+    # Which version of the files this pair saw (size + mtime, or S3 ETag): a file replaced
+    # under the same name is redone. Not part of pair_id, so the output keeps its name.
+    content_fingerprint: str | None = None
+    style_fingerprint: str | None = None
 
 
 def read_manifest(uri: str, storage_options: dict | None = None) -> pd.DataFrame:
@@ -183,27 +187,44 @@ def _resolve(cell: str, base_dir: str) -> str:
     return os.path.abspath(os.path.join(base_dir, cell))
 
 
-def expand_images(uri: str, storage_options: dict | None = None, exclude: str | None = None) -> list[str]:
-    """Every image a cell names: itself, everything under a folder or prefix, or a glob's matches.
+def fingerprint(info: dict) -> str:
+    """Which version of a file a listing saw: its S3 ETag, else its size and modification time."""
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return "etag:" + etag.strip('"')
+    modified = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+    return f"size:{info.get('size')} mtime:{modified}"
 
-    A path that does not exist stays as it is: its pair fails alone, later, with "file not found".
-    Hidden files and anything under `exclude` (the output root) are skipped, so outputs
-    written inside a content folder are not stylized again on the next run.
+
+def list_images(uri: str, storage_options: dict | None = None, exclude: str | None = None) -> dict[str, str | None]:
+    """Every image a cell names, with its fingerprint: itself, everything under a folder or
+    prefix, or a glob's matches. One listing per cell; the listing's details give the fingerprints.
+
+    A path that does not exist stays as it is, without a fingerprint: its pair fails alone,
+    later, with "file not found". Hidden files and anything under `exclude` (the output root)
+    are skipped, so outputs written inside a content folder are not stylized again on the next run.
     """
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     try:
         if re.search(r"[*?\[]", path):
-            matches = fs.glob(path)
-        elif fs.isdir(path):
-            matches = fs.find(path)
+            matches = fs.glob(path, detail=True)
         else:
-            return [uri]
-    except OSError:  # e.g. listing denied: kept as one path, whose pair then fails with the real reason
-        return [uri]
+            info = fs.info(path)
+            if info["type"] != "directory":
+                return {uri: fingerprint(info)}
+            matches = fs.find(path, detail=True)
+    except OSError:  # missing, or listing denied: kept as one path, whose pair then fails with the real reason
+        return {uri: None}
     protocol = uri.split("://")[0] + "://" if "://" in uri else ""
-    uris = (protocol + m if protocol and not m.startswith(protocol) else m for m in matches)
-    return sorted(u for u in uris if u.lower().endswith(IMAGE_EXTENSIONS)
-                  and not posixpath.basename(u).startswith(".") and not (exclude and u.startswith(exclude)))
+    found = {(protocol + m if protocol and not m.startswith(protocol) else m): info for m, info in matches.items()}
+    return {u: fingerprint(found[u]) for u in sorted(found)
+            if u.lower().endswith(IMAGE_EXTENSIONS) and found[u].get("type") != "directory"
+            and not posixpath.basename(u).startswith(".") and not (exclude and u.startswith(exclude))}
+
+
+def expand_images(uri: str, storage_options: dict | None = None, exclude: str | None = None) -> list[str]:
+    """Every image a cell names (see list_images), sorted by path."""
+    return list(list_images(uri, storage_options, exclude))
 
 
 def _stem(uri: str) -> str:
@@ -218,30 +239,37 @@ def _join(root: str, name: str) -> str:
 
 
 def make_pair(row: int, content: str, styles: tuple[str, ...], params: StyleParams, out_root: str,
-              output: str | None = None, sweep: str = "") -> Pair:
-    """A pair with its id (content, styles, parameters) and deterministic output URI."""
+              output: str | None = None, sweep: str = "",
+              fingerprints: dict[str, str | None] | None = None) -> Pair:
+    """A pair with its id (content, styles, parameters), deterministic output URI, and the
+    fingerprints of its files (`fingerprints`: URI -> fingerprint, from list_images)."""
     digest = hashlib.sha256("\n".join([content, *styles, params.hash()]).encode()).hexdigest()[:16]
     name = output or f"{_stem(content)}--{'+'.join(_stem(s) for s in styles)}--{digest[:8]}.png"
-    return Pair(row, content, styles, params, digest, _join(out_root, name), sweep)
+    seen = fingerprints or {}
+    style_fingerprint = " + ".join(str(seen.get(s)) for s in styles) if any(seen.get(s) for s in styles) else None
+    return Pair(row, content, styles, params, digest, _join(out_root, name), sweep, seen.get(content),
+                style_fingerprint)
 
 
 def _row_images(number: int, cells: dict, base_dir: str, options: dict | None, exclude: str):
-    """(contents, style tuples, problems) of one row: a plain style is crossed, a blend is one style."""
-    contents = expand_images(_resolve(cells["content"].strip(), base_dir), options, exclude)
+    """(contents, style tuples, fingerprints, problems) of one row: a plain style is crossed,
+    a blend is one style; fingerprints maps every image URI to its fingerprint."""
+    contents = list_images(_resolve(cells["content"].strip(), base_dir), options, exclude)
     parts = [_resolve(s, base_dir) for s in BLEND_SEPARATOR.split(cells["style"].strip())]
+    expanded = [list_images(p, options, exclude) for p in parts]
+    fingerprints = {k: v for images in [contents, *expanded] for k, v in images.items()}
     if len(parts) == 1:
-        return contents, [(s,) for s in expand_images(parts[0], options, exclude)], []
-    expanded = [expand_images(p, options, exclude) for p in parts]
+        return list(contents), [(s,) for s in expanded[0]], fingerprints, []
     problems = [(number, f"a blended style must name single images; {p!r} matches {len(e)}")
                 for p, e in zip(parts, expanded) if len(e) != 1]
-    return contents, [] if problems else [tuple(e[0] for e in expanded)], problems
+    return list(contents), [] if problems else [tuple(next(iter(e)) for e in expanded)], fingerprints, problems
 
 
 def _row_pairs(number: int, cells: dict, params: StyleParams, output: str | None, base_dir: str,
                out_root: str, options: dict | None, sweep: str | None = None) -> tuple[list[Pair], list[tuple[int, str]]]:
     """One row's pairs (contents crossed with styles crossed with swept values), or the reasons it has none."""
     exclude = f"{out_root.rstrip('/')}/" if "://" in out_root else os.path.join(os.path.abspath(out_root), "")
-    contents, style_sets, problems = _row_images(number, cells, base_dir, options, exclude)
+    contents, style_sets, fingerprints, problems = _row_images(number, cells, base_dir, options, exclude)
     sweep = _sweep_text(cells, sweep)
     variants = swept_params(params, sweep)  # already checked by validate_manifest
     count = len(contents) * len(style_sets) * len(variants)
@@ -249,7 +277,7 @@ def _row_pairs(number: int, cells: dict, params: StyleParams, output: str | None
         problems.append((number, f"output {output!r} names one file, but the row expands to {count} pairs"))
     if problems:
         return [], problems
-    return [make_pair(number, c, s, v, out_root, output, sweep)
+    return [make_pair(number, c, s, v, out_root, output, sweep, fingerprints)
             for c in contents for s in style_sets for v in variants], []
 
 

@@ -20,6 +20,7 @@ import aiohttp
 import botocore.exceptions
 import tensorflow as tf
 
+from nst_core.fast import FastUnavailableError
 from nst_core.image_io import ImageError, load_image, save_image
 from nst_core.model import WeightsError
 from nst_core.optimize import NonFiniteLossError
@@ -29,7 +30,8 @@ from .manifest import Pair
 from .results import params_columns, write_rows
 
 # Errors that are the input's fault: recorded as failed, never retried.
-PERMANENT_ERRORS = (ImageError, ValueError, NonFiniteLossError, WeightsError, tf.errors.ResourceExhaustedError)
+PERMANENT_ERRORS = (ImageError, ValueError, NonFiniteLossError, WeightsError, FastUnavailableError,
+                    tf.errors.ResourceExhaustedError)
 # Network errors as they reach us from s3fs, aiohttp and botocore: retried.
 TRANSIENT_ERRORS = (OSError, aiohttp.ClientError, botocore.exceptions.HTTPClientError,
                     botocore.exceptions.ConnectionError)
@@ -69,6 +71,12 @@ def stop_on_signals(on_signal):
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+def stop_requested() -> bool:
+    """Whether SIGINT/SIGTERM asked this run to stop. Flows call this rather than reading STOP:
+    cloudpickle copies a flow's globals by value (serve, Dask), and an Event holds a lock."""
+    return STOP.is_set()
 
 
 def _raise_if_stopped(*_):
@@ -118,6 +126,7 @@ def base_row(pair: Pair, run_id: str) -> dict:
         "run_id": run_id, "pair_id": pair.pair_id, "row": pair.row, "content_uri": pair.content,
         "style_uri": " + ".join(pair.styles), "output_uri": pair.output, "params_hash": pair.params.hash(),
         "sweep": pair.sweep,
+        "content_fingerprint": pair.content_fingerprint, "style_fingerprint": pair.style_fingerprint,
         **params_columns(pair.params),
         "host": socket.gethostname(), "nst_version": _version("nst-pipeline"),
         "tensorflow_version": tf.__version__, "keras_version": _version("keras"),
@@ -133,7 +142,7 @@ def failure_message(error: BaseException, pair: Pair) -> str:
         return f"{error.filename or error}: file not found"
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
     # Our own errors already read as a sentence; others get their type for context.
-    ours = (ImageError, MemoryBudgetError, NonFiniteLossError, WeightsError)
+    ours = (ImageError, MemoryBudgetError, NonFiniteLossError, WeightsError, FastUnavailableError)
     return message if isinstance(error, ours) else f"{type(error).__name__}: {message}"
 
 
@@ -146,7 +155,8 @@ def stylize_pair(pair: Pair, run_id: str, results_uri: str, *, weights: str | No
     propagate so the caller can retry them.
     """
     started_at, clock = datetime.now(timezone.utc), time.perf_counter()
-    row = {**base_row(pair, run_id), "started_at": started_at, "attempts": attempts, "device": _device()}
+    row = {**base_row(pair, run_id), "started_at": started_at, "attempts": attempts, "device": _device(),
+           "worker": f"{socket.gethostname()}:{os.getpid()}"}
     _raise_if_stopped()
     try:
         style_side = max(16, round(pair.params.size * pair.params.style_scale))
@@ -169,7 +179,7 @@ def stylize_pair(pair: Pair, run_id: str, results_uri: str, *, weights: str | No
     except Exception as error:  # noqa: BLE001 - sorted into retry or record just below
         if isinstance(error, RunStopped) or is_transient(error):
             raise
-        row.update(status="failed", error=failure_message(error, pair))
+        row.update(status="failed", error=failure_message(error, pair), transient=False)
     row.update(finished_at=datetime.now(timezone.utc), total_seconds=time.perf_counter() - clock)
     write_rows(results_uri, [row], storage_options=storage_options)
     return row

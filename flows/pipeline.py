@@ -3,6 +3,7 @@
 Thin orchestration over plain functions (flows/manifest.py, flows/pairs.py,
 flows/results.py): expand the manifest, skip what a previous run finished,
 fan out one task per pair, fail the run if any pair failed.
+Pairs run on a thread pool in this process, or on a Dask cluster (flows/dask_runner.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import fsspec
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
@@ -22,12 +22,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
 from nst_core.model import feature_extractor
+from nst_core.params import StyleParams
 
+from .ledger import Ledger, classify
 from .lock import run_lock
 from .manifest import Pair, expand_manifest
-from .pairs import STOP, RunStopped, base_row, failure_message, is_transient, stop_on_signals, stylize_pair
+from .pairs import (RunStopped, base_row, failure_message, is_transient, stop_on_signals, stop_requested,
+                    stylize_pair)
 from .report import publish_report
-from .results import deliver_spooled, read_results, spool_rows, succeeded_pairs, write_rows
+from .results import deliver_spooled, read_results, spool_rows, write_rows
 
 RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a throttling burst
 # Pairs submitted at a time: memory stays bounded for collections of any size, and 64 is
@@ -57,29 +60,29 @@ def stylize_pair_task(pair: Pair, run_id: str, results_uri: str, weights: str | 
                         memory_limit_gb=memory_limit_gb, attempts=task_run.run_count)
 
 
+@task(name="load-network", cache_policy=NONE)
+def load_network_task(params: StyleParams, weights: str | None) -> None:
+    """Build the network where the pairs run (this process, or a Dask worker, never touching the
+    flow process's GPUs then): a weights problem stops the run before any pair."""
+    feature_extractor(params.arch, weights, params.content_layers + params.style_layers, params.pooling)
+
+
 def results_location(out: str, results: str | None) -> str:
     return results or f"{out.rstrip('/')}/results"
 
 
-def split_done(pairs: list[Pair], results_uri: str, storage_options: dict | None) -> tuple[list[Pair], list[Pair]]:
-    """(pairs to run, pairs a previous run finished: succeeded row and output still there)."""
-    done = succeeded_pairs(read_results(results_uri, storage_options=storage_options))
-    if not done:
-        return pairs, []
-    fs = fsspec.core.url_to_fs(pairs[0].output, **(storage_options or {}))[0]
-    finished = [p for p in pairs if done.get(p.pair_id) == p.output and fs.exists(p.output)]
-    finished_ids = {p.pair_id for p in finished}
-    return [p for p in pairs if p.pair_id not in finished_ids], finished
-
-
-def skipped_rows(pairs: list[Pair], run_id: str) -> list[dict]:
+def skipped_rows(ledger: Ledger, run_id: str) -> list[dict]:
     now = datetime.now(timezone.utc)
-    return [{**base_row(p, run_id), "status": "skipped", "started_at": now, "finished_at": now} for p in pairs]
+    failing = {p.pair_id for p in ledger.still_failing}
+    return [{**base_row(p, run_id), "status": "skipped", "started_at": now, "finished_at": now,
+             "error": "unchanged since its last attempt failed" if p.pair_id in failing else None}
+            for p in ledger.skipped]
 
 
 def summary_markdown(run_id: str, counts: Counter, failures: list[dict], seconds: list[float]) -> str:
     lines = [f"# Run {run_id}", "", "| succeeded | failed | skipped |", "|---|---|---|",
-             f"| {counts['succeeded']} | {counts['failed']} | {counts['skipped']} |", ""]
+             f"| {counts['succeeded']} | {counts['failed']} | {counts['skipped']} |", "",
+             f"Pairs: {ledger_line(counts)}.", ""]
     if seconds:
         lines.append(f"Stylization time: {sum(seconds):.1f} s in all, {sum(seconds) / len(seconds):.1f} s per pair.")
     if failures:
@@ -88,41 +91,67 @@ def summary_markdown(run_id: str, counts: Counter, failures: list[dict], seconds
     return "\n".join(lines)
 
 
-@flow(name="stylize-manifest")
+def typed_overrides(overrides: dict | None) -> dict:
+    """Parameter overrides as StyleParams holds them, whether typed (`nst run`) or from a deployment's
+    JSON parameters (lists for tuples, or text as in a manifest cell)."""
+    def typed(name, value):
+        if isinstance(value, str):
+            return StyleParams.parse(name, value)
+        return tuple(value) if isinstance(value, list) else value
+
+    return {name: typed(name, value) for name, value in (overrides or {}).items()}
+
+
+def ledger_line(counts: Counter) -> str:
+    """What the results table said about the manifest's pairs, in words."""
+    line = f"{counts['new']} new, {counts['changed']} changed, {counts['unchanged']} unchanged (skipped)"
+    return line + (f", {counts['still_failing']} still failing (skipped)" if counts["still_failing"] else "")
+
+
+# Deployments served by `nst serve` or run by a Prefect worker use this default: one pair at a
+# time (Prefect's own default thread pool has no limit). `nst run` picks its runner per call.
+@flow(name="stylize-manifest", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def stylize_manifest(manifest: str, out: str, results: str | None = None, force: bool = False,
                      overrides: dict | None = None, weights: str | None = None,
                      storage_options: dict | None = None, progress: bool = False,
                      memory_limit_gb: float | None = None, retry_delays: list[float] = RETRY_DELAYS,
-                     sweep: str | None = None) -> dict:
+                     sweep: str | None = None, since_last: bool = False) -> dict:
     """Stylize every pair of `manifest` into `out`; rows go to `results` (default OUT/results).
+
+    Pairs new or changed since their last succeeded row run; unchanged ones are skipped
+    (flows/ledger.py). With `since_last`, pairs that failed on bad input that has not
+    changed since are skipped too (what nightly deployments use); `force` redoes everything.
 
     A pair whose estimated memory exceeds `memory_limit_gb` (default $NST_MEMORY_LIMIT_GB
     or 80% of RAM) fails alone, before it starts. Transient storage errors are retried
     after each of `retry_delays` seconds. `sweep` (flows/sweeps.py) applies to rows without their own.
 
-    Returns counts per status; raises PairsFailedError when any pair failed, and
-    RunInterruptedError after SIGINT/SIGTERM (finished pairs recorded, the rest left).
+    Returns counts per status and per ledger class (new, changed, unchanged, still_failing);
+    raises PairsFailedError when any pair failed, and RunInterruptedError after SIGINT/SIGTERM
+    (finished pairs recorded, the rest left).
     """
     logger = get_run_logger()
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     results_uri = results_location(out, results)
-    pairs, warnings = expand_manifest(manifest, out, overrides=overrides, storage_options=storage_options,
-                                      sweep=sweep)
+    pairs, warnings = expand_manifest(manifest, out, overrides=typed_overrides(overrides),
+                                      storage_options=storage_options, sweep=sweep)
     for warning in warnings:
         logger.warning(warning)
     with run_lock(results_uri, run_id, storage_options):  # one run per results table at a time
         delivered = deliver_spooled(results_uri, storage_options=storage_options)
         if delivered:
             logger.info(f"delivered {delivered} spooled result file(s) from an earlier run")
-        todo, finished = (pairs, []) if force else split_done(pairs, results_uri, storage_options)
-        write_rows(results_uri, skipped_rows(finished, run_id), storage_options=storage_options)
-        logger.info(f"run {run_id}: {len(pairs)} pairs, {len(finished)} already done, {len(todo)} to stylize")
-        tally = Tally(Counter(skipped=len(finished)))
-        bar = tqdm(total=len(pairs), initial=len(finished), unit="pair", disable=not progress, dynamic_ncols=True)
+        table = read_results(results_uri, storage_options=storage_options)
+        ledger = Ledger(new=pairs) if force else classify(pairs, table, storage_options, since_last)
+        todo = ledger.todo
+        write_rows(results_uri, skipped_rows(ledger, run_id), storage_options=storage_options)
+        tally = Tally(Counter(skipped=len(ledger.skipped), **ledger.counts()))
+        logger.info(f"run {run_id}: {len(pairs)} pairs: {ledger_line(tally.counts)}; {len(todo)} to stylize")
+        bar = tqdm(total=len(pairs), initial=len(ledger.skipped), unit="pair", disable=not progress,
+                   dynamic_ncols=True)
         task = stylize_pair_task.with_options(retries=len(retry_delays), retry_delay_seconds=retry_delays)
-        if todo:  # load the network once, up front: a weights problem stops the run before any pair
-            first = todo[0].params
-            feature_extractor(first.arch, weights, first.content_layers + first.style_layers, first.pooling)
+        if todo:
+            load_network_task.submit(todo[0].params, weights).result()
         with stop_on_signals(lambda name: logger.warning(f"{name}: abandoning the pair in progress and stopping")):
             for start in range(0, len(todo), SUBMIT_WINDOW):
                 window = todo[start : start + SUBMIT_WINDOW]
@@ -136,17 +165,25 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
                     bar.update(1)
                     bar.set_postfix(done=tally.counts["succeeded"], failed=tally.counts["failed"],
                                     skipped=tally.counts["skipped"])
+                    if stop_requested():  # pairs on Dask workers never see STOP: stop waiting for them here
+                        break
+                if stop_requested():
+                    tally.counts["stopped"] = len(todo) - tally.finished()
+                    break
         bar.close()
 
     publish_summary(run_id, tally, logger)
     publish_report(run_id, results_uri, out, storage_options, logger)
     counts = tally.counts
-    outcome = {"run_id": run_id, "results": results_uri, **{k: counts[k] for k in ("succeeded", "failed", "skipped")}}
-    if STOP.is_set():
+    outcome = {"run_id": run_id, "results": results_uri,
+               **{k: counts[k] for k in ("succeeded", "failed", "skipped", "new", "changed", "unchanged",
+                                         "still_failing")}}
+    if stop_requested():
         raise RunInterruptedError(f"stopped by a signal: {counts['succeeded']} succeeded, {counts['failed']} failed, "
                                   f"{counts['stopped']} left for the next run; see {results_uri}")
     if counts["failed"]:
-        raise PairsFailedError(f"{counts['failed']} of {len(pairs)} pairs failed; see {results_uri}")
+        raise PairsFailedError(f"{counts['failed']} of {len(pairs)} pairs failed ({ledger_line(counts)}); "
+                               f"see {results_uri}")
     return outcome
 
 
@@ -157,6 +194,10 @@ class Tally:
     counts: Counter
     failures: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
+
+    def finished(self) -> int:
+        """Pairs this run stylized, successfully or not."""
+        return self.counts["succeeded"] + self.counts["failed"]
 
     def add(self, row: dict | None, logger) -> None:
         if row is None:  # abandoned after a signal
@@ -194,7 +235,7 @@ def _finished_row(future, pair: Pair, run_id: str, attempts: int) -> tuple[dict 
     except Exception as error:  # retries exhausted on a transient error: record it, don't lose it
         now = datetime.now(timezone.utc)
         return {**base_row(pair, run_id), "status": "failed", "error": failure_message(error, pair),
-                "attempts": attempts, "started_at": now, "finished_at": now}, True
+                "attempts": attempts, "transient": True, "started_at": now, "finished_at": now}, True
 
 
 def publish_summary(run_id: str, tally: Tally, logger) -> None:
@@ -209,7 +250,20 @@ def publish_summary(run_id: str, tally: Tally, logger) -> None:
     logger.info(summary)
 
 
-def run_manifest(manifest: str, out: str, *, concurrency: int = 1, **kwargs) -> dict:
-    """Run the flow with `concurrency` pairs stylized at once (threads sharing one model)."""
-    runner = ThreadPoolTaskRunner(max_workers=max(1, concurrency))
-    return stylize_manifest.with_options(task_runner=runner)(manifest, out, **kwargs)
+def configured_flow(concurrency: int = 1, task_runner: str = "threads", dask_address: str | None = None,
+                    dask_workers: int | None = None):
+    """The flow with its task runner: `concurrency` threads sharing one model in this process,
+    or a Dask cluster (at `dask_address`, else local with `dask_workers` processes)."""
+    if task_runner == "dask":
+        from .dask_runner import dask_task_runner
+
+        return stylize_manifest.with_options(task_runner=dask_task_runner(dask_address, dask_workers))
+    if task_runner != "threads":
+        raise ValueError(f"task runner must be 'threads' or 'dask', got {task_runner!r}")
+    return stylize_manifest.with_options(task_runner=ThreadPoolTaskRunner(max_workers=max(1, concurrency)))
+
+
+def run_manifest(manifest: str, out: str, *, concurrency: int = 1, task_runner: str = "threads",
+                 dask_address: str | None = None, dask_workers: int | None = None, **kwargs) -> dict:
+    """Run the flow on the task runner configured_flow builds from the same arguments."""
+    return configured_flow(concurrency, task_runner, dask_address, dask_workers)(manifest, out, **kwargs)

@@ -74,10 +74,15 @@ def _positive(values) -> list[float]:
     return [v if v > 0 and math.isfinite(v) else math.nan for v in values]
 
 
+def _with_curves(pairs: pd.DataFrame) -> list[dict]:
+    """The succeeded pairs that took optimisation steps (a method=fast pair has no curve)."""
+    return pairs[(pairs["status"] == "succeeded") & (pairs["iterations_run"].fillna(0) > 0)].to_dict("records")
+
+
 def write_loss_curves(pairs: pd.DataFrame, folder: str, storage_options: dict | None = None) -> list[str]:
-    """One `{output name}.loss.png` per succeeded pair in `folder`; returns their URIs."""
+    """One `{output name}.loss.png` per optimised pair in `folder`; returns their URIs."""
     written = []
-    for pair in pairs[pairs["status"] == "succeeded"].to_dict("records"):
+    for pair in _with_curves(pairs):
         name = posixpath.basename(pair["output_uri"].replace("\\", "/")).rsplit(".", 1)[0] + ".loss.png"
         uri = f"{folder.rstrip('/')}/{name}"
         write_bytes_atomic(uri, loss_curves_png(pair), storage_options=storage_options)
@@ -241,9 +246,9 @@ def _link(uri: str, page_uri: str) -> str:
 
 
 def _curves(pairs: pd.DataFrame) -> str:
-    done = pairs[pairs["status"] == "succeeded"].to_dict("records")
+    done = _with_curves(pairs)
     if not done:
-        return "<p>No finished pairs.</p>"
+        return "<p>No optimised pairs to plot.</p>"
     figures = [f'<img class="curve" alt="loss curves" src="data:image/png;base64,'
                f'{base64.b64encode(loss_curves_png(p)).decode()}">' for p in done[:MAX_CURVES]]
     more = f"<p class=note>first {MAX_CURVES} of {len(done)} pairs shown</p>" if len(done) > MAX_CURVES else ""

@@ -52,6 +52,10 @@ SCHEMA = pa.schema(
         ("save_seconds", pa.float64()), ("total_seconds", pa.float64()),
         ("width", pa.int64()), ("height", pa.int64()), ("network", pa.string()),  # arch resolved: vgg16 or vgg19
         ("device", pa.string()), ("host", pa.string()),
+        ("worker", pa.string()),  # host:pid of the process that stylized the pair (a Dask worker, or the run)
+        # Which version of the input files the row saw (size + mtime, or S3 ETag): the ledger of --since-last.
+        ("content_fingerprint", pa.string()), ("style_fingerprint", pa.string()),
+        ("transient", pa.bool_()),  # failed on a storage error that outlasted the retries: always retried
         ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
         ("nst_version", pa.string()), ("tensorflow_version", pa.string()), ("keras_version", pa.string()),
         ("prefect_version", pa.string()), ("python_version", pa.string()),
@@ -121,12 +125,12 @@ def read_results(results_uri: str, *, storage_options: dict | None = None) -> pd
     return pa.concat_tables(tables or [SCHEMA.empty_table()]).to_pandas()
 
 
-def succeeded_pairs(table: pd.DataFrame) -> dict[str, str]:
-    """pair_id -> output_uri for pairs whose latest succeeded-or-failed row succeeded.
+def latest_rows(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(each pair's latest succeeded-or-failed row, each pair's latest succeeded row), indexed by pair_id.
 
-    `skipped` rows only repeat an earlier success, so they do not decide.
+    `skipped` rows only repeat an earlier outcome, so they do not decide.
     """
     decisive = table[table["status"].isin(["succeeded", "failed"])].sort_values("finished_at")
-    latest = decisive.groupby("pair_id").tail(1)
-    done = latest[latest["status"] == "succeeded"]
-    return dict(zip(done["pair_id"], done["output_uri"]))
+    latest = decisive.groupby("pair_id").tail(1).set_index("pair_id")
+    succeeded = decisive[decisive["status"] == "succeeded"].groupby("pair_id").tail(1).set_index("pair_id")
+    return latest, succeeded

@@ -12,13 +12,15 @@ import json
 from dataclasses import dataclass
 from typing import Literal, Optional, get_args, get_type_hints
 
+Method = Literal["optimize", "fast"]
 Optimizer = Literal["lbfgs", "adam"]
-Init = Literal["noise", "content", "style"]
+Init = Literal["noise", "content", "style", "fast"]
 StyleStat = Literal["gram", "mmd-poly", "mmd-gauss", "bn"]
 PreserveColors = Literal["none", "luminance", "histogram"]
 Arch = Literal["auto", "vgg19", "vgg16"]
 Pooling = Literal["max", "avg"]
 
+ADDED_LATER = ("method", "style_strength")  # fields newer than the first results tables (see StyleParams.hash)
 VGG_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
 
 
@@ -28,9 +30,10 @@ class StyleParams:
 
     size: int = 512  # longest side of the output, in pixels
     iterations: int = 300  # L-BFGS passes the tutorial's 500-step Adam loss by step ~200 (bench_core)
+    method: Method = "optimize"  # Gatys' optimisation; "fast": one pass of Ghiasi et al.'s network, previews ([fast] extra)
     optimizer: Optimizer = "lbfgs"  # L-BFGS reaches a given loss in far fewer steps than Adam (bench_core)
     learning_rate: float = 0.02  # Adam only: step in [0, 1] pixel units, as in the TensorFlow tutorial
-    init: Init = "content"  # same look as noise at style_weight 10, content better kept (bench_defaults)
+    init: Init = "content"  # kept over noise (bench_defaults) and fast: fast leads only under ~50 steps (bench_fast)
     content_weight: float = 1.0  # losses are relative errors, so the ratio to style_weight is what matters
     style_weight: float = 10.0  # strong, painterly, content still readable (sweep 3..100, bench_defaults)
     tv_weight: float = 1.0  # 30-35% less pixel speckle (TV), content and style losses within 1% (bench_defaults)
@@ -42,6 +45,7 @@ class StyleParams:
     style_blend: Optional[tuple[float, ...]] = None  # weights of several style images; None: equal
     style_scale: float = 1.0  # style image size relative to the output size
     preserve_colors: PreserveColors = "none"  # keep the content's colours (luminance or histogram)
+    style_strength: float = 1.0  # both methods: the result blended with the content, 1 = all result, 0 = the photo
     scales: tuple[int, ...] = ()  # coarser sizes optimised first (coarse-to-fine), e.g. (256,)
     coarse_iterations: int = 200  # optimiser steps at each coarser scale
     tolerance: float = 1e-3  # stop once the loss improved by less than this fraction ...
@@ -59,7 +63,7 @@ class StyleParams:
         """Human-readable list of what is wrong with these values (empty when valid)."""
         out = []
         hints = get_type_hints(StyleParams)
-        for name in ("optimizer", "init", "style_stat", "preserve_colors", "arch", "pooling"):
+        for name in ("method", "optimizer", "init", "style_stat", "preserve_colors", "arch", "pooling"):
             allowed = get_args(hints[name])
             if getattr(self, name) not in allowed:
                 out.append(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -72,6 +76,8 @@ class StyleParams:
         for name in ("learning_rate", "style_scale"):
             if not getattr(self, name) > 0:
                 out.append(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.style_strength <= 1:
+            out.append(f"style_strength must be between 0 and 1, got {self.style_strength}")
         for layers, weights in (("content_layers", "content_layer_weights"), ("style_layers", "style_layer_weights")):
             values = getattr(self, weights)
             if values is not None and len(values) != len(getattr(self, layers)):
@@ -89,8 +95,14 @@ class StyleParams:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Short stable hash of every field: names outputs and keys resume."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=list)
+        """Short stable hash of every field: names outputs and keys resume.
+
+        Fields added after results tables existed count only once set away from their
+        default, so a pair recorded before they existed keeps its id and is not redone.
+        """
+        fields = {name: value for name, value in self.to_dict().items()
+                  if not (name in ADDED_LATER and value == getattr(StyleParams, name))}
+        blob = json.dumps(fields, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
     @classmethod

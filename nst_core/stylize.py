@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from . import losses
+from . import fast, losses
 from .colors import match_color_histogram, transfer_luminance
 from .model import feature_extractor, resolve_arch, resolve_weights
 from .optimize import Progress, adam_state, lbfgs_state, make_adam_step, make_lbfgs_step, run_optimizer
@@ -178,38 +178,84 @@ def _recording(callback, scale_index: int, side: int, part_history: list):
     return on_step
 
 
-def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams = StyleParams(), *,
-            weights: str | None = None,
-            callback: Optional[Callable[[int, int, Progress, tf.Tensor], None]] = None) -> StylizeResult:
-    """Stylize `content` (H, W, 3 in [0, 1]) with one or more style images.
-
-    `weights` is "imagenet", a weights file, or None for $NST_WEIGHTS / "imagenet".
-    `callback(scale_index, side, progress, image)` is called after every step.
-    """
-    weights = resolve_weights(weights)
-    objective, step = _compiled(_structure(params), weights)
+def styles_for(content: np.ndarray, styles: list[np.ndarray], params: StyleParams) -> list[np.ndarray]:
+    """The style images as the stylization sees them: recoloured to the content's palette for "histogram"."""
     if params.preserve_colors == "histogram":
-        styles = [match_color_histogram(style, content) for style in styles]
+        return [match_color_histogram(style, content) for style in styles]
+    return styles
+
+
+def fast_image(content: np.ndarray, styles: list[np.ndarray], params: StyleParams) -> np.ndarray:
+    """The fast network's rendering of `content`, at the content's size (method=fast, init=fast)."""
+    network_input = resize(content, size_for(content.shape, fast.NETWORK_SIDE))
+    rendered = fast.stylize(network_input, styles, _normalized(params.style_blend, len(styles)))
+    return resize(rendered, content.shape[:2])
+
+
+def finish(image: np.ndarray, content: np.ndarray, params: StyleParams) -> np.ndarray:
+    """Style strength (a blend back towards the content), then colour preservation: both methods."""
+    if params.style_strength < 1:
+        image = params.style_strength * image + (1 - params.style_strength) * content
+    if params.preserve_colors == "luminance":
+        image = transfer_luminance(image, content)
+    return image.astype(np.float32)
+
+
+def fast_preview(content: np.ndarray, styles: list[np.ndarray], params: StyleParams) -> np.ndarray:
+    """method=fast without the loss measurement (no VGG, no weights): contact sheets, in seconds."""
+    content_at = resize(content, size_for(content.shape, params.size))
+    return finish(fast_image(content_at, styles_for(content, styles, params), params), content_at, params)
+
+
+def _loss_args(objective: _Objective, content: np.ndarray, styles: list[np.ndarray], params: StyleParams,
+               side: int):
+    """The content at `side`, and the loss's targets and weights for that size."""
+    content_at = resize(content, size_for(content.shape, side))
+    targets, contexts = style_targets(objective, styles, params, side)
+    content_targets = objective.features(content_at[None], params.content_layers)
     loss_weights = tf.constant([params.content_weight, params.style_weight, params.tv_weight], tf.float32)
+    return content_at, (content_targets, targets, contexts, loss_weights)
+
+
+def _result(image: np.ndarray, parts, params: StyleParams, history: list[float], **fields) -> StylizeResult:
+    content_loss, style_loss, tv_loss = (float(p) for p in parts)
+    total = params.content_weight * content_loss + params.style_weight * style_loss + params.tv_weight * tv_loss
+    return StylizeResult(image=image, content_loss=content_loss, style_loss=style_loss, tv_loss=tv_loss,
+                         total_loss=total, loss_history=history, iterations=len(history), **fields)
+
+
+def _fast(objective, step, content, styles, params, callback) -> StylizeResult:
+    """One pass of the fast network, its losses measured with the optimisation's own objective."""
+    started = time.perf_counter()
+    content_at, loss_args = _loss_args(objective, content, styles, params, params.size)
+    measured = time.perf_counter()
+    image = fast_image(content_at, styles, params)
+    made = time.perf_counter()
+    parts = objective(tf.constant(image[None]), *loss_args)[1]
+    targets_seconds = measured - started + time.perf_counter() - made
+    return _result(image, parts, params, [], targets_seconds=targets_seconds, optimize_seconds=made - measured)
+
+
+def _optimized(objective, step, content, styles, params, callback) -> StylizeResult:
+    """Gatys et al.'s optimisation, coarse to fine, from the `init` image."""
     image, history, scale_iterations, part_history = None, [], [], []
     targets_seconds = optimize_seconds = 0.0
     sides = (*params.scales, params.size)
     for scale_index, side in enumerate(sides):
         started = time.perf_counter()
-        content_at = resize(content, size_for(content.shape, side))
-        targets, contexts = style_targets(objective, styles, params, side)
-        content_targets = objective.features(content_at[None], params.content_layers)
+        content_at, loss_args = _loss_args(objective, content, styles, params, side)
         targets_seconds += time.perf_counter() - started
 
         started = time.perf_counter()
-        if image is None:
+        if image is None and params.init == "fast":
+            image = fast_image(content_at, styles, params)
+        elif image is None:
             image = initial_image(params.init, content_at, styles[0], params.seed)
         else:
             image = resize(image, content_at.shape[:2])
         image = tf.constant(image[None])
         state = lbfgs_state(image) if params.optimizer == "lbfgs" else adam_state(image)
         iterations = params.iterations if scale_index == len(sides) - 1 else params.coarse_iterations
-        loss_args = (content_targets, targets, contexts, loss_weights)
         image, parts, scale_history = run_optimizer(
             step, state, image, loss_args, iterations, tolerance=params.tolerance, patience=params.patience,
             callback=_recording(callback, scale_index, side, part_history),
@@ -220,15 +266,28 @@ def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams =
         history += scale_history
         scale_iterations.append(len(scale_history))
         optimize_seconds += time.perf_counter() - started
+    return _result(image, parts, params, history, targets_seconds=targets_seconds,
+                   optimize_seconds=optimize_seconds, scale_iterations=scale_iterations,
+                   content_loss_history=[c for c, _ in part_history],
+                   style_loss_history=[s for _, s in part_history])
 
-    content_loss, style_loss, tv_loss = (float(p) for p in parts)
-    total = params.content_weight * content_loss + params.style_weight * style_loss + params.tv_weight * tv_loss
-    if params.preserve_colors == "luminance":
-        image = transfer_luminance(image, content_at)
-    return StylizeResult(
-        image=image, content_loss=content_loss, style_loss=style_loss, tv_loss=tv_loss, total_loss=total,
-        loss_history=history, iterations=len(history), targets_seconds=targets_seconds,
-        optimize_seconds=optimize_seconds, arch=resolve_arch(params.arch, weights),
-        scale_iterations=scale_iterations, content_loss_history=[c for c, _ in part_history],
-        style_loss_history=[s for _, s in part_history],
-    )
+
+def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams = StyleParams(), *,
+            weights: str | None = None,
+            callback: Optional[Callable[[int, int, Progress, tf.Tensor], None]] = None) -> StylizeResult:
+    """Stylize `content` (H, W, 3 in [0, 1]) with one or more style images.
+
+    `weights` is "imagenet", a weights file, or None for $NST_WEIGHTS / "imagenet".
+    `callback(scale_index, side, progress, image)` is called after every step.
+    Losses are those of the stylized image before `style_strength` and colour
+    preservation, for both methods, so runs of either compare in one table.
+    """
+    if "fast" in (params.method, params.init):
+        fast.network()  # a missing [fast] extra fails here, before the VGG network is built
+    weights = resolve_weights(weights)
+    objective, step = _compiled(_structure(params), weights)
+    run = _fast if params.method == "fast" else _optimized
+    result = run(objective, step, content, styles_for(content, styles, params), params, callback)
+    result.image = finish(result.image, resize(content, result.image.shape[:2]), params)
+    result.arch = resolve_arch(params.arch, weights)
+    return result

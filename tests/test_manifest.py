@@ -248,7 +248,7 @@ def test_a_folder_that_cannot_be_listed_stays_one_path(tree, monkeypatch):
     def denied(self, path, **kwargs):
         raise PermissionError(path)
 
-    monkeypatch.setattr(LocalFileSystem, "isdir", denied)  # its pair fails later, with this reason
+    monkeypatch.setattr(LocalFileSystem, "find", denied)  # listing denied: its pair fails later, with this reason
     (pair,), warnings = _expand(tree, "content,style\nphotos,styles/x.png\n")
     assert pair.content == str(tree / "photos") and not warnings
 

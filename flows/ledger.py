@@ -1,0 +1,79 @@
+"""The results table as a ledger: which of a manifest's pairs are new, changed or unchanged.
+
+Every row records the fingerprints of the files it saw (size + modification time, or
+the S3 ETag, from the manifest's listing). A pair is unchanged when its latest attempt
+succeeded on the files as they are now and its output is still there: it is skipped.
+A photo or style replaced under the same name has a new fingerprint: the pair is
+redone, never silently skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import fsspec
+import pandas as pd
+
+from .manifest import Pair
+from .results import latest_rows
+
+
+@dataclass
+class Ledger:
+    """A manifest's pairs sorted by what the results table says about them."""
+
+    new: list[Pair] = field(default_factory=list)  # never succeeded (or its output is gone, or it failed)
+    changed: list[Pair] = field(default_factory=list)  # succeeded before, on files that have changed since
+    unchanged: list[Pair] = field(default_factory=list)  # succeeded on these very files, output there: skipped
+    still_failing: list[Pair] = field(default_factory=list)  # --since-last: failed on these very files: skipped
+
+    @property
+    def todo(self) -> list[Pair]:
+        return self.new + self.changed
+
+    @property
+    def skipped(self) -> list[Pair]:
+        return self.unchanged + self.still_failing
+
+    def counts(self) -> dict[str, int]:
+        return {"new": len(self.new), "changed": len(self.changed),
+                "unchanged": len(self.unchanged), "still_failing": len(self.still_failing)}
+
+
+def _same_files(row: pd.Series, pair: Pair) -> bool:
+    """Whether the row saw the files the pair sees now. Rows written before fingerprints were
+    recorded have none: trusted, so upgrading does not redo a whole collection."""
+    if pd.isna(row["content_fingerprint"]):
+        return True
+    return (row["content_fingerprint"], row["style_fingerprint"]) == (pair.content_fingerprint, pair.style_fingerprint)
+
+
+def _bad_input(row: pd.Series) -> bool:
+    """A failure of the pair's own files or parameters; unknown (older rows) counts as transient."""
+    return pd.notna(row["transient"]) and not row["transient"]
+
+
+def classify(pairs: list[Pair], table: pd.DataFrame, storage_options: dict | None = None,
+             since_last: bool = False) -> Ledger:
+    """Sort pairs into new, changed and unchanged against the table.
+
+    With `since_last`, a pair whose latest attempt failed on bad input (not a storage
+    error) and whose files have not changed since is skipped too: it would fail the
+    same way. Replace or touch the file, or run without --since-last, to retry it.
+    """
+    ledger = Ledger()
+    latest, succeeded = latest_rows(table)
+    fs = fsspec.core.url_to_fs(pairs[0].output, **(storage_options or {}))[0] if pairs else None
+    for pair in pairs:
+        last = latest.loc[pair.pair_id] if pair.pair_id in latest.index else None
+        if last is not None and last["status"] == "succeeded" and _same_files(last, pair) \
+                and last["output_uri"] == pair.output and fs.exists(pair.output):
+            ledger.unchanged.append(pair)
+        elif since_last and last is not None and last["status"] == "failed" and _bad_input(last) \
+                and _same_files(last, pair):
+            ledger.still_failing.append(pair)
+        elif pair.pair_id in succeeded.index and not _same_files(succeeded.loc[pair.pair_id], pair):
+            ledger.changed.append(pair)
+        else:
+            ledger.new.append(pair)
+    return ledger

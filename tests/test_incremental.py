@@ -1,0 +1,111 @@
+"""Incremental collections: the results table as a ledger of which file versions were stylized.
+
+Real flow runs against the real Prefect server fixture, real files touched and replaced
+between runs, a real S3 endpoint (moto) for ETags.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from conftest import SAMPLES
+from flows.cli import main
+from flows.pipeline import PairsFailedError, run_manifest
+from flows.results import read_results
+
+FAST = {"size": 32, "iterations": 3, "tolerance": 0.0}
+
+
+def _counts(outcome: dict) -> tuple:
+    return tuple(outcome[k] for k in ("new", "changed", "unchanged", "succeeded", "skipped", "failed"))
+
+
+def _mtimes(out) -> dict:
+    return {p.name.split("--")[0]: p.stat().st_mtime_ns for p in out.glob("*.png")}
+
+
+def test_only_new_and_changed_photos_are_redone(prefect_api, tmp_path, weights_path):
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    for name in ("chelsea", "coffee", "rocket"):
+        shutil.copy(SAMPLES / "content" / f"{name}.jpg", photos / f"{name}.jpg")
+    shutil.copy(SAMPLES / "styles" / "the_scream.jpg", tmp_path / "scream.jpg")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("content,style\nphotos,scream.jpg\n")
+
+    def run(**kwargs):
+        return run_manifest(str(manifest), str(out), overrides=FAST, weights=weights_path, **kwargs)
+
+    assert _counts(run()) == (3, 0, 0, 3, 0, 0)
+    before = _mtimes(out)
+    shutil.copy(SAMPLES / "content" / "astronaut.jpg", photos / "chelsea.jpg")  # replaced under the same name
+    stat = os.stat(photos / "coffee.jpg")
+    os.utime(photos / "coffee.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched
+    shutil.copy(SAMPLES / "content" / "astronaut.jpg", photos / "astronaut.jpg")  # added
+    assert _counts(run()) == (1, 2, 1, 3, 1, 0)
+    after = _mtimes(out)
+    assert after["rocket"] == before["rocket"]  # unchanged: not redone
+    assert after["chelsea"] != before["chelsea"] and after["coffee"] != before["coffee"]
+
+    table = read_results(str(out / "results"))
+    chelsea = table[table.content_uri.str.endswith("chelsea.jpg") & (table.status == "succeeded")]
+    assert chelsea.content_fingerprint.nunique() == 2  # the row records which version it stylized
+    assert chelsea.content_fingerprint.str.startswith("size:").all()
+    assert table.style_fingerprint.notna().all() and table.worker.str.match(r".+:\d+$").any()
+    assert _counts(run()) == (0, 0, 4, 0, 4, 0)  # nothing changed: nothing redone
+
+    shutil.copy(SAMPLES / "styles" / "shipwreck.jpg", tmp_path / "scream.jpg")  # the painting replaced
+    assert _counts(run()) == (0, 4, 0, 4, 0, 0)
+
+
+def test_since_last_leaves_unchanged_failures_alone_until_the_file_changes(prefect_api, tmp_path, weights_path,
+                                                                           capsys):
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    shutil.copy(SAMPLES / "content" / "coffee.jpg", photos / "coffee.jpg")
+    (photos / "broken.jpg").write_bytes((SAMPLES / "content" / "chelsea.jpg").read_bytes()[:300])
+    shutil.copy(SAMPLES / "styles" / "the_scream.jpg", tmp_path / "scream.jpg")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("content,style\nphotos,scream.jpg\n")
+
+    def run(**kwargs):
+        return run_manifest(str(manifest), str(out), overrides=FAST, weights=weights_path, **kwargs)
+
+    with pytest.raises(PairsFailedError, match=r"1 of 2 pairs failed \(2 new, 0 changed, 0 unchanged"):
+        run(since_last=True)
+    quiet = run(since_last=True)  # the broken photo has not changed: it would fail the same way
+    assert (quiet["still_failing"], quiet["unchanged"], quiet["succeeded"], quiet["failed"]) == (1, 1, 0, 0)
+    with pytest.raises(PairsFailedError):  # the default run retries it
+        run()
+
+    shutil.copy(SAMPLES / "content" / "rocket.jpg", photos / "broken.jpg")  # fixed under the same name
+    assert main(["run", str(manifest), "--out", str(out), "--since-last", "--size", "32", "--iterations", "3",
+                 "--tolerance", "0", "--weights", weights_path]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        "1 succeeded, 1 skipped, 0 failed (1 new, 0 changed, 1 unchanged (skipped))")
+    table = read_results(str(out / "results"))
+    skipped_failure = table[(table.status == "skipped") & table.error.notna()]
+    assert len(skipped_failure) == 1 and "failed" in skipped_failure.error.iloc[0]
+    assert (table[table.status == "failed"].transient == False).all()  # noqa: E712 - bad input, not storage
+
+
+def test_s3_fingerprints_are_etags_from_the_listing(prefect_api, s3, weights_path):
+    fs, options = s3
+    for name in ("chelsea", "coffee"):
+        fs.put(str(SAMPLES / "content" / f"{name}.jpg"), f"nst-test/in/photos/{name}.jpg")
+    fs.put(str(SAMPLES / "styles" / "shipwreck.jpg"), "nst-test/in/styles/shipwreck.jpg")
+    fs.pipe("nst-test/in/manifest.csv", b"content,style\nphotos/,styles/shipwreck.jpg\n")
+
+    def run():
+        return run_manifest("s3://nst-test/in/manifest.csv", "s3://nst-test/out", overrides=FAST,
+                            weights=weights_path, storage_options=options)
+
+    assert _counts(run()) == (2, 0, 0, 2, 0, 0)
+    fs.put(str(SAMPLES / "content" / "rocket.jpg"), "nst-test/in/photos/coffee.jpg")  # replaced: a new ETag
+    assert _counts(run()) == (0, 1, 1, 1, 1, 0)
+    table = read_results("s3://nst-test/out/results", storage_options=options)
+    assert table.content_fingerprint.str.startswith("etag:").all()
+    assert table.style_fingerprint.str.startswith("etag:").all()
