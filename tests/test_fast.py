@@ -14,6 +14,7 @@ from PIL import Image
 
 from conftest import REPO, SAMPLES
 from flows.cli import main
+from flows.grids import grid_from_results
 from flows.pipeline import PairsFailedError, run_manifest
 from nst_core import fast
 from nst_core.colors import _RGB_TO_YIQ
@@ -56,6 +57,11 @@ def test_method_fast_runs_through_the_flow_and_records_fast(prefect_api, photos,
         photo = stylize(content, [style], StyleParams(size=SIZE, iterations=0), weights=weights_path)
         assert row.style_loss < photo.style_loss, (row.output_uri, row.style_loss, photo.style_loss)
         assert 0 < row.content_loss and np.isfinite(row.total_loss)
+    # The same grids as for optimised runs: 2 photos x 2 paintings, every cell a picture.
+    options = GridOptions(cell=40)
+    grid = grid_from_results(str(photos / "out" / "results"), str(photos / "grid.png"), options=options)
+    assert grid.image.size == grid_size(2, 2, row_headers=True, col_headers=True, options=options)
+    assert (photos / "grid.png").stat().st_size > 0 and not grid.notes
 
 
 def test_nst_sheet_draws_every_photo_in_every_style(photos, tmp_path):
