@@ -157,18 +157,6 @@ def _intermediate_uri(output: str, scale: int, iteration: int) -> str:
     return f"{stem}.scale{scale}.iter{iteration:05d}.{ext}" if dot else f"{output}.scale{scale}.iter{iteration:05d}"
 
 
-def _check_fast_extra(params: StyleParams) -> None:
-    """Without the [fast] extra, one clear error before any file is read or progress bar drawn."""
-    if "fast" in (params.method, params.init):
-        from nst_core import fast
-
-        fast.network()
-
-
-def _style_side(params: StyleParams) -> int:
-    return max(16, round(params.size * params.style_scale))
-
-
 def _labelled_images(uris: list[str], max_side: int, options: dict | None) -> list[tuple[str, object]]:
     """(file name, image) per URI; an unreadable file keeps its place with the reason, printed once."""
     from nst_core.image_io import ImageError, load_image
@@ -188,14 +176,16 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from flows.grids import write_picture
+    from nst_core.fast import check_installed
     from nst_core.grid import GridOptions
     from nst_core.sheet import SHEET_PARAMS, contact_sheet
+    from nst_core.stylize import style_side
 
     params = SHEET_PARAMS.replace(**{**param_overrides(args), "method": "fast"})
-    _check_fast_extra(params)
+    check_installed(params.method, params.init)  # before any file is read or bar drawn
     options = storage_options(args)
     photos = _labelled_images(args.photos, params.size, options)
-    styles = _labelled_images(args.styles, _style_side(params), options)
+    styles = _labelled_images(args.styles, style_side(params.size, params), options)
     with tqdm(total=len(photos) * len(styles), unit="cell", dynamic_ncols=True) as bar:
         sheet = contact_sheet(photos, styles, params, GridOptions(cell=args.cell or params.size), on_cell=bar.update)
     write_picture(sheet, args.output, options)
@@ -207,13 +197,15 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from nst_core.image_io import load_image, save_image
-    from nst_core.stylize import stylize
+    from nst_core.fast import check_installed
+    from nst_core.stylize import style_side, stylize
 
     params = StyleParams().replace(**param_overrides(args))
-    _check_fast_extra(params)
+    check_installed(params.method, params.init)  # before any file is read or bar drawn
     options = storage_options(args)
     content = load_image(args.content, max_side=params.size, storage_options=options)
-    styles = [load_image(uri, max_side=_style_side(params), storage_options=options) for uri in args.styles]
+    styles = [load_image(uri, max_side=style_side(params.size, params), storage_options=options)
+              for uri in args.styles]
     total = params.iterations + params.coarse_iterations * len(params.scales)
     bar = tqdm(total=total, unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: no steps
 
@@ -271,7 +263,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown timezone {args.timezone!r}; use a name like Europe/Paris or UTC") from None
     args.manifest, args.out, args.results = _absolute(args.manifest), _absolute(args.out), _absolute(args.results)
-    validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args))
+    validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args),
+                      sweep=args.sweep)
     schedule = Cron(args.cron, timezone=args.timezone)  # ValueError for a bad cron string
     flow = configured_flow(**runner_options(args))
     print(f"serving deployment stylize-manifest/{args.name}: {args.cron} ({args.timezone}); Ctrl-C stops it")

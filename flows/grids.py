@@ -19,11 +19,10 @@ from nst_core.image_io import ImageError, encode_picture, load_image, write_byte
 from nst_core.params import StyleParams
 
 from .manifest import _stem
-from .results import params_columns, read_results
+from .results import DECISIVE, params_columns, read_results
 from .sweeps import parse_sweep
 
 IMAGE_AXES = {"content": "content_uri", "style": "style_uri"}  # axes whose values are images (headers)
-DECISIVE = ("succeeded", "failed")  # `skipped` rows only repeat an earlier success
 LARGE_GRID_PIXELS = 16_000_000  # above this a PNG grid runs to tens of MB; JPEG is the better choice
 
 

@@ -222,11 +222,6 @@ def list_images(uri: str, storage_options: dict | None = None, exclude: str | No
             and not posixpath.basename(u).startswith(".") and not (exclude and u.startswith(exclude))}
 
 
-def expand_images(uri: str, storage_options: dict | None = None, exclude: str | None = None) -> list[str]:
-    """Every image a cell names (see list_images), sorted by path."""
-    return list(list_images(uri, storage_options, exclude))
-
-
 def _stem(uri: str) -> str:
     name = posixpath.basename(uri.replace("\\", "/").rstrip("/"))
     return re.sub(r"[^A-Za-z0-9._-]", "_", os.path.splitext(name)[0]) or "image"

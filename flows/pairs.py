@@ -24,7 +24,7 @@ from nst_core.fast import FastUnavailableError
 from nst_core.image_io import ImageError, load_image, save_image
 from nst_core.model import WeightsError
 from nst_core.optimize import NonFiniteLossError
-from nst_core.stylize import estimate_memory_bytes, size_for, stylize
+from nst_core.stylize import estimate_memory_bytes, size_for, style_side, stylize
 
 from .manifest import Pair
 from .results import params_columns, write_rows
@@ -159,10 +159,10 @@ def stylize_pair(pair: Pair, run_id: str, results_uri: str, *, weights: str | No
            "worker": f"{socket.gethostname()}:{os.getpid()}"}
     _raise_if_stopped()
     try:
-        style_side = max(16, round(pair.params.size * pair.params.style_scale))
         content = load_image(pair.content, max_side=pair.params.size, storage_options=storage_options)
         check_memory(pair, content.shape, memory_limit_gb or default_memory_limit_gb())
-        styles = [load_image(uri, max_side=style_side, storage_options=storage_options) for uri in pair.styles]
+        styles = [load_image(uri, max_side=style_side(pair.params.size, pair.params), storage_options=storage_options)
+                  for uri in pair.styles]
         loaded = time.perf_counter()
         result = stylize(content, styles, pair.params, weights=weights, callback=_raise_if_stopped)
         stylized = time.perf_counter()

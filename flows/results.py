@@ -125,12 +125,15 @@ def read_results(results_uri: str, *, storage_options: dict | None = None) -> pd
     return pa.concat_tables(tables or [SCHEMA.empty_table()]).to_pandas()
 
 
+DECISIVE = ("succeeded", "failed")  # `skipped` rows only repeat an earlier outcome
+
+
 def latest_rows(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(each pair's latest succeeded-or-failed row, each pair's latest succeeded row), indexed by pair_id.
 
     `skipped` rows only repeat an earlier outcome, so they do not decide.
     """
-    decisive = table[table["status"].isin(["succeeded", "failed"])].sort_values("finished_at")
+    decisive = table[table["status"].isin(DECISIVE)].sort_values("finished_at")
     latest = decisive.groupby("pair_id").tail(1).set_index("pair_id")
     succeeded = decisive[decisive["status"] == "succeeded"].groupby("pair_id").tail(1).set_index("pair_id")
     return latest, succeeded

@@ -40,6 +40,12 @@ def network():
         return _network
 
 
+def check_installed(method: str, init: str) -> None:
+    """Fail at once, naming the extra, when the fast network is asked for and missing."""
+    if "fast" in (method, init):
+        network()
+
+
 def _to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
 

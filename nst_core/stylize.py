@@ -147,16 +147,21 @@ class _StyleTargetCache:
 _style_targets = _StyleTargetCache(_TARGET_CACHE_SIZE)
 
 
+def style_side(side: int, params: StyleParams) -> int:
+    """The style image's longest side for an output of longest side `side`."""
+    return max(16, round(side * params.style_scale))
+
+
 def style_targets(objective: _Objective, styles: list[np.ndarray], params: StyleParams, side: int):
     """Blended style statistics and their constants, per style layer, at output size `side`."""
     blend = _normalized(params.style_blend, len(styles))
-    style_side = max(16, round(side * params.style_scale))
+    style_longest = style_side(side, params)
     digest = hashlib.sha1(b"".join(np.ascontiguousarray(s).tobytes() for s in styles)).hexdigest()
-    key = (digest, tuple(blend), style_side, _structure(params), params.seed, id(objective))
+    key = (digest, tuple(blend), style_longest, _structure(params), params.seed, id(objective))
 
     def compute():
         per_style = [
-            objective.features(resize(s, size_for(s.shape, style_side))[None], params.style_layers) for s in styles
+            objective.features(resize(s, size_for(s.shape, style_longest))[None], params.style_layers) for s in styles
         ]
         targets, contexts = [], []
         for index in range(len(params.style_layers)):
@@ -283,8 +288,7 @@ def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams =
     Losses are those of the stylized image before `style_strength` and colour
     preservation, for both methods, so runs of either compare in one table.
     """
-    if "fast" in (params.method, params.init):
-        fast.network()  # a missing [fast] extra fails here, before the VGG network is built
+    fast.check_installed(params.method, params.init)  # before the VGG network is built
     weights = resolve_weights(weights)
     objective, step = _compiled(_structure(params), weights, backend.feature_dtype())
     run = _fast if params.method == "fast" else _optimized
