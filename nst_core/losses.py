@@ -43,9 +43,13 @@ def _mean_sq_norm(features):
 
 
 def style_context(stat: str, style_features: list, blend: list[float], seed: int) -> dict:
-    """Constants a statistic needs, taken from the style image(s) of one layer."""
+    """Constants a statistic needs, taken from the style image(s) of one layer.
+
+    Each has a leading axis of length 1, so the contexts of a batch's pairs stack
+    along it (nst_core.stylize.stylize_batch).
+    """
     if stat == "mmd-poly":
-        return {"c": sum(w * _mean_sq_norm(f) for f, w in zip(style_features, blend))}
+        return {"c": ops.reshape(sum(w * _mean_sq_norm(f) for f, w in zip(style_features, blend)), (1,))}
     if stat == "mmd-gauss":
         # E||y - y'||^2 = 2 (E||y||^2 - ||E y||^2), blended over the style images.
         spread = sum(
@@ -56,21 +60,21 @@ def style_context(stat: str, style_features: list, blend: list[float], seed: int
         rng = np.random.default_rng(seed)
         projection = ops.convert_to_tensor(rng.standard_normal((channels, RANDOM_FEATURES)), "float32")
         return {
-            "projection": projection / ops.sqrt(ops.maximum(spread, _EPS)),
-            "phase": ops.convert_to_tensor(rng.uniform(0, 2 * np.pi, RANDOM_FEATURES), "float32"),
+            "projection": (projection / ops.sqrt(ops.maximum(spread, _EPS)))[None],
+            "phase": ops.convert_to_tensor(rng.uniform(0, 2 * np.pi, (1, RANDOM_FEATURES)), "float32"),
         }
     return {}
 
 
 def style_statistic(stat: str, features, context: dict):
-    """The statistic `stat` of each image's features, flattened: (B, D)."""
+    """The statistic `stat` of each image's features, flattened: (B, D); `context` is per image too."""
     if stat == "gram":
         return _flat(gram_matrix(features))
     if stat == "mmd-poly":
-        first = ops.sqrt(2.0 * context["c"]) * ops.mean(features, _POSITIONS)
+        first = ops.sqrt(2.0 * context["c"])[:, None] * ops.mean(features, _POSITIONS)
         return ops.concatenate([_flat(gram_matrix(features)), first], -1)
     if stat == "mmd-gauss":
-        phi = ops.cos(ops.einsum("bhwc,cd->bhwd", features, context["projection"]) + context["phase"])
+        phi = ops.cos(ops.einsum("bhwc,bcd->bhwd", features, context["projection"]) + context["phase"][:, None, None])
         return np.sqrt(2.0 / RANDOM_FEATURES) * ops.mean(phi, _POSITIONS)
     if stat == "bn":
         mean, variance = ops.moments(features, axes=_POSITIONS)

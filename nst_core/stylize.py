@@ -1,4 +1,9 @@
-"""Neural style transfer of one content image (Gatys et al. 2016), coarse to fine."""
+"""Neural style transfer (Gatys et al. 2016), coarse to fine, one pair or a batch of pairs at once.
+
+A batch is several pairs of the same output size optimised as one tensor: one forward
+and backward pass for all, each image with its own targets, loss weights, L-BFGS
+history and stopping rule, so each ends where it would have alone.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from keras import ops
 from . import backend, fast, losses
 from .colors import match_color_histogram, transfer_luminance
 from .model import feature_extractor, resolve_arch, resolve_weights
-from .optimize import Progress, adam_state, lbfgs_state, make_adam_step, make_lbfgs_step, run_optimizer
+from .optimize import Progress, Track, adam_state, lbfgs_state, make_adam_step, make_lbfgs_step, run_optimizer
 from .params import StyleParams
 
 _TARGET_CACHE_SIZE = 32
@@ -78,7 +83,7 @@ def _normalized(weights, count: int) -> list[float]:
 
 
 class _Objective:
-    """alpha * content + beta * style + tv, for one set of layers and one statistic."""
+    """alpha * content + beta * style + tv per image, for one set of layers and one statistic."""
 
     def __init__(self, params: StyleParams, weights: str, feature_dtype: str):
         self.layers = tuple(dict.fromkeys(params.content_layers + params.style_layers))
@@ -91,18 +96,19 @@ class _Objective:
         by_name = dict(zip(self.layers, self.extract(images)))
         return [by_name[name] for name in names]
 
-    def __call__(self, image, content_targets, style_targets, contexts, loss_weights):
-        content_weight, style_weight, tv_weight = loss_weights[0], loss_weights[1], loss_weights[2]
-        feats = self.features(image, self.params.content_layers + self.params.style_layers)
+    def __call__(self, images, content_targets, style_targets, contexts, loss_weights):
+        """(sum of the per-image totals, (totals, content, style, tv)), each of those (B,).
+
+        `loss_weights` is (B, 3): content, style and TV weight of each image.
+        """
+        feats = self.features(images, self.params.content_layers + self.params.style_layers)
         n_content = len(self.params.content_layers)
-        content = ops.sum(losses.content_loss(feats[:n_content], content_targets, self.content_layer_weights))
-        style = ops.sum(
-            losses.style_loss(self.params.style_stat, feats[n_content:], style_targets, contexts,
-                              self.style_layer_weights)
-        )
-        tv = ops.sum(losses.total_variation_loss(image))
-        total = content_weight * content + style_weight * style + tv_weight * tv
-        return total, (content, style, tv)
+        tv = losses.total_variation_loss(images)
+        content = losses.content_loss(feats[:n_content], content_targets, self.content_layer_weights) + 0 * tv
+        style = losses.style_loss(self.params.style_stat, feats[n_content:], style_targets, contexts,
+                                  self.style_layer_weights) + 0 * tv  # (B,) even with no layers of a kind
+        totals = loss_weights[:, 0] * content + loss_weights[:, 1] * style + loss_weights[:, 2] * tv
+        return ops.sum(totals), (totals, content, style, tv)
 
 
 @functools.lru_cache(maxsize=8)
@@ -175,15 +181,6 @@ def style_targets(objective: _Objective, styles: list[np.ndarray], params: Style
     return _style_targets.get(key, compute)
 
 
-def _recording(callback, scale_index: int, side: int, part_history: list):
-    """A step callback that keeps each step's (content, style) loss, then calls the caller's callback."""
-    def on_step(progress: Progress, image) -> None:
-        part_history.append((progress.content, progress.style))
-        if callback is not None:
-            callback(scale_index, side, progress, image)
-    return on_step
-
-
 def styles_for(content: np.ndarray, styles: list[np.ndarray], params: StyleParams) -> list[np.ndarray]:
     """The style images as the stylization sees them: recoloured to the content's palette for "histogram"."""
     if params.preserve_colors == "histogram":
@@ -213,14 +210,35 @@ def fast_preview(content: np.ndarray, styles: list[np.ndarray], params: StylePar
     return finish(fast_image(content_at, styles_for(content, styles, params), params), content_at, params)
 
 
-def _loss_args(objective: _Objective, content: np.ndarray, styles: list[np.ndarray], params: StyleParams,
-               side: int):
-    """The content at `side`, and the loss's targets and weights for that size."""
-    content_at = resize(content, size_for(content.shape, side))
-    targets, contexts = style_targets(objective, styles, params, side)
-    content_targets = objective.features(content_at[None], params.content_layers)
-    loss_weights = ops.convert_to_tensor([params.content_weight, params.style_weight, params.tv_weight], "float32")
-    return content_at, (content_targets, targets, contexts, loss_weights)
+@dataclass
+class Job:
+    """One content image (H, W, 3 in [0, 1]), its style image(s) and parameters: a pair, as the core sees it."""
+
+    content: np.ndarray
+    styles: list[np.ndarray]
+    params: StyleParams = StyleParams()
+
+
+def batch_key(content_shape, params: StyleParams) -> tuple:
+    """Pairs with equal keys can share one batch: the same compiled objective, method and schedule,
+    and the same image size at every scale."""
+    sides = (*params.scales, params.size)
+    return _structure(params), params.method, params.scales, tuple(size_for(content_shape, side) for side in sides)
+
+
+def _loss_args(objective: _Objective, jobs: list[Job], side: int):
+    """The contents at `side`, and the loss's targets and weights for that size, stacked per job."""
+    contents = [resize(job.content, size_for(job.content.shape, side)) for job in jobs]
+    per_job = [style_targets(objective, job.styles, job.params, side) for job in jobs]
+    content_targets = objective.features(np.stack(contents), objective.params.content_layers)
+    targets = [ops.concatenate([job_targets[layer] for job_targets, _ in per_job], 0)
+               for layer in range(len(objective.params.style_layers))]
+    contexts = [{key: ops.concatenate([job_contexts[layer][key] for _, job_contexts in per_job], 0)
+                 for key in per_job[0][1][layer]}
+                for layer in range(len(objective.params.style_layers))]
+    loss_weights = ops.convert_to_tensor(
+        [[job.params.content_weight, job.params.style_weight, job.params.tv_weight] for job in jobs], "float32")
+    return contents, (content_targets, targets, contexts, loss_weights)
 
 
 def _result(image: np.ndarray, parts, params: StyleParams, history: list[float], **fields) -> StylizeResult:
@@ -230,52 +248,120 @@ def _result(image: np.ndarray, parts, params: StyleParams, history: list[float],
                          total_loss=total, loss_history=history, iterations=len(history), **fields)
 
 
-def _fast(objective, step, content, styles, params, callback) -> StylizeResult:
+def _fast(objective, job: Job) -> StylizeResult:
     """One pass of the fast network, its losses measured with the optimisation's own objective."""
     started = time.perf_counter()
-    content_at, loss_args = _loss_args(objective, content, styles, params, params.size)
+    (content_at,), loss_args = _loss_args(objective, [job], job.params.size)
     measured = time.perf_counter()
-    image = fast_image(content_at, styles, params)
+    image = fast_image(content_at, job.styles, job.params)
     made = time.perf_counter()
-    parts = objective(ops.convert_to_tensor(image[None]), *loss_args)[1]
+    _, content, style, tv = objective(ops.convert_to_tensor(image[None]), *loss_args)[1]
     targets_seconds = measured - started + time.perf_counter() - made
-    return _result(image, parts, params, [], targets_seconds=targets_seconds, optimize_seconds=made - measured)
+    return _result(image, (content[0], style[0], tv[0]), job.params, [], targets_seconds=targets_seconds,
+                   optimize_seconds=made - measured)
 
 
-def _optimized(objective, step, content, styles, params, callback) -> StylizeResult:
-    """Gatys et al.'s optimisation, coarse to fine, from the `init` image."""
-    image, history, scale_iterations, part_history = None, [], [], []
-    targets_seconds = optimize_seconds = 0.0
-    sides = (*params.scales, params.size)
+def _start_image(job: Job, content_at: np.ndarray, previous: Optional[np.ndarray]) -> np.ndarray:
+    """The previous scale's result resized, or the `init` image at the first scale."""
+    if previous is not None:
+        return resize(previous, content_at.shape[:2])
+    if job.params.init == "fast":
+        return fast_image(content_at, job.styles, job.params)
+    return initial_image(job.params.init, content_at, job.styles[0], job.params.seed)
+
+
+@dataclass
+class _JobState:
+    """One job of a batch, over the scales: its best image so far, its tracks and its share of the time."""
+
+    image: Optional[np.ndarray] = None
+    parts: tuple = ()
+    tracks: list = field(default_factory=list)
+    targets_seconds: float = 0.0
+    optimize_seconds: float = 0.0
+
+
+def _optimized(objective, step, jobs: list[Job], callback) -> list:
+    """Gatys et al.'s optimisation, coarse to fine, from each job's `init` image, all jobs in one batch.
+
+    Seconds are shared out: each job is charged the batch's time over its size.
+    Returns a StylizeResult per job, or the NonFiniteLossError that ended it.
+    """
+    first = jobs[0].params
+    sides = (*first.scales, first.size)
+    states = [_JobState() for _ in jobs]
+    outcomes: list = [None] * len(jobs)
+    live = list(range(len(jobs)))
     for scale_index, side in enumerate(sides):
         started = time.perf_counter()
-        content_at, loss_args = _loss_args(objective, content, styles, params, side)
-        targets_seconds += time.perf_counter() - started
+        contents, loss_args = _loss_args(objective, [jobs[i] for i in live], side)
+        targets_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        if image is None and params.init == "fast":
-            image = fast_image(content_at, styles, params)
-        elif image is None:
-            image = initial_image(params.init, content_at, styles[0], params.seed)
-        else:
-            image = resize(image, content_at.shape[:2])
-        image = ops.convert_to_tensor(image[None])
-        state = lbfgs_state(image) if params.optimizer == "lbfgs" else adam_state(image)
-        iterations = params.iterations if scale_index == len(sides) - 1 else params.coarse_iterations
-        image, parts, scale_history = run_optimizer(
-            step, state, image, loss_args, iterations, tolerance=params.tolerance, patience=params.patience,
-            callback=_recording(callback, scale_index, side, part_history),
-        )
-        if parts is None:  # no steps taken: measure the starting image
-            parts = objective(image, *loss_args)[1]
-        image = ops.convert_to_numpy(image[0])
-        history += scale_history
-        scale_iterations.append(len(scale_history))
-        optimize_seconds += time.perf_counter() - started
-    return _result(image, parts, params, history, targets_seconds=targets_seconds,
-                   optimize_seconds=optimize_seconds, scale_iterations=scale_iterations,
-                   content_loss_history=[c for c, _ in part_history],
-                   style_loss_history=[s for _, s in part_history])
+        images = ops.convert_to_tensor(np.stack(
+            [_start_image(jobs[i], content_at, states[i].image) for i, content_at in zip(live, contents)]))
+        optimizer_state = lbfgs_state(images) if first.optimizer == "lbfgs" else adam_state(images)
+        last = scale_index == len(sides) - 1
+        tracks = [Track(jobs[i].params.iterations if last else jobs[i].params.coarse_iterations,
+                        jobs[i].params.tolerance, jobs[i].params.patience) for i in live]
+        on_step = None if callback is None else (
+            lambda k, step_progress, image: callback(live[k], scale_index, side, step_progress, image))
+        run_optimizer(step, optimizer_state, images, loss_args, tracks, callback=on_step)
+        if any(track.best_image is None and track.error is None for track in tracks):
+            measured = objective(images, *loss_args)[1]  # no steps taken: measure the starting images
+            for k, track in enumerate(tracks):
+                if track.best_image is None:
+                    track.best_image, track.best_parts = images[k], tuple(float(p[k]) for p in measured[1:])
+        seconds = time.perf_counter() - started
+        for i, track in zip(live, tracks):
+            job_state = states[i]
+            job_state.tracks.append(track)
+            job_state.targets_seconds += targets_seconds / len(live)
+            job_state.optimize_seconds += seconds / len(live)
+            if track.error is not None:
+                outcomes[i] = track.error
+            else:
+                job_state.image, job_state.parts = ops.convert_to_numpy(track.best_image), track.best_parts
+        live = [i for i in live if outcomes[i] is None]
+    for i in live:
+        job_state, tracks = states[i], states[i].tracks
+        outcomes[i] = _result(
+            job_state.image, job_state.parts, jobs[i].params, [loss for t in tracks for loss in t.history],
+            targets_seconds=job_state.targets_seconds, optimize_seconds=job_state.optimize_seconds,
+            scale_iterations=[len(t.history) for t in tracks],
+            content_loss_history=[c for t in tracks for c, _ in t.part_history],
+            style_loss_history=[s for t in tracks for _, s in t.part_history])
+    return outcomes
+
+
+def stylize_batch(jobs: list[Job], *, weights: str | None = None,
+                  callback: Optional[Callable[[int, int, int, Progress, object], None]] = None) -> list:
+    """Stylize several jobs with equal batch_key()s as one batch; a StylizeResult or an exception per job.
+
+    Each job's result is the one stylize() gives it alone, to float rounding: a job that
+    fails (a non-finite loss) fails alone. `callback(job_index, scale_index, side, progress,
+    image)` after every step of every job still running.
+    """
+    if not jobs:
+        return []
+    keys = {batch_key(job.content.shape, job.params) for job in jobs}
+    if len(keys) > 1:
+        raise ValueError("a batch needs one batch_key(): the same layers, optimiser, schedule and image size")
+    params = jobs[0].params
+    fast.check_installed(params.method, params.init)  # before the VGG network is built
+    weights = resolve_weights(weights)
+    objective, step = _compiled(_structure(params), weights, backend.feature_dtype())
+    jobs = [Job(job.content, styles_for(job.content, job.styles, job.params), job.params) for job in jobs]
+    if params.method == "fast":
+        outcomes = [_fast(objective, job) for job in jobs]
+    else:
+        outcomes = _optimized(objective, step, jobs, callback)
+    arch = resolve_arch(params.arch, weights)
+    for job, outcome in zip(jobs, outcomes):
+        if isinstance(outcome, StylizeResult):
+            outcome.image = finish(outcome.image, resize(job.content, outcome.image.shape[:2]), job.params)
+            outcome.arch = arch
+    return outcomes
 
 
 def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams = StyleParams(), *,
@@ -288,11 +374,8 @@ def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams =
     Losses are those of the stylized image before `style_strength` and colour
     preservation, for both methods, so runs of either compare in one table.
     """
-    fast.check_installed(params.method, params.init)  # before the VGG network is built
-    weights = resolve_weights(weights)
-    objective, step = _compiled(_structure(params), weights, backend.feature_dtype())
-    run = _fast if params.method == "fast" else _optimized
-    result = run(objective, step, content, styles_for(content, styles, params), params, callback)
-    result.image = finish(result.image, resize(content, result.image.shape[:2]), params)
-    result.arch = resolve_arch(params.arch, weights)
-    return result
+    on_step = None if callback is None else (lambda _, *step: callback(*step))
+    (outcome,) = stylize_batch([Job(content, styles, params)], weights=weights, callback=on_step)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome

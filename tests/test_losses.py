@@ -34,7 +34,7 @@ def test_mmd_poly_equals_the_polynomial_kernel_mmd():
     """||phi(x) - phi(y)||^2 with our statistic == MMD^2 with k(a, b) = (a.b + c)^2."""
     x, y = _features(), _features(h=3, w=3)
     context = losses.style_context("mmd-poly", [ops.convert_to_tensor(y)], [1.0], seed=0)
-    c = float(context["c"])
+    c = float(context["c"][0])
     stat_x = ops.convert_to_numpy(losses.style_statistic("mmd-poly", ops.convert_to_tensor(x), context))
     stat_y = ops.convert_to_numpy(losses.style_statistic("mmd-poly", ops.convert_to_tensor(y), context))
     xs, ys = x.reshape(-1, 3).astype(np.float64), y.reshape(-1, 3).astype(np.float64)
