@@ -43,7 +43,7 @@ from keras import ops  # noqa: E402
 from nst_core import backend, optimize, stylize as stylize_module  # noqa: E402
 from nst_core.image_io import load_image  # noqa: E402
 from nst_core.params import StyleParams  # noqa: E402
-from nst_core.stylize import _compiled, resize, size_for, style_targets, stylize  # noqa: E402
+from nst_core.stylize import Job, _compiled, stylize  # noqa: E402
 
 SAMPLES = REPO / "manifests" / "samples"
 SHARED = REPO.parent / "shared" / "weights" / "vgg16_imagenet_notop.weights.h5"
@@ -56,23 +56,23 @@ def random_vgg19_file() -> str:
     return str(path)
 
 
-def seconds_per_step(weights: str, arch: str, side: int, jit: bool, steps: int, precision: str = "float32") -> float:
+def seconds_per_step(weights: str, arch: str, side: int, jit: bool, steps: int, precision: str = "float32",
+                     batch: int = 1) -> float:
+    """Seconds per compiled L-BFGS step on a batch of `batch` images of side x side (compilation excluded)."""
     backend.JIT_COMPILE = jit
     _compiled.cache_clear()
     params = StyleParams(size=side, arch=arch)
     objective, step = _compiled(stylize_module._structure(params), weights, precision)
     content = np.random.default_rng(0).random((side, side, 3)).astype(np.float32)
-    targets, contexts = style_targets(objective, [content], params, side)
-    content_targets = objective.features(content[None], params.content_layers)
-    args = (content_targets, targets, contexts, ops.convert_to_tensor([1.0, 10.0, 0.0]))
-    image = ops.convert_to_tensor(content[None])
+    _, args = stylize_module._loss_args(objective, [Job(content, [content], params)] * batch, side)
+    image = ops.convert_to_tensor(np.stack([content] * batch))
     state = optimize.lbfgs_state(image)
     image, state, loss, _ = step(image, state, args)  # compile
-    float(loss)
+    ops.convert_to_numpy(loss)
     started = time.perf_counter()
     for _ in range(steps):
         image, state, loss, _ = step(image, state, args)
-    float(loss)
+    ops.convert_to_numpy(loss)
     return (time.perf_counter() - started) / steps
 
 
@@ -191,10 +191,7 @@ def main() -> None:
     style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), max_side=128)
     params = StyleParams(size=128, arch="auto")
     objective, _ = _compiled(stylize_module._structure(params), args.weights)
-    targets, contexts = style_targets(objective, [style], params, 128)
-    content_at = resize(content, size_for(content.shape, 128))
-    loss_args = (objective.features(content_at[None], params.content_layers), targets, contexts,
-                 ops.convert_to_tensor([params.content_weight, params.style_weight, params.tv_weight]))
+    (content_at,), loss_args = stylize_module._loss_args(objective, [Job(content, [style], params)], 128)
     baselines = {eps: tutorial_baseline(objective, content_at, loss_args, 500, eps) for eps in (0.1, 1e-8)}
     for eps, (loss, seconds) in baselines.items():
         print(f"tutorial loop, epsilon {eps:g}: loss after 500 steps {loss:.4f} in {seconds:.1f} s "

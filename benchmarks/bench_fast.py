@@ -91,7 +91,7 @@ def trajectory(content, style, params, weights):
 
     def on_step(scale, side, progress, image):
         if (progress.iteration - 1) % CHECK_EVERY == 0 or progress.iteration == progress.iterations:
-            snapshots.append((progress.iteration - 1, time.perf_counter() - started, image[0].numpy()))
+            snapshots.append((progress.iteration - 1, time.perf_counter() - started, np.asarray(image)))
 
     result = stylize(content, [style], params, weights=weights, callback=on_step)
     return snapshots, result

@@ -7,9 +7,13 @@ costs 2 * H * W * 9 * C_in * C_out FLOPs forward and the same again for its
 input gradient; everything else (Gram matrices, pooling, the L-BFGS update) is
 counted as overhead, not as useful work.
 
-The practical peak is a large float32 `tf.matmul`, timed in the same run.
+The practical peak is a large float32 matrix product, timed in the same run on the
+same backend (KERAS_BACKEND=jax on a GPU image without TensorFlow).
 
-Usage: python benchmarks/bench_flops.py [--sizes 128,256,512] [--steps 10]
+With --batches 1,4 each size is also timed on batches of images (nst_core.stylize_batch):
+the work per step grows with the batch, and small images use the cores better in a batch.
+
+Usage: python benchmarks/bench_flops.py [--sizes 128,256,512] [--steps 10] [--batches 1]
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import argparse
 import time
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from bench_core import random_vgg19_file, seconds_per_step
+from nst_core import backend
 from nst_core.model import _extractor
 from nst_core.params import StyleParams
 
@@ -38,14 +43,15 @@ def conv_flops_per_step(model: keras.Model, height: int, width: int) -> float:
 
 
 def matmul_flops_per_second(n: int = 2048, repeats: int = 10) -> float:
-    """The practical float32 peak: the best of `repeats` n x n matrix products."""
-    a = tf.random.normal([n, n])
-    product = tf.function(lambda x: tf.matmul(x, x))
-    product(a).numpy()
+    """The practical float32 peak: the best of `repeats` n x n matrix products, compiled
+    by the backend the steps use (TensorFlow, or XLA under JAX: TF32 on a recent GPU)."""
+    a = keras.random.normal((n, n))
+    product = backend.compile(lambda x: ops.matmul(x, x))
+    ops.convert_to_numpy(product(a))
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        product(a).numpy()
+        ops.convert_to_numpy(product(a)[0, 0])
         best = min(best, time.perf_counter() - started)
     return 2.0 * n**3 / best
 
@@ -53,21 +59,24 @@ def matmul_flops_per_second(n: int = 2048, repeats: int = 10) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="128,256,512")
+    parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n peak product (8192 on a GPU)")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batches", default="1", help="images per step, comma-separated")
     args = parser.parse_args()
 
     weights = random_vgg19_file()  # timings do not depend on the weight values
-    peak = matmul_flops_per_second()
-    print(f"float32 matmul peak (2048^2, best of 10): {peak / 1e9:.1f} GFLOP/s")
-    print("| size | GFLOP per step | s per step | GFLOP/s | fraction of matmul peak |")
-    print("|---|---|---|---|---|")
+    peak = matmul_flops_per_second(args.matmul_size)
+    print(f"{backend.NAME}: float32 matmul peak ({args.matmul_size}^2, best of 10): {peak / 1e9:.1f} GFLOP/s")
+    print("| size | batch | GFLOP per step | s per step | GFLOP/s | fraction of matmul peak |")
+    print("|---|---|---|---|---|---|")
     defaults = StyleParams()
     model = _extractor("vgg19", weights, defaults.content_layers + defaults.style_layers, "max")
     for side in (int(s) for s in args.sizes.split(",")):
-        flops = conv_flops_per_step(model, side, side)
-        seconds = seconds_per_step(weights, "vgg19", side, jit=False, steps=args.steps)
-        print(f"| {side} | {flops / 1e9:.1f} | {seconds:.3f} | {flops / seconds / 1e9:.1f} | "
-              f"{flops / seconds / peak:.0%} |")
+        for batch in (int(b) for b in args.batches.split(",")):
+            flops = batch * conv_flops_per_step(model, side, side)
+            seconds = seconds_per_step(weights, "vgg19", side, jit=False, steps=args.steps, batch=batch)
+            print(f"| {side} | {batch} | {flops / 1e9:.1f} | {seconds:.3f} | {flops / seconds / 1e9:.1f} | "
+                  f"{flops / seconds / peak:.0%} |", flush=True)
 
 
 if __name__ == "__main__":

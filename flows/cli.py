@@ -98,8 +98,10 @@ def _add_run_flags(parser: argparse.ArgumentParser, since_last_default: bool) ->
     parser.add_argument("--dask-address", help="Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
     parser.add_argument("--dask-workers", type=int, help="local Dask cluster: worker processes (default: one per "
                         "GPU, else 1)")
-    parser.add_argument("--memory-limit-gb", type=float, help="refuse pairs estimated to need more (default: "
-                        "$NST_MEMORY_LIMIT_GB or 80%% of RAM)")
+    parser.add_argument("--memory-limit-gb", type=float, help="refuse pairs estimated to need more, and fill "
+                        "batches up to it (default: $NST_MEMORY_LIMIT_GB or 80%% of RAM)")
+    parser.add_argument("--batch-size", type=int, help="pairs of one size optimised together (default: "
+                        "flows.pipeline.BATCH_SIZE, 4; fewer when memory is short; 1: one at a time)")
     parser.add_argument("--sweep", metavar="NAME=V1,V2[;NAME=...]", help="several values of one or two parameters, "
                         "for rows without a sweep cell (manifests/README.md)")
     _add_param_flags(parser)
@@ -110,7 +112,8 @@ def flow_parameters(args: argparse.Namespace) -> dict:
     """The flow's parameters from `run`/`serve` flags (a deployment stores them as its parameters)."""
     return {"manifest": args.manifest, "out": args.out, "results": args.results, "force": args.force,
             "overrides": param_overrides(args), "weights": args.weights, "storage_options": storage_options(args),
-            "memory_limit_gb": args.memory_limit_gb, "sweep": args.sweep, "since_last": args.since_last}
+            "memory_limit_gb": args.memory_limit_gb, "sweep": args.sweep, "since_last": args.since_last,
+            "batch_size": args.batch_size}
 
 
 def runner_options(args: argparse.Namespace) -> dict:
@@ -194,6 +197,7 @@ def cmd_sheet(args: argparse.Namespace) -> int:
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
+    import numpy as np
     from tqdm import tqdm
 
     from nst_core.image_io import load_image, save_image
@@ -214,7 +218,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{side}px loss {progress.total:.4g} content {progress.content:.3g} "
                             f"style {progress.style:.3g} tv {progress.tv:.3g}")
         if args.save_every and progress.iteration % args.save_every == 0:
-            save_image(image[0].numpy(), _intermediate_uri(args.output, side, progress.iteration), storage_options=options)
+            save_image(np.asarray(image), _intermediate_uri(args.output, side, progress.iteration), storage_options=options)
 
     result = stylize(content, styles, params, weights=args.weights, callback=on_step)
     bar.close()

@@ -1,4 +1,4 @@
-"""One pair, start to finish, as a plain function: load, stylize, save, record.
+"""A batch of pairs, start to finish, as plain functions: plan, load, stylize, save, record.
 
 No Prefect here, so it is testable on its own; flows/pipeline.py wraps it in a task.
 """
@@ -24,7 +24,7 @@ from nst_core.fast import FastUnavailableError
 from nst_core.image_io import ImageError, load_image, save_image
 from nst_core.model import WeightsError
 from nst_core.optimize import NonFiniteLossError
-from nst_core.stylize import estimate_memory_bytes, size_for, style_side, stylize
+from nst_core.stylize import Job, batch_key, estimate_memory_bytes, size_for, style_side, stylize_batch
 
 from .manifest import Pair
 from .results import params_columns, write_rows
@@ -146,40 +146,100 @@ def failure_message(error: BaseException, pair: Pair) -> str:
     return message if isinstance(error, ours) else f"{type(error).__name__}: {message}"
 
 
-def stylize_pair(pair: Pair, run_id: str, results_uri: str, *, weights: str | None = None,
-                 storage_options: dict | None = None, attempts: int = 1,
-                 memory_limit_gb: float | None = None) -> dict:
-    """Stylize one pair and append its row to the results table; returns the row.
+def plan_batches(pairs: list[Pair], batch_size: int, memory_limit_gb: float) -> list[list[Pair]]:
+    """Pairs grouped into batches of at most `batch_size` that may share one optimisation, each
+    batch's memory (every pair counted at its largest, size x size) within `memory_limit_gb`.
 
-    Bad input fails the pair (a `failed` row, no exception); transient errors
-    propagate so the caller can retry them.
+    Pairs of one content image and one parameter set are kept together: they share an image
+    size, which is what a batch needs (stylize_pairs splits any batch whose sizes differ).
     """
-    started_at, clock = datetime.now(timezone.utc), time.perf_counter()
-    row = {**base_row(pair, run_id), "started_at": started_at, "attempts": attempts, "device": _device(),
-           "worker": f"{socket.gethostname()}:{os.getpid()}"}
-    _raise_if_stopped()
+    def flow_key(pair: Pair) -> tuple:
+        # batch_key() without the content's shape, unknown until the image is read.
+        return batch_key((pair.params.size, pair.params.size), pair.params)
+
+    groups: dict[tuple, list[Pair]] = {}
+    for pair in sorted(pairs, key=lambda p: (p.content, p.row)):
+        groups.setdefault(flow_key(pair), []).append(pair)
+    batches = []
+    for group in groups.values():
+        pair_gb = estimate_memory_bytes(group[0].params.size, group[0].params.size) / 2**30
+        fits = max(1, min(batch_size, int(memory_limit_gb // pair_gb)))
+        batches += [group[start : start + fits] for start in range(0, len(group), fits)]
+    return batches
+
+
+def _stylize_jobs(jobs: list[Job], weights: str | None, callback) -> list:
+    """stylize_batch's outcome per job: a batch that runs out of memory is retried one job at a
+    time, and an error of the whole batch (the fast extra missing, a signal) is each job's."""
     try:
-        content = load_image(pair.content, max_side=pair.params.size, storage_options=storage_options)
-        check_memory(pair, content.shape, memory_limit_gb or default_memory_limit_gb())
-        styles = [load_image(uri, max_side=style_side(pair.params.size, pair.params), storage_options=storage_options)
-                  for uri in pair.styles]
-        loaded = time.perf_counter()
-        result = stylize(content, styles, pair.params, weights=weights, callback=_raise_if_stopped)
-        stylized = time.perf_counter()
-        save_image(result.image, pair.output, storage_options=storage_options)
-        row.update(
-            status="succeeded", content_loss=result.content_loss, style_loss=result.style_loss,
-            tv_loss=result.tv_loss, total_loss=result.total_loss, loss_history=result.loss_history,
-            content_loss_history=result.content_loss_history, style_loss_history=result.style_loss_history,
-            iterations_run=result.iterations, network=result.arch,
-            height=result.image.shape[0], width=result.image.shape[1],
-            load_seconds=loaded - clock, targets_seconds=result.targets_seconds,
-            optimize_seconds=result.optimize_seconds, save_seconds=time.perf_counter() - stylized,
-        )
-    except Exception as error:  # noqa: BLE001 - sorted into retry or record just below
-        if isinstance(error, RunStopped) or is_transient(error):
-            raise
-        row.update(status="failed", error=failure_message(error, pair), transient=False)
-    row.update(finished_at=datetime.now(timezone.utc), total_seconds=time.perf_counter() - clock)
-    write_rows(results_uri, [row], storage_options=storage_options)
-    return row
+        return stylize_batch(jobs, weights=weights, callback=callback)
+    except tf.errors.ResourceExhaustedError as error:
+        if len(jobs) == 1:
+            return [error]
+        return [outcome for job in jobs for outcome in _stylize_jobs([job], weights, callback)]
+    except Exception as error:  # noqa: BLE001 - sorted per pair by the caller
+        return [error] * len(jobs)
+
+
+def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: str | None = None,
+                  storage_options: dict | None = None, attempts: int = 1,
+                  memory_limit_gb: float | None = None) -> list[dict]:
+    """Stylize a batch of pairs (plan_batches) and append their rows to the results table; returns the rows.
+
+    Pairs whose images turn out to differ in size run as separate batches. Bad input fails
+    its pair only (a `failed` row, no exception); transient errors propagate so the caller
+    can retry the batch. The rows are written together at the end, so a batch is recorded
+    whole or not at all. Seconds are each pair's own (load, save) plus its share of the batch.
+    """
+    started_at = datetime.now(timezone.utc)
+    common = {"started_at": started_at, "attempts": attempts, "device": _device(),
+              "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    rows = {pair.pair_id: {**base_row(pair, run_id), **common} for pair in pairs}
+    _raise_if_stopped()
+    loaded: dict[tuple, list[tuple[Pair, Job]]] = {}
+    for pair in pairs:
+        clock = time.perf_counter()
+        try:
+            content = load_image(pair.content, max_side=pair.params.size, storage_options=storage_options)
+            check_memory(pair, content.shape, memory_limit_gb or default_memory_limit_gb())
+            styles = [load_image(uri, max_side=style_side(pair.params.size, pair.params),
+                                 storage_options=storage_options) for uri in pair.styles]
+        except Exception as error:  # noqa: BLE001 - sorted into retry or record
+            _fail_or_raise(rows[pair.pair_id], error, pair)
+            continue
+        rows[pair.pair_id]["load_seconds"] = time.perf_counter() - clock
+        loaded.setdefault(batch_key(content.shape, pair.params), []).append((pair, Job(content, styles, pair.params)))
+    for batch in loaded.values():
+        outcomes = _stylize_jobs([job for _, job in batch], weights, _raise_if_stopped)
+        for (pair, _), outcome in zip(batch, outcomes):
+            row = rows[pair.pair_id]
+            clock = time.perf_counter()
+            try:
+                if isinstance(outcome, Exception):
+                    raise outcome
+                save_image(outcome.image, pair.output, storage_options=storage_options)
+            except Exception as error:  # noqa: BLE001 - sorted into retry or record
+                _fail_or_raise(row, error, pair)
+                continue
+            row.update(
+                status="succeeded", content_loss=outcome.content_loss, style_loss=outcome.style_loss,
+                tv_loss=outcome.tv_loss, total_loss=outcome.total_loss, loss_history=outcome.loss_history,
+                content_loss_history=outcome.content_loss_history, style_loss_history=outcome.style_loss_history,
+                iterations_run=outcome.iterations, network=outcome.arch, batch_size=len(batch),
+                height=outcome.image.shape[0], width=outcome.image.shape[1],
+                targets_seconds=outcome.targets_seconds, optimize_seconds=outcome.optimize_seconds,
+                save_seconds=time.perf_counter() - clock,
+            )
+    finished_at = datetime.now(timezone.utc)
+    for row in rows.values():
+        parts = ("load_seconds", "targets_seconds", "optimize_seconds", "save_seconds")
+        row.update(finished_at=finished_at, total_seconds=sum(row.get(name) or 0.0 for name in parts))
+    write_rows(results_uri, rows.values(), storage_options=storage_options)
+    return list(rows.values())
+
+
+def _fail_or_raise(row: dict, error: Exception, pair: Pair) -> None:
+    """Record a pair's bad input in its row; let a signal stop or a transient error through."""
+    if isinstance(error, RunStopped) or is_transient(error):
+        raise error
+    row.update(status="failed", error=failure_message(error, pair), transient=False)

@@ -50,6 +50,7 @@ SCHEMA = pa.schema(
         ("iterations_run", pa.int64()),  # steps taken; `iterations` is the budget parameter
         ("load_seconds", pa.float64()), ("targets_seconds", pa.float64()), ("optimize_seconds", pa.float64()),
         ("save_seconds", pa.float64()), ("total_seconds", pa.float64()),
+        ("batch_size", pa.int64()),  # pairs optimised together with this one; its seconds are its share
         ("width", pa.int64()), ("height", pa.int64()), ("network", pa.string()),  # arch resolved: vgg16 or vgg19
         ("device", pa.string()), ("host", pa.string()),
         ("worker", pa.string()),  # host:pid of the process that stylized the pair (a Dask worker, or the run)

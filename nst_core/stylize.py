@@ -293,6 +293,8 @@ def _optimized(objective, step, jobs: list[Job], callback) -> list:
     outcomes: list = [None] * len(jobs)
     live = list(range(len(jobs)))
     for scale_index, side in enumerate(sides):
+        if not live:
+            break
         started = time.perf_counter()
         contents, loss_args = _loss_args(objective, [jobs[i] for i in live], side)
         targets_seconds = time.perf_counter() - started
@@ -370,7 +372,8 @@ def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams =
     """Stylize `content` (H, W, 3 in [0, 1]) with one or more style images.
 
     `weights` is "imagenet", a weights file, or None for $NST_WEIGHTS / "imagenet".
-    `callback(scale_index, side, progress, image)` is called after every step.
+    `callback(scale_index, side, progress, image)` is called after every step, with the
+    (H, W, 3) image whose loss `progress` holds.
     Losses are those of the stylized image before `style_strength` and colour
     preservation, for both methods, so runs of either compare in one table.
     """

@@ -34,7 +34,8 @@ def test_two_dask_workers_share_the_pairs_and_the_table_is_complete(collection, 
     out = collection / "out"
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     result = subprocess.run([sys.executable, "-m", "flows.cli", "run", "m.csv", "--out", "out", "--task-runner", "dask",
-                             "--dask-workers", "2", "--size", "32", "--iterations", "5", "--tolerance", "0",
+                             "--dask-workers", "2", "--batch-size", "2", "--size", "32", "--iterations", "5",
+                             "--tolerance", "0",
                              "--weights", weights_path], cwd=collection, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -42,7 +43,8 @@ def test_two_dask_workers_share_the_pairs_and_the_table_is_complete(collection, 
     assert result.stderr.count("Starting temporary server") == 1  # one server, not one per worker
     table = read_results(str(out / "results"))
     assert len(table) == 4 and (table.status == "succeeded").all() and table.pair_id.is_unique
-    assert table.worker.nunique() == 2, table.worker.value_counts()  # both workers took pairs
+    assert table.worker.nunique() == 2, table.worker.value_counts()  # both workers took a batch of 2
+    assert (table.batch_size == 2).all()
     assert table.content_fingerprint.notna().all()
     assert len(list(out.glob("*.png"))) == 4 and not list(out.glob(".*.tmp"))
 

@@ -324,7 +324,7 @@ def test_an_s3_outage_mid_run_is_ridden_out_by_retries(prefect_api, s3, weights_
     breaker.start()
     outcome = run_manifest("s3://nst-test/in/manifest.csv", "s3://nst-test/out",
                            overrides={**FAST, "iterations": 60}, weights=weights_path, storage_options=options,
-                           retry_delays=[2, 4, 8])
+                           retry_delays=[2, 4, 8], batch_size=1)  # one pair a task: the outage lands mid-run
     breaker.join(timeout=30)
     outage["replacement"].stop()
     assert "started" in outage, "the outage never happened"
@@ -381,7 +381,7 @@ def test_when_s3_stays_down_failures_are_spooled_and_delivered_by_the_next_run(p
     threading.Thread(target=break_for_good, daemon=True).start()
     with pytest.raises(PairsFailedError, match="1 of 2 pairs failed"):
         run_manifest("s3://nst-test/in/manifest.csv", "s3://nst-test/out", overrides={**FAST, "iterations": 60},
-                     weights=weights_path, storage_options=options, retry_delays=[0.5])
+                     weights=weights_path, storage_options=options, retry_delays=[0.5], batch_size=1)
     assert len(list((tmp_path / "spool").rglob("part-*.parquet"))) == 1  # kept locally, not lost
 
     outcome = run_manifest("s3://nst-test/in/manifest.csv", "s3://nst-test/out", overrides={**FAST, "iterations": 60},

@@ -1,0 +1,81 @@
+"""Batches in the pipeline: planning (plain functions) and a real flow run that batches pairs."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from conftest import SAMPLES
+from flows.manifest import Pair
+from flows.pairs import plan_batches
+from flows.pipeline import PairsFailedError, run_manifest
+from flows.results import read_results
+from nst_core.params import StyleParams
+from nst_core.stylize import estimate_memory_bytes
+
+
+def _pair(row: int, content: str, **params) -> Pair:
+    return Pair(row=row, content=content, styles=("s.jpg",), params=StyleParams(**params),
+                pair_id=f"{content}-{row}", output=f"out/{content}-{row}.png")
+
+
+def test_batches_hold_pairs_that_can_share_one_optimisation():
+    pairs = [_pair(0, "b.jpg", size=64), _pair(1, "a.jpg", size=64), _pair(2, "a.jpg", size=64, style_weight=3.0),
+             _pair(3, "a.jpg", size=128), _pair(4, "c.jpg", size=64, content_layers=("block3_conv2",)),
+             _pair(5, "a.jpg", size=64, seed=4)]
+    batches = plan_batches(pairs, batch_size=3, memory_limit_gb=100)
+    as_rows = sorted(sorted(p.row for p in batch) for batch in batches)
+    # Loss weights and seeds may differ in a batch; size and layers may not. One content stays together.
+    assert as_rows == [[0], [1, 2, 5], [3], [4]]
+    assert [p.content for p in batches[0]] == ["a.jpg"] * 3
+    assert sorted(p.row for b in plan_batches(pairs, 2, 100) for p in b) == list(range(6))  # none lost
+    assert max(len(b) for b in plan_batches(pairs, 2, 100)) == 2
+
+
+def test_batches_stay_within_the_memory_limit():
+    pairs = [_pair(row, f"{row}.jpg", size=512) for row in range(7)]
+    pair_gb = estimate_memory_bytes(512, 512) / 2**30
+    batches = plan_batches(pairs, batch_size=8, memory_limit_gb=3.5 * pair_gb)
+    assert [len(b) for b in batches] == [3, 3, 1]
+    # A pair too large for the limit alone still gets a batch of its own, where it fails with its reason.
+    assert [len(b) for b in plan_batches(pairs[:2], 8, 0.5 * pair_gb)] == [1, 1]
+
+
+@pytest.fixture
+def two_photos(tmp_path):
+    for name in ("chelsea", "astronaut"):
+        shutil.copy(SAMPLES / "content" / f"{name}.jpg", tmp_path / f"{name}.jpg")
+    for name in ("starry_night", "the_scream", "shipwreck"):
+        shutil.copy(SAMPLES / "styles" / f"{name}.jpg", tmp_path / f"{name}.jpg")
+    return tmp_path
+
+
+def test_the_flow_batches_pairs_and_records_each(prefect_api, two_photos, weights_path):
+    """6 pairs, 2 photos of different shapes: each photo's 3 styles share one optimisation."""
+    manifest = two_photos / "m.csv"
+    manifest.write_text("content,style\nchelsea.jpg,starry_night.jpg\nastronaut.jpg,starry_night.jpg\n"
+                        "chelsea.jpg,the_scream.jpg\nastronaut.jpg,the_scream.jpg\n"
+                        "chelsea.jpg,shipwreck.jpg\nastronaut.jpg,missing.jpg\n")
+    overrides = {"size": 48, "iterations": 6, "tolerance": 0.0}
+    with pytest.raises(PairsFailedError, match="1 of 6 pairs failed"):
+        run_manifest(str(manifest), str(two_photos / "out"), overrides=overrides, weights=weights_path, batch_size=8)
+    table = read_results(str(two_photos / "out" / "results")).set_index("style_uri")
+    succeeded = table[table.status == "succeeded"]
+    assert len(succeeded) == 5 and table.loc[str(two_photos / "missing.jpg"), "error"].endswith("file not found")
+    by_photo = succeeded.groupby(succeeded.content_uri.str.rsplit("/", n=1).str[-1])["batch_size"].agg(set)
+    assert by_photo.to_dict() == {"chelsea.jpg": {3}, "astronaut.jpg": {2}}  # split by image size, missing one out
+    assert (succeeded.iterations_run == 6).all() and (succeeded.total_loss < succeeded.loss_history.str[0]).all()
+    assert len(set(succeeded.total_loss.round(6))) == 5  # five different pairs, not one result copied
+    assert table.finished_at.nunique() == 1  # one batch, recorded in one write
+
+
+def test_batch_size_one_runs_pairs_one_at_a_time(prefect_api, two_photos, weights_path):
+    manifest = two_photos / "m.csv"
+    manifest.write_text("content,style\nchelsea.jpg,starry_night.jpg\nchelsea.jpg,the_scream.jpg\n")
+    outcome = run_manifest(str(manifest), str(two_photos / "out"), overrides={"size": 32, "iterations": 3},
+                           weights=weights_path, batch_size=1)
+    assert outcome["succeeded"] == 2
+    table = pd.read_parquet(two_photos / "out" / "results")
+    assert (table.batch_size == 1).all() and table.finished_at.nunique() == 2
