@@ -11,14 +11,13 @@ import argparse
 import os
 import sys
 
-from nst_core.params import StyleParams
+from nst_core.params import SHEET_PARAMS, StyleParams
 
 S3_HELP = "S3: credentials come from the environment or the profile, never from flags"
 
 
-def _add_param_flags(parser: argparse.ArgumentParser) -> None:
+def _add_param_flags(parser: argparse.ArgumentParser, defaults: StyleParams = StyleParams()) -> None:
     group = parser.add_argument_group("stylization parameters (defaults in nst_core/params.py)")
-    defaults = StyleParams()
     for name in StyleParams.field_names():
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="V", default=None,
                            help=f"default: {getattr(defaults, name)}")
@@ -78,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("--styles", nargs="+", required=True, metavar="style")
     sheet.add_argument("-o", "--output", required=True)
     sheet.add_argument("--cell", type=int, default=None, metavar="N", help="cell side in the sheet (default: --size)")
-    _add_param_flags(sheet)
+    _add_param_flags(sheet, SHEET_PARAMS)
     _add_s3_flags(sheet)
     return parser
 
@@ -181,7 +180,7 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     from flows.grids import write_picture
     from nst_core.fast import check_installed
     from nst_core.grid import GridOptions
-    from nst_core.sheet import SHEET_PARAMS, contact_sheet
+    from nst_core.sheet import contact_sheet
     from nst_core.stylize import style_side
 
     params = SHEET_PARAMS.replace(**{**param_overrides(args), "method": "fast"})

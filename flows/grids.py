@@ -18,7 +18,7 @@ from nst_core.grid import Cell, GridOptions, draw_grid, thumbnail, to_pil
 from nst_core.image_io import ImageError, encode_picture, load_image, write_bytes_atomic
 from nst_core.params import StyleParams
 
-from .manifest import _stem
+from .manifest import file_stem
 from .results import DECISIVE, params_columns, read_results
 from .sweeps import parse_sweep
 
@@ -68,7 +68,7 @@ def axis_column(name: str, table: pd.DataFrame) -> str:
 def axis_label(name: str, value) -> str:
     """File stems for images (' + ' between blended styles), NAME=VALUE for parameters."""
     if name in IMAGE_AXES:
-        return " + ".join(_stem(part) for part in str(value).split(" + "))
+        return " + ".join(file_stem(part) for part in str(value).split(" + "))
     return f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
 
 

@@ -222,12 +222,14 @@ def list_images(uri: str, storage_options: dict | None = None, exclude: str | No
             and not posixpath.basename(u).startswith(".") and not (exclude and u.startswith(exclude))}
 
 
-def _stem(uri: str) -> str:
+def file_stem(uri: str) -> str:
+    """The file name without extension, safe for output names: "My Photo.jpg" -> "My_Photo"."""
     name = posixpath.basename(uri.replace("\\", "/").rstrip("/"))
     return re.sub(r"[^A-Za-z0-9._-]", "_", os.path.splitext(name)[0]) or "image"
 
 
-def _join(root: str, name: str) -> str:
+def join_uri(root: str, name: str) -> str:
+    """`name` under `root`: a URI joined with "/", a local path made absolute."""
     if "://" in root:
         return f"{root.rstrip('/')}/{posixpath.normpath(name)}"
     return os.path.join(os.path.abspath(root), os.path.normpath(name))
@@ -239,10 +241,10 @@ def make_pair(row: int, content: str, styles: tuple[str, ...], params: StylePara
     """A pair with its id (content, styles, parameters), deterministic output URI, and the
     fingerprints of its files (`fingerprints`: URI -> fingerprint, from list_images)."""
     digest = hashlib.sha256("\n".join([content, *styles, params.hash()]).encode()).hexdigest()[:16]
-    name = output or f"{_stem(content)}--{'+'.join(_stem(s) for s in styles)}--{digest[:8]}.png"
+    name = output or f"{file_stem(content)}--{'+'.join(file_stem(s) for s in styles)}--{digest[:8]}.png"
     seen = fingerprints or {}
     style_fingerprint = " + ".join(str(seen.get(s)) for s in styles) if any(seen.get(s) for s in styles) else None
-    return Pair(row, content, styles, params, digest, _join(out_root, name), sweep, seen.get(content),
+    return Pair(row, content, styles, params, digest, join_uri(out_root, name), sweep, seen.get(content),
                 style_fingerprint)
 
 

@@ -25,7 +25,7 @@ from nst_core.grid import GridOptions
 from nst_core.image_io import write_bytes_atomic
 
 from .grids import axis_label, build_grid, data_uri, select_pairs, write_picture
-from .manifest import _join
+from .manifest import join_uri
 from .results import read_results
 from .sweeps import parse_sweep
 
@@ -166,10 +166,10 @@ def publish_report(run_id: str, results_uri: str, out: str, storage_options: dic
     table of pairs to the Prefect run. Never raises: a report is not worth failing a night's run."""
     try:
         pairs, run = select_pairs(read_results(results_uri, storage_options=storage_options), run_id)
-        page = _join(out, f"reports/{run_id}.html")
+        page = join_uri(out, f"reports/{run_id}.html")
         report = build_report(pairs, run, page_uri=page, storage_options=storage_options)
         write_bytes_atomic(page, report.html.encode(), storage_options=storage_options)
-        grid_uri = _join(out, f"reports/{run_id}-grid.jpg")
+        grid_uri = join_uri(out, f"reports/{run_id}-grid.jpg")
         if report.grids:
             write_picture(report.grids[0], grid_uri, storage_options)
         _attach(run_id, pairs, report, page, grid_uri)

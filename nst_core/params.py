@@ -143,3 +143,6 @@ def _parse_as(hint, text: str, name: str):
     except ValueError:
         raise ValueError(f"{name} must be a{'n integer' if hint is int else ' number'}, got {text!r}") from None
     return text
+
+
+SHEET_PARAMS = StyleParams(size=256, method="fast")  # contact sheets: cells at 256 px, the network's detail, seconds a sheet

@@ -12,13 +12,10 @@ import numpy as np
 from PIL import Image
 
 from .grid import GridOptions, draw_grid
-from .params import StyleParams
+from .params import SHEET_PARAMS, StyleParams
 from .stylize import fast_preview
 
 Input = tuple[str, Union[np.ndarray, str]]  # (label, the image or the reason it could not be read)
-SHEET_PARAMS = StyleParams(size=256, method="fast")  # cells at 256 px: the network's detail, seconds per sheet
-
-
 def _cell(content, style, params: StyleParams):
     if isinstance(content, str) or isinstance(style, str):
         return "input not readable"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -167,3 +168,10 @@ def test_the_new_fields_at_their_defaults_keep_earlier_pair_ids():
     blob = json.dumps(before, sort_keys=True, default=list)  # how the hash was taken before the fast lane
     assert StyleParams().hash() == hashlib.sha256(blob.encode()).hexdigest()[:10]
     assert len({StyleParams().hash(), StyleParams(method="fast").hash(), StyleParams(style_strength=0.5).hash()}) == 3
+
+
+def test_sheet_help_shows_the_sheet_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["sheet", "--help"])
+    help_text = capsys.readouterr().out
+    assert re.search(r"--size V\s+default: 256\b", help_text) and re.search(r"--method V\s+default: fast", help_text)
