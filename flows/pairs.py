@@ -225,7 +225,7 @@ def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: 
                 status="succeeded", content_loss=outcome.content_loss, style_loss=outcome.style_loss,
                 tv_loss=outcome.tv_loss, total_loss=outcome.total_loss, loss_history=outcome.loss_history,
                 content_loss_history=outcome.content_loss_history, style_loss_history=outcome.style_loss_history,
-                iterations_run=outcome.iterations, network=outcome.arch, batch_size=len(batch),
+                iterations_run=outcome.iterations, network=outcome.arch, batch_size=outcome.batch_size,
                 height=outcome.image.shape[0], width=outcome.image.shape[1],
                 targets_seconds=outcome.targets_seconds, optimize_seconds=outcome.optimize_seconds,
                 save_seconds=time.perf_counter() - clock,

@@ -42,6 +42,7 @@ class StylizeResult:
     targets_seconds: float = 0.0
     optimize_seconds: float = 0.0
     arch: str = ""
+    batch_size: int = 1  # images optimised together with this one; its seconds are its share
     scale_iterations: list[int] = field(default_factory=list)
     content_loss_history: list[float] = field(default_factory=list)  # unweighted, per step, like loss_history
     style_loss_history: list[float] = field(default_factory=list)
@@ -330,7 +331,7 @@ def _optimized(objective, step, jobs: list[Job], callback) -> list:
         outcomes[i] = _result(
             job_state.image, job_state.parts, jobs[i].params, [loss for t in tracks for loss in t.history],
             targets_seconds=job_state.targets_seconds, optimize_seconds=job_state.optimize_seconds,
-            scale_iterations=[len(t.history) for t in tracks],
+            batch_size=len(jobs), scale_iterations=[len(t.history) for t in tracks],
             content_loss_history=[c for t in tracks for c, _ in t.part_history],
             style_loss_history=[s for t in tracks for _, s in t.part_history])
     return outcomes

@@ -52,7 +52,7 @@ def test_a_batch_gives_each_pair_its_result_alone(jobs, weights_path):
     batched = stylize_batch(jobs, weights=weights_path)
     alone = [stylize(job.content, job.styles, job.params, weights=weights_path) for job in jobs]
     for b, a in zip(batched, alone):
-        assert b.iterations == a.iterations == 25
+        assert b.iterations == a.iterations == 25 and (b.batch_size, a.batch_size) == (3, 1)
         _assert_same(b, a)
     # The pairs differ, so this is not one image three times.
     assert len({round(r.style_loss, 4) for r in batched}) == 3

@@ -79,3 +79,25 @@ def test_batch_size_one_runs_pairs_one_at_a_time(prefect_api, two_photos, weight
     assert outcome["succeeded"] == 2
     table = pd.read_parquet(two_photos / "out" / "results")
     assert (table.batch_size == 1).all() and table.finished_at.nunique() == 2
+
+
+def test_a_batch_out_of_memory_is_redone_one_pair_at_a_time(two_photos, weights_path, monkeypatch):
+    """A batch too large for the device (injected: a real OOM needs a full GPU) still gives every pair."""
+    import tensorflow as tf
+
+    from flows import pairs as pairs_module
+
+    real = pairs_module.stylize_batch
+
+    def short_of_memory(jobs, **kwargs):
+        if len(jobs) > 1:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+        return real(jobs, **kwargs)
+
+    monkeypatch.setattr(pairs_module, "stylize_batch", short_of_memory)
+    params = StyleParams(size=32, iterations=3)
+    batch = [Pair(row, str(two_photos / "chelsea.jpg"), (str(two_photos / style),), params, f"p{row}",
+                  str(two_photos / f"p{row}.png")) for row, style in enumerate(("starry_night.jpg", "shipwreck.jpg"))]
+    rows = pairs_module.stylize_pairs(batch, "run", str(two_photos / "results"), weights=weights_path)
+    assert [(row["status"], row["batch_size"]) for row in rows] == [("succeeded", 1), ("succeeded", 1)]
+    assert len(read_results(str(two_photos / "results"))) == 2
