@@ -3,11 +3,11 @@
 For each size, N content x style pairs of one output size (square crops of the sample
 photos, each with a different painting; real VGG16 weights) are stylized with the
 default parameters twice in this run: one stylize() call per pair, then one
-stylize_batch() call for all N. Compilation is done before the clocks start.
+stylize_batch() call for all N. Each way is compiled just before its clock starts.
 Printed per size: seconds per pair, pairs per hour and the ratio, the steps taken
 (a batch steps until its slowest pair stops; pairs that stopped earlier ride along),
 the mean final loss of each way (the same quality: within a few percent), and the
-process's peak memory after each way.
+process's peak memory after each way (so the batch's is the larger of the two).
 
 Usage: python benchmarks/bench_batch.py [--sizes 256,512] [--pairs 4] [--iterations N]
 """
@@ -68,12 +68,12 @@ def main() -> None:
         jobs = jobs_at(side, args.pairs, params)
         compile_params = params.replace(iterations=2)
         stylize(jobs[0].content, jobs[0].styles, compile_params, weights=args.weights)
-        stylize_batch([Job(j.content, j.styles, compile_params) for j in jobs], weights=args.weights)
-
         started = time.perf_counter()
         alone = [stylize(job.content, job.styles, job.params, weights=args.weights) for job in jobs]
         alone_seconds = (time.perf_counter() - started) / len(jobs)
         alone_memory = peak_memory_gb()
+
+        stylize_batch([Job(j.content, j.styles, compile_params) for j in jobs], weights=args.weights)
         started = time.perf_counter()
         batched = stylize_batch(jobs, weights=args.weights)
         batched_seconds = (time.perf_counter() - started) / len(jobs)

@@ -1,10 +1,12 @@
 """Pipeline throughput and overhead: 12 pairs (4 photos x 3 paintings) at 128 px.
 
-Runs the same pairs twice in one process: directly through nst_core (load,
-stylize, save) and through the Prefect flow (manifest expansion, tasks, results
-table, artifacts, against Prefect's default local server). Prints pairs per
-hour for both and the pipeline's overhead per pair as a share of the
-stylization time. Shapes are traced once beforehand so neither side pays for it.
+Runs the same pairs three times in one process: directly through nst_core, one
+pair at a time (load, stylize, save), through the Prefect flow one pair at a time
+(`--batch-size 1`: manifest expansion, tasks, results table, artifacts, against
+Prefect's default local server), and through the flow with its default batches
+(each photo's 3 paintings in one batch). Prints pairs per hour for each, the
+pipeline's overhead per pair as a share of the stylization time, and the batches'
+speed-up. Shapes (and batch shapes) are traced once beforehand so no path pays for it.
 
 Usage: python benchmarks/bench_pipeline.py [--iterations N]
 """
@@ -57,19 +59,26 @@ def main() -> None:
     pairs, _ = expand_manifest(str(manifest), str(work / "direct"), overrides=overrides)
     direct = stylize_directly(pairs, args.weights)
 
-    started = time.perf_counter()
-    outcome = run_manifest(str(manifest), str(work / "flow"), overrides=overrides, weights=args.weights)
-    flow = time.perf_counter() - started
-    assert outcome["succeeded"] == len(pairs), outcome
+    run_manifest(str(manifest), str(work / "warm"), overrides={**overrides, "iterations": 2}, weights=args.weights)
+    seconds = {}
+    for batch_size in (1, None):
+        started = time.perf_counter()
+        outcome = run_manifest(str(manifest), str(work / f"flow{batch_size}"), overrides=overrides,
+                               weights=args.weights, batch_size=batch_size)
+        seconds[batch_size] = time.perf_counter() - started
+        assert outcome["succeeded"] == len(pairs), outcome
+    flow, batched = seconds[1], seconds[None]
 
     n = len(pairs)
     print(f"{n} pairs at 128 px, {pairs[0].params.iterations} iterations each, {os.cpu_count()} CPU cores")
     print("| path | seconds | seconds per pair | pairs per hour |\n|---|---|---|---|")
     print(f"| nst_core directly | {direct:.1f} | {direct / n:.2f} | {3600 * n / direct:.0f} |")
-    print(f"| Prefect flow (`nst run`) | {flow:.1f} | {flow / n:.2f} | {3600 * n / flow:.0f} |")
+    print(f"| Prefect flow, `--batch-size 1` | {flow:.1f} | {flow / n:.2f} | {3600 * n / flow:.0f} |")
+    print(f"| Prefect flow, default batches | {batched:.1f} | {batched / n:.2f} | {3600 * n / batched:.0f} |")
     overhead = (flow - direct) / n
     print(f"pipeline overhead: {overhead:.2f} s per pair = {100 * overhead / (direct / n):.1f}% of the "
           f"stylization time (flow start-up included: {flow - direct:.1f} s over the whole run)")
+    print(f"batches: {flow / batched:.2f}x the pairs per hour of the flow one pair at a time")
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a thr
 # Batches submitted at a time: memory stays bounded for collections of any size, and 64 is
 # far above any useful --concurrency, so at most concurrency-1 workers idle at a window's end.
 SUBMIT_WINDOW = 64
-# Pairs optimised together: on a 2-core CPU, 1.25x the pairs per hour of one at a time at 256 px
-# (bench_batch) and 1.46x per step at 128 px (bench_flops); a GPU gains more. Memory caps it.
+# Pairs optimised together: on a 2-core CPU 1.25x the pairs per hour of one at a time at 256 px,
+# 1.18x at 512 px (bench_batch), 1.46x per step at 128 px (bench_flops). Memory caps it.
 BATCH_SIZE = 4
 
 
