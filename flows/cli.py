@@ -217,7 +217,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{side}px loss {progress.total:.4g} content {progress.content:.3g} "
                             f"style {progress.style:.3g} tv {progress.tv:.3g}")
         if args.save_every and progress.iteration % args.save_every == 0:
-            save_image(np.asarray(image), _intermediate_uri(args.output, side, progress.iteration), storage_options=options)
+            save_image(np.asarray(image), _intermediate_uri(args.output, side, progress.iteration),
+                       storage_options=options)
 
     result = stylize(content, styles, params, weights=args.weights, callback=on_step)
     bar.close()

@@ -133,8 +133,9 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
 
     Pairs of one size and parameter structure are optimised together, `batch_size` (default
     BATCH_SIZE) at a time or as many as fit in `memory_limit_gb` (default $NST_MEMORY_LIMIT_GB
-    or 80% of RAM); a pair whose own estimated memory exceeds it fails alone, before it starts. Transient storage errors are retried
-    after each of `retry_delays` seconds. `sweep` (flows/sweeps.py) applies to rows without their own.
+    or 80% of RAM); a pair whose own estimated memory exceeds it fails alone, before it starts.
+    Transient storage errors are retried after each of `retry_delays` seconds. `sweep`
+    (flows/sweeps.py) applies to rows without their own.
 
     Returns counts per status and per ledger class (new, changed, unchanged, still_failing);
     raises PairsFailedError when any pair failed, and RunInterruptedError after SIGINT/SIGTERM

@@ -145,4 +145,5 @@ def _parse_as(hint, text: str, name: str):
     return text
 
 
-SHEET_PARAMS = StyleParams(size=256, method="fast")  # contact sheets: cells at 256 px, the network's detail, seconds a sheet
+# Contact sheets (`nst sheet`): cells at 256 px keep the fast network's detail, at seconds a sheet.
+SHEET_PARAMS = StyleParams(size=256, method="fast")
