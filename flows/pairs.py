@@ -23,14 +23,14 @@ import tensorflow as tf
 from nst_core.fast import FastUnavailableError
 from nst_core.image_io import ImageError, load_image, save_image
 from nst_core.model import WeightsError
-from nst_core.optimize import NonFiniteLossError
+from nst_core.optimize import OptimizationError
 from nst_core.stylize import Job, batch_key, estimate_memory_bytes, size_for, style_side, stylize_batch
 
 from .manifest import Pair
 from .results import params_columns, write_rows
 
 # Errors that are the input's fault: recorded as failed, never retried.
-PERMANENT_ERRORS = (ImageError, ValueError, NonFiniteLossError, WeightsError, FastUnavailableError,
+PERMANENT_ERRORS = (ImageError, ValueError, OptimizationError, WeightsError, FastUnavailableError,
                     tf.errors.ResourceExhaustedError)
 # Network errors as they reach us from s3fs, aiohttp and botocore: retried.
 TRANSIENT_ERRORS = (OSError, aiohttp.ClientError, botocore.exceptions.HTTPClientError,
@@ -142,7 +142,7 @@ def failure_message(error: BaseException, pair: Pair) -> str:
         return f"{error.filename or error}: file not found"
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
     # Our own errors already read as a sentence; others get their type for context.
-    ours = (ImageError, MemoryBudgetError, NonFiniteLossError, WeightsError, FastUnavailableError)
+    ours = (ImageError, MemoryBudgetError, OptimizationError, WeightsError, FastUnavailableError)
     return message if isinstance(error, ours) else f"{type(error).__name__}: {message}"
 
 

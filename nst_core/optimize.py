@@ -17,12 +17,24 @@ from keras import ops
 from . import backend
 
 LBFGS_HISTORY = 20  # curvature pairs kept: 5, 10, 20 took 201, 203, 194 steps to the same loss, same ms/step
+ARMIJO = 1e-4  # sufficient decrease for accepting a trial (Nocedal & Wright's c1)
+MAX_BACKTRACKS = 10  # rejected trials in a row (step shrunk to under 1e-3) before the history is dropped
+MIN_JUDGED_STEPS = 10  # runs given this many iterations must lower the loss by MIN_PROGRESS; shorter are previews
+MIN_PROGRESS = 1e-3
 ADAM_BETAS = (0.9, 0.999)  # Kingma & Ba defaults
 ADAM_EPSILON = 1e-8  # small against our losses' gradients, which are relative errors
 
 
-class NonFiniteLossError(FloatingPointError):
+class OptimizationError(FloatingPointError):
+    """The optimisation of one image failed; the image's pair fails with this message."""
+
+
+class NonFiniteLossError(OptimizationError):
     """The loss became NaN or infinite."""
+
+
+class NoProgressError(OptimizationError):
+    """The run ended without lowering the loss: its result would be the start image."""
 
 
 @dataclass
@@ -64,7 +76,7 @@ def lbfgs_direction(grad, steps, grad_changes, count):
     gamma = ops.where(
         count > 0,
         curvature[-1] / _dot(grad_changes[-1], grad_changes[-1]),
-        ops.minimum(1.0, 1.0 / ops.sum(ops.abs(grad), axis=-1)),
+        ops.minimum(1.0, 1.0 / ops.sum(ops.abs(grad), axis=-1)),  # _steepest's scaling
     )
     r = gamma[:, None] * q
     for i in range(history):
@@ -73,38 +85,82 @@ def lbfgs_direction(grad, steps, grad_changes, count):
     return -r
 
 
+def _steepest(grad):
+    """The first step, and the fallback: the gradient scaled to unit L1 norm, as torch's L-BFGS
+    (which jcjohnson/neural-style uses) starts."""
+    return -grad * ops.minimum(1.0, 1.0 / ops.sum(ops.abs(grad), axis=-1))[:, None]
+
+
+def _backtracked(length, trial_loss, accepted_loss, slope):
+    """The next, shorter trial length after a rejected one: the minimiser of the quadratic through
+    the accepted loss, its slope along the trial and the trial's loss, kept within [0.1, 0.5] of
+    the rejected length (Nocedal & Wright, 3.5); half when that quadratic is of no use."""
+    curvature = trial_loss - accepted_loss - slope
+    usable = ops.isfinite(trial_loss) & (curvature > 0)
+    factor = ops.where(usable, -slope / (2.0 * ops.where(usable, curvature, 1.0)), 0.5)
+    return length * ops.clip(factor, 0.1, 0.5)
+
+
 def make_lbfgs_step(loss_fn: Callable, variables=()):
-    """Compiled L-BFGS step with unit step length and no line search (as neural-style).
+    """Compiled L-BFGS step with a backtracking (Armijo) line search, one loss evaluation per step.
+
+    Each call evaluates one trial image. Per image: a trial that lowers the loss enough
+    (Armijo, along the actual step after clipping to [0, 1]) is accepted, adds its curvature
+    pair and gets a new direction at unit length; a trial that does not is rejected, and the
+    next trial goes back to the accepted image with a shorter step. So a bad step (a wrong
+    curvature estimate, an overshoot) is never built on, and the accepted loss only falls.
+    After MAX_BACKTRACKS rejections in a row the history is dropped (steepest descent).
 
     `loss_fn(images, *args) -> (sum of the per-image totals, (totals, content, style, tv))`;
     each image's loss depends on that image only, so the summed loss's gradient is each
-    image's own. `variables`: the model's, handed to backend.compile.
+    image's own. Returns the trial's losses. `variables`: the model's, handed to backend.compile.
     """
     loss_and_grad = backend.value_and_grad(loss_fn)
 
     def step(image, state, loss_args):
-        previous_image, previous_grad, steps, grad_changes, count = state
+        accepted, accepted_loss, accepted_grad, direction, length, steps, grad_changes, count, backtracks = state
         (_, (totals, *parts)), grad = loss_and_grad(image, *loss_args)
         batch = image.shape[0]
-        flat_grad = ops.reshape(grad, (batch, -1))
-        s = ops.reshape(image - previous_image, (batch, -1))
-        y = flat_grad - ops.reshape(previous_grad, (batch, -1))
-        accept = _dot(s, y) > 1e-10  # keep only pairs with positive curvature, per image
-        keep = accept[None, :, None]
+        grad = ops.reshape(grad, (batch, -1))
+        s = ops.reshape(image - accepted, (batch, -1))
+        slope = _dot(accepted_grad, s)
+        accept = ops.isfinite(totals) & (totals <= accepted_loss + ARMIJO * ops.minimum(slope, 0.0))
+        y = grad - accepted_grad
+        new_pair = accept & (_dot(s, y) > 1e-10)  # keep only pairs with positive curvature
+        keep = new_pair[None, :, None]
         steps = ops.where(keep, ops.concatenate([steps[1:], s[None]], 0), steps)
         grad_changes = ops.where(keep, ops.concatenate([grad_changes[1:], y[None]], 0), grad_changes)
-        count = ops.minimum(count + ops.cast(accept, "int32"), steps.shape[0])
-        direction = ops.reshape(lbfgs_direction(flat_grad, steps, grad_changes, count), ops.shape(image))
-        new_image = ops.clip(image + direction, 0.0, 1.0)
-        return new_image, (image, grad, steps, grad_changes, count), totals, parts
+        backtracks = ops.where(accept, 0, backtracks + 1)
+        restart = backtracks >= MAX_BACKTRACKS
+        count = ops.where(restart, 0, ops.minimum(count + ops.cast(new_pair, "int32"), steps.shape[0]))
+        backtracks = ops.where(restart, 0, backtracks)
+
+        first = ops.isinf(accepted_loss)  # the start image: keep the state's first length
+        length = ops.where(first, length,
+                           ops.where(accept | restart, 1.0, _backtracked(length, totals, accepted_loss, slope)))
+        accepted_loss = ops.where(accept, totals, accepted_loss)
+        accepted_grad = ops.where(accept[:, None], grad, accepted_grad)
+        accepted = ops.where(accept[:, None, None, None], image, accepted)
+        fresh = lbfgs_direction(accepted_grad, steps, grad_changes, count)
+        # Rounding in a long history can give an ascent direction: steepest descent then.
+        fresh = ops.where((_dot(accepted_grad, fresh) < 0)[:, None], fresh, _steepest(accepted_grad))
+        direction = ops.where((accept | restart)[:, None], fresh, direction)
+        trial = ops.clip(accepted + ops.reshape(length[:, None] * direction, ops.shape(image)), 0.0, 1.0)
+        state = (accepted, accepted_loss, accepted_grad, direction, length, steps, grad_changes, count, backtracks)
+        return trial, state, totals, parts
 
     return backend.compile(step, variables)
 
 
-def lbfgs_state(image):
-    batch = image.shape[0]
-    zeros = ops.zeros((LBFGS_HISTORY, batch, math.prod(image.shape[1:])))
-    return (image, ops.zeros_like(image), zeros, zeros, ops.zeros((batch,), "int32"))
+def lbfgs_state(image, first_length=1.0):
+    """The state before the first step: the start image is the first trial, always accepted
+    (its accepted loss is infinite). `first_length` (a number, or one per image) scales the
+    first step; tests force a bad one with it."""
+    batch, size = image.shape[0], math.prod(image.shape[1:])
+    history, flat = ops.zeros((LBFGS_HISTORY, batch, size)), ops.zeros((batch, size))
+    lengths = ops.ones((batch,)) * ops.convert_to_tensor(first_length, "float32")
+    return (image, ops.full((batch,), float("inf")), flat, flat, lengths,
+            history, history, ops.zeros((batch,), "int32"), ops.zeros((batch,), "int32"))
 
 
 def make_adam_step(loss_fn: Callable, learning_rate: float, betas=ADAM_BETAS, epsilon=ADAM_EPSILON,
@@ -142,16 +198,15 @@ def has_converged(best_losses: list[float], tolerance: float, patience: int) -> 
 class Track:
     """One image of a batch: its stopping rule, its losses so far and its best image.
 
-    L-BFGS without a line search can overshoot; keeping the best image seen makes
-    that harmless.
+    The history records the best loss so far at each step (with the line search, the
+    accepted image's loss), so it only falls; a rejected trial never becomes the result.
     """
 
     iterations: int
     tolerance: float
     patience: int
-    history: list = field(default_factory=list)  # total loss per step
-    part_history: list = field(default_factory=list)  # (content, style) per step
-    best_losses: list = field(default_factory=list)
+    history: list = field(default_factory=list)  # best total loss after each step
+    part_history: list = field(default_factory=list)  # its (content, style)
     best_image: object = None
     best_parts: Optional[tuple] = None
     error: Optional[Exception] = None
@@ -161,19 +216,29 @@ class Track:
         self.done = self.iterations <= 0
 
     def record(self, iteration: int, total: float, parts: tuple, image) -> None:
-        """Take step `iteration`'s loss of `image` (the image before the step's update)."""
+        """Take step `iteration`'s loss of `image` (the trial evaluated at that step)."""
         if not math.isfinite(total):
             self.error = NonFiniteLossError(
                 f"the loss became {total} at iteration {iteration}; lower the loss weights or the learning rate"
             )
             self.done = True
             return
-        self.history.append(total)
-        self.part_history.append(parts[:2])
-        if not self.best_losses or total < self.best_losses[-1]:
+        if not self.history or total < self.history[-1]:
             self.best_image, self.best_parts = image, parts
-        self.best_losses.append(min(total, self.best_losses[-1]) if self.best_losses else total)
-        self.done = iteration >= self.iterations or has_converged(self.best_losses, self.tolerance, self.patience)
+        self.history.append(min(total, self.history[-1]) if self.history else total)
+        self.part_history.append(self.best_parts[:2])
+        self.done = iteration >= self.iterations or has_converged(self.history, self.tolerance, self.patience)
+        if self.done:
+            self.error = self.no_progress()
+
+    def no_progress(self) -> Optional[NoProgressError]:
+        """A run of MIN_JUDGED_STEPS or more iterations that ended without clearly lowering its loss."""
+        start, end = self.history[0], self.history[-1]
+        if self.iterations < MIN_JUDGED_STEPS or start <= 0 or end < (1 - MIN_PROGRESS) * start:
+            return None
+        return NoProgressError(
+            f"no progress: loss did not fall below its starting value ({start:.4g} -> {end:.4g} "
+            f"in {len(self.history)} steps); lower the style weight or the learning rate")
 
 
 def run_optimizer(step, state, images, loss_args, tracks: list[Track], *,
@@ -193,9 +258,8 @@ def run_optimizer(step, state, images, loss_args, tracks: list[Track], *,
         for index, track in enumerate(tracks):
             if track.done:
                 continue
-            image, total = images[index], float(totals[index])
-            content, style, tv = (float(p[index]) for p in parts)
-            track.record(iteration, total, (content, style, tv), image)
+            track.record(iteration, float(totals[index]), tuple(float(p[index]) for p in parts), images[index])
             if callback is not None and track.error is None:
-                callback(index, Progress(iteration, track.iterations, total, content, style, tv), image)
+                progress = Progress(iteration, track.iterations, track.history[-1], *track.best_parts)
+                callback(index, progress, track.best_image)
         images = new_images
