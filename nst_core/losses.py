@@ -14,6 +14,14 @@ is an MMD with the matching kernel (Li et al. 2017):
              through random Fourier features (Rahimi & Recht 2007): exact in
              expectation, linear in the number of positions
 - bn:        per-channel mean and standard deviation (batch-norm statistics)
+- w2:        Wasserstein-2 distance between Gaussian fits (mean and covariance) of the
+             features, as crowsonkb's style-transfer-pytorch; the targets are the mean
+             and second raw moment, which blend linearly
+- swd:       sliced Wasserstein distance (Heitz et al. 2021): the features' full
+             distribution along SWD_DIRECTIONS fixed random directions, compared as
+             sorted projections (quantile functions)
+w2 and swd are distances rather than matched statistics, so each layer's loss is the
+distance squared relative to E||y||^2 of the style features (or of their projections).
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
+W2_EPSILON = 1e-4  # added to covariances' diagonals, as crowsonkb: keeps their square roots' gradients finite
+SWD_QUANTILES = 1024  # points of each projection's quantile function kept as the target
 RANDOM_FEATURES = 512  # Fourier features per layer for mmd-gauss: error ~ 1/sqrt(512)
 _EPS = 1e-8
 _POSITIONS = (1, 2)  # the H and W axes of (B, H, W, C) features: statistics are means over them
@@ -63,7 +73,58 @@ def style_context(stat: str, style_features: list, blend: list[float], seed: int
             "projection": (projection / ops.sqrt(ops.maximum(spread, _EPS)))[None],
             "phase": ops.convert_to_tensor(rng.uniform(0, 2 * np.pi, (1, RANDOM_FEATURES)), "float32"),
         }
+    if stat == "w2":
+        moments = sum(w * ops.convert_to_numpy(style_statistic("w2", f, {})) for f, w in zip(style_features, blend))
+        _, covariance = _gaussian(ops.convert_to_tensor(moments, "float32"))
+        return {"root": ops.convert_to_tensor(_sqrtm(ops.convert_to_numpy(covariance[0])))[None]}
+    if stat == "swd":
+        # Fixed directions, not redrawn each step as Heitz et al.: L-BFGS needs one objective.
+        channels = int(style_features[0].shape[-1])
+        rotation, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((channels, channels)))
+        return {"projection": ops.convert_to_tensor(rotation, "float32")[None]}
     return {}
+
+
+def _sqrtm(matrix: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix (NumPy, for constant targets)."""
+    values, vectors = np.linalg.eigh(matrix.astype(np.float64))
+    return ((vectors * np.sqrt(np.maximum(values, 0.0))) @ vectors.T).astype(np.float32)
+
+
+def _gaussian(moments):
+    """(mean (B, C), covariance + W2_EPSILON I (B, C, C)) from w2's statistic [mean, E[x x^T]]."""
+    total = int(moments.shape[-1])
+    channels = int((np.sqrt(1 + 4 * total) - 1) / 2)  # total = C + C^2
+    mean = moments[:, :channels]
+    second = ops.reshape(moments[:, channels:], (-1, channels, channels))
+    covariance = second - mean[:, :, None] * mean[:, None, :] + W2_EPSILON * ops.eye(channels)
+    return mean, covariance
+
+
+def _w2_squared(features, target, root):
+    """Squared W2 between the Gaussian fits of `features` and of the target moments, per image:
+    |m_x - m_y|^2 + tr(S_x) + tr(S_y) - 2 tr((S_y^1/2 S_x S_y^1/2)^1/2)."""
+    (mean_x, cov_x), (mean_y, cov_y) = _gaussian(style_statistic("w2", features, {})), _gaussian(target)
+    product = root @ cov_x @ root
+    eigenvalues, _ = ops.eigh((product + ops.transpose(product, (0, 2, 1))) / 2)  # symmetric up to rounding
+    cross = ops.sum(ops.sqrt(ops.maximum(eigenvalues, 0.0) + _EPS), -1)
+    trace = ops.trace(cov_x, axis1=1, axis2=2) + ops.trace(cov_y, axis1=1, axis2=2)
+    return ops.sum((mean_x - mean_y) ** 2, -1) + trace - 2.0 * cross
+
+
+def _sorted_projections(features, projection):
+    """Each image's features projected on each direction and sorted: (B, directions, positions)."""
+    projected = ops.einsum("bhwc,bck->bkhw", features, projection)
+    return ops.sort(ops.reshape(projected, (-1, int(projection.shape[-1]), int(np.prod(features.shape[1:3])))), -1)
+
+
+def _quantiles(ordered, count: int):
+    """Sorted values (..., N) resampled at `count` evenly spaced quantile levels, linearly."""
+    size = int(ordered.shape[-1])
+    position = np.clip((np.arange(count) + 0.5) / count * size - 0.5, 0, size - 1)
+    low = np.floor(position).astype("int32")
+    high, fraction = np.minimum(low + 1, size - 1), (position - low).astype("float32")
+    return ops.take(ordered, low, axis=-1) * (1 - fraction) + ops.take(ordered, high, axis=-1) * fraction
 
 
 def style_statistic(stat: str, features, context: dict):
@@ -79,6 +140,10 @@ def style_statistic(stat: str, features, context: dict):
     if stat == "bn":
         mean, variance = ops.moments(features, axes=_POSITIONS)
         return ops.concatenate([mean, ops.sqrt(variance + _EPS)], -1)
+    if stat == "w2":  # the first and second raw moments: unlike the covariance, they blend linearly
+        return ops.concatenate([ops.mean(features, _POSITIONS), _flat(gram_matrix(features))], -1)
+    if stat == "swd":
+        return _flat(_quantiles(_sorted_projections(features, context["projection"]), SWD_QUANTILES))
     raise ValueError(f"unknown style statistic {stat!r}")
 
 
@@ -93,12 +158,22 @@ def content_loss(features: list, targets: list, layer_weights: list[float]):
     return sum(w * relative_error(f, t) for f, t, w in zip(features, targets, layer_weights))
 
 
+def layer_style_loss(stat: str, features, target, context: dict):
+    """One layer's style loss per image: (B,), relative to the style features' scale."""
+    if stat == "w2":
+        channels = int(features.shape[-1])
+        second_moment = ops.trace(ops.reshape(target[:, channels:], (-1, channels, channels)), axis1=1, axis2=2)
+        return _w2_squared(features, target, context["root"]) / (second_moment + _EPS)
+    if stat == "swd":
+        ordered = _sorted_projections(features, context["projection"])
+        expected = _quantiles(ops.reshape(target, (-1, int(ordered.shape[1]), SWD_QUANTILES)), int(ordered.shape[-1]))
+        return relative_error(ordered, expected)
+    return relative_error(style_statistic(stat, features, context), target)
+
+
 def style_loss(stat: str, features: list, targets: list, contexts: list[dict], layer_weights: list[float]):
-    """Weighted mean over layers of the style statistic's relative squared error."""
-    return sum(
-        w * relative_error(style_statistic(stat, f, ctx), t)
-        for f, t, ctx, w in zip(features, targets, contexts, layer_weights)
-    )
+    """Weighted mean over layers of the layers' style losses."""
+    return sum(w * layer_style_loss(stat, f, t, ctx) for f, t, ctx, w in zip(features, targets, contexts, layer_weights))
 
 
 def total_variation_loss(images):

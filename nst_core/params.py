@@ -15,7 +15,7 @@ from typing import Literal, Optional, get_args, get_type_hints
 Method = Literal["optimize", "fast"]
 Optimizer = Literal["lbfgs", "adam"]
 Init = Literal["noise", "content", "style", "fast"]
-StyleStat = Literal["gram", "mmd-poly", "mmd-gauss", "bn"]
+StyleStat = Literal["gram", "mmd-poly", "mmd-gauss", "bn", "w2", "swd"]
 PreserveColors = Literal["none", "luminance", "histogram"]
 Arch = Literal["auto", "vgg19", "vgg16"]
 Pooling = Literal["max", "avg"]
