@@ -32,7 +32,7 @@ chromium:
 # Everything on TensorFlow (the default backend), then the core's marked tests again on JAX.
 test: setup chromium
 	$(PY) -m pytest -q -ra
-	KERAS_BACKEND=jax $(PY) -m pytest -q -ra -m backends tests/test_losses.py tests/test_stylize.py tests/test_batch.py tests/test_backend.py
+	KERAS_BACKEND=jax $(PY) -m pytest -q -ra -m backends tests/test_losses.py tests/test_stylize.py tests/test_batch.py tests/test_backend.py tests/test_optimize.py
 
 bench: setup
 	$(PY) benchmarks/bench_core.py

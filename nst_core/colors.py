@@ -17,7 +17,8 @@ def transfer_luminance(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
     return np.clip(merged @ _YIQ_TO_RGB.T, 0.0, 1.0)
 
 
-def _sqrt_psd(matrix: np.ndarray, inverse: bool = False) -> np.ndarray:
+def sqrt_psd(matrix: np.ndarray, inverse: bool = False) -> np.ndarray:
+    """Square root (or inverse square root) of a symmetric positive semi-definite matrix."""
     values, vectors = np.linalg.eigh(matrix)
     values = np.maximum(values, 1e-5) ** (-0.5 if inverse else 0.5)
     return (vectors * values) @ vectors.T
@@ -26,11 +27,12 @@ def _sqrt_psd(matrix: np.ndarray, inverse: bool = False) -> np.ndarray:
 def match_color_histogram(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Recolour `source` so its colour mean and covariance equal `reference`'s.
 
-    Applied to the style image before its statistics are taken, so the stylization
-    paints with the content's palette.
+    Applied to the style image before its statistics are taken, the stylization paints
+    with the content's palette; applied to the content (init="recolored"), it starts
+    from the photo in the painting's palette.
     """
     src = source.reshape(-1, 3).astype(np.float64)
     ref = reference.reshape(-1, 3).astype(np.float64)
-    transform = _sqrt_psd(np.cov(ref.T)) @ _sqrt_psd(np.cov(src.T), inverse=True)
+    transform = sqrt_psd(np.cov(ref.T)) @ sqrt_psd(np.cov(src.T), inverse=True)
     matched = (src - src.mean(0)) @ transform.T + ref.mean(0)
     return np.clip(matched, 0.0, 1.0).reshape(source.shape).astype(np.float32)

@@ -29,6 +29,8 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
+from .colors import sqrt_psd
+
 W2_EPSILON = 1e-4  # added to covariances' diagonals, as crowsonkb: keeps their square roots' gradients finite
 SWD_QUANTILES = 1024  # points of each projection's quantile function kept as the target
 RANDOM_FEATURES = 512  # Fourier features per layer for mmd-gauss: error ~ 1/sqrt(512)
@@ -76,19 +78,14 @@ def style_context(stat: str, style_features: list, blend: list[float], seed: int
     if stat == "w2":
         moments = sum(w * ops.convert_to_numpy(style_statistic("w2", f, {})) for f, w in zip(style_features, blend))
         _, covariance = _gaussian(ops.convert_to_tensor(moments, "float32"))
-        return {"root": ops.convert_to_tensor(_sqrtm(ops.convert_to_numpy(covariance[0])))[None]}
+        root = sqrt_psd(ops.convert_to_numpy(covariance[0]).astype(np.float64)).astype(np.float32)
+        return {"root": ops.convert_to_tensor(root)[None]}
     if stat == "swd":
         # Fixed directions, not redrawn each step as Heitz et al.: L-BFGS needs one objective.
         channels = int(style_features[0].shape[-1])
         rotation, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((channels, channels)))
         return {"projection": ops.convert_to_tensor(rotation, "float32")[None]}
     return {}
-
-
-def _sqrtm(matrix: np.ndarray) -> np.ndarray:
-    """Square root of a symmetric positive semi-definite matrix (NumPy, for constant targets)."""
-    values, vectors = np.linalg.eigh(matrix.astype(np.float64))
-    return ((vectors * np.sqrt(np.maximum(values, 0.0))) @ vectors.T).astype(np.float32)
 
 
 def _gaussian(moments):

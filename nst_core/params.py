@@ -14,7 +14,7 @@ from typing import Literal, Optional, get_args, get_type_hints
 
 Method = Literal["optimize", "fast"]
 Optimizer = Literal["lbfgs", "adam"]
-Init = Literal["noise", "content", "style", "fast"]
+Init = Literal["noise", "content", "style", "fast", "recolored"]
 StyleStat = Literal["gram", "mmd-poly", "mmd-gauss", "bn", "w2", "swd"]
 PreserveColors = Literal["none", "luminance", "histogram"]
 Arch = Literal["auto", "vgg19", "vgg16"]
@@ -33,7 +33,8 @@ class StyleParams:
     method: Method = "optimize"  # Gatys' optimisation; "fast": one pass of Ghiasi et al.'s network, previews ([fast] extra)
     optimizer: Optimizer = "lbfgs"  # L-BFGS reaches a given loss in far fewer steps than Adam (bench_core)
     learning_rate: float = 0.02  # Adam only: step in [0, 1] pixel units, as in the TensorFlow tutorial
-    init: Init = "content"  # kept over noise (bench_defaults) and fast: fast leads only under ~50 steps (bench_fast)
+    init: Init = "content"  # kept over noise (bench_defaults) and fast: fast leads only under ~50 steps (bench_fast);
+    # "recolored": the content in the style's colour mean and covariance
     content_weight: float = 1.0  # losses are relative errors, so the ratio to style_weight is what matters
     style_weight: float = 10.0  # strong, painterly, content still readable (sweep 3..100, bench_defaults)
     tv_weight: float = 1.0  # 30-35% less pixel speckle (TV), content and style losses within 1% (bench_defaults)

@@ -67,9 +67,11 @@ def resize(image, height_width) -> np.ndarray:
 
 
 def initial_image(init: str, content: np.ndarray, style: np.ndarray, seed: int) -> np.ndarray:
-    """Noise (seeded), the content, or the style resized to the content's shape."""
+    """Noise (seeded), the content, the content in the style's colours, or the style resized to the content's shape."""
     if init == "content":
         return content
+    if init == "recolored":
+        return match_color_histogram(content, style)
     if init == "style":
         return resize(style, content.shape[:2])
     noise = np.random.default_rng(seed).normal(0.5, 0.15, content.shape)

@@ -95,3 +95,42 @@ def test_total_variation_against_numpy():
     flat = np.full((1, 6, 7, 3), 0.3, np.float32)
     assert float(losses.total_variation_loss(ops.convert_to_tensor(flat))[0]) == 0.0
 
+
+
+def _w2_squared_reference(x, y, eps=losses.W2_EPSILON):
+    """Squared W2 between Gaussian fits, by SciPy's matrix square root, relative to E||y||^2."""
+    import scipy.linalg
+
+    xs, ys = x.reshape(-1, x.shape[-1]).astype(np.float64), y.reshape(-1, y.shape[-1]).astype(np.float64)
+    cov_x = np.cov(xs.T, bias=True) + eps * np.eye(xs.shape[1])
+    cov_y = np.cov(ys.T, bias=True) + eps * np.eye(ys.shape[1])
+    root = scipy.linalg.sqrtm(cov_y).real
+    cross = np.trace(scipy.linalg.sqrtm(root @ cov_x @ root).real)
+    distance = ((xs.mean(0) - ys.mean(0)) ** 2).sum() + np.trace(cov_x) + np.trace(cov_y) - 2 * cross
+    return distance / (ys**2).sum(1).mean()
+
+
+def test_w2_is_the_wasserstein_distance_between_gaussian_fits():
+    x, y = np.abs(_features(h=6, w=7, c=5, batch=2)), np.abs(_features(h=8, w=9, c=5, scale=2.0))
+    context = losses.style_context("w2", [ops.convert_to_tensor(y)], [1.0], seed=0)
+    target = losses.style_statistic("w2", ops.convert_to_tensor(y), context)
+    batched = {"root": ops.concatenate([context["root"]] * 2, 0)}
+    got = losses.layer_style_loss("w2", ops.convert_to_tensor(x), ops.concatenate([target] * 2, 0), batched)
+    np.testing.assert_allclose(got, [_w2_squared_reference(x[i], y) for i in range(2)], rtol=1e-3)
+    at_target = losses.layer_style_loss("w2", ops.convert_to_tensor(y), target, context)
+    assert abs(float(at_target[0])) < 1e-4
+
+
+def test_swd_is_zero_at_the_style_and_grows_with_its_distance():
+    y = np.abs(_features(h=16, w=16, c=4))
+    context = losses.style_context("swd", [ops.convert_to_tensor(y)], [1.0], seed=0)
+    target = losses.style_statistic("swd", ops.convert_to_tensor(y), context)
+    projection = ops.convert_to_numpy(context["projection"][0])
+    np.testing.assert_allclose(projection.T @ projection, np.eye(4), atol=1e-5)  # orthonormal directions
+
+    def loss(features):
+        return float(losses.layer_style_loss("swd", ops.convert_to_tensor(features), target, context)[0])
+
+    shuffled = RNG.permutation(y.reshape(-1, 4)).reshape(y.shape)  # same distribution, other positions
+    assert loss(y) < 1e-4 and loss(shuffled) < 1e-4
+    assert 0 < loss(y * 1.1) < loss(y * 1.5) < loss(y * 3.0)

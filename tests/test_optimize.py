@@ -17,7 +17,6 @@ from nst_core.stylize import Job, resize, stylize_batch
 
 from conftest import SAMPLES
 
-pytestmark = pytest.mark.backends
 SHAPE = (2, 8, 8, 3)
 TARGET = np.random.default_rng(1).uniform(0.35, 0.65, SHAPE).astype("float32")
 SCALES = np.random.default_rng(2).uniform(1.0, 50.0, SHAPE).astype("float32")  # ill-conditioned on purpose
@@ -48,6 +47,7 @@ def trial_losses(first_lengths, steps=12):
     return np.array(trials), tracks
 
 
+@pytest.mark.backends
 def test_a_far_too_large_first_step_is_rejected_and_the_run_still_converges():
     trials, tracks = trial_losses([1e4, 1.0])
     start = trials[0]
@@ -58,6 +58,7 @@ def test_a_far_too_large_first_step_is_rejected_and_the_run_still_converges():
     assert tracks[0].error is None
 
 
+@pytest.mark.backends
 def test_each_image_of_a_batch_searches_alone():
     """Image 1's trials are the same whether or not image 0 is forced into a bad step."""
     forced, _ = trial_losses([1e4, 1.0])
@@ -66,6 +67,7 @@ def test_each_image_of_a_batch_searches_alone():
     assert not np.allclose(forced[:, 0], normal[:, 0])
 
 
+@pytest.mark.backends
 def test_a_wrong_curvature_pair_does_not_send_the_run_uphill():
     """A curvature pair that claims the loss is 1e6 times flatter than it is makes the L-BFGS
     direction 1e6 times too long; the line search backs off instead of taking it."""
@@ -88,6 +90,7 @@ def test_a_wrong_curvature_pair_does_not_send_the_run_uphill():
     assert max(loss.max() for loss in losses) > start.max()  # bad trials happened, and were not kept
 
 
+@pytest.mark.backends
 def test_a_run_that_never_lowers_its_loss_fails_loudly():
     track = Track(iterations=100, tolerance=1e-3, patience=5)
     for iteration in range(1, 100):
@@ -99,6 +102,7 @@ def test_a_run_that_never_lowers_its_loss_fails_loudly():
     assert track.best_image == 1 and track.history == [57.0] * len(track.history)
 
 
+@pytest.mark.backends
 def test_short_runs_and_real_progress_are_not_judged():
     short = Track(iterations=MIN_JUDGED_STEPS - 1, tolerance=0, patience=0)
     for iteration in range(1, MIN_JUDGED_STEPS):

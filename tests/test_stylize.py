@@ -91,7 +91,7 @@ def test_transfer_moves_style_and_keeps_content(images, weights_path):
     assert kept < style_as_content, (kept, style_as_content)
 
 
-@pytest.mark.parametrize("stat", ["mmd-poly", "mmd-gauss", "bn"])
+@pytest.mark.parametrize("stat", ["mmd-poly", "mmd-gauss", "bn", "w2", "swd"])
 def test_every_style_statistic_lowers_its_loss(images, weights_path, stat):
     content, style = images
     result = stylize(content, [style], _params(style_stat=stat, content_weight=0, init="noise", iterations=30),
@@ -158,6 +158,14 @@ def test_histogram_matching_moves_style_colours_to_the_content():
     reference = np.clip(rng.normal([0.7, 0.4, 0.2], 0.05, (20, 20, 3)), 0, 1).astype(np.float32)
     matched = match_color_histogram(source, reference)
     np.testing.assert_allclose(matched.reshape(-1, 3).mean(0), reference.reshape(-1, 3).mean(0), atol=0.02)
+
+
+def test_recolored_start_is_the_photo_in_the_paintings_colours(images):
+    content, style = images
+    start = initial_image("recolored", content, style, seed=0)
+    np.testing.assert_allclose(start.reshape(-1, 3).mean(0), style.reshape(-1, 3).mean(0), atol=0.03)
+    edges = np.corrcoef(np.diff(start.mean(-1), axis=1).ravel(), np.diff(content.mean(-1), axis=1).ravel())[0, 1]
+    assert edges > 0.8  # the photo's structure is kept
 
 
 def test_luminance_transfer_keeps_luminance():
