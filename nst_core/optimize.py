@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+import numpy as np
 from keras import ops
 
 from . import backend
@@ -205,12 +206,15 @@ class Track:
     iterations: int
     tolerance: float
     patience: int
+    average_decay: float = 0.0  # > 0: the result is a moving average of the best iterates
     history: list = field(default_factory=list)  # best total loss after each step
     part_history: list = field(default_factory=list)  # its (content, style)
     best_image: object = None
     best_parts: Optional[tuple] = None
     error: Optional[Exception] = None
     done: bool = False
+    average: Optional[np.ndarray] = None  # bias-corrected as Adam's moments (crowsonkb's EMA)
+    average_weight: float = 0.0
 
     def __post_init__(self) -> None:
         self.done = self.iterations <= 0
@@ -227,9 +231,24 @@ class Track:
             self.best_image, self.best_parts = image, parts
         self.history.append(min(total, self.history[-1]) if self.history else total)
         self.part_history.append(self.best_parts[:2])
+        if self.average_decay:
+            best, decay = ops.convert_to_numpy(self.best_image), self.average_decay
+            self.average = (1 - decay) * best + (decay * self.average if self.average is not None else 0.0)
+            self.average_weight = (1 - decay) + decay * self.average_weight
         self.done = iteration >= self.iterations or has_converged(self.history, self.tolerance, self.patience)
         if self.done:
             self.error = self.no_progress()
+
+    def final_image(self, start):
+        """What this image's run returns: the average or the best iterate; `start` if it took no step."""
+        if self.average is not None:
+            return ops.convert_to_tensor(self.average / self.average_weight, "float32")
+        return start if self.best_image is None else self.best_image
+
+    @property
+    def final_is_measured(self) -> bool:
+        """Whether best_parts are the losses of final_image (not so for an average, or for no steps)."""
+        return self.best_image is not None and self.average is None
 
     def no_progress(self) -> Optional[NoProgressError]:
         """A run of MIN_JUDGED_STEPS or more iterations that ended without clearly lowering its loss."""

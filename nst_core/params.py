@@ -20,7 +20,7 @@ PreserveColors = Literal["none", "luminance", "histogram"]
 Arch = Literal["auto", "vgg19", "vgg16"]
 Pooling = Literal["max", "avg"]
 
-ADDED_LATER = ("method", "style_strength")  # fields newer than the first results tables (see StyleParams.hash)
+ADDED_LATER = ("method", "style_strength", "average_decay")  # fields newer than the first results tables (see StyleParams.hash)
 VGG_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
 
 
@@ -49,6 +49,7 @@ class StyleParams:
     style_strength: float = 1.0  # both methods: the result blended with the content, 1 = all result, 0 = the photo
     scales: tuple[int, ...] = ()  # coarser sizes optimised first (coarse-to-fine), e.g. (256,)
     coarse_iterations: int = 200  # optimiser steps at each coarser scale
+    average_decay: float = 0.0  # > 0 returns a moving average of the iterates (crowsonkb's 0.99); 0: the best one
     tolerance: float = 1e-3  # stop once the loss improved by less than this fraction ...
     patience: int = 20  # ... over this many steps
     arch: Arch = "auto"  # VGG19 (Gatys) with ImageNet weights; a weights file says which VGG it holds
@@ -77,6 +78,8 @@ class StyleParams:
         for name in ("learning_rate", "style_scale"):
             if not getattr(self, name) > 0:
                 out.append(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.average_decay < 1:
+            out.append(f"average_decay must be at least 0 and below 1, got {self.average_decay}")
         if not 0 <= self.style_strength <= 1:
             out.append(f"style_strength must be between 0 and 1, got {self.style_strength}")
         for layers, weights in (("content_layers", "content_layer_weights"), ("style_layers", "style_layer_weights")):

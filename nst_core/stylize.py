@@ -308,17 +308,19 @@ def _optimized(objective, step, jobs: list[Job], callback) -> list:
         optimizer_state = lbfgs_state(images) if first.optimizer == "lbfgs" else adam_state(images)
         last = scale_index == len(sides) - 1
         tracks = [Track(jobs[i].params.iterations if last else jobs[i].params.coarse_iterations,
-                        jobs[i].params.tolerance, jobs[i].params.patience) for i in live]
+                        jobs[i].params.tolerance, jobs[i].params.patience, jobs[i].params.average_decay)
+                  for i in live]
         on_step = None if callback is None else (
             lambda k, step_progress, image: callback(live[k], scale_index, side, step_progress, image))
         run_optimizer(step, optimizer_state, images, loss_args, tracks, callback=on_step)
-        if any(track.best_image is None and track.error is None for track in tracks):
-            measured = objective(images, *loss_args)[1]  # no steps taken: measure the starting images
+        finals = [track.final_image(images[k]) for k, track in enumerate(tracks)]
+        if any(not track.final_is_measured and track.error is None for track in tracks):
+            measured = objective(ops.stack(finals), *loss_args)[1]  # an average, or a start: its own losses
             for k, track in enumerate(tracks):
-                if track.best_image is None:
-                    track.best_image, track.best_parts = images[k], tuple(float(p[k]) for p in measured[1:])
+                if not track.final_is_measured:
+                    track.best_parts = tuple(float(p[k]) for p in measured[1:])
         seconds = time.perf_counter() - started
-        for i, track in zip(live, tracks):
+        for i, track, final in zip(live, tracks, finals):
             job_state = states[i]
             job_state.tracks.append(track)
             job_state.targets_seconds += targets_seconds / len(live)
@@ -326,7 +328,7 @@ def _optimized(objective, step, jobs: list[Job], callback) -> list:
             if track.error is not None:
                 outcomes[i] = track.error
             else:
-                job_state.image, job_state.parts = ops.convert_to_numpy(track.best_image), track.best_parts
+                job_state.image, job_state.parts = ops.convert_to_numpy(final), track.best_parts
         live = [i for i in live if outcomes[i] is None]
     for i in live:
         job_state, tracks = states[i], states[i].tracks

@@ -125,6 +125,16 @@ def test_stopping_rule_ends_a_converged_run(images, weights_path):
     assert min(window[:-10]) - min(window) <= 0.01 * min(window[:-10]) + 1e-9
 
 
+def test_a_moving_average_of_the_iterates_lags_behind_the_best_one(images, weights_path):
+    """From the content, the average holds earlier iterates: nearer the photo, further from the
+    style, and its reported losses are its own."""
+    content, style = images
+    best = stylize(content, [style], _params(iterations=15), weights=weights_path)
+    averaged = stylize(content, [style], _params(iterations=15, average_decay=0.9), weights=weights_path)
+    assert averaged.content_loss < 0.95 * best.content_loss and averaged.style_loss > 1.05 * best.style_loss
+    assert averaged.loss_history == best.loss_history  # the same run; only what it returns differs
+
+
 def test_coarse_to_fine_runs_each_scale(images, weights_path):
     content, style = images
     params = _params(scales=(32,), coarse_iterations=10, iterations=10)
