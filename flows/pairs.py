@@ -21,7 +21,7 @@ import botocore.exceptions
 import tensorflow as tf
 
 from nst_core.fast import FastUnavailableError
-from nst_core.image_io import ImageError, load_image, save_image
+from nst_core.image_io import PERMANENT_ERRNOS, ImageError, load_image, save_image
 from nst_core.model import WeightsError
 from nst_core.optimize import NonFiniteLossError
 from nst_core.stylize import Job, batch_key, estimate_memory_bytes, size_for, style_side, stylize_batch
@@ -38,8 +38,11 @@ TRANSIENT_ERRORS = (OSError, aiohttp.ClientError, botocore.exceptions.HTTPClient
 
 
 def is_transient(error: BaseException) -> bool:
-    """Network and storage hiccups (S3 timeouts, throttling, connection resets): worth a retry."""
+    """Network and storage hiccups (S3 timeouts, throttling, connection resets): worth a retry.
+    A file-system error about a path or a disk (read-only, full, a symlink loop: PERMANENT_ERRNOS) is not."""
     if isinstance(error, PERMANENT_ERRORS) or isinstance(error, (FileNotFoundError, PermissionError)):
+        return False
+    if isinstance(error, OSError) and error.errno in PERMANENT_ERRNOS:
         return False
     text = f"{type(error).__name__} {error}"
     return isinstance(error, TRANSIENT_ERRORS) or "Throttl" in text or "SlowDown" in text

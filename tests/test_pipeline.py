@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -220,6 +221,15 @@ def test_transient_errors_are_retried_and_bad_input_is_not():
     assert not is_transient(ValueError("size must be at least 16"))
 
 
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EISDIR, errno.ELOOP, errno.ENOTDIR, errno.EACCES,
+                                  errno.ENAMETOOLONG])
+def test_storage_errors_about_a_path_or_disk_are_not_retried(code):
+    from flows.pairs import is_transient
+
+    assert not is_transient(OSError(code, os.strerror(code), "/out/a.png"))
+    assert is_transient(OSError(errno.ECONNRESET, os.strerror(errno.ECONNRESET)))  # the network: retried
+
+
 def test_a_diverging_pair_fails_clearly_and_alone(prefect_api, photo_dir, weights_path):
     manifest = photo_dir / "m.csv"
     manifest.write_text("content,style,style_weight,content_weight\n"
@@ -278,6 +288,24 @@ def test_bad_files_fail_their_own_pairs_with_the_file_named(prefect_api, photo_d
         message = errors[str(bad / name)]
         assert name in message and reason in message, message
     assert errors.isna().sum() == 1  # the good pair
+
+
+def test_one_pairs_file_system_error_fails_that_pair_alone_in_its_batch(prefect_api, photo_dir, weights_path):
+    """A symlink loop as the photo and a directory where the output goes: permanent, that pair's alone."""
+    loop = photo_dir / "photos" / "loop1.jpg"
+    loop.symlink_to(loop.name)
+    (photo_dir / "out" / "taken.png").mkdir(parents=True)
+    manifest = photo_dir / "m.csv"
+    manifest.write_text("content,style,output\nphotos/chelsea.jpg,styles/scream.jpg,\n"
+                        "photos/loop1.jpg,styles/scream.jpg,\nphotos/coffee.jpg,styles/scream.jpg,taken.png\n")
+    with pytest.raises(PairsFailedError, match="2 of 3 pairs failed"):
+        _run(str(manifest), photo_dir / "out", weights_path)  # one batch of 3 (default batch size 4)
+    table = read_results(str(photo_dir / "out" / "results")).set_index("content_uri")
+    assert table.loc[str(photo_dir / "photos" / "chelsea.jpg"), "status"] == "succeeded"
+    assert table.loc[str(loop), "error"] == f"{loop}: too many levels of symbolic links"
+    taken = table.loc[str(photo_dir / "photos" / "coffee.jpg")]
+    assert taken.error == f"{photo_dir / 'out' / 'taken.png'}: cannot write it: is a directory"
+    assert (table.attempts == 1).all() and not table.transient.fillna(False).any()  # failed at once, not retried
 
 
 def test_a_pair_too_large_for_the_memory_limit_fails_alone(prefect_api, photo_dir, weights_path):
