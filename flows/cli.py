@@ -101,6 +101,8 @@ def _add_run_flags(parser: argparse.ArgumentParser, since_last_default: bool) ->
                         "batches up to it (default: $NST_MEMORY_LIMIT_GB or 80%% of RAM)")
     parser.add_argument("--batch-size", type=int, help="pairs of one size optimised together (default: "
                         "flows.pipeline.BATCH_SIZE, 4; fewer when memory is short; 1: one at a time)")
+    parser.add_argument("--allow-empty", action="store_true", help="a manifest matching no images succeeds "
+                        "(default: an error naming its patterns)")
     parser.add_argument("--sweep", metavar="NAME=V1,V2[;NAME=...]", help="several values of one or two parameters, "
                         "for rows without a sweep cell (manifests/README.md)")
     _add_param_flags(parser)
@@ -112,7 +114,7 @@ def flow_parameters(args: argparse.Namespace) -> dict:
     return {"manifest": args.manifest, "out": args.out, "results": args.results, "force": args.force,
             "overrides": param_overrides(args), "weights": args.weights, "storage_options": storage_options(args),
             "memory_limit_gb": args.memory_limit_gb, "sweep": args.sweep, "since_last": args.since_last,
-            "batch_size": args.batch_size}
+            "batch_size": args.batch_size, "allow_empty": args.allow_empty}
 
 
 def runner_options(args: argparse.Namespace) -> dict:

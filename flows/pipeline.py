@@ -124,7 +124,8 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
                      overrides: dict | None = None, weights: str | None = None,
                      storage_options: dict | None = None, progress: bool = False,
                      memory_limit_gb: float | None = None, retry_delays: list[float] = RETRY_DELAYS,
-                     sweep: str | None = None, since_last: bool = False, batch_size: int | None = None) -> dict:
+                     sweep: str | None = None, since_last: bool = False, batch_size: int | None = None,
+                     allow_empty: bool = False) -> dict:
     """Stylize every pair of `manifest` into `out`; rows go to `results` (default OUT/results).
 
     Pairs new or changed since their last succeeded row run; unchanged ones are skipped
@@ -135,7 +136,8 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     BATCH_SIZE) at a time or as many as fit in `memory_limit_gb` (default $NST_MEMORY_LIMIT_GB
     or 80% of RAM); a pair whose own estimated memory exceeds it fails alone, before it starts.
     Transient storage errors are retried after each of `retry_delays` seconds. `sweep`
-    (flows/sweeps.py) applies to rows without their own.
+    (flows/sweeps.py) applies to rows without their own. A manifest matching no images at all
+    is a ManifestError unless `allow_empty`.
 
     Returns counts per status and per ledger class (new, changed, unchanged, still_failing);
     raises PairsFailedError when any pair failed, and RunInterruptedError after SIGINT/SIGTERM
@@ -145,7 +147,7 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     results_uri = results_location(out, results)
     pairs, warnings = expand_manifest(manifest, out, overrides=typed_overrides(overrides),
-                                      storage_options=storage_options, sweep=sweep)
+                                      storage_options=storage_options, sweep=sweep, allow_empty=allow_empty)
     for warning in warnings:
         logger.warning(warning)
     with run_lock(results_uri, run_id, storage_options):  # one run per results table at a time
