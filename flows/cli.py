@@ -197,20 +197,36 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_stylize_args(args: argparse.Namespace, params: StyleParams) -> None:
+    """What `nst stylize` can refuse before reading an image or loading the network, as a manifest's rows are."""
+    from flows.manifest import blend_problem
+    from nst_core.fast import check_installed
+    from nst_core.image_io import ImageError, output_format
+
+    check_installed(params.method, params.init)
+    output_format(args.output)
+    if "://" not in args.output and os.path.isdir(args.output):
+        raise ImageError(f"{args.output}: is a directory; name the output image file inside it")
+    problem = blend_problem(params, len(args.styles))
+    if problem:
+        raise ValueError(f"--style-blend: {problem}; give one weight per style image")
+
+
 def cmd_stylize(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from flows.pairs import check_sides
     from nst_core.image_io import load_image, save_image
-    from nst_core.fast import check_installed
     from nst_core.stylize import style_side, stylize
 
     params = StyleParams().replace(**param_overrides(args))
-    check_installed(params.method, params.init)  # before any file is read or bar drawn
+    _check_stylize_args(args, params)  # before any file is read, the network loaded or a bar drawn
     options = storage_options(args)
     content = load_image(args.content, max_side=params.size, storage_options=options)
     styles = [load_image(uri, max_side=style_side(params.size, params), storage_options=options)
               for uri in args.styles]
+    check_sides((args.content, content.shape), [(uri, s.shape) for uri, s in zip(args.styles, styles)], params)
     total = params.iterations + params.coarse_iterations * len(params.scales)
     bar = tqdm(total=total, unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: no steps
 

@@ -126,6 +126,13 @@ def _sweep_text(cells: dict, sweep: str | None) -> str:
     return cells.get("sweep", "").strip() or (sweep or "")
 
 
+def blend_problem(params: StyleParams, styles: int) -> str | None:
+    """Why `params.style_blend` does not fit `styles` style images (one weight each), or None."""
+    if params.style_blend is not None and len(params.style_blend) != styles:
+        return f"style_blend has {len(params.style_blend)} weights for {styles} style image(s)"
+    return None
+
+
 def _check_row(cells: dict, base: StyleParams, sweep: str | None = None) -> tuple[StyleParams | None, list[str]]:
     """The row's parameters, and every reason the row cannot run."""
     reasons = [f"missing {name}" for name in REQUIRED if not cells.get(name, "").strip()]
@@ -138,8 +145,7 @@ def _check_row(cells: dict, base: StyleParams, sweep: str | None = None) -> tupl
         except ValueError as error:
             reasons.append(str(error))
     blended = len(BLEND_SEPARATOR.split(cells.get("style", "").strip()))
-    blends = {len(v.style_blend) for v in variants if v.style_blend is not None and len(v.style_blend) != blended}
-    reasons += [f"style_blend has {count} weights for {blended} style image(s)" for count in sorted(blends)]
+    reasons += sorted({problem for problem in (blend_problem(v, blended) for v in variants) if problem})
     output = cells.get("output", "").strip()
     if output and _output_problem(output):
         reasons.append(_output_problem(output))

@@ -180,14 +180,22 @@ def encode_image(image: np.ndarray, uri: str, *, quality: int = 95) -> bytes:
     return encode_picture(Image.fromarray(pixels, "RGB"), uri, quality=quality)
 
 
-def encode_picture(picture: Image.Image, uri: str, *, quality: int = 95) -> bytes:
-    """A PIL image as file bytes, format chosen by uri's extension."""
+def output_format(uri: str) -> str:
+    """Pillow's format for writing `uri`, from its extension; ImageError naming the file when it
+    has none (a folder such as `out/` included)."""
     extension = os.path.splitext(uri)[1].lower()
+    if uri.endswith("/"):
+        raise ImageError(f"{uri}: a folder, not an image file; name the output, e.g. {uri}out.png")
     if extension not in _FORMATS:
         raise ImageError(f"{uri}: unknown image extension {extension!r} (use {', '.join(_FORMATS)})")
+    return _FORMATS[extension]
+
+
+def encode_picture(picture: Image.Image, uri: str, *, quality: int = 95) -> bytes:
+    """A PIL image as file bytes, format chosen by uri's extension."""
+    kind = output_format(uri)
     buffer = io.BytesIO()
-    options = {"quality": quality} if _FORMATS[extension] in ("JPEG", "WEBP") else {}
-    picture.save(buffer, format=_FORMATS[extension], **options)
+    picture.save(buffer, format=kind, **({"quality": quality} if kind in ("JPEG", "WEBP") else {}))
     return buffer.getvalue()
 
 

@@ -194,6 +194,35 @@ def test_cli_stylize_one_pair(photo_dir, weights_path):
     assert bad.returncode == 2 and "nope.jpg" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.parametrize("extra, expected", [
+    (["-o", "OUT/out.xyz"], "out.xyz: unknown image extension '.xyz'"),
+    (["-o", "OUT/"], "a folder, not an image file"),
+    (["-o", "OUT/taken.png"], "taken.png: is a directory"),
+    (["-o", "OUT/o.png", "--style-blend", "1"], "--style-blend: style_blend has 1 weights for 2 style image(s)"),
+    (["-o", "OUT/o.png", "--style-blend", "1,2,3"], "style_blend has 3 weights for 2 style image(s)"),
+    (["-o", "OUT/o.png", "--size", "16"], "chelsea.jpg: too thin for VGG: at 16 px its shorter side is 11 px, "
+                                          "under the minimum of 16 px"),
+])
+def test_cli_stylize_refuses_bad_arguments_before_any_work(photo_dir, capsys, extra, expected):
+    from flows.cli import main
+
+    (photo_dir / "taken.png").mkdir()
+    extra = [arg.replace("OUT", str(photo_dir)) for arg in extra]
+    content, styles = str(photo_dir / "photos" / "chelsea.jpg"), [str(photo_dir / "styles" / "scream.jpg")] * 2
+    # Weights that do not exist: a check made after loading the network would report those instead.
+    code = main(["stylize", content, *styles, *extra, "--weights", str(photo_dir / "no-weights.h5")])
+    error = capsys.readouterr().err
+    assert code == 2 and error.startswith("nst: ") and expected in error and error.count("\n") == 1, error
+
+
+def test_cli_stylize_blend_weights_must_match_one_style(photo_dir, capsys):
+    from flows.cli import main
+
+    code = main(["stylize", str(photo_dir / "photos" / "chelsea.jpg"), str(photo_dir / "styles" / "scream.jpg"),
+                 "-o", str(photo_dir / "o.png"), "--style-blend", "1,1", "--weights", str(photo_dir / "none.h5")])
+    assert code == 2 and "style_blend has 2 weights for 1 style image(s)" in capsys.readouterr().err
+
+
 def test_cli_exits_one_when_a_pair_failed(prefect_api, photo_dir, weights_path):
     manifest = _write_manifest(photo_dir / "m.csv", ["photos/missing.jpg,styles/scream.jpg"])
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
@@ -306,6 +335,27 @@ def test_one_pairs_file_system_error_fails_that_pair_alone_in_its_batch(prefect_
     taken = table.loc[str(photo_dir / "photos" / "coffee.jpg")]
     assert taken.error == f"{photo_dir / 'out' / 'taken.png'}: cannot write it: is a directory"
     assert (table.attempts == 1).all() and not table.transient.fillna(False).any()  # failed at once, not retried
+
+
+def test_images_too_thin_for_vgg_fail_alone_and_the_minimum_side_works(prefect_api, photo_dir, weights_path):
+    Image.new("RGB", (4000, 10), "red").save(photo_dir / "photos" / "thin.png")
+    shutil.copy(SAMPLES / "content" / "astronaut.jpg", photo_dir / "photos" / "astronaut.jpg")  # square
+    Image.open(SAMPLES / "styles" / "starry_night.jpg").crop((0, 0, 160, 160)).save(photo_dir / "styles" / "square.png")
+    manifest = photo_dir / "m.csv"
+    manifest.write_text("content,style,size\nphotos/thin.png,styles/scream.jpg,32\n"
+                        "photos/chelsea.jpg,styles/starry night.jpg,24\nphotos/astronaut.jpg,styles/square.png,16\n")
+    with pytest.raises(PairsFailedError, match="2 of 3 pairs failed"):
+        _run(str(manifest), photo_dir / "out", weights_path)
+    table = read_results(str(photo_dir / "out" / "results")).set_index("content_uri")
+    assert table.loc[str(photo_dir / "photos" / "thin.png"), "error"] == (
+        f"{photo_dir / 'photos' / 'thin.png'}: too thin for VGG: at 32 px its shorter side is 1 px, under the "
+        "minimum of 16 px; raise `size` or use a less elongated image")
+    style_error = table.loc[str(photo_dir / "photos" / "chelsea.jpg"), "error"]
+    assert style_error.startswith(f"{photo_dir / 'styles' / 'starry night.jpg'}: too thin for VGG: at 24 px its "
+                                  "shorter side is 15 px") and "raise `size` or `style_scale`" in style_error
+    square = table.loc[str(photo_dir / "photos" / "astronaut.jpg")]
+    assert square.status == "succeeded" and (square.width, square.height) == (16, 16)  # 16 px is the minimum
+    assert (table.attempts == 1).all()
 
 
 def test_a_pair_too_large_for_the_memory_limit_fails_alone(prefect_api, photo_dir, weights_path):
