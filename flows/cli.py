@@ -8,6 +8,7 @@ defaults live in nst_core/params.py alone.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -177,6 +178,7 @@ def _labelled_images(uris: list[str], max_side: int, options: dict | None) -> li
 
 
 def cmd_sheet(args: argparse.Namespace) -> int:
+    _import_tensorflow_quietly()
     from tqdm import tqdm
 
     from flows.grids import write_picture
@@ -213,6 +215,7 @@ def _check_stylize_args(args: argparse.Namespace, params: StyleParams) -> None:
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
+    _import_tensorflow_quietly()
     import numpy as np
     from tqdm import tqdm
 
@@ -247,12 +250,18 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from flows.lock import check_free
     from flows.manifest import validate_manifest
-    from flows.pipeline import PairsFailedError, RunInterruptedError, ledger_line, run_manifest
+    from flows.results import results_location
 
-    # Reject a bad manifest here, in one message, before Prefect starts.
+    # Reject a bad manifest or a table in use here, in one message, before Prefect starts (tens of seconds).
     validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args),
                       sweep=args.sweep)
+    check_free(results_location(args.out, args.results), storage_options(args))
+    _import_tensorflow_quietly()
+    from flows.pipeline import PairsFailedError, RunInterruptedError, ledger_line, run_manifest
+
+    _console_without_tracebacks()
     try:
         outcome = run_manifest(**flow_parameters(args), **runner_options(args), progress=True)
     except PairsFailedError as error:
@@ -278,6 +287,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from prefect.schedules import Cron
 
     from flows.manifest import validate_manifest
+
+    _import_tensorflow_quietly()
     from flows.pipeline import configured_flow
 
     try:
@@ -333,6 +344,45 @@ def cmd_curves(args: argparse.Namespace) -> int:
     written = write_loss_curves(pairs, args.output, options)
     print(f"{len(written)} loss-curve plots of run {run} in {args.output}")
     return 0
+
+
+class _MessageOnly(logging.Formatter):
+    """Formats as `inner` does, without the exception's traceback (Prefect's API log keeps it)."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        bare = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None})
+        return self.inner.format(bare)
+
+
+def _console_without_tracebacks() -> None:
+    """A failed run's traceback on the terminal only hides the one-line `nst:` message that follows
+    it: Prefect's console handlers print messages alone, its API log keeps the tracebacks."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in logging.root.manager.loggerDict)]
+    for handler in {h for logger in loggers for h in getattr(logger, "handlers", [])}:
+        if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.formatter, _MessageOnly):
+            handler.setFormatter(_MessageOnly(handler.formatter))
+
+
+def _import_tensorflow_quietly() -> None:
+    """TensorFlow's C++ start-up banner (absl, oneDNN, CPU features) reaches stderr during its import,
+    whatever TF_CPP_MIN_LOG_LEVEL says: import it with fd 2 on /dev/null. Later C++ messages follow
+    TF_CPP_MIN_LOG_LEVEL (errors only, unless set); oneDNN itself stays on."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ from .manifest import Pair, expand_manifest
 from .pairs import (RunStopped, base_row, default_memory_limit_gb, failure_message, is_transient, plan_batches,
                     stop_on_signals, stop_requested, stylize_pairs)
 from .report import publish_report
-from .results import deliver_spooled, read_results, spool_rows, write_rows
+from .results import deliver_spooled, read_results, results_location, spool_rows, write_rows
 
 RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a throttling burst
 # Batches submitted at a time: memory stays bounded for collections of any size, and 64 is
@@ -74,10 +74,6 @@ def load_network_task(params: StyleParams, weights: str | None) -> None:
     """Build the network where the pairs run (this process, or a Dask worker, never touching the
     flow process's GPUs then): a weights problem stops the run before any pair."""
     feature_extractor(params.arch, weights, params.content_layers + params.style_layers, params.pooling)
-
-
-def results_location(out: str, results: str | None) -> str:
-    return results or f"{out.rstrip('/')}/results"
 
 
 def skipped_rows(ledger: Ledger, run_id: str) -> list[dict]:

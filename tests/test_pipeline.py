@@ -231,7 +231,20 @@ def test_cli_exits_one_when_a_pair_failed(prefect_api, photo_dir, weights_path):
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 1
     assert "1 of 1 pairs failed" in result.stderr
+    # Only the message: Prefect's traceback stays in its own log, TensorFlow's start-up banner is hidden.
+    assert "Traceback" not in result.stderr and "oneDNN" not in result.stderr and "absl" not in result.stderr
     assert read_results(str(photo_dir / "o" / "results")).error.str.contains("missing.jpg: file not found").all()
+
+
+def test_cli_a_manifest_matching_no_images_fails_naming_its_patterns_unless_allowed(prefect_api, photo_dir):
+    manifest = _write_manifest(photo_dir / "m.csv", ["photos/*.png,styles/scream.jpg"])
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(photo_dir / "o")],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 2 and "'photos/*.png' x 'styles/scream.jpg' matches no images" in result.stderr
+    assert "--allow-empty" in result.stderr and "Traceback" not in result.stderr
+    allowed = run_manifest(manifest, str(photo_dir / "o"), allow_empty=True)  # what --allow-empty passes
+    assert (allowed["succeeded"], allowed["failed"]) == (0, 0)
 
 
 def test_transient_errors_are_retried_and_bad_input_is_not():
