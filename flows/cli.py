@@ -261,9 +261,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     _import_tensorflow_quietly()
     from flows.pipeline import PairsFailedError, RunInterruptedError, ledger_line, run_manifest
 
+    from flows.server import temporary_server
+
     _console_without_tracebacks()
     try:
-        outcome = run_manifest(**flow_parameters(args), **runner_options(args), progress=True)
+        with temporary_server():  # in its own session, and dies with this process
+            outcome = run_manifest(**flow_parameters(args), **runner_options(args), progress=True)
     except PairsFailedError as error:
         print(f"nst: {error}", file=sys.stderr)
         return 1

@@ -110,7 +110,8 @@ def test_duplicates_run_once_and_missing_files_stay_as_pairs(tree):
 
 def test_a_glob_or_folder_matching_nothing_is_a_warning(tree):
     (tree / "empty").mkdir()
-    pairs, warnings = _expand(tree, "content,style\nphotos/*.jpg,styles\nphotos/a.png,empty\nphotos/a.png,styles/x.png\n")
+    text = "content,style\nphotos/*.jpg,styles\nphotos/a.png,empty\nphotos/a.png,styles/x.png\n"
+    pairs, warnings = _expand(tree, text)
     assert len(pairs) == 1 and len(warnings) == 2
     assert "row 1: 'photos/*.jpg' x 'styles' matches no images" in warnings[0]
     assert "row 2: 'photos/a.png' x 'empty' matches no images" in warnings[1]

@@ -286,16 +286,24 @@ def test_a_diverging_pair_fails_clearly_and_alone(prefect_api, photo_dir, weight
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes_it(prefect_api, photo_dir, weights_path, signum):
+    """SIGTERM to the run (a service manager), or Ctrl-C in a terminal: SIGINT to its whole process
+    group, with the temporary Prefect server the run starts itself (no PREFECT_API_URL)."""
     manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles"])  # 6 pairs
     out = photo_dir / "out"
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "NST_WEIGHTS": weights_path}
+    if signum == signal.SIGINT:
+        del env["PREFECT_API_URL"]
     command = [sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(out), "--size", "32",
                "--iterations", "150", "--tolerance", "0"]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # a process group of its own, as a terminal gives it
     deadline = time.time() + 240
     while time.time() < deadline and not list((out / "results").glob("part-*.parquet")):
         time.sleep(0.2)
-    process.send_signal(signum)
+    if signum == signal.SIGINT:
+        os.killpg(process.pid, signum)  # what Ctrl-C does: the run and every process in its group
+    else:
+        process.send_signal(signum)
     signalled = time.time()
     _, stderr = process.communicate(timeout=60)
     assert time.time() - signalled < 10, "the run should stop within seconds"
@@ -304,11 +312,40 @@ def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes_it(prefect_api, pho
     table = read_results(str(out / "results"))
     assert set(table.status) == {"succeeded"} and 1 <= len(table) < 6  # nothing recorded as failed
     assert not list(out.glob(".*.tmp"))  # no temporary file left behind
-    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(command, cwd=REPO, env={**env, "PREFECT_API_URL": prefect_api}, capture_output=True,
+                           text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     final = read_results(str(out / "results"))
     assert set(final[final.status == "skipped"].pair_id) == set(table.pair_id)
     assert final[final.status == "succeeded"].pair_id.nunique() == 6
+
+
+def test_a_sigkilled_run_leaves_no_temporary_prefect_server_behind(photo_dir, weights_path):
+    import psutil
+
+    manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles"])
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}  # the run starts its own
+    process = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(photo_dir / "out"),
+                                "--size", "32", "--weights", weights_path], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, servers = time.time() + 120, []
+    while time.time() < deadline and not servers:
+        servers = [child for child in psutil.Process(process.pid).children() if "uvicorn" in child.cmdline()]
+        time.sleep(0.2)
+    assert servers, "the run never started its temporary server"
+    process.kill()
+    process.wait()
+
+    def gone(server) -> bool:
+        try:
+            return server.status() == psutil.STATUS_ZOMBIE  # dead, waiting for init to reap it
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.time() + 10
+    while time.time() < deadline and not gone(servers[0]):
+        time.sleep(0.2)
+    assert gone(servers[0]), "the temporary server outlived the run"
 
 
 def test_bad_files_fail_their_own_pairs_with_the_file_named(prefect_api, photo_dir, weights_path):
