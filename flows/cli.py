@@ -8,6 +8,7 @@ defaults live in nst_core/params.py alone.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -101,6 +102,8 @@ def _add_run_flags(parser: argparse.ArgumentParser, since_last_default: bool) ->
                         "batches up to it (default: $NST_MEMORY_LIMIT_GB or 80%% of RAM)")
     parser.add_argument("--batch-size", type=int, help="pairs of one size optimised together (default: "
                         "flows.pipeline.BATCH_SIZE, 4; fewer when memory is short; 1: one at a time)")
+    parser.add_argument("--allow-empty", action="store_true", help="a manifest matching no images succeeds "
+                        "(default: an error naming its patterns)")
     parser.add_argument("--sweep", metavar="NAME=V1,V2[;NAME=...]", help="several values of one or two parameters, "
                         "for rows without a sweep cell (manifests/README.md)")
     _add_param_flags(parser)
@@ -112,7 +115,7 @@ def flow_parameters(args: argparse.Namespace) -> dict:
     return {"manifest": args.manifest, "out": args.out, "results": args.results, "force": args.force,
             "overrides": param_overrides(args), "weights": args.weights, "storage_options": storage_options(args),
             "memory_limit_gb": args.memory_limit_gb, "sweep": args.sweep, "since_last": args.since_last,
-            "batch_size": args.batch_size}
+            "batch_size": args.batch_size, "allow_empty": args.allow_empty}
 
 
 def runner_options(args: argparse.Namespace) -> dict:
@@ -175,6 +178,7 @@ def _labelled_images(uris: list[str], max_side: int, options: dict | None) -> li
 
 
 def cmd_sheet(args: argparse.Namespace) -> int:
+    _import_tensorflow_quietly()
     from tqdm import tqdm
 
     from flows.grids import write_picture
@@ -195,20 +199,37 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_stylize_args(args: argparse.Namespace, params: StyleParams) -> None:
+    """What `nst stylize` can refuse before reading an image or loading the network, as a manifest's rows are."""
+    from flows.manifest import blend_problem
+    from nst_core.fast import check_installed
+    from nst_core.image_io import ImageError, output_format
+
+    check_installed(params.method, params.init)
+    output_format(args.output)
+    if "://" not in args.output and os.path.isdir(args.output):
+        raise ImageError(f"{args.output}: is a directory; name the output image file inside it")
+    problem = blend_problem(params, len(args.styles))
+    if problem:
+        raise ValueError(f"--style-blend: {problem}; give one weight per style image")
+
+
 def cmd_stylize(args: argparse.Namespace) -> int:
+    _import_tensorflow_quietly()
     import numpy as np
     from tqdm import tqdm
 
+    from flows.pairs import check_sides
     from nst_core.image_io import load_image, save_image
-    from nst_core.fast import check_installed
     from nst_core.stylize import style_side, stylize
 
     params = StyleParams().replace(**param_overrides(args))
-    check_installed(params.method, params.init)  # before any file is read or bar drawn
+    _check_stylize_args(args, params)  # before any file is read, the network loaded or a bar drawn
     options = storage_options(args)
     content = load_image(args.content, max_side=params.size, storage_options=options)
     styles = [load_image(uri, max_side=style_side(params.size, params), storage_options=options)
               for uri in args.styles]
+    check_sides((args.content, content.shape), [(uri, s.shape) for uri, s in zip(args.styles, styles)], params)
     total = params.iterations + params.coarse_iterations * len(params.scales)
     bar = tqdm(total=total, unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: no steps
 
@@ -229,14 +250,23 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from flows.lock import check_free
     from flows.manifest import validate_manifest
-    from flows.pipeline import PairsFailedError, RunInterruptedError, ledger_line, run_manifest
+    from flows.results import results_location
 
-    # Reject a bad manifest here, in one message, before Prefect starts.
+    # Reject a bad manifest or a table in use here, in one message, before Prefect starts (tens of seconds).
     validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args),
                       sweep=args.sweep)
+    check_free(results_location(args.out, args.results), storage_options(args))
+    _import_tensorflow_quietly()
+    from flows.pipeline import PairsFailedError, RunInterruptedError, ledger_line, run_manifest
+
+    from flows.server import temporary_server
+
+    _console_without_tracebacks()
     try:
-        outcome = run_manifest(**flow_parameters(args), **runner_options(args), progress=True)
+        with temporary_server():  # in its own session, and dies with this process
+            outcome = run_manifest(**flow_parameters(args), **runner_options(args), progress=True)
     except PairsFailedError as error:
         print(f"nst: {error}", file=sys.stderr)
         return 1
@@ -260,6 +290,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from prefect.schedules import Cron
 
     from flows.manifest import validate_manifest
+
+    _import_tensorflow_quietly()
     from flows.pipeline import configured_flow
 
     try:
@@ -315,6 +347,45 @@ def cmd_curves(args: argparse.Namespace) -> int:
     written = write_loss_curves(pairs, args.output, options)
     print(f"{len(written)} loss-curve plots of run {run} in {args.output}")
     return 0
+
+
+class _MessageOnly(logging.Formatter):
+    """Formats as `inner` does, without the exception's traceback (Prefect's API log keeps it)."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        bare = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None})
+        return self.inner.format(bare)
+
+
+def _console_without_tracebacks() -> None:
+    """A failed run's traceback on the terminal only hides the one-line `nst:` message that follows
+    it: Prefect's console handlers print messages alone, its API log keeps the tracebacks."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in logging.root.manager.loggerDict)]
+    for handler in {h for logger in loggers for h in getattr(logger, "handlers", [])}:
+        if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.formatter, _MessageOnly):
+            handler.setFormatter(_MessageOnly(handler.formatter))
+
+
+def _import_tensorflow_quietly() -> None:
+    """TensorFlow's C++ start-up banner (absl, oneDNN, CPU features) reaches stderr during its import,
+    whatever TF_CPP_MIN_LOG_LEVEL says: import it with fd 2 on /dev/null. Later C++ messages follow
+    TF_CPP_MIN_LOG_LEVEL (errors only, unless set); oneDNN itself stays on."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def main(argv: list[str] | None = None) -> int:

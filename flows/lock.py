@@ -76,21 +76,38 @@ def _heartbeat(fs, path: str, holder: dict, stop: threading.Event) -> None:
             fs.pipe_file(path, json.dumps({**holder, "heartbeat": time.time()}).encode())
 
 
+def _lock_path(results_uri: str, storage_options: dict | None):
+    fs, root = fsspec.core.url_to_fs(results_uri, **(storage_options or {}))
+    return fs, f"{root.rstrip('/')}/{LOCK_NAME}"
+
+
+def _in_use(results_uri: str, holder: dict) -> RunLockedError:
+    return RunLockedError(
+        f"{results_uri} is in use by run {holder.get('run_id')} on {holder.get('host')} "
+        f"(pid {holder.get('pid')}, since {holder.get('started_at')}); wait for it to finish or use "
+        f"another --out/--results. If that run is dead, delete {results_uri.rstrip('/')}/{LOCK_NAME}"
+    )
+
+
+def check_free(results_uri: str, storage_options: dict | None = None) -> None:
+    """Raise RunLockedError naming the holder if a live run holds the table: `nst run` asks before
+    starting Prefect (tens of seconds); run_lock still takes the lock, exclusively, afterwards."""
+    fs, path = _lock_path(results_uri, storage_options)
+    holder = _read(fs, path)
+    if holder and not _is_stale(holder):
+        raise _in_use(results_uri, holder)
+
+
 @contextlib.contextmanager
 def run_lock(results_uri: str, run_id: str, storage_options: dict | None = None):
     """Hold the results table for this run, or raise RunLockedError naming the holder."""
-    fs, root = fsspec.core.url_to_fs(results_uri, **(storage_options or {}))
-    path = f"{root.rstrip('/')}/{LOCK_NAME}"
+    fs, path = _lock_path(results_uri, storage_options)
     holder = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
               "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "heartbeat": time.time()}
     if not _create(fs, path, holder):
         current = _read(fs, path)
         if not _is_stale(current):
-            raise RunLockedError(
-                f"{results_uri} is in use by run {current.get('run_id')} on {current.get('host')} "
-                f"(pid {current.get('pid')}, since {current.get('started_at')}); wait for it to finish or use "
-                f"another --out/--results. If that run is dead, delete {results_uri.rstrip('/')}/{LOCK_NAME}"
-            )
+            raise _in_use(results_uri, current)
         fs.rm_file(path)  # a dead run's lock
         if not _create(fs, path, holder):
             raise RunLockedError(f"{results_uri}: another run took the lock at the same moment; try again")

@@ -126,6 +126,13 @@ def _sweep_text(cells: dict, sweep: str | None) -> str:
     return cells.get("sweep", "").strip() or (sweep or "")
 
 
+def blend_problem(params: StyleParams, styles: int) -> str | None:
+    """Why `params.style_blend` does not fit `styles` style images (one weight each), or None."""
+    if params.style_blend is not None and len(params.style_blend) != styles:
+        return f"style_blend has {len(params.style_blend)} weights for {styles} style image(s)"
+    return None
+
+
 def _check_row(cells: dict, base: StyleParams, sweep: str | None = None) -> tuple[StyleParams | None, list[str]]:
     """The row's parameters, and every reason the row cannot run."""
     reasons = [f"missing {name}" for name in REQUIRED if not cells.get(name, "").strip()]
@@ -138,8 +145,7 @@ def _check_row(cells: dict, base: StyleParams, sweep: str | None = None) -> tupl
         except ValueError as error:
             reasons.append(str(error))
     blended = len(BLEND_SEPARATOR.split(cells.get("style", "").strip()))
-    blends = {len(v.style_blend) for v in variants if v.style_blend is not None and len(v.style_blend) != blended}
-    reasons += [f"style_blend has {count} weights for {blended} style image(s)" for count in sorted(blends)]
+    reasons += sorted({problem for problem in (blend_problem(v, blended) for v in variants) if problem})
     output = cells.get("output", "").strip()
     if output and _output_problem(output):
         reasons.append(_output_problem(output))
@@ -196,13 +202,16 @@ def fingerprint(info: dict) -> str:
     return f"size:{info.get('size')} mtime:{modified}"
 
 
-def list_images(uri: str, storage_options: dict | None = None, exclude: str | None = None) -> dict[str, str | None]:
-    """Every image a cell names, with its fingerprint: itself, everything under a folder or
-    prefix, or a glob's matches. One listing per cell; the listing's details give the fingerprints.
+def list_images(uri: str, storage_options: dict | None = None, exclude: str | None = None
+                ) -> tuple[dict[str, str | None], list[str]]:
+    """(every image a cell names, with its fingerprint; warnings): itself, everything under a
+    folder or prefix, or a glob's matches. One listing per cell; the listing's details give the fingerprints.
 
     A path that does not exist stays as it is, without a fingerprint: its pair fails alone,
     later, with "file not found". Hidden files and anything under `exclude` (the output root)
     are skipped, so outputs written inside a content folder are not stylized again on the next run.
+    A folder's or glob's entries that are not regular files (a FIFO, a socket, a broken or looping
+    link) are skipped with a warning: opening a FIFO would block the run.
     """
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     try:
@@ -211,15 +220,17 @@ def list_images(uri: str, storage_options: dict | None = None, exclude: str | No
         else:
             info = fs.info(path)
             if info["type"] != "directory":
-                return {uri: fingerprint(info)}
+                return {uri: fingerprint(info)}, []
             matches = fs.find(path, detail=True)
     except OSError:  # missing, or listing denied: kept as one path, whose pair then fails with the real reason
-        return {uri: None}
+        return {uri: None}, []
     protocol = uri.split("://")[0] + "://" if "://" in uri else ""
     found = {(protocol + m if protocol and not m.startswith(protocol) else m): info for m, info in matches.items()}
-    return {u: fingerprint(found[u]) for u in sorted(found)
-            if u.lower().endswith(IMAGE_EXTENSIONS) and found[u].get("type") != "directory"
-            and not posixpath.basename(u).startswith(".") and not (exclude and u.startswith(exclude))}
+    images = [u for u in sorted(found) if u.lower().endswith(IMAGE_EXTENSIONS) and found[u].get("type") != "directory"
+              and not posixpath.basename(u).startswith(".") and not (exclude and u.startswith(exclude))]
+    odd = [u for u in images if found[u].get("type") != "file"]
+    warnings = [f"{u}: skipped, not a regular file (a FIFO, socket, device, or broken or looping link)" for u in odd]
+    return {u: fingerprint(found[u]) for u in images if u not in odd}, warnings
 
 
 def file_stem(uri: str) -> str:
@@ -248,12 +259,14 @@ def make_pair(row: int, content: str, styles: tuple[str, ...], params: StylePara
                 style_fingerprint)
 
 
-def _row_images(number: int, cells: dict, base_dir: str, options: dict | None, exclude: str):
+def _row_images(number: int, cells: dict, base_dir: str, options: dict | None, exclude: str, warnings: list[str]):
     """(contents, style tuples, fingerprints, problems) of one row: a plain style is crossed,
-    a blend is one style; fingerprints maps every image URI to its fingerprint."""
-    contents = list_images(_resolve(cells["content"].strip(), base_dir), options, exclude)
+    a blend is one style; fingerprints maps every image URI to its fingerprint. Skipped files
+    are added to `warnings`."""
     parts = [_resolve(s, base_dir) for s in BLEND_SEPARATOR.split(cells["style"].strip())]
-    expanded = [list_images(p, options, exclude) for p in parts]
+    listed = [list_images(p, options, exclude) for p in [_resolve(cells["content"].strip(), base_dir), *parts]]
+    warnings += [warning for _, skipped in listed for warning in skipped]
+    contents, *expanded = [images for images, _ in listed]
     fingerprints = {k: v for images in [contents, *expanded] for k, v in images.items()}
     if len(parts) == 1:
         return list(contents), [(s,) for s in expanded[0]], fingerprints, []
@@ -263,10 +276,11 @@ def _row_images(number: int, cells: dict, base_dir: str, options: dict | None, e
 
 
 def _row_pairs(number: int, cells: dict, params: StyleParams, output: str | None, base_dir: str,
-               out_root: str, options: dict | None, sweep: str | None = None) -> tuple[list[Pair], list[tuple[int, str]]]:
+               out_root: str, options: dict | None, sweep: str | None, warnings: list[str]
+               ) -> tuple[list[Pair], list[tuple[int, str]]]:
     """One row's pairs (contents crossed with styles crossed with swept values), or the reasons it has none."""
     exclude = f"{out_root.rstrip('/')}/" if "://" in out_root else os.path.join(os.path.abspath(out_root), "")
-    contents, style_sets, fingerprints, problems = _row_images(number, cells, base_dir, options, exclude)
+    contents, style_sets, fingerprints, problems = _row_images(number, cells, base_dir, options, exclude, warnings)
     sweep = _sweep_text(cells, sweep)
     variants = swept_params(params, sweep)  # already checked by validate_manifest
     count = len(contents) * len(style_sets) * len(variants)
@@ -294,20 +308,27 @@ def _drop_duplicates(uri: str, pairs: list[Pair]) -> tuple[list[Pair], list[str]
 
 
 def expand_manifest(uri: str, out_root: str, *, defaults: StyleParams = StyleParams(),
-                    overrides: dict | None = None, storage_options: dict | None = None, sweep: str | None = None
-                    ) -> tuple[list[Pair], list[str]]:
-    """(pairs in row order, duplicates removed; warnings), or ManifestError listing every bad row."""
+                    overrides: dict | None = None, storage_options: dict | None = None, sweep: str | None = None,
+                    allow_empty: bool = True) -> tuple[list[Pair], list[str]]:
+    """(pairs in row order, duplicates removed; warnings), or ManifestError listing every bad row.
+
+    A row matching no images is a warning; with `allow_empty` False, a manifest matching none
+    at all is a ManifestError naming every row's patterns (a typo should not pass as "0 succeeded").
+    """
     rows = validate_manifest(uri, defaults=defaults, overrides=overrides, storage_options=storage_options,
                              sweep=sweep)
     base_dir = uri.rsplit("/", 1)[0] if "://" in uri else os.path.dirname(os.path.abspath(uri))
-    pairs, warnings, problems = [], [], []
+    pairs, warnings, problems, unmatched = [], [], [], []
     for number, cells, params, output in rows:
         row_pairs, row_problems = _row_pairs(number, cells, params, output, base_dir, out_root, storage_options,
-                                             sweep)
+                                             sweep, warnings)
         if not row_pairs and not row_problems:
-            warnings.append(f"{uri}: row {number} matches no images; nothing to do for it")
+            unmatched.append((number, f"{cells['content'].strip()!r} x {cells['style'].strip()!r} matches no images"))
         pairs += row_pairs
         problems += row_problems
+    if not pairs and not problems and not allow_empty:
+        raise ManifestError(uri, unmatched + [(None, "no images match any row; --allow-empty accepts that")])
+    warnings += [f"{uri}: row {number}: {reason}; nothing to do for it" for number, reason in unmatched]
     pairs, repeat_warnings, collisions = _drop_duplicates(uri, pairs)
     if problems or collisions:
         raise ManifestError(uri, problems + collisions)

@@ -21,9 +21,10 @@ import botocore.exceptions
 import tensorflow as tf
 
 from nst_core.fast import FastUnavailableError
-from nst_core.image_io import ImageError, load_image, save_image
-from nst_core.model import WeightsError
+from nst_core.image_io import PERMANENT_ERRNOS, ImageError, load_image, save_image
+from nst_core.model import WeightsError, min_input_side
 from nst_core.optimize import OptimizationError
+from nst_core.params import StyleParams
 from nst_core.stylize import Job, batch_key, estimate_memory_bytes, size_for, style_side, stylize_batch
 
 from .manifest import Pair
@@ -38,8 +39,11 @@ TRANSIENT_ERRORS = (OSError, aiohttp.ClientError, botocore.exceptions.HTTPClient
 
 
 def is_transient(error: BaseException) -> bool:
-    """Network and storage hiccups (S3 timeouts, throttling, connection resets): worth a retry."""
+    """Network and storage hiccups (S3 timeouts, throttling, connection resets): worth a retry.
+    A file-system error about a path or a disk (read-only, full, a symlink loop: PERMANENT_ERRNOS) is not."""
     if isinstance(error, PERMANENT_ERRORS) or isinstance(error, (FileNotFoundError, PermissionError)):
+        return False
+    if isinstance(error, OSError) and error.errno in PERMANENT_ERRNOS:
         return False
     text = f"{type(error).__name__} {error}"
     return isinstance(error, TRANSIENT_ERRORS) or "Throttl" in text or "SlowDown" in text
@@ -105,6 +109,25 @@ def check_memory(pair: Pair, content_shape, limit_gb: float) -> None:
             f"{pair.content}: size {pair.params.size} ({width} x {height}) needs about {needed_gb:.1f} GB, "
             f"over the memory limit of {limit_gb:.1f} GB; lower `size` for this pair"
         )
+
+
+class ImageTooSmallError(ImageError):
+    """An image whose shorter side would shrink to nothing before VGG's deepest layer used."""
+
+
+def check_sides(content: tuple[str, tuple], styles: list[tuple[str, tuple]], params: StyleParams) -> None:
+    """Refuse a photo or painting too thin for the network, before any work: (uri, shape) each, at
+    every scale the stylization uses (the style at style_side, so style_scale and its aspect count)."""
+    least = min_input_side(params.content_layers + params.style_layers)
+    for side in (*params.scales, params.size):
+        sized = [(content, side, "`size`")] + [(style, style_side(side, params), "`size` or `style_scale`")
+                                               for style in styles]
+        for (uri, shape), longest, knob in sized:
+            shorter = min(size_for(shape, longest))
+            if shorter < least:
+                raise ImageTooSmallError(
+                    f"{uri}: too thin for VGG: at {longest} px its shorter side is {shorter} px, under the minimum "
+                    f"of {least} px; raise {knob} or use a less elongated image")
 
 
 @functools.cache
@@ -204,6 +227,8 @@ def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: 
             check_memory(pair, content.shape, memory_limit_gb or default_memory_limit_gb())
             styles = [load_image(uri, max_side=style_side(pair.params.size, pair.params),
                                  storage_options=storage_options) for uri in pair.styles]
+            check_sides((pair.content, content.shape), [(u, s.shape) for u, s in zip(pair.styles, styles)],
+                        pair.params)
         except Exception as error:  # noqa: BLE001 - sorted into retry or record
             _fail_or_raise(rows[pair.pair_id], error, pair)
             continue

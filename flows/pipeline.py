@@ -30,7 +30,7 @@ from .manifest import Pair, expand_manifest
 from .pairs import (RunStopped, base_row, default_memory_limit_gb, failure_message, is_transient, plan_batches,
                     stop_on_signals, stop_requested, stylize_pairs)
 from .report import publish_report
-from .results import deliver_spooled, read_results, spool_rows, write_rows
+from .results import deliver_spooled, read_results, results_location, spool_rows, write_rows
 
 RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a throttling burst
 # Batches submitted at a time: memory stays bounded for collections of any size, and 64 is
@@ -74,10 +74,6 @@ def load_network_task(params: StyleParams, weights: str | None) -> None:
     """Build the network where the pairs run (this process, or a Dask worker, never touching the
     flow process's GPUs then): a weights problem stops the run before any pair."""
     feature_extractor(params.arch, weights, params.content_layers + params.style_layers, params.pooling)
-
-
-def results_location(out: str, results: str | None) -> str:
-    return results or f"{out.rstrip('/')}/results"
 
 
 def skipped_rows(ledger: Ledger, run_id: str) -> list[dict]:
@@ -124,7 +120,8 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
                      overrides: dict | None = None, weights: str | None = None,
                      storage_options: dict | None = None, progress: bool = False,
                      memory_limit_gb: float | None = None, retry_delays: list[float] = RETRY_DELAYS,
-                     sweep: str | None = None, since_last: bool = False, batch_size: int | None = None) -> dict:
+                     sweep: str | None = None, since_last: bool = False, batch_size: int | None = None,
+                     allow_empty: bool = False) -> dict:
     """Stylize every pair of `manifest` into `out`; rows go to `results` (default OUT/results).
 
     Pairs new or changed since their last succeeded row run; unchanged ones are skipped
@@ -135,7 +132,8 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     BATCH_SIZE) at a time or as many as fit in `memory_limit_gb` (default $NST_MEMORY_LIMIT_GB
     or 80% of RAM); a pair whose own estimated memory exceeds it fails alone, before it starts.
     Transient storage errors are retried after each of `retry_delays` seconds. `sweep`
-    (flows/sweeps.py) applies to rows without their own.
+    (flows/sweeps.py) applies to rows without their own. A manifest matching no images at all
+    is a ManifestError unless `allow_empty`.
 
     Returns counts per status and per ledger class (new, changed, unchanged, still_failing);
     raises PairsFailedError when any pair failed, and RunInterruptedError after SIGINT/SIGTERM
@@ -145,7 +143,7 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     results_uri = results_location(out, results)
     pairs, warnings = expand_manifest(manifest, out, overrides=typed_overrides(overrides),
-                                      storage_options=storage_options, sweep=sweep)
+                                      storage_options=storage_options, sweep=sweep, allow_empty=allow_empty)
     for warning in warnings:
         logger.warning(warning)
     with run_lock(results_uri, run_id, storage_options):  # one run per results table at a time

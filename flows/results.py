@@ -26,6 +26,11 @@ from nst_core.params import StyleParams
 _PARAM_TYPES = {int: pa.int64(), float: pa.float64()}
 
 
+def results_location(out: str, results: str | None) -> str:
+    """The results table of a run: `results`, else OUT/results."""
+    return results or f"{out.rstrip('/')}/results"
+
+
 def _param_fields() -> list[pa.Field]:
     """One column per StyleParams field; tuples are stored as manifest text ("a,b")."""
     defaults = StyleParams()

@@ -9,9 +9,11 @@ unchanged so the caller can retry.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import re
+import stat
 import uuid
 import warnings
 from typing import Iterator
@@ -26,8 +28,16 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}  # 16-bit grey (PN
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
+# OSErrors about the path or the disk, not the network: no retry can fix them.
+PERMANENT_ERRNOS = frozenset({
+    errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG,
+    errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EEXIST, errno.ENXIO, errno.ENODEV,
+})
+
+
 class ImageError(ValueError):
-    """Bad image input: the message names the file and the problem, on one line."""
+    """Bad image input (or an output that cannot be written): the message names the file and the
+    problem, on one line."""
 
 
 @contextlib.contextmanager
@@ -53,6 +63,19 @@ def _input_errors(uri: str) -> Iterator[None]:
         found = re.search(r"\((\d+) pixels\)", str(error))
         count = found.group(1) if found else "too many"
         raise ImageError(f"{uri}: {count} pixels is over Pillow's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels") from error
+    except OSError as error:  # a symlink loop, a path through a file, ...: not the network
+        if error.errno not in PERMANENT_ERRNOS:
+            raise
+        raise ImageError(f"{uri}: {_first_line(error).lower()}") from error
+
+
+def _check_regular(uri: str, storage_options: dict | None) -> None:
+    """Refuse a local path that is not a regular file: opening a FIFO blocks until a writer comes."""
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    if isinstance(fs, LocalFileSystem):
+        mode = os.stat(path).st_mode  # follows links; a loop raises ELOOP, turned into ImageError
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a directory has its own message
+            raise ImageError(f"{uri}: not a regular file (a FIFO, socket or device), not an image file")
 
 
 def _first_line(error: BaseException) -> str:
@@ -122,6 +145,7 @@ def load_image(uri: str, *, max_side: int | None = None, storage_options: dict |
     if max_side is not None and max_side < 1:
         raise ValueError(f"max_side must be at least 1, got {max_side}")
     with _input_errors(uri):
+        _check_regular(uri, storage_options)
         # One read: a remote file then costs one GET, and decoding touches no network.
         with fsspec.open(uri, "rb", **(storage_options or {})) as handle:
             data = handle.read()
@@ -136,6 +160,8 @@ def load_image(uri: str, *, max_side: int | None = None, storage_options: dict |
 
 def image_size(uri: str, storage_options: dict | None = None) -> tuple[int, int]:
     """(width, height) as load_image would return it upright, from the header alone."""
+    with _input_errors(uri):
+        _check_regular(uri, storage_options)
     with _input_errors(uri), fsspec.open(uri, "rb", **(storage_options or {})) as handle:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -154,14 +180,22 @@ def encode_image(image: np.ndarray, uri: str, *, quality: int = 95) -> bytes:
     return encode_picture(Image.fromarray(pixels, "RGB"), uri, quality=quality)
 
 
-def encode_picture(picture: Image.Image, uri: str, *, quality: int = 95) -> bytes:
-    """A PIL image as file bytes, format chosen by uri's extension."""
+def output_format(uri: str) -> str:
+    """Pillow's format for writing `uri`, from its extension; ImageError naming the file when it
+    has none (a folder such as `out/` included)."""
     extension = os.path.splitext(uri)[1].lower()
+    if uri.endswith("/"):
+        raise ImageError(f"{uri}: a folder, not an image file; name the output, e.g. {uri}out.png")
     if extension not in _FORMATS:
         raise ImageError(f"{uri}: unknown image extension {extension!r} (use {', '.join(_FORMATS)})")
+    return _FORMATS[extension]
+
+
+def encode_picture(picture: Image.Image, uri: str, *, quality: int = 95) -> bytes:
+    """A PIL image as file bytes, format chosen by uri's extension."""
+    kind = output_format(uri)
     buffer = io.BytesIO()
-    options = {"quality": quality} if _FORMATS[extension] in ("JPEG", "WEBP") else {}
-    picture.save(buffer, format=_FORMATS[extension], **options)
+    picture.save(buffer, format=kind, **({"quality": quality} if kind in ("JPEG", "WEBP") else {}))
     return buffer.getvalue()
 
 
@@ -181,6 +215,16 @@ def write_bytes_atomic(uri: str, data: bytes, *, storage_options: dict | None = 
     if not isinstance(fs, LocalFileSystem):
         fs.pipe_file(path, data)
         return
+    try:
+        _replace_local(path, data)
+    except OSError as error:  # the output's path or disk is wrong (a directory there, read-only, full)
+        if error.errno not in PERMANENT_ERRNOS:
+            raise
+        raise ImageError(f"{uri}: cannot write it: {_first_line(error).lower()}") from error
+
+
+def _replace_local(path: str, data: bytes) -> None:
+    """A hidden temporary file beside `path`, synced, then renamed over it."""
     directory, name = os.path.split(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:8]}.tmp")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import struct
 import zlib
 from pathlib import Path
 
 import pytest
+
+from flows.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "manifests" / "samples"
@@ -46,10 +47,7 @@ def png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+_free_port = free_port  # the tests' name for it
 
 
 @pytest.fixture(scope="session")

@@ -100,6 +100,34 @@ def test_directory_is_not_an_image(tmp_path):
         load_image(str(tmp_path))
 
 
+def test_symlink_loop_is_bad_input_not_a_network_error(tmp_path):
+    loop = tmp_path / "loop1.jpg"
+    loop.symlink_to(loop.name)
+    with pytest.raises(ImageError, match="too many levels of symbolic links") as error:
+        load_image(str(loop))
+    _assert_one_line_naming(error, str(loop))
+
+
+def test_fifo_is_refused_at_once_instead_of_blocking(tmp_path):
+    import threading
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    outcome = []
+
+    def load():
+        try:
+            load_image(str(fifo))
+        except ImageError as error:
+            outcome.append(str(error))
+
+    reader = threading.Thread(target=load, daemon=True)  # daemon: a blocked open must not hang the suite
+    reader.start()
+    reader.join(timeout=5)
+    assert not reader.is_alive(), "opening a FIFO blocked"
+    assert outcome == [f"{fifo}: not a regular file (a FIFO, socket or device), not an image file"]
+
+
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads any local file")
 def test_local_permission_denied(tmp_path):
     path = tmp_path / "locked.jpg"
@@ -352,6 +380,15 @@ def test_failed_write_removes_the_temporary_and_keeps_the_old_file(tmp_path, mon
         save_image(_gradient(), str(target))
     assert target.read_bytes() == b"the previous result"
     assert os.listdir(tmp_path) == ["a.png"]
+
+
+def test_an_output_path_that_is_a_directory_names_the_output(tmp_path):
+    taken = tmp_path / "a.png"
+    taken.mkdir()
+    with pytest.raises(ImageError, match="cannot write it: is a directory") as error:
+        save_image(_gradient(), str(taken))
+    _assert_one_line_naming(error, str(taken))
+    assert os.listdir(tmp_path) == ["a.png"] and not os.listdir(taken)  # no temporary left behind
 
 
 def test_unknown_extension_names_the_file(tmp_path):

@@ -49,6 +49,20 @@ def test_a_silent_lock_from_another_host_is_taken_over_but_a_fresh_one_is_not(tm
         assert "mine" in path.read_text()
 
 
+def test_nst_run_refuses_a_held_table_within_seconds_before_starting_prefect(tmp_path):
+    (tmp_path / "out" / "results").mkdir(parents=True)
+    holder = {"run_id": "nightly-1", "host": socket.gethostname(), "pid": os.getpid(), "started_at": "02:00",
+              "heartbeat": time.time()}  # this test's process: alive
+    (tmp_path / "out" / "results" / LOCK_NAME).write_text(json.dumps(holder))
+    (tmp_path / "m.csv").write_text(f"content,style\n{SAMPLES / 'content' / 'chelsea.jpg'},{SAMPLES / 'styles'}\n")
+    started = time.time()
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(tmp_path / "m.csv"), "--out",
+                             str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert time.time() - started < 5, "the lock must be checked before Prefect's server starts"
+    assert result.returncode == 2 and "is in use by run nightly-1" in result.stderr
+    assert "Starting temporary server" not in result.stderr + result.stdout
+
+
 def test_the_lock_on_s3_is_a_conditional_put(s3):
     fs, options = s3
     with run_lock("s3://nst-test/res", "first", options):

@@ -110,9 +110,33 @@ def test_duplicates_run_once_and_missing_files_stay_as_pairs(tree):
 
 def test_a_glob_or_folder_matching_nothing_is_a_warning(tree):
     (tree / "empty").mkdir()
-    pairs, warnings = _expand(tree, "content,style\nphotos/*.jpg,styles\nphotos/a.png,empty\n")
-    assert pairs == [] and len(warnings) == 2
-    assert "row 1 matches no images" in warnings[0] and "row 2 matches no images" in warnings[1]
+    text = "content,style\nphotos/*.jpg,styles\nphotos/a.png,empty\nphotos/a.png,styles/x.png\n"
+    pairs, warnings = _expand(tree, text)
+    assert len(pairs) == 1 and len(warnings) == 2
+    assert "row 1: 'photos/*.jpg' x 'styles' matches no images" in warnings[0]
+    assert "row 2: 'photos/a.png' x 'empty' matches no images" in warnings[1]
+
+
+def test_a_manifest_matching_no_images_at_all_is_an_error_unless_allowed(tree):
+    text = "content,style\nphotos/*.jpg,styles\nphotos/a.png,styles/*.gif\n"
+    with pytest.raises(ManifestError) as error:
+        _expand(tree, text, allow_empty=False)
+    message = str(error.value)
+    assert "'photos/*.jpg' x 'styles' matches no images" in message and "'styles/*.gif'" in message
+    assert "--allow-empty" in message
+    assert _expand(tree, text, allow_empty=True)[0] == []
+
+
+def test_fifos_and_broken_links_in_a_folder_or_glob_are_skipped_with_a_warning(tree):
+    import os
+
+    os.mkfifo(tree / "photos" / "pipe.png")
+    (tree / "photos" / "loop.png").symlink_to("loop.png")
+    for cell in ("photos", "photos/*.png"):
+        pairs, warnings = _expand(tree, f"content,style\n{cell},styles/x.png\n")
+        assert _names(p.content for p in pairs) == ["a.png", "b.png", "c.png"]
+        assert sorted(warnings) == [f"{tree / 'photos' / name}: skipped, not a regular file (a FIFO, socket, device, "
+                                    "or broken or looping link)" for name in ("loop.png", "pipe.png")]
 
 
 def test_outputs_under_a_content_folder_are_not_stylized_again(tree):

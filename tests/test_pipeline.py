@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -193,6 +194,35 @@ def test_cli_stylize_one_pair(photo_dir, weights_path):
     assert bad.returncode == 2 and "nope.jpg" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.parametrize("extra, expected", [
+    (["-o", "OUT/out.xyz"], "out.xyz: unknown image extension '.xyz'"),
+    (["-o", "OUT/"], "a folder, not an image file"),
+    (["-o", "OUT/taken.png"], "taken.png: is a directory"),
+    (["-o", "OUT/o.png", "--style-blend", "1"], "--style-blend: style_blend has 1 weights for 2 style image(s)"),
+    (["-o", "OUT/o.png", "--style-blend", "1,2,3"], "style_blend has 3 weights for 2 style image(s)"),
+    (["-o", "OUT/o.png", "--size", "16"], "chelsea.jpg: too thin for VGG: at 16 px its shorter side is 11 px, "
+                                          "under the minimum of 16 px"),
+])
+def test_cli_stylize_refuses_bad_arguments_before_any_work(photo_dir, capsys, extra, expected):
+    from flows.cli import main
+
+    (photo_dir / "taken.png").mkdir()
+    extra = [arg.replace("OUT", str(photo_dir)) for arg in extra]
+    content, styles = str(photo_dir / "photos" / "chelsea.jpg"), [str(photo_dir / "styles" / "scream.jpg")] * 2
+    # Weights that do not exist: a check made after loading the network would report those instead.
+    code = main(["stylize", content, *styles, *extra, "--weights", str(photo_dir / "no-weights.h5")])
+    error = capsys.readouterr().err
+    assert code == 2 and error.startswith("nst: ") and expected in error and error.count("\n") == 1, error
+
+
+def test_cli_stylize_blend_weights_must_match_one_style(photo_dir, capsys):
+    from flows.cli import main
+
+    code = main(["stylize", str(photo_dir / "photos" / "chelsea.jpg"), str(photo_dir / "styles" / "scream.jpg"),
+                 "-o", str(photo_dir / "o.png"), "--style-blend", "1,1", "--weights", str(photo_dir / "none.h5")])
+    assert code == 2 and "style_blend has 2 weights for 1 style image(s)" in capsys.readouterr().err
+
+
 def test_cli_exits_one_when_a_pair_failed(prefect_api, photo_dir, weights_path):
     manifest = _write_manifest(photo_dir / "m.csv", ["photos/missing.jpg,styles/scream.jpg"])
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
@@ -201,7 +231,20 @@ def test_cli_exits_one_when_a_pair_failed(prefect_api, photo_dir, weights_path):
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 1
     assert "1 of 1 pairs failed" in result.stderr
+    # Only the message: Prefect's traceback stays in its own log, TensorFlow's start-up banner is hidden.
+    assert "Traceback" not in result.stderr and "oneDNN" not in result.stderr and "absl" not in result.stderr
     assert read_results(str(photo_dir / "o" / "results")).error.str.contains("missing.jpg: file not found").all()
+
+
+def test_cli_a_manifest_matching_no_images_fails_naming_its_patterns_unless_allowed(prefect_api, photo_dir):
+    manifest = _write_manifest(photo_dir / "m.csv", ["photos/*.png,styles/scream.jpg"])
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(photo_dir / "o")],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 2 and "'photos/*.png' x 'styles/scream.jpg' matches no images" in result.stderr
+    assert "--allow-empty" in result.stderr and "Traceback" not in result.stderr
+    allowed = run_manifest(manifest, str(photo_dir / "o"), allow_empty=True)  # what --allow-empty passes
+    assert (allowed["succeeded"], allowed["failed"]) == (0, 0)
 
 
 def test_transient_errors_are_retried_and_bad_input_is_not():
@@ -220,6 +263,15 @@ def test_transient_errors_are_retried_and_bad_input_is_not():
     assert not is_transient(ValueError("size must be at least 16"))
 
 
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EISDIR, errno.ELOOP, errno.ENOTDIR, errno.EACCES,
+                                  errno.ENAMETOOLONG])
+def test_storage_errors_about_a_path_or_disk_are_not_retried(code):
+    from flows.pairs import is_transient
+
+    assert not is_transient(OSError(code, os.strerror(code), "/out/a.png"))
+    assert is_transient(OSError(errno.ECONNRESET, os.strerror(errno.ECONNRESET)))  # the network: retried
+
+
 def test_a_diverging_pair_fails_clearly_and_alone(prefect_api, photo_dir, weights_path):
     manifest = photo_dir / "m.csv"
     manifest.write_text("content,style,style_weight,content_weight\n"
@@ -234,16 +286,24 @@ def test_a_diverging_pair_fails_clearly_and_alone(prefect_api, photo_dir, weight
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes_it(prefect_api, photo_dir, weights_path, signum):
+    """SIGTERM to the run (a service manager), or Ctrl-C in a terminal: SIGINT to its whole process
+    group, with the temporary Prefect server the run starts itself (no PREFECT_API_URL)."""
     manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles"])  # 6 pairs
     out = photo_dir / "out"
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "NST_WEIGHTS": weights_path}
+    if signum == signal.SIGINT:
+        del env["PREFECT_API_URL"]
     command = [sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(out), "--size", "32",
                "--iterations", "150", "--tolerance", "0"]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # a process group of its own, as a terminal gives it
     deadline = time.time() + 240
     while time.time() < deadline and not list((out / "results").glob("part-*.parquet")):
         time.sleep(0.2)
-    process.send_signal(signum)
+    if signum == signal.SIGINT:
+        os.killpg(process.pid, signum)  # what Ctrl-C does: the run and every process in its group
+    else:
+        process.send_signal(signum)
     signalled = time.time()
     _, stderr = process.communicate(timeout=60)
     assert time.time() - signalled < 10, "the run should stop within seconds"
@@ -252,11 +312,40 @@ def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes_it(prefect_api, pho
     table = read_results(str(out / "results"))
     assert set(table.status) == {"succeeded"} and 1 <= len(table) < 6  # nothing recorded as failed
     assert not list(out.glob(".*.tmp"))  # no temporary file left behind
-    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(command, cwd=REPO, env={**env, "PREFECT_API_URL": prefect_api}, capture_output=True,
+                           text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     final = read_results(str(out / "results"))
     assert set(final[final.status == "skipped"].pair_id) == set(table.pair_id)
     assert final[final.status == "succeeded"].pair_id.nunique() == 6
+
+
+def test_a_sigkilled_run_leaves_no_temporary_prefect_server_behind(photo_dir, weights_path):
+    import psutil
+
+    manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles"])
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}  # the run starts its own
+    process = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(photo_dir / "out"),
+                                "--size", "32", "--weights", weights_path], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, servers = time.time() + 120, []
+    while time.time() < deadline and not servers:
+        servers = [child for child in psutil.Process(process.pid).children() if "uvicorn" in child.cmdline()]
+        time.sleep(0.2)
+    assert servers, "the run never started its temporary server"
+    process.kill()
+    process.wait()
+
+    def gone(server) -> bool:
+        try:
+            return server.status() == psutil.STATUS_ZOMBIE  # dead, waiting for init to reap it
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.time() + 10
+    while time.time() < deadline and not gone(servers[0]):
+        time.sleep(0.2)
+    assert gone(servers[0]), "the temporary server outlived the run"
 
 
 def test_bad_files_fail_their_own_pairs_with_the_file_named(prefect_api, photo_dir, weights_path):
@@ -278,6 +367,45 @@ def test_bad_files_fail_their_own_pairs_with_the_file_named(prefect_api, photo_d
         message = errors[str(bad / name)]
         assert name in message and reason in message, message
     assert errors.isna().sum() == 1  # the good pair
+
+
+def test_one_pairs_file_system_error_fails_that_pair_alone_in_its_batch(prefect_api, photo_dir, weights_path):
+    """A symlink loop as the photo and a directory where the output goes: permanent, that pair's alone."""
+    loop = photo_dir / "photos" / "loop1.jpg"
+    loop.symlink_to(loop.name)
+    (photo_dir / "out" / "taken.png").mkdir(parents=True)
+    manifest = photo_dir / "m.csv"
+    manifest.write_text("content,style,output\nphotos/chelsea.jpg,styles/scream.jpg,\n"
+                        "photos/loop1.jpg,styles/scream.jpg,\nphotos/coffee.jpg,styles/scream.jpg,taken.png\n")
+    with pytest.raises(PairsFailedError, match="2 of 3 pairs failed"):
+        _run(str(manifest), photo_dir / "out", weights_path)  # one batch of 3 (default batch size 4)
+    table = read_results(str(photo_dir / "out" / "results")).set_index("content_uri")
+    assert table.loc[str(photo_dir / "photos" / "chelsea.jpg"), "status"] == "succeeded"
+    assert table.loc[str(loop), "error"] == f"{loop}: too many levels of symbolic links"
+    taken = table.loc[str(photo_dir / "photos" / "coffee.jpg")]
+    assert taken.error == f"{photo_dir / 'out' / 'taken.png'}: cannot write it: is a directory"
+    assert (table.attempts == 1).all() and not table.transient.fillna(False).any()  # failed at once, not retried
+
+
+def test_images_too_thin_for_vgg_fail_alone_and_the_minimum_side_works(prefect_api, photo_dir, weights_path):
+    Image.new("RGB", (4000, 10), "red").save(photo_dir / "photos" / "thin.png")
+    shutil.copy(SAMPLES / "content" / "astronaut.jpg", photo_dir / "photos" / "astronaut.jpg")  # square
+    Image.open(SAMPLES / "styles" / "starry_night.jpg").crop((0, 0, 160, 160)).save(photo_dir / "styles" / "square.png")
+    manifest = photo_dir / "m.csv"
+    manifest.write_text("content,style,size\nphotos/thin.png,styles/scream.jpg,32\n"
+                        "photos/chelsea.jpg,styles/starry night.jpg,24\nphotos/astronaut.jpg,styles/square.png,16\n")
+    with pytest.raises(PairsFailedError, match="2 of 3 pairs failed"):
+        _run(str(manifest), photo_dir / "out", weights_path)
+    table = read_results(str(photo_dir / "out" / "results")).set_index("content_uri")
+    assert table.loc[str(photo_dir / "photos" / "thin.png"), "error"] == (
+        f"{photo_dir / 'photos' / 'thin.png'}: too thin for VGG: at 32 px its shorter side is 1 px, under the "
+        "minimum of 16 px; raise `size` or use a less elongated image")
+    style_error = table.loc[str(photo_dir / "photos" / "chelsea.jpg"), "error"]
+    assert style_error.startswith(f"{photo_dir / 'styles' / 'starry night.jpg'}: too thin for VGG: at 24 px its "
+                                  "shorter side is 15 px") and "raise `size` or `style_scale`" in style_error
+    square = table.loc[str(photo_dir / "photos" / "astronaut.jpg")]
+    assert square.status == "succeeded" and (square.width, square.height) == (16, 16)  # 16 px is the minimum
+    assert (table.attempts == 1).all()
 
 
 def test_a_pair_too_large_for_the_memory_limit_fails_alone(prefect_api, photo_dir, weights_path):
