@@ -288,7 +288,7 @@ def _optimized(objective, step, jobs: list[Job], callback) -> list:
     """Gatys et al.'s optimisation, coarse to fine, from each job's `init` image, all jobs in one batch.
 
     Seconds are shared out: each job is charged the batch's time over its size.
-    Returns a StylizeResult per job, or the NonFiniteLossError that ended it.
+    Returns a StylizeResult per job, or the OptimizationError that ended it (non-finite loss, no progress).
     """
     first = jobs[0].params
     sides = (*first.scales, first.size)

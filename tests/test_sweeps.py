@@ -62,7 +62,7 @@ def test_bad_sweeps_are_manifest_errors_naming_their_rows(tree):
     assert "7 bad rows" in message and "row 8" not in message
     for row, reason in [(1, "style_weight must be a number, got 'abc'"), (2, "'colour' is not a parameter"),
                         (3, "size is given twice"), (4, "style_weight must be a non-negative number, got -1.0"),
-                        (5, "style_stat must be one of gram, mmd-poly, mmd-gauss, bn, got 'fancy'"),
+                        (5, "style_stat must be one of gram, mmd-poly, mmd-gauss, bn, w2, swd, got 'fancy'"),
                         (6, "at most 2 parameters, got 3"), (7, "must look like NAME=V1,V2")]:
         line = next(line for line in message.splitlines() if line.strip().startswith(f"row {row}:"))
         assert "sweep" in line and reason in line, line
