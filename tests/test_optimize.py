@@ -115,22 +115,24 @@ def test_short_runs_and_real_progress_are_not_judged():
 
 
 @pytest.mark.slow
-def test_strong_style_weights_stylize_or_fail_loudly(weights_path):
-    """Style weights 100, 1000 and 10000 at 256 px on every shipped pair: each picture's
-    independent style distance (nst_core.quality) is well below the photo's, or the pair
-    fails with a reason; never a silent copy of the photo."""
+def test_style_weights_from_1_to_10000_stylize_or_fail_loudly(weights_path):
+    """A sweep of style weights 1 to 10^4 at 256 px on every shipped pair: each picture is far
+    from the photo (its loss halved, its independent style distance, nst_core.quality, below
+    the photo's; well below from 100 up), or the pair fails with a reason: never a silent
+    copy of the photo."""
     pairs = [("chelsea", ["starry_night"]), ("chelsea", ["the_scream"]), ("coffee", ["the_scream"]),
              ("rocket", ["shipwreck", "starry_night"])]  # manifests/example.csv
     for photo_name, style_names in pairs:
         content = load_image(str(SAMPLES / "content" / f"{photo_name}.jpg"), max_side=256)
         styles = [load_image(str(SAMPLES / "styles" / f"{name}.jpg"), max_side=256) for name in style_names]
-        jobs = [Job(content, styles, StyleParams(size=256, iterations=12, style_weight=weight))
-                for weight in (100.0, 1000.0, 10000.0)]
+        jobs = [Job(content, styles, StyleParams(size=256, iterations=MIN_JUDGED_STEPS, style_weight=weight))
+                for weight in (1.0, 10.0, 100.0, 1000.0, 10000.0)]
         for job, outcome in zip(jobs, stylize_batch(jobs, weights=weights_path)):
+            weight = job.params.style_weight
             if isinstance(outcome, Exception):
-                assert str(outcome), (photo_name, job.params.style_weight)
+                assert str(outcome), (photo_name, weight)
                 continue
-            assert outcome.total_loss < 0.5 * outcome.loss_history[0], (photo_name, job.params.style_weight)
+            assert outcome.total_loss < 0.5 * outcome.loss_history[0], (photo_name, weight)
             photo = resize(content, outcome.image.shape[:2])
             distance = min(quality.style_distance(outcome.image, style, photo) for style in styles)
-            assert distance < 0.85, (photo_name, job.params.style_weight, distance)
+            assert distance < (0.85 if weight >= 100 else 1.0), (photo_name, weight, distance)

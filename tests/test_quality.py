@@ -1,0 +1,44 @@
+"""The independent quality measure: its scale, and that the optimisation never sees it."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nst_core import quality
+from nst_core.image_io import load_image
+from nst_core.stylize import resize
+
+from conftest import REPO, SAMPLES
+
+
+@pytest.fixture(scope="module")
+def pair():
+    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"))
+    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"))
+    return content, style
+
+
+def test_style_distance_is_0_at_the_painting_and_1_at_the_photo(pair):
+    content, style = pair
+    assert quality.style_distance(style, style, content) == pytest.approx(0.0, abs=1e-6)
+    assert quality.style_distance(content, style, content) == pytest.approx(1.0, abs=1e-6)
+    halfway = 0.5 * content + 0.5 * resize(style, content.shape[:2])
+    assert 0.2 < quality.style_distance(halfway, style, content) < 0.9
+
+
+def test_content_distance_is_0_at_the_photo_and_grows_away_from_it(pair, weights_path):
+    content, style = pair
+    vgg = quality.VggDistances(weights_path)
+    assert vgg.content_distance(content, content) == pytest.approx(0.0, abs=1e-3)
+    noisy = np.clip(content + np.random.default_rng(0).normal(0, 0.1, content.shape), 0, 1).astype(np.float32)
+    painting = resize(style, content.shape[:2])
+    assert 0 < vgg.content_distance(noisy, content) < vgg.content_distance(painting, content)
+    assert vgg.gram_distance(painting, style) < vgg.gram_distance(content, style)
+
+
+def test_the_optimisation_never_imports_the_measure():
+    code = ("import sys; import nst_core.stylize, nst_core.optimize, nst_core.losses; "
+            "assert 'nst_core.quality' not in sys.modules, 'the objective must not see the quality measure'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
