@@ -102,8 +102,8 @@ class _IgnoresIfNoneMatch(http.server.BaseHTTPRequestHandler):
         for key, value in reply.getheaders():
             if key.lower() not in ("server", "date", "connection", "transfer-encoding", "content-length"):
                 self.send_header(key, value)
-        # HEAD answers carry the object's length with no body
-        self.send_header("Content-Length", reply.getheader("Content-Length") if self.command == "HEAD" else str(len(data)))
+        length = reply.getheader("Content-Length") if self.command == "HEAD" else str(len(data))  # HEAD: no body
+        self.send_header("Content-Length", length)
         self.end_headers()
         self.wfile.write(data)
         upstream.close()
