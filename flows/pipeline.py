@@ -8,6 +8,7 @@ Pairs run on a thread pool in this process, or on a Dask cluster (flows/dask_run
 
 from __future__ import annotations
 
+import posixpath
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,16 +22,17 @@ from prefect.runtime import task_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
+from nst_core.image_io import remove_orphan_temporaries
 from nst_core.model import feature_extractor
 from nst_core.params import StyleParams
 
 from .ledger import Ledger, classify
 from .lock import run_lock
-from .manifest import Pair, expand_manifest
+from .manifest import Pair, expand_manifest, join_uri
 from .pairs import (RunStopped, base_row, default_memory_limit_gb, failure_message, is_transient, plan_batches,
                     stop_on_signals, stop_requested, stylize_pairs)
 from .report import publish_report
-from .results import deliver_spooled, read_results, results_location, spool_rows, write_rows
+from .results import deliver_spooled, read_results, results_location, spool_folder, spool_rows, write_rows
 
 RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a throttling burst
 # Batches submitted at a time: memory stays bounded for collections of any size, and 64 is
@@ -147,6 +149,7 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     for warning in warnings:
         logger.warning(warning)
     with run_lock(results_uri, run_id, storage_options):  # one run per results table at a time
+        remove_killed_writes(pairs, out, results_uri, logger)
         delivered = deliver_spooled(results_uri, storage_options=storage_options)
         if delivered:
             logger.info(f"delivered {delivered} spooled result file(s) from an earlier run")
@@ -223,6 +226,16 @@ class Tally:
             self.counts[row["status"]] += 1
             self.seconds.append(row["total_seconds"])
             logger.info(f"done: {row['output_uri']} in {row['total_seconds']:.1f} s, loss {row['total_loss']:.4g}")
+
+
+def remove_killed_writes(pairs: list[Pair], out: str, results_uri: str, logger) -> None:
+    """Remove the hidden temporaries a killed run left mid-write beside the outputs, rows, spooled rows
+    and reports (readers ignore them, but they would pile up night after night)."""
+    folders = {results_uri, str(spool_folder(results_uri)), join_uri(out, "reports"),
+               *(posixpath.dirname(pair.output) for pair in pairs)}
+    removed = [path for folder in sorted(folders) for path in remove_orphan_temporaries(folder)]
+    if removed:
+        logger.info(f"removed {len(removed)} temporary file(s) left by a killed run")
 
 
 def record_failure(results_uri: str, rows: list[dict], storage_options: dict | None, logger) -> None:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import os
 import re
+import socket
 import stat
+import time
 import uuid
 import warnings
 from typing import Iterator
@@ -223,18 +226,67 @@ def write_bytes_atomic(uri: str, data: bytes, *, storage_options: dict | None = 
         raise ImageError(f"{uri}: cannot write it: {_first_line(error).lower()}") from error
 
 
+# A temporary's name says which host and process wrote it, so a later run can tell a killed writer's
+# leftover from a live writer's file: ".NAME.HOST-PID-RANDOM.tmp", HOST a hash of the host name.
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}\.tmp")
+ORPHAN_AFTER_SECONDS = 3600  # a temporary this old is a dead writer's whatever host wrote it
+FAULT_WRITE_DELAY_ENV = "NST_FAULT_WRITE_DELAY"
+
+
+def _fault_delay() -> None:
+    """Sleep NST_FAULT_WRITE_DELAY seconds between writing a temporary and renaming it: the window in
+    which the fault-injection test kills a run mid-write. Unset outside that test: no delay."""
+    delay = os.environ.get(FAULT_WRITE_DELAY_ENV)
+    if delay:
+        time.sleep(float(delay))
+
+
 def _replace_local(path: str, data: bytes) -> None:
     """A hidden temporary file beside `path`, synced, then renamed over it."""
     directory, name = os.path.split(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+    temporary = os.path.join(directory, f".{name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(temporary, "xb") as handle:  # plain open: the file gets the usual umask permissions
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())  # on disk before the rename, so a crash cannot leave an empty file
+        _fault_delay()
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+
+
+def _writer_is_dead(match: re.Match, age_seconds: float) -> bool:
+    """A temporary from a process gone from this host, or old enough to be from a dead one anywhere."""
+    if age_seconds > ORPHAN_AFTER_SECONDS:
+        return True
+    if match["host"] != _HOST or int(match["pid"]) == os.getpid():
+        return False  # another host's (on a shared disk), or being written by this process now
+    try:
+        os.kill(int(match["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    return False
+
+
+def remove_orphan_temporaries(folder: str) -> list[str]:
+    """Remove the hidden temporaries that writers killed mid-write left directly in local `folder`
+    (readers ignore them, but they pile up); returns their paths. A live writer's stay; remote
+    folders have none (one PUT)."""
+    root = folder.removeprefix("file://")
+    if "://" in root or not os.path.isdir(root):
+        return []
+    removed = []
+    for entry in os.scandir(root):
+        match = _TEMPORARY.fullmatch(entry.name)
+        with contextlib.suppress(FileNotFoundError):  # renamed or removed by its writer meanwhile
+            if match and _writer_is_dead(match, time.time() - entry.stat(follow_symlinks=False).st_mtime):
+                os.remove(entry.path)
+                removed.append(entry.path)
+    return removed

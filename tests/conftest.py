@@ -6,9 +6,12 @@ one server per test session, reset between tests.
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import json
 import os
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -77,6 +80,51 @@ def s3(s3_server):
     fs.mkdir("nst-test")
     yield fs, storage_options
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+class _IgnoresIfNoneMatch(http.server.BaseHTTPRequestHandler):
+    """Forwards each request to moto without its If-None-Match header: what an S3-compatible store
+    that ignores conditional creates does. Records (method, path) of every request in `seen`."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive and 100-continue, as botocore expects
+    upstream = ""  # host:port of moto, set per fixture
+    seen: list = []
+
+    def _forward(self) -> None:
+        self.seen.append((self.command, self.path))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("if-none-match", "expect")}
+        upstream = http.client.HTTPConnection(self.upstream, timeout=30)
+        upstream.request(self.command, self.path, body=body, headers=headers)
+        reply = upstream.getresponse()
+        data = reply.read()
+        self.send_response(reply.status)
+        for key, value in reply.getheaders():
+            if key.lower() not in ("server", "date", "connection", "transfer-encoding", "content-length"):
+                self.send_header(key, value)
+        length = reply.getheader("Content-Length") if self.command == "HEAD" else str(len(data))  # HEAD: no body
+        self.send_header("Content-Length", length)
+        self.end_headers()
+        self.wfile.write(data)
+        upstream.close()
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
+
+    def log_message(self, *args) -> None:  # quiet, like moto's server here
+        pass
+
+
+@pytest.fixture
+def s3_ignoring_conditions(s3, s3_server):
+    """An S3 endpoint that ignores If-None-Match (moto behind a header-dropping proxy), on the same
+    buckets as `s3`; yields (storage_options, the (method, path) of every request it forwarded)."""
+    handler = type("Handler", (_IgnoresIfNoneMatch,), {"upstream": s3_server.removeprefix("http://"), "seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield {"endpoint_url": f"http://127.0.0.1:{server.server_address[1]}"}, handler.seen
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -14,7 +16,7 @@ from PIL import Image
 from nst_core import image_io
 from nst_core.image_io import DEFAULT_MAX_PIXELS, ImageError, image_size, load_image, save_image
 
-from conftest import SAMPLES, png_header
+from conftest import REPO, SAMPLES, png_header
 
 CHELSEA = SAMPLES / "content" / "chelsea.jpg"
 RED, BLUE = (255, 0, 0), (0, 0, 255)
@@ -380,6 +382,31 @@ def test_failed_write_removes_the_temporary_and_keeps_the_old_file(tmp_path, mon
         save_image(_gradient(), str(target))
     assert target.read_bytes() == b"the previous result"
     assert os.listdir(tmp_path) == ["a.png"]
+
+
+def test_temporaries_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
+    """A real writer held mid-write (NST_FAULT_WRITE_DELAY): its temporary is kept while it lives,
+    removed once it is SIGKILLed; another host's is kept unless an hour old."""
+    writer = subprocess.Popen([sys.executable, "-c", "import sys; from nst_core.image_io import write_bytes_atomic; "
+                               "write_bytes_atomic(sys.argv[1], b'row')", str(tmp_path / "part-1.parquet")],
+                              cwd=REPO, env={**os.environ, image_io.FAULT_WRITE_DELAY_ENV: "60"})
+    deadline = time.time() + 30
+    while time.time() < deadline and not list(tmp_path.glob(".part-1.parquet.*.tmp")):
+        time.sleep(0.05)
+    (temporary,) = tmp_path.glob(".part-1.parquet.*.tmp")
+    assert f"-{writer.pid}-" in temporary.name
+    elsewhere = tmp_path / ".b.png.abcdef-1-0123abcd.tmp"  # a host hash that is not this host's
+    old = tmp_path / ".c.png.abcdef-2-0123abcd.tmp"
+    for path in (elsewhere, old, tmp_path / ".notes.tmp"):
+        path.write_bytes(b"x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert image_io.remove_orphan_temporaries(str(tmp_path)) == [str(old)]
+    assert temporary.exists()  # its writer is alive
+    writer.kill()
+    writer.wait()
+    assert image_io.remove_orphan_temporaries(str(tmp_path)) == [str(temporary)]
+    assert sorted(os.listdir(tmp_path)) == [elsewhere.name, ".notes.tmp"]
+    assert image_io.remove_orphan_temporaries("s3://nst-test/results") == []  # one PUT there: no temporaries
 
 
 def test_an_output_path_that_is_a_directory_names_the_output(tmp_path):

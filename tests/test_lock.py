@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import REPO, SAMPLES
-from flows.lock import LOCK_NAME, RunLockedError, run_lock
+from flows.lock import LOCK_NAME, UNSAFE_ENV, RunLockedError, UnsafeLockStoreError, run_lock
 from flows.results import read_results
 
 
@@ -64,13 +64,71 @@ def test_nst_run_refuses_a_held_table_within_seconds_before_starting_prefect(tmp
 
 
 def test_the_lock_on_s3_is_a_conditional_put(s3):
+    """Moto honours If-None-Match (412 on a second conditional create): its probe passes, and leaves no key."""
     fs, options = s3
     with run_lock("s3://nst-test/res", "first", options):
-        assert fs.exists(f"nst-test/res/{LOCK_NAME}")
+        assert fs.find("nst-test/res") == [f"nst-test/res/{LOCK_NAME}"]  # the probe key is gone
         with pytest.raises(RunLockedError, match="in use by run first"):
             with run_lock("s3://nst-test/res", "second", options):
                 pass
-    assert not fs.exists(f"nst-test/res/{LOCK_NAME}")
+    fs.invalidate_cache()
+    assert fs.find("nst-test/res") == []
+
+
+def _probe_puts(seen: list) -> int:
+    return sum(method == "PUT" and f"{LOCK_NAME}.probe-" in path for method, path in seen)
+
+
+def test_a_store_ignoring_conditional_creates_is_refused_naming_its_endpoint(s3, s3_ignoring_conditions, monkeypatch):
+    fs, moto_options = s3
+    options, seen = s3_ignoring_conditions
+    monkeypatch.delenv(UNSAFE_ENV, raising=False)
+    with pytest.raises(UnsafeLockStoreError) as refused:
+        with run_lock("s3://nst-test/res", "mine", options):
+            pass
+    message = str(refused.value)
+    assert "\n" not in message and options["endpoint_url"] in message and f"{UNSAFE_ENV}=1" in message
+    assert message.startswith("s3://nst-test/res: ") and "If-None-Match" in message
+    assert _probe_puts(seen) == 2  # created, then created again: accepted
+    fs.invalidate_cache()
+    assert fs.find("nst-test/res") == []  # probe removed, no lock written
+    with pytest.raises(UnsafeLockStoreError):  # the verdict is kept for the endpoint: no second probe
+        with run_lock("s3://nst-test/other", "mine", options):
+            pass
+    assert _probe_puts(seen) == 2
+    with run_lock("s3://nst-test/res", "mine", moto_options):  # moto itself, same buckets: its own verdict
+        pass
+
+
+def test_with_the_opt_out_a_store_ignoring_conditions_is_locked_by_look_then_write(s3, s3_ignoring_conditions,
+                                                                                    monkeypatch):
+    fs, _ = s3
+    options, _ = s3_ignoring_conditions
+    monkeypatch.setenv(UNSAFE_ENV, "1")
+    with run_lock("s3://nst-test/res", "first", options):
+        assert json.loads(fs.cat_file(f"nst-test/res/{LOCK_NAME}"))["run_id"] == "first"
+        with pytest.raises(RunLockedError, match="in use by run first"):  # seen before writing, not overwritten
+            with run_lock("s3://nst-test/res", "second", options):
+                pass
+        assert json.loads(fs.cat_file(f"nst-test/res/{LOCK_NAME}"))["run_id"] == "first"
+    fs.invalidate_cache()
+    assert fs.find("nst-test/res") == []
+
+
+def test_nst_run_refuses_a_store_ignoring_conditional_creates_before_starting_prefect(s3_ignoring_conditions,
+                                                                                      tmp_path):
+    options, _ = s3_ignoring_conditions
+    (tmp_path / "m.csv").write_text(f"content,style\n{SAMPLES / 'content' / 'chelsea.jpg'},{SAMPLES / 'styles'}\n")
+    env = {key: value for key, value in os.environ.items() if key != UNSAFE_ENV}
+    started = time.time()
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(tmp_path / "m.csv"), "--out",
+                             "s3://nst-test/out", "--s3-endpoint-url", options["endpoint_url"]],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert time.time() - started < 10, "the store must be probed before Prefect's server starts"
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nst: s3://nst-test/out/results: the store at ")
+    assert "does not honour conditional creates" in lines[0] and f"{UNSAFE_ENV}=1" in lines[0]
 
 
 def test_two_runs_at_once_on_one_output_root(prefect_api, tmp_path, weights_path):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -16,9 +19,11 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, SAMPLES, _free_port, png_header
+from flows.lock import LOCK_NAME
 from flows.manifest import ManifestError
 from flows.pipeline import PairsFailedError, run_manifest
 from flows.results import read_results
+from nst_core.image_io import FAULT_WRITE_DELAY_ENV
 
 FAST = {"size": 32, "iterations": 4, "tolerance": 0.0}
 
@@ -137,35 +142,127 @@ def test_everything_on_s3(prefect_api, s3, weights_path, caplog):
     assert secret not in dump and os.environ["AWS_ACCESS_KEY_ID"] not in dump
 
 
-def test_killed_again_and_again_then_resumed_nothing_lost_or_redone(prefect_api, photo_dir, weights_path):
-    """SIGKILL at seeded random moments (loading, mid-optimisation, writing), three times, then a rerun."""
-    import random
+# Where the fault-injection test kills a run: "stylizing" at a random moment after the run took the
+# table's lock (loading, compiling, optimising, saving), or while a temporary of a row file or of the
+# report is on disk (NST_FAULT_WRITE_DELAY holds each write open that long before its rename).
+KILL_POINTS = ["stylizing"] * 4 + ["row write"] * 3 + ["report write"] * 3
+WRITE_WINDOW_SECONDS = "0.25"
 
-    manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles"])  # 3 x 2 = 6 pairs
-    out = photo_dir / "out"
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "NST_WEIGHTS": weights_path}
-    command = [sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(out), "--size", "32",
-               "--iterations", "300", "--tolerance", "0"]
-    moments = random.Random(7)
-    for _ in range(3):
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(moments.uniform(5, 11))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    before = read_results(str(out / "results"))
-    assert (before.status == "succeeded").sum() < 6, "the kills should land before the end"
-    finished = set(before[before.status == "succeeded"].pair_id)
 
-    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
+def _kill_plan(seed: int) -> list[tuple[str, float, bool]]:
+    """The kill points in a seeded random order, each with a seeded delay (used by "stylizing") and
+    whether the run starts its own Prefect server: the first of each kind does (3.5 s more each)."""
+    rng = random.Random(seed)
+    points = rng.sample(KILL_POINTS, len(KILL_POINTS))
+    return [(point, rng.uniform(0.5, 3.0), point not in points[:index]) for index, point in enumerate(points)]
+
+
+def _holds_lock(out: Path, pid: int) -> bool:
+    try:
+        return json.loads((out / "results" / LOCK_NAME).read_text())["pid"] == pid
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _writing(out: Path, point: str, pid: int) -> bool:
+    """Whether the run `pid` has the temporary of a row file or of its report on disk now."""
+    folder, pattern = ("results", ".part-*.tmp") if point == "row write" else ("reports", ".*.tmp")
+    return any(f"-{pid}-" in path.name for path in (out / folder).glob(pattern))
+
+
+def _descendants(pid: int) -> dict:
+    """The processes `pid` started, each with its command line (unreadable once it is gone)."""
+    import psutil
+
+    found = {}
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for child in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                found[child] = " ".join(child.cmdline())
+    return found
+
+
+def _run_and_kill(command: list[str], env: dict, out: Path, log: Path, point: str | None = None,
+                  delay: float = 0.0) -> tuple[subprocess.Popen, dict]:
+    """Start `nst run`; SIGKILL it at `point` (None: let it finish). Returns it and the processes it started."""
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    started, locked_at, polled, deadline = {}, None, 0.0, time.time() + 180
+    while process.poll() is None and time.time() < deadline:
+        if time.time() - polled > 0.2:  # a temporary server lives for seconds: 5 looks a second see it
+            started.update(_descendants(process.pid))
+            polled = time.time()
+        if locked_at is None and _holds_lock(out, process.pid):
+            locked_at = time.time()
+        due = (locked_at is not None and time.time() - locked_at >= delay) if point == "stylizing" else (
+            point is not None and _writing(out, point, process.pid))
+        if due:
+            started.update(_descendants(process.pid))
+            process.kill()
+            break
+        time.sleep(0.01)
+    process.wait(timeout=60)
+    return process, started
+
+
+def _assert_gone(processes: dict) -> None:
+    """Every process the run started has exited (a zombie waits only for init to reap it)."""
+    import psutil
+
+    deadline = time.time() + 10
+    alive = set(processes)
+    while alive and time.time() < deadline:
+        alive = {p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE}
+        time.sleep(0.1)
+    assert not alive, f"left running: {[processes[p] for p in alive]}"
+
+
+def _assert_finished_pairs_whole(out: Path) -> set[str]:
+    """Every finished pair has exactly one succeeded row and a valid output; returns their ids."""
     table = read_results(str(out / "results"))
+    if len(table):
+        assert len(pd.read_parquet(out / "results")) == len(table)  # plain readers skip the temporaries
+    assert set(table.status) <= {"succeeded", "skipped"}, table.error.dropna().tolist()
     succeeded = table[table.status == "succeeded"]
-    assert succeeded.pair_id.is_unique and succeeded.pair_id.nunique() == 6  # one success each, none redone
-    assert set(table[table.run_id == table.run_id.max()].query("status == 'skipped'").pair_id) == finished
-    for uri in succeeded.output_uri:  # no partial or corrupt output
+    assert succeeded.pair_id.is_unique, "a finished pair was redone"
+    for uri in succeeded.output_uri:
         with Image.open(uri) as image:
             image.load()
             assert max(image.size) == 32
+    return set(succeeded.pair_id)
+
+
+def test_killed_at_ten_random_points_then_resumed_every_pair_whole_once(prefect_api, photo_dir, weights_path):
+    """SIGKILL of a real `nst run` at 10 seeded points (stylizing, mid row write, mid report write), a photo
+    added before each run, then a complete rerun: checked after every kill and at the end."""
+    manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles"])  # 2 styles per photo
+    out = photo_dir / "out"
+    command = [sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(out), "--size", "32",
+               "--iterations", "5", "--tolerance", "0", "--batch-size", "2"]
+    shared = {**os.environ, "PREFECT_API_URL": prefect_api, "NST_WEIGHTS": weights_path,
+              "NST_SPOOL": str(photo_dir / "spool"), FAULT_WRITE_DELAY_ENV: WRITE_WINDOW_SECONDS}
+    own_server = {key: value for key, value in shared.items() if key != "PREFECT_API_URL"}
+    photos = sorted((SAMPLES / "content").glob("*.jpg"))
+    finished: set[str] = set()
+    for index, (point, delay, starts_server) in enumerate(_kill_plan(seed=15)):
+        shutil.copy(photos[index % len(photos)], photo_dir / "photos" / f"new{index}.jpg")  # work for every run
+        env = own_server if starts_server else shared
+        process, started = _run_and_kill(command, env, out, photo_dir / f"run{index}.log", point, delay)
+        assert process.returncode == -signal.SIGKILL, f"kill {index} ({point}) came too late: {process.returncode}"
+        left = [path.name for path in out.rglob(".*.tmp")]
+        assert all(f"-{process.pid}-" in name for name in left), left  # earlier kills' were removed
+        if point != "stylizing":
+            assert left, f"kill {index} should have landed mid-write ({point})"
+        now = _assert_finished_pairs_whole(out)
+        assert finished <= now
+        finished = now
+        assert not starts_server or any("uvicorn" in line for line in started.values()), "no temporary server seen"
+        _assert_gone(started)
+    rerun, started = _run_and_kill(command, {**shared, FAULT_WRITE_DELAY_ENV: ""}, out, photo_dir / "rerun.log")
+    assert rerun.returncode == 0, (photo_dir / "rerun.log").read_text()[-2000:]
+    assert len(_assert_finished_pairs_whole(out)) == 2 * len(list((photo_dir / "photos").glob("*.jpg")))
+    assert not list(out.rglob(".*.tmp")) and not list((photo_dir / "spool").glob("**/.*.tmp"))
+    _assert_gone(started)
 
 
 def test_cli_exits_nonzero_with_every_bad_row_named(photo_dir):
