@@ -76,14 +76,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--config", action="append", default=[], metavar="SPEC")
-    parser.add_argument("--baseline", default=BASELINE, metavar="SPEC")
+    parser.add_argument("--baseline", default=BASELINE, metavar="SPEC",
+                        help="the reference configuration; '' for none (the first --config is then the reference)")
     parser.add_argument("--pairs", type=int, default=12, help="the first N of photo x painting")
     parser.add_argument("--weights", default=os.environ.get("NST_WEIGHTS")
                         or str(SHARED / "weights" / "vgg16_imagenet_notop.weights.h5"))
     parser.add_argument("--out", default="out/bench_quality")
     args = parser.parse_args()
 
-    configs = [parse_config(spec, args.size) for spec in [args.baseline, *args.config]]
+    configs = [parse_config(spec, args.size) for spec in [args.baseline, *args.config] if spec]
     pairs = [(p, s) for p in PHOTOS for s in PAINTINGS][: args.pairs]
     photos = {name: photo(name, args.size) for name in PHOTOS}
     paintings = {name: load_image(str(SHARED / "images" / "styles" / f"{name}.jpg"), max_side=args.size)
