@@ -287,6 +287,7 @@ def _absolute(uri: str | None) -> str | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
 
     from flows.manifest import validate_manifest
@@ -304,7 +305,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     schedule = Cron(args.cron, timezone=args.timezone)  # ValueError for a bad cron string
     flow = configured_flow(**runner_options(args))
     print(f"serving deployment stylize-manifest/{args.name}: {args.cron} ({args.timezone}); Ctrl-C stops it")
-    flow.serve(name=args.name, schedules=[schedule], parameters=flow_parameters(args), print_starting_message=False)
+    # A night that outlasts 24 h must not overlap the next: that one waits its turn (ENQUEUE),
+    # rather than fighting over the results table's lock and exiting with an error.
+    one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+    flow.serve(name=args.name, schedules=[schedule], parameters=flow_parameters(args), global_limit=one_at_a_time,
+               print_starting_message=False)
     return 0
 
 
