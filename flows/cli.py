@@ -274,6 +274,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"nst: {error}", file=sys.stderr)
         return 130
     print(f"outputs: {args.out}\nresults: {outcome['results']}  (pandas.read_parquet)")
+    if outcome["report"]:  # None when it could not be written (the run's log says why)
+        print(f"report:  {outcome['report']}")
     print(f"{outcome['succeeded']} succeeded, {outcome['skipped']} skipped, {outcome['failed']} failed "
           f"({ledger_line(outcome)})")
     return 0
