@@ -11,15 +11,23 @@ endif
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup run test bench clean chromium
+.PHONY: setup setup-test run test bench clean chromium
 
+# What running needs: the package, the fast lane and HEIC/HEIF photos.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,fast]"
+	$(PY) -m pip install -q -e ".[fast,heif]"
+	touch $@
+
+# The test extras on top (pytest, moto, scikit-image, JAX): about 760 MB that running never imports.
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[fast,heif,test]"
 	touch $@
 
 setup: $(VENV)/.installed
+
+setup-test: $(VENV)/.installed-test
 
 run: setup
 	$(VENV)/bin/nst run manifests/example.csv --out out/example
@@ -30,7 +38,7 @@ chromium:
 		|| echo "chromium not installed: the report's browser test will be skipped"
 
 # Everything on TensorFlow (the default backend), then the core's marked tests again on JAX.
-test: setup chromium
+test: setup-test chromium
 	$(PY) -m pytest -q -ra
 	KERAS_BACKEND=jax $(PY) -m pytest -q -ra -m backends tests/test_losses.py tests/test_stylize.py tests/test_batch.py tests/test_backend.py tests/test_optimize.py
 

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("styles", nargs="+", metavar="style", help="one or more style images (blended)")
     one.add_argument("-o", "--output", required=True)
     one.add_argument("--save-every", type=int, default=0, metavar="N", help="also save the image every N steps")
+    # How the output is written, not how it is made: not a StyleParams field, so no parameter hash changes.
+    one.add_argument("--output-format", choices=("png", "png16", "tiff16"), help="16 bits per channel: "
+                     "png16 (a .png output) or tiff16 (.tif/.tiff); default: 8-bit, by the output's extension")
     _add_param_flags(one)
     _add_s3_flags(one)
 
@@ -206,7 +209,11 @@ def _check_stylize_args(args: argparse.Namespace, params: StyleParams) -> None:
     from nst_core.image_io import ImageError, output_format
 
     check_installed(params.method, params.init)
-    output_format(args.output)
+    kind = output_format(args.output)
+    wanted = {"png": "PNG", "png16": "PNG", "tiff16": "TIFF"}.get(args.output_format, kind)
+    if kind != wanted:
+        raise ImageError(f"{args.output}: --output-format {args.output_format} writes {wanted}; "
+                         f"name the output {'.png' if wanted == 'PNG' else '.tif or .tiff'}")
     if "://" not in args.output and os.path.isdir(args.output):
         raise ImageError(f"{args.output}: is a directory; name the output image file inside it")
     problem = blend_problem(params, len(args.styles))
@@ -220,7 +227,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from flows.pairs import check_sides
-    from nst_core.image_io import load_image, save_image
+    from nst_core.image_io import load_image, read_exif, save_image
     from nst_core.stylize import style_side, stylize
 
     params = StyleParams().replace(**param_overrides(args))
@@ -243,7 +250,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     result = stylize(content, styles, params, weights=args.weights, callback=on_step)
     bar.close()
-    save_image(result.image, args.output, storage_options=options)
+    # The photo's EXIF (camera, date, place) stays with its stylized version.
+    save_image(result.image, args.output, storage_options=options, encoding=args.output_format,
+               exif=read_exif(args.content, options))
     print(f"{args.output}: {result.iterations} steps, loss {result.total_loss:.4g} "
           f"(content {result.content_loss:.3g}, style {result.style_loss:.3g}), {result.optimize_seconds:.1f} s")
     return 0
@@ -274,6 +283,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"nst: {error}", file=sys.stderr)
         return 130
     print(f"outputs: {args.out}\nresults: {outcome['results']}  (pandas.read_parquet)")
+    if outcome["report"]:  # None when it could not be written (the run's log says why)
+        print(f"report:  {outcome['report']}")
     print(f"{outcome['succeeded']} succeeded, {outcome['skipped']} skipped, {outcome['failed']} failed "
           f"({ledger_line(outcome)})")
     return 0
@@ -287,6 +298,7 @@ def _absolute(uri: str | None) -> str | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
 
     from flows.manifest import validate_manifest
@@ -304,7 +316,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     schedule = Cron(args.cron, timezone=args.timezone)  # ValueError for a bad cron string
     flow = configured_flow(**runner_options(args))
     print(f"serving deployment stylize-manifest/{args.name}: {args.cron} ({args.timezone}); Ctrl-C stops it")
-    flow.serve(name=args.name, schedules=[schedule], parameters=flow_parameters(args), print_starting_message=False)
+    # A night that outlasts 24 h must not overlap the next: that one waits its turn (ENQUEUE),
+    # rather than fighting over the results table's lock and exiting with an error.
+    one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+    flow.serve(name=args.name, schedules=[schedule], parameters=flow_parameters(args), global_limit=one_at_a_time,
+               print_starting_message=False)
     return 0
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from nst_core.grid import Cell, GridOptions, draw_grid, thumbnail, to_pil
+from nst_core.grid import Cell, GridOptions, cell_origin, draw_grid, thumbnail, to_pil
 from nst_core.image_io import ImageError, encode_picture, load_image, write_bytes_atomic
 from nst_core.params import StyleParams
 
@@ -122,15 +122,19 @@ def _sort_key(value):
 class Grid:
     image: Image.Image
     notes: list[str] = field(default_factory=list)  # what the picture does not show
+    # Where each pair's cell lies in the image, (left, top, right, bottom) in pixels: the report
+    # lays clickable areas over the picture with them.
+    areas: list[tuple[tuple[int, int, int, int], dict]] = field(default_factory=list)
 
 
 def build_grid(pairs: pd.DataFrame, rows: str = "content", cols: str = "style", *,
                options: GridOptions = GridOptions(), storage_options: dict | None = None,
-               max_rows: int | None = None) -> Grid:
+               max_rows: int | None = None, load=None) -> Grid:
     """The grid of output thumbnails: one row per value of `rows`, one column per value of `cols`.
 
-    A failed pair's cell says why; a cell no pair fills says "no pair". Image axes get
-    their source images as headers.
+    A failed pair's cell says why; a cell no pair was asked for stays quiet (a faint outline).
+    Image axes get their source images as headers. `load` (a `thumbnail_loader`) may be shared
+    with the caller, so an image read for the grid is not read again.
     """
     row_values, col_values = axis_values(pairs, rows), axis_values(pairs, cols)
     notes = []
@@ -141,15 +145,22 @@ def build_grid(pairs: pd.DataFrame, rows: str = "content", cols: str = "style", 
     if hidden:
         notes.append(f"{hidden} pair(s) share a cell with a later one (they differ in another parameter); "
                      f"lay that parameter out on an axis to see them")
-    load = _loader(options.cell, storage_options)
+    load = load or thumbnail_loader(options.cell, storage_options)
     cells = [[_cell(by_cell.get((r, c)), load) for c in col_values] for r in row_values]
+    headers = (rows in IMAGE_AXES, cols in IMAGE_AXES)
     image = draw_grid(
         cells, row_labels=[axis_label(rows, v) for v in row_values], col_labels=[axis_label(cols, v) for v in col_values],
-        row_headers=[load(v) for v in row_values] if rows in IMAGE_AXES else None,
-        col_headers=[load(v) for v in col_values] if cols in IMAGE_AXES else None,
+        row_headers=[load(v) for v in row_values] if headers[0] else None,
+        col_headers=[load(v) for v in col_values] if headers[1] else None,
         options=options,
     )
-    return Grid(image, notes)
+    areas = []
+    for r, row_value in enumerate(row_values):
+        for c, col_value in enumerate(col_values):
+            if (row_value, col_value) in by_cell:
+                x, y = cell_origin(r, c, row_headers=headers[0], col_headers=headers[1], options=options)
+                areas.append(((x, y, x + options.cell, y + options.cell), by_cell[(row_value, col_value)]))
+    return Grid(image, notes, areas)
 
 
 def _cells(pairs: pd.DataFrame, row_column: str, col_column: str) -> tuple[dict, int]:
@@ -160,7 +171,7 @@ def _cells(pairs: pd.DataFrame, row_column: str, col_column: str) -> tuple[dict,
     return by_cell, len(pairs) - len(by_cell)
 
 
-def _loader(side: int, storage_options: dict | None):
+def thumbnail_loader(side: int, storage_options: dict | None):
     """load(uri) -> a thumbnail of the image (blended styles side by side), or why it cannot be shown."""
     cache: dict[str, Cell] = {}
 
@@ -184,8 +195,8 @@ def _side_by_side(images: list[np.ndarray]) -> np.ndarray:
 
 
 def _cell(pair: dict | None, load) -> Cell:
-    if pair is None:
-        return "no pair"
+    if pair is None:  # nothing was asked for here: not a failure
+        return None
     if pair["status"] == "failed":
         return f"failed: {pair['error']}"
     return load(pair["output_uri"])

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 import fsspec
 import pandas as pd
 
+from nst_core.image_io import HEIF_EXTENSIONS
 from nst_core.params import StyleParams
 
 from .sweeps import parse_sweep, swept_params
 
 REQUIRED = ("content", "style")
 OPTIONAL = ("output", "sweep")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", *HEIF_EXTENSIONS)
 OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")  # what nst_core's save_image writes
 BLEND_SEPARATOR = re.compile(r"\s+\+\s+")  # "a.jpg + b.jpg": one style blended from both; "a+b.jpg" is a name
 

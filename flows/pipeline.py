@@ -26,6 +26,7 @@ from nst_core.image_io import remove_orphan_temporaries
 from nst_core.model import feature_extractor
 from nst_core.params import StyleParams
 
+from .grids import axis_label
 from .ledger import Ledger, classify
 from .lock import run_lock
 from .manifest import Pair, expand_manifest, join_uri
@@ -56,9 +57,12 @@ def _retry_transient(task, task_run, state) -> bool:
 
 
 def batch_name(parameters: dict) -> str:
-    """The task run's name: its first pair's id, and how many more pairs share the batch."""
+    """The task run's name as a person finds it in the UI: "astronaut x starry_night +3" (its first
+    pair's photo and painting, and how many more pairs share the batch), not a hash."""
     pairs = parameters["pairs"]
-    return pairs[0].pair_id + (f"+{len(pairs) - 1}" if len(pairs) > 1 else "")
+    first = pairs[0]
+    name = f"{axis_label('content', first.content)} x {axis_label('style', ' + '.join(first.styles))}"
+    return name + (f" +{len(pairs) - 1}" if len(pairs) > 1 else "")
 
 
 @task(
@@ -189,17 +193,19 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
         bar.close()
 
     publish_summary(run_id, tally, logger)
-    publish_report(run_id, results_uri, out, storage_options, logger)
+    report = publish_report(run_id, results_uri, out, storage_options, logger)
+    # Where to look, in the error too: a run with failures is when the report is wanted most.
+    see = f"see {results_uri}" + (f" and the report {report}" if report else "")
     counts = tally.counts
-    outcome = {"run_id": run_id, "results": results_uri,
+    outcome = {"run_id": run_id, "results": results_uri, "report": report,
                **{k: counts[k] for k in ("succeeded", "failed", "skipped", "new", "changed", "unchanged",
                                          "still_failing")}}
     if stop_requested():
         raise RunInterruptedError(f"stopped by a signal: {counts['succeeded']} succeeded, {counts['failed']} failed, "
-                                  f"{counts['stopped']} left for the next run; see {results_uri}")
+                                  f"{counts['stopped']} left for the next run; {see}")
     if counts["failed"]:
         raise PairsFailedError(f"{counts['failed']} of {len(pairs)} pairs failed ({ledger_line(counts)}); "
-                               f"see {results_uri}")
+                               f"{see}")
     return outcome
 
 

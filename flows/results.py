@@ -63,6 +63,8 @@ SCHEMA = pa.schema(
         ("content_fingerprint", pa.string()), ("style_fingerprint", pa.string()),
         ("transient", pa.bool_()),  # failed on a storage error that outlasted the retries: always retried
         ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
+        # The Prefect flow run that wrote the row, and its page in the Prefect UI (None outside a run).
+        ("flow_run_id", pa.string()), ("flow_run_url", pa.string()),
         ("nst_version", pa.string()), ("tensorflow_version", pa.string()), ("keras_version", pa.string()),
         ("prefect_version", pa.string()), ("python_version", pa.string()),
     ]
@@ -75,6 +77,16 @@ def params_columns(params: StyleParams) -> dict:
         name: ",".join(str(v) for v in value) if isinstance(value, tuple) else value
         for name, value in params.to_dict().items()
     }
+
+
+def flow_run_columns() -> dict:
+    """The Prefect flow run this code runs in (a task on a Dask worker knows its flow run too):
+    its id and UI page, so a row leads back to the run's logs. Both None outside a run."""
+    from prefect.runtime import flow_run
+    from prefect.utilities.urls import url_for
+
+    run_id = flow_run.id
+    return {"flow_run_id": run_id, "flow_run_url": url_for("flow-run", obj_id=run_id) if run_id else None}
 
 
 def _join(root: str, name: str) -> str:
@@ -93,6 +105,8 @@ def write_rows(results_uri: str, rows: Iterable[dict], *, storage_options: dict 
     rows = list(rows)
     if not rows:
         return None
+    run = flow_run_columns()
+    rows = [{**run, **row} for row in rows]  # a row that names its flow run keeps it
     # A unique name per write: readers ignore the temporary ".name" files.
     uri = _join(results_uri, f"part-{rows[0]['run_id']}-{uuid.uuid4().hex[:12]}.parquet")
     write_bytes_atomic(uri, _encode(rows), storage_options=storage_options)

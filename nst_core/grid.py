@@ -22,12 +22,13 @@ from typing import Sequence, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-Cell = Union[np.ndarray, Image.Image, str]  # an image, or the reason there is none
+Cell = Union[np.ndarray, Image.Image, str, None]  # an image, the reason there is none, or None: nothing asked
 
 LABEL_LINES = 2  # lines of text above each column: room for "style_weight=1000" or a wrapped file name
 LINE_SPACING = 1.3  # line height as a multiple of the font size
 FAILED_FILL = (246, 226, 226)  # pale red: clearly not a picture
 FAILED_INK = (160, 20, 20)  # border and reason text of a failed cell
+EMPTY_INK = (225, 225, 225)  # faint outline of a cell nothing was asked for: quiet, unlike a failure
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ def draw_grid(cells: Sequence[Sequence[Cell]], *, row_labels: Sequence[str], col
     """The grid as an RGB image.
 
     `cells[r][c]` is an (H, W, 3) float array in [0, 1], a PIL image, or a string: the
-    reason the cell has no image, drawn as a marked empty cell. `row_headers[r]` and
+    reason the cell has no image, drawn as a marked empty cell, or None: no pair was asked for
+    there (a manifest need not fill every combination), drawn as a faint outline only. `row_headers[r]` and
     `col_headers[c]` (the content and style images, say) take the same kinds of values.
     """
     _check_shape(cells, row_labels, col_labels, row_headers, col_headers)
@@ -159,6 +161,9 @@ def thumbnail(image: np.ndarray | Image.Image, side: int) -> Image.Image:
 
 def _paste_cell(canvas, draw, cell: Cell, origin: tuple[int, int], options: GridOptions, font) -> None:
     x, y = origin
+    if cell is None:
+        draw.rectangle((x, y, x + options.cell - 1, y + options.cell - 1), outline=EMPTY_INK, width=1)
+        return
     if isinstance(cell, str):
         _draw_failed(draw, cell, (x, y, x + options.cell, y + options.cell), font, options)
         return

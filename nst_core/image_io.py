@@ -18,17 +18,36 @@ import socket
 import stat
 import time
 import uuid
+import struct
 import warnings
+import zlib
 from typing import Iterator
 
 import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own Image.MAX_IMAGE_PIXELS default
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}  # 16-bit grey (PNG, TIFF) opens as these
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+HEIF_EXTENSIONS = (".heic", ".heif")  # iPhones' photos: read through pillow-heif, the `heif` extra
+OUTPUT_FORMATS = ("png", "png16", "tiff16")  # `--output-format`: 8-bit by extension, or 16 bits per channel
+
+
+def _register_heif() -> bool:
+    """Let Pillow open HEIC/HEIF when pillow-heif is installed (optional: `pip install nst-pipeline[heif]`)."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+HEIF_READABLE = _register_heif()
+_SRGB = ImageCms.createProfile("sRGB")
 
 
 # OSErrors about the path or the disk, not the network: no retry can fix them.
@@ -59,6 +78,8 @@ def _input_errors(uri: str) -> Iterator[None]:
     except PermissionError as error:  # s3fs maps S3's AccessDenied to PermissionError too
         raise ImageError(f"{uri}: permission denied ({_first_line(error)})") from error
     except UnidentifiedImageError:
+        if uri.lower().endswith(HEIF_EXTENSIONS) and not HEIF_READABLE:
+            raise ImageError(f"{uri}: HEIC/HEIF needs pillow-heif: pip install 'nst-pipeline[heif]'") from None
         raise ImageError(f"{uri}: not an image Pillow can read") from None
     except Image.DecompressionBombError as error:
         # Pillow itself refuses past twice Image.MAX_IMAGE_PIXELS, before we see the size;
@@ -103,12 +124,31 @@ def _open_header(uri: str, data: io.BytesIO, max_pixels: int) -> Image.Image:
 
 
 def _decode(uri: str, image: Image.Image) -> Image.Image:
-    """Decode the pixels and turn them upright (EXIF orientation)."""
+    """Decode the pixels, turn them upright (EXIF orientation) and into sRGB (embedded ICC profile)."""
     try:
         image.load()  # the first frame of an animation: Image.open leaves it at frame 0
-        return ImageOps.exif_transpose(image)
+        profile = image.info.get("icc_profile")
+        return _to_srgb(uri, ImageOps.exif_transpose(image), profile)
     except (OSError, EOFError, SyntaxError, ValueError):  # bytes are in memory: no network errors here
         raise ImageError(f"{uri}: truncated or corrupt image data") from None
+
+
+def _to_srgb(uri: str, image: Image.Image, profile: bytes | None) -> Image.Image:
+    """The pixels converted from the photo's ICC profile (Adobe RGB, Display P3, a CMYK press profile...)
+    to sRGB, which is what VGG was trained on and what an untagged output is taken to be. Untagged
+    images are taken as sRGB already; a profile LittleCMS cannot read is ignored, as browsers do."""
+    if not profile or image.mode not in ("RGB", "RGBA", "CMYK", "L"):
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        mode = "RGBA" if image.mode == "RGBA" else "RGB"
+        converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode=mode,
+                                              renderingIntent=ImageCms.Intent.PERCEPTUAL)
+    except (ImageCms.PyCMSError, OSError, ValueError) as error:
+        warnings.warn(f"{uri}: colour profile ignored ({_first_line(error)})", stacklevel=2)
+        return image
+    converted.info.pop("icc_profile", None)
+    return converted
 
 
 def _working_image(image: Image.Image) -> Image.Image:
@@ -174,13 +214,68 @@ def image_size(uri: str, storage_options: dict | None = None) -> tuple[int, int]
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def encode_image(image: np.ndarray, uri: str, *, quality: int = 95) -> bytes:
-    """Float [0, 1] (H, W, 3) as 8-bit file bytes, format chosen by uri's extension."""
+def read_exif(uri: str, storage_options: dict | None = None) -> bytes | None:
+    """The photo's EXIF (camera, date, GPS...) to keep on its output, with the orientation reset to
+    upright (load_image already turned the pixels); None when it has none."""
+    with _input_errors(uri), fsspec.open(uri, "rb", **(storage_options or {})) as handle:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            exif = Image.open(handle).getexif()  # header only
+    if not exif:
+        return None
+    exif[ExifTags.Base.Orientation] = 1
+    return exif.tobytes()
+
+
+def encode_image(image: np.ndarray, uri: str, *, quality: int = 95, exif: bytes | None = None,
+                 encoding: str | None = None) -> bytes:
+    """Float [0, 1] (H, W, 3) as file bytes: 8-bit in the format of uri's extension, or with
+    `encoding` png16 or tiff16 (an OUTPUT_FORMATS name), 16 bits per channel. `exif` is kept where the format can hold it."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ImageError(f"{uri}: expected an (H, W, 3) image, got shape {image.shape}")
-    pixels = (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return encode_picture(Image.fromarray(pixels, "RGB"), uri, quality=quality)
+    clipped = np.clip(np.nan_to_num(image), 0.0, 1.0)
+    if encoding in ("png16", "tiff16"):
+        pixels = (clipped * 65535.0 + 0.5).astype(">u2")  # both formats: big-endian samples
+        return _png16(pixels, exif) if encoding == "png16" else _tiff16(pixels)
+    if encoding not in (None, "png"):
+        raise ImageError(f"{uri}: unknown output format {encoding!r} (use {', '.join(OUTPUT_FORMATS)})")
+    pixels = (clipped * 255.0 + 0.5).astype(np.uint8)
+    return encode_picture(Image.fromarray(pixels, "RGB"), uri, quality=quality, exif=exif)
+
+
+# Pillow holds RGB at 8 bits per channel only, so 16-bit outputs are written here: both formats are
+# a header around the raw big-endian samples.
+def _png16(pixels: np.ndarray, exif: bytes | None) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width, _ = pixels.shape
+    rows = np.concatenate([np.zeros((height, 1), np.uint8), pixels.reshape(height, -1).view(np.uint8)], axis=1)
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # 16 bits, truecolour, no interlace
+    extra = [chunk(b"sRGB", b"\x00")]  # perceptual intent: the pixels are sRGB (see _to_srgb)
+    if exif:  # eXIf holds the TIFF-structured data, without JPEG's "Exif\0\0" prefix
+        extra.append(chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00")))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + b"".join(extra)
+            + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b""))
+
+
+def _tiff16(pixels: np.ndarray) -> bytes:
+    """A baseline uncompressed RGB TIFF, one strip, big-endian."""
+    height, width, _ = pixels.shape
+    data = pixels.tobytes()
+    tags = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 3, None), (259, 3, 1, 1), (262, 3, 1, 2),
+            (273, 4, 1, None), (277, 3, 1, 3), (278, 4, 1, height), (279, 4, 1, len(data)), (284, 3, 1, 1)]
+    ifd_size = 2 + 12 * len(tags) + 4
+    bits_at = 8 + ifd_size  # the three BitsPerSample values do not fit in their entry
+    data_at = bits_at + 6
+    entries = b"".join(
+        struct.pack(">HHI", tag, kind, count)
+        + (struct.pack(">I", bits_at) if tag == 258 else struct.pack(">I", data_at) if tag == 273
+           else struct.pack(">HH", value, 0) if kind == 3 else struct.pack(">I", value))
+        for tag, kind, count, value in tags)
+    return (b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", len(tags)) + entries + struct.pack(">I", 0)
+            + struct.pack(">HHH", 16, 16, 16) + data)
 
 
 def output_format(uri: str) -> str:
@@ -194,17 +289,20 @@ def output_format(uri: str) -> str:
     return _FORMATS[extension]
 
 
-def encode_picture(picture: Image.Image, uri: str, *, quality: int = 95) -> bytes:
-    """A PIL image as file bytes, format chosen by uri's extension."""
+def encode_picture(picture: Image.Image, uri: str, *, quality: int = 95, exif: bytes | None = None) -> bytes:
+    """A PIL image as file bytes, format chosen by uri's extension; `exif` kept (all four formats hold it)."""
     kind = output_format(uri)
     buffer = io.BytesIO()
-    picture.save(buffer, format=kind, **({"quality": quality} if kind in ("JPEG", "WEBP") else {}))
+    options = {"quality": quality} if kind in ("JPEG", "WEBP") else {}
+    picture.save(buffer, format=kind, **options, **({"exif": exif} if exif else {}))
     return buffer.getvalue()
 
 
-def save_image(image: np.ndarray, uri: str, *, storage_options: dict | None = None, quality: int = 95) -> None:
+def save_image(image: np.ndarray, uri: str, *, storage_options: dict | None = None, quality: int = 95,
+               exif: bytes | None = None, encoding: str | None = None) -> None:
     """Write an image atomically: encoded fully in memory first, so a failure leaves no file behind."""
-    write_bytes_atomic(uri, encode_image(image, uri, quality=quality), storage_options=storage_options)
+    data = encode_image(image, uri, quality=quality, exif=exif, encoding=encoding)
+    write_bytes_atomic(uri, data, storage_options=storage_options)
 
 
 def write_bytes_atomic(uri: str, data: bytes, *, storage_options: dict | None = None) -> None:

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import SAMPLES
-from nst_core.grid import FAILED_FILL, FAILED_INK, GridOptions, draw_grid
+from nst_core.grid import EMPTY_INK, FAILED_FILL, FAILED_INK, GridOptions, draw_grid
 from nst_core.image_io import load_image
 
 OPTIONS = GridOptions(cell=64, padding=6, font_size=12)
@@ -89,6 +89,14 @@ def test_a_failed_cell_is_a_marked_empty_cell_with_its_reason(sources):
     qx, qy = _origin(0, 0, headers=False)
     blank = np.asarray(quiet.crop((qx, qy, qx + OPTIONS.cell, qy + OPTIONS.cell)))
     assert (blank[8:-8, 8:-8] == FAILED_FILL).all()  # no reason, no text: the ink above was the reason
+
+
+def test_a_cell_nothing_was_asked_for_is_quiet_not_failed():
+    grid = draw_grid([[None, "failed: x"]], row_labels=["a"], col_labels=["b", "c"], options=OPTIONS)
+    cells = [np.asarray(grid.crop((x, y, x + OPTIONS.cell, y + OPTIONS.cell)))
+             for x, y in (_origin(0, c, headers=False) for c in (0, 1))]
+    assert (cells[0][1:-1, 1:-1] == 255).all()  # the background inside: no fill, no text
+    assert tuple(cells[0][0, 0]) == EMPTY_INK and tuple(cells[1][0, 0]) == FAILED_INK
 
 
 def test_labels_are_drawn_in_their_bands_and_wrapped(sources):

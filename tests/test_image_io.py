@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import struct
 import subprocess
 import sys
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -442,3 +445,130 @@ def test_write_bytes_atomic_to_s3(s3):
     fs, options = s3
     image_io.write_bytes_atomic("s3://nst-test/results/part-1.parquet", b"payload", storage_options=options)
     assert fs.cat_file("nst-test/results/part-1.parquet") == b"payload"
+
+
+# ---- photo libraries: HEIC, colour profiles, EXIF, 16-bit outputs ------------------------------
+
+def test_heic_photos_read_and_folders_list_them(tmp_path):
+    import pillow_heif
+
+    from flows.manifest import expand_manifest
+
+    picture = Image.open(SAMPLES / "content" / "chelsea.jpg").convert("RGB").resize((64, 48))
+    (tmp_path / "photos").mkdir()
+    pillow_heif.from_pillow(picture).save(str(tmp_path / "photos" / "iphone.heic"), quality=95)
+    loaded = load_image(str(tmp_path / "photos" / "iphone.heic"))
+    assert loaded.shape == (48, 64, 3) and np.abs(loaded - np.asarray(picture) / 255.0).mean() < 0.03
+    shutil.copy(SAMPLES / "styles" / "the_scream.jpg", tmp_path / "scream.jpg")
+    (tmp_path / "m.csv").write_text("content,style\nphotos,scream.jpg\n")
+    pairs, _ = expand_manifest(str(tmp_path / "m.csv"), str(tmp_path / "out"))
+    assert [os.path.basename(p.content) for p in pairs] == ["iphone.heic"]  # a folder of iPhone photos
+
+
+def _icc_profile(primaries, gamma: float) -> bytes:
+    """A matrix/TRC RGB ICC v2 profile (what Adobe RGB is): D50-adapted XYZ of the three primaries
+    and one gamma for all channels. LittleCMS reads it like any camera's or editor's profile."""
+    def xyz(values):
+        return b"XYZ \0\0\0\0" + b"".join(struct.pack(">i", round(v * 65536)) for v in values)
+
+    desc_text = b"synthetic wide-gamut RGB\0"
+    tags = [(b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(desc_text)) + desc_text + b"\0" * 79),
+            (b"wtpt", xyz((0.9642, 1.0, 0.8249))),
+            *((name, xyz(p)) for name, p in zip((b"rXYZ", b"gXYZ", b"bXYZ"), primaries)),
+            *((name, b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256))) for name in (b"rTRC", b"gTRC", b"bTRC"))]
+    offset, table, body = 128 + 4 + 12 * len(tags), b"", b""
+    for name, data in tags:
+        data += b"\0" * (-len(data) % 4)
+        table += name + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = (struct.pack(">I", size) + b"lcms" + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ " + b"\0" * 12
+              + b"acsp" + b"\0" * 28 + struct.pack(">iii", 63190, 65536, 54061) + b"\0" * 48)
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+ADOBE_RGB_D50 = ((0.6097, 0.3111, 0.0195), (0.2053, 0.6257, 0.0609), (0.1492, 0.0632, 0.7446))
+
+
+def test_a_photos_colour_profile_is_converted_to_srgb(tmp_path):
+    from PIL import ImageCms
+
+    profile = _icc_profile(ADOBE_RGB_D50, 2.2)
+    raw = Image.fromarray((_gradient(24, 32) * 255).astype(np.uint8), "RGB")
+    uri = _write(tmp_path / "adobe.jpg", _encoded(raw, "JPEG", quality=100, subsampling=0,
+                                                          icc_profile=profile))
+    untagged = _write(tmp_path / "untagged.jpg", _encoded(raw, "JPEG", quality=100, subsampling=0))
+    expected = ImageCms.profileToProfile(raw, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                         ImageCms.createProfile("sRGB"), outputMode="RGB")
+    loaded, plain = load_image(uri), load_image(untagged)
+    assert np.abs(loaded - np.asarray(expected) / 255.0).mean() < 0.01  # converted like LittleCMS does
+    # Adobe RGB's primaries are wider than sRGB's: the same numbers mean other colours, so the pixels change.
+    assert np.abs(loaded - plain).mean() > 0.02 and np.abs(plain - np.asarray(raw) / 255.0).mean() < 0.01
+    broken = _write(tmp_path / "broken-profile.jpg", _encoded(raw, "JPEG", quality=100, subsampling=0,
+                                                                 icc_profile=b"junk" * 40))
+    with pytest.warns(UserWarning, match="colour profile ignored"):
+        assert np.abs(load_image(broken) - plain).mean() < 0.01  # taken as sRGB, like a browser does
+
+
+def test_exif_is_kept_on_the_output_upright(tmp_path):
+    from PIL import ExifTags
+
+    exif = Image.Exif()
+    exif[ExifTags.Base.Model] = "Pixel 9"
+    exif[ExifTags.Base.Orientation] = 6  # stored sideways: load_image turns it
+    exif[ExifTags.Base.DateTime] = "2026:06:01 12:00:00"
+    photo = Image.fromarray((_gradient(24, 32) * 255).astype(np.uint8), "RGB")
+    uri = _write(tmp_path / "photo.jpg", _encoded(photo, "JPEG", exif=exif.tobytes()))
+    kept = image_io.read_exif(uri)
+    for name in ("out.jpg", "out.png", "out.webp", "out.tif"):
+        save_image(load_image(uri), str(tmp_path / name), exif=kept)
+        with Image.open(tmp_path / name) as written:
+            tags = written.getexif()
+            assert tags[ExifTags.Base.Model] == "Pixel 9" and tags[ExifTags.Base.DateTime] == "2026:06:01 12:00:00"
+            assert tags.get(ExifTags.Base.Orientation, 1) == 1, name  # the pixels are upright already
+            assert written.size == (24, 32)  # turned: 32 x 24 stored, orientation 6
+    assert image_io.read_exif(str(SAMPLES / "styles" / "the_scream.jpg")) is None
+
+
+def test_sixteen_bit_outputs_keep_sixteen_bits(tmp_path):
+    import tifffile
+
+    image = _gradient(20, 30) * 0.999 + 1 / 65535  # values between 8-bit levels
+    expected = (np.clip(image, 0, 1) * 65535 + 0.5).astype(np.uint16)
+    save_image(image, str(tmp_path / "out.tif"), encoding="tiff16")
+    assert np.array_equal(tifffile.imread(tmp_path / "out.tif"), expected)  # an independent TIFF reader
+    exif = Image.Exif()
+    exif[0x0110] = "Pixel 9"
+    save_image(image, str(tmp_path / "out.png"), encoding="png16", exif=exif.tobytes())
+    data = (tmp_path / "out.png").read_bytes()
+    assert data[24:26] == bytes([16, 2])  # IHDR: 16 bits per sample, truecolour
+    with Image.open(tmp_path / "out.png") as png:  # Pillow reads it (at 8 bits) and its EXIF
+        png.load()
+        assert png.size == (30, 20) and png.getexif()[0x0110] == "Pixel 9"
+        assert np.abs(np.asarray(png.convert("RGB"), np.float32) - expected / 257.0).max() <= 1.0
+    idat = data.index(b"IDAT")
+    rows = np.frombuffer(zlib.decompress(data[idat + 4 : idat + 4 + int.from_bytes(data[idat - 4 : idat], "big")]),
+                         np.uint8).reshape(20, 1 + 30 * 6)
+    assert np.array_equal(rows[:, 1:].copy().view(">u2").reshape(20, 30, 3), expected)  # every 16-bit sample
+    assert (expected % 257 != 0).any()  # the test image really uses the 16 bits
+
+
+def test_nst_stylize_writes_sixteen_bits_with_the_photos_exif(tmp_path, weights_path):
+    import tifffile
+    from PIL import ExifTags
+
+    from flows.cli import main
+
+    exif = Image.Exif()
+    exif[ExifTags.Base.Model] = "Pixel 9"
+    photo = _write(tmp_path / "photo.jpg", _encoded(Image.open(SAMPLES / "content" / "chelsea.jpg").convert("RGB"),
+                                                    "JPEG", exif=exif.tobytes()))
+    style = str(SAMPLES / "styles" / "the_scream.jpg")
+    flags = ["--size", "32", "--iterations", "2", "--weights", weights_path]
+    assert main(["stylize", photo, style, "-o", str(tmp_path / "o.png"), "--output-format", "tiff16", *flags]) == 2
+    assert main(["stylize", photo, style, "-o", str(tmp_path / "o.tif"), "--output-format", "tiff16", *flags]) == 0
+    written = tifffile.imread(tmp_path / "o.tif")
+    assert written.dtype == np.uint16 and max(written.shape[:2]) == 32 and (written % 257 != 0).any()
+    assert main(["stylize", photo, style, "-o", str(tmp_path / "o.jpg"), *flags]) == 0
+    with Image.open(tmp_path / "o.jpg") as output:
+        assert output.getexif()[ExifTags.Base.Model] == "Pixel 9"  # the photo's EXIF kept

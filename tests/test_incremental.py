@@ -84,8 +84,10 @@ def test_since_last_leaves_unchanged_failures_alone_until_the_file_changes(prefe
     shutil.copy(SAMPLES / "content" / "rocket.jpg", photos / "broken.jpg")  # fixed under the same name
     assert main(["run", str(manifest), "--out", str(out), "--since-last", "--size", "32", "--iterations", "3",
                  "--tolerance", "0", "--weights", weights_path]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1] == (
-        "1 succeeded, 1 skipped, 0 failed (1 new, 0 changed, 1 unchanged (skipped))")
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1] == "1 succeeded, 1 skipped, 0 failed (1 new, 0 changed, 1 unchanged (skipped))"
+    report = next(line for line in printed if line.startswith("report:")).split()[1]  # next to outputs, results
+    assert report.startswith(str(out / "reports")) and os.path.isfile(report)
     table = read_results(str(out / "results"))
     skipped_failure = table[(table.status == "skipped") & table.error.notna()]
     assert len(skipped_failure) == 1 and "failed" in skipped_failure.error.iloc[0]

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -330,7 +331,14 @@ def test_cli_exits_one_when_a_pair_failed(prefect_api, photo_dir, weights_path):
     assert "1 of 1 pairs failed" in result.stderr
     # Only the message: Prefect's traceback stays in its own log, TensorFlow's start-up banner is hidden.
     assert "Traceback" not in result.stderr and "oneDNN" not in result.stderr and "absl" not in result.stderr
-    assert read_results(str(photo_dir / "o" / "results")).error.str.contains("missing.jpg: file not found").all()
+    table = read_results(str(photo_dir / "o" / "results"))
+    assert table.error.str.contains("missing.jpg: file not found").all()
+    # The error says where the report is (a failed run is when it is wanted), and the page exists.
+    report = re.search(r"and the report (\S+\.html)", result.stderr)
+    assert report and Path(report.group(1)).is_file() and table.run_id.iloc[0] in report.group(1)
+    # Each row leads back to its Prefect flow run: the id, and the run's page in the UI.
+    (flow_run,) = set(table.flow_run_id)
+    assert flow_run and set(table.flow_run_url) == {f"{prefect_api.removesuffix('/api')}/runs/flow-run/{flow_run}"}
 
 
 def test_cli_a_manifest_matching_no_images_fails_naming_its_patterns_unless_allowed(prefect_api, photo_dir):

@@ -8,6 +8,8 @@ stylize for real.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import html
 import io
 import json
 import re
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 
 from conftest import REPO, SAMPLES
@@ -65,7 +68,8 @@ def _record(pairs, results: str, run_id: str, start: int, failed=(), skipped=(),
             row.update(status="failed", error=BROKEN, total_seconds=0.1)
         else:
             tint = np.array([(index * 67) % 256, (index * 139) % 256, (index * 29 + 80) % 256]) / 255.0
-            save_image(load_image(pair.content, max_side=40) * 0.5 + tint * 0.5, pair.output)
+            save_image(load_image(pair.content, max_side=40) * 0.5 + tint * 0.5, pair.output,
+                       storage_options=storage_options)
             history = list(np.geomspace(10.0, 1.0 + index, 12))
             row.update(status="succeeded", total_loss=history[-1], content_loss=0.5, style_loss=0.05 * (index + 1),
                        loss_history=history, content_loss_history=list(np.linspace(0.0, 0.5, 12)),
@@ -114,6 +118,48 @@ def test_content_by_style_grid_from_a_results_table(photos):
             cell = _cell(picture, r, c)
             assert _is_failed(cell) if pair is broken else _shows(cell, pair.output), (name, style)
     assert not grid.notes
+
+
+def test_cells_nothing_asked_for_are_quiet_and_failures_red(photos):
+    """3 photos x 2 paintings with 3 of the 6 combinations asked for, one of them failed."""
+    pairs = _pairs(photos, "content,style\nphotos/chelsea.jpg,styles/starry_night.jpg\n"
+                           "photos/coffee.jpg,styles/the_scream.jpg\nphotos/rocket.jpg,styles/the_scream.jpg\n")
+    results = str(photos / "out" / "results")
+    _record(pairs, results, "r1", 0, failed={pairs[1].pair_id})
+    grid = build_grid(select_pairs(read_results(results))[0], options=OPTIONS)
+    asked = {(0, 0): pairs[0], (1, 1): pairs[1], (2, 1): pairs[2]}
+    for r in range(3):
+        for c in range(2):
+            cell = _cell(grid.image, r, c)
+            if (r, c) not in asked:  # not requested: the background, no fill, no text
+                assert not _is_failed(cell) and (cell[2:-2, 2:-2] == 1.0).all(), (r, c)
+            elif asked[(r, c)] is pairs[1]:
+                assert _is_failed(cell)
+            else:
+                assert _shows(cell, asked[(r, c)].output)
+    assert len(grid.areas) == 3  # the page's clickable cells: only the pairs asked for
+
+
+def test_the_report_header_card_and_loss_curves(photos):
+    from flows.report import loss_curves_figure
+
+    pairs = _pairs(photos, "content,style,size\nphotos,styles,64\n")  # 6 pairs
+    _record(pairs, str(photos / "out" / "results"), "r1", 0)
+    report = report_from_results(str(photos / "out" / "results"), str(photos / "report.html"))
+    card = re.search(r'<dl class="card">(.*?)</dl>', report.html, re.S).group(1)
+    text = re.sub(r"<[^>]+>", " ", card)
+    # Rows of _record: one a second, each finished 0.5 s after it started: 5.5 s for 6 pairs.
+    assert "wall time  0 min 6 s" in text and f"{6 / 5.5 * 3600:.0f} pairs per hour" in text
+    assert "size=64" in text and "style_weight" not in text  # only what differs from the defaults
+    assert "Prefect 3.8.8" in text and "Python 3." in text
+    assert "Failures (0)" in report.html.split("Loss curves")[1]  # no failures: the section comes last
+
+    pair = read_results(str(photos / "out" / "results")).iloc[0].to_dict()
+    axes = loss_curves_figure(pair).axes
+    assert [a.get_ylabel() for a in axes] == ["total (weighted)", "style", "content"]
+    assert [a.get_yscale() for a in axes] == ["log", "log", "linear"]
+    low, high = axes[2].get_ylim()  # the content curve (0 to 0.5) fills its own axis
+    assert (0.5 - 0.0) / (high - low) > 0.8
 
 
 def _swept_grid(photos, manifest: str, rows: str, cols: str):
@@ -180,17 +226,38 @@ def test_which_pairs_a_grid_or_report_shows(photos):
 
 
 PROBE = """<script>
-window.addEventListener("load", () => {
-  const images = Array.from(document.images);
+window.addEventListener("load", async () => {
+  const wait = ms => new Promise(resolve => setTimeout(resolve, ms));
+  const images = Array.from(document.querySelectorAll("img.grid, img.thumb, img.curve"));
   const heading = Array.from(document.querySelectorAll("#pairs th")).find(h => h.textContent === "total loss");
   sortBy(heading);
   const sorted = Array.from(document.querySelectorAll("#pairs tbody tr"))
     .map(row => row.cells[heading.cellIndex].dataset.sort ?? null);
+  const visible = () => document.querySelectorAll("#pairs tbody tr:not([hidden])").length;
+  const filter = (name, value) => { document.getElementById("filter-" + name).value = value; filterRows(); };
+  filter("status", "failed"); const onlyFailed = visible();
+  filter("status", ""); filter("content", "chelsea"); const onlyChelsea = visible();
+  filter("content", ""); filter("text", "the_scream"); const textScream = visible();
+  filter("text", "");
+  const box = document.getElementById("lightbox"), cell = document.querySelector(".gridbox a.zoom");
+  const boxBefore = box.hidden;
+  cell.click(); await wait(500);
+  const opened = !box.hidden, shown = ["box-output", "box-content"].map(id => document.getElementById(id))
+    .concat(Array.from(document.querySelectorAll("#box-styles img")));
+  const boxImages = shown.map(i => [decodeURIComponent(i.src).split("/").pop(), i.naturalWidth > 0]);
+  document.dispatchEvent(new KeyboardEvent("keydown", {key: "Escape"}));
+  const closedByEscape = box.hidden;
+  document.querySelector("#pairs a.zoom").click(); const reopened = !box.hidden;
+  box.click(); const closedByClick = box.hidden;
   const probe = document.createElement("pre");
   probe.id = "probe";
   probe.textContent = JSON.stringify({
     images: images.length, loaded: images.filter(i => i.complete && i.naturalWidth > 0).length,
-    rows: document.querySelectorAll("#pairs tbody tr").length, sorted,
+    rows: document.querySelectorAll("#pairs tbody tr").length, sorted, onlyFailed, onlyChelsea, textScream,
+    boxBefore, opened, boxImages, cellHref: decodeURIComponent(cell.href).split("/").pop(), closedByEscape,
+    reopened, closedByClick, zoomAreas: document.querySelectorAll(".gridbox a.area").length,
+    failedAreas: Array.from(document.querySelectorAll(".gridbox span.area")).map(a => a.title),
+    firstSection: document.querySelector("h2").textContent, card: document.querySelector(".card").textContent,
     injected: document.querySelectorAll(".failures i").length,
     failures: document.querySelector(".failures").textContent});
   document.body.appendChild(probe);
@@ -224,11 +291,21 @@ def test_the_report_page_in_headless_chromium(photos):
     found = re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout, re.S)
     assert found, dom.stderr[-2000:]
     facts = json.loads(found.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
-    assert facts["images"] == 1 + 5  # the grid and one loss-curve plot per succeeded pair
+    assert facts["images"] == 1 + 5 + 5  # the grid, a thumbnail and a loss-curve plot per succeeded pair
     assert facts["loaded"] == facts["images"]  # every image decoded: naturalWidth > 0
     assert facts["rows"] == len(pairs)
     losses = [float(v) for v in facts["sorted"] if v is not None]
     assert len(losses) == 5 and losses == sorted(losses)  # the heading click sorted by value
+    assert (facts["onlyFailed"], facts["onlyChelsea"], facts["textScream"]) == (1, 2, 3)  # the filters
+    # The grid's cells open the output large beside its content and style; Escape or a click closes it.
+    assert facts["zoomAreas"] == 5 and facts["failedAreas"] == [BROKEN]
+    assert facts["boxBefore"] and facts["opened"] and facts["closedByEscape"]
+    assert facts["reopened"] and facts["closedByClick"]
+    first = pairs[0]  # the first cell: chelsea x starry_night
+    assert facts["cellHref"] == Path(first.output).name
+    assert facts["boxImages"] == [[Path(first.output).name, True], ["chelsea.jpg", True], ["starry_night.jpg", True]]
+    assert facts["firstSection"] == "Failures (1)"  # failures first when there are any
+    assert "wall time" in facts["card"] and "pairs per hour" in facts["card"]
     assert facts["injected"] == 0 and BROKEN in facts["failures"]  # the reason shown as text, not markup
 
     shot = photos / "report.png"
@@ -237,15 +314,47 @@ def test_the_report_page_in_headless_chromium(photos):
     assert screenshot.shape == (1600, 1200, 3) and screenshot.std() > 20  # a page with pictures, not a blank
 
 
+def _on_s3(pairs):
+    """The pairs with their outputs under s3://nst-test/out (photos and paintings stay local)."""
+    return [dataclasses.replace(p, output=f"s3://nst-test/out/{Path(p.output).name}") for p in pairs]
+
+
 def test_grid_and_report_read_and_write_s3(photos, s3):
     fs, options = s3
-    pairs = _pairs(photos, "content,style\nphotos/chelsea.jpg,styles\n")
+    pairs = _on_s3(_pairs(photos, "content,style\nphotos/chelsea.jpg,styles\n"))
     _record(pairs, "s3://nst-test/results", "r1", 0, storage_options=options)
     grid = grid_from_results("s3://nst-test/results", "s3://nst-test/grids/grid.jpg", options=OPTIONS,
                              storage_options=options)
     assert Image.open(io.BytesIO(fs.cat("nst-test/grids/grid.jpg"))).size == grid.image.size
     report_from_results("s3://nst-test/results", "s3://nst-test/grids/report.html", storage_options=options)
-    assert fs.cat("nst-test/grids/report.html").decode().count("<tr>") == 1 + 2  # heading and two pairs
+    page = fs.cat("nst-test/grids/report.html").decode()
+    assert page.count("<tr") == 1 + 2  # heading and two pairs
+    # Links a browser can open: presigned http(s) URLs that fetch the outputs, not s3:// ones.
+    links = set(re.findall(r'href="([^"]+)"', page))
+    assert links and not any(link.startswith("s3://") for link in links)
+    for pair in pairs:
+        signed = html.unescape(next(link for link in links if Path(pair.output).name + "?" in link))
+        assert signed.startswith(options["endpoint_url"]) and "Signature" in signed
+        assert requests.get(signed, timeout=10).content == fs.cat(pair.output)
+
+
+def test_the_report_artifact_links_a_presigned_page_on_s3(prefect_api, photos, s3):
+    """The Prefect UI opens the report from its link: on S3 a presigned https link, not s3://."""
+    import logging
+
+    from flows.report import publish_report
+
+    fs, options = s3
+    pairs = _on_s3(_pairs(photos, "content,style\nphotos/chelsea.jpg,styles\n"))
+    _record(pairs, "s3://nst-test/results", "r-s3", 0, storage_options=options)
+    page = publish_report("r-s3", "s3://nst-test/results", "s3://nst-test/styled", options, logging.getLogger())
+    assert page == "s3://nst-test/styled/reports/r-s3.html"
+    link = _artifacts("stylize-report")[0].data
+    signed = re.search(r"\((http[^)]+)\)", link).group(1)
+    assert "Signature" in signed and requests.get(signed, timeout=10).content == fs.cat(page)
+    table = _artifacts("stylize-pairs")[0].data
+    outputs = [row["output"] for row in (json.loads(table) if isinstance(table, str) else table)]
+    assert all(requests.get(url, timeout=10).ok for url in outputs)
 
 
 def test_the_cli_writes_grids_and_names_bad_axes(photos):
@@ -287,6 +396,19 @@ def test_the_flow_attaches_its_grid_report_and_pairs(prefect_api, photos, weight
     assert sorted(r["status"] for r in rows) == ["failed", "succeeded", "succeeded"]
     assert {r["swept"] for r in rows if r["status"] == "succeeded"} == {"style_weight=1", "style_weight=100"}
     assert len(table) == 3 and set(table[table.status == "succeeded"].content_loss_history.map(len)) == {4}
+    assert table.flow_run_url.iloc[0] in page.read_text()  # the report links its Prefect flow run
+    # One batch of the three pairs (same size and structure), named by its first pair's photo and painting.
+    assert _batch_task_names(table.flow_run_id.iloc[0]) == ["chelsea x the_scream +2"]
+
+
+def _batch_task_names(flow_run_id: str) -> list[str]:
+    """The names of a flow run's stylize-batch task runs, as the Prefect UI lists them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
+    return sorted(run.name for run in runs if not run.name.startswith("load-network"))
 
 
 def test_a_report_that_cannot_be_written_does_not_fail_the_run(prefect_api, photos, weights_path, caplog):

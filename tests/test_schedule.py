@@ -85,6 +85,12 @@ def _deployment(api: str, name: str):
             return None
 
 
+def _assert_one_run_at_a_time(deployment) -> None:
+    """Overlapping scheduled runs queue: a deployment limit of 1 that enqueues the later run."""
+    assert deployment.global_concurrency_limit is not None and deployment.global_concurrency_limit.limit == 1
+    assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
+
+
 def test_serve_registers_a_cron_deployment_whose_runs_stylize(prefect_server, tmp_path, weights_path):
     from prefect.client.schemas.filters import FlowRunFilter
     from prefect.deployments import run_deployment
@@ -111,6 +117,7 @@ def test_serve_registers_a_cron_deployment_whose_runs_stylize(prefect_server, tm
         assert parameters["manifest"] == str(tmp_path / "m.csv") and parameters["out"] == str(out)  # made absolute
         assert parameters["overrides"] == {"size": 32, "iterations": 3, "tolerance": 0.0}
         assert parameters["since_last"] is True and parameters["weights"] == weights_path
+        _assert_one_run_at_a_time(deployment)
 
         def scheduled_runs():  # the real server's scheduler fills in the nights ahead
             with _client(prefect_server) as client:
@@ -181,4 +188,5 @@ def test_prefect_yaml_deploys_the_nightly_flow(prefect_server, tmp_path):
     (registered,) = deployment.schedules
     assert (registered.schedule.cron, registered.schedule.timezone) == ("0 2 * * *", "Europe/Paris")
     assert deployment.parameters["since_last"] is True and deployment.work_pool_name == "nst"
+    _assert_one_run_at_a_time(deployment)
     assert deployment.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(REPO)
