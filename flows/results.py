@@ -63,7 +63,10 @@ SCHEMA = pa.schema(
         ("content_fingerprint", pa.string()), ("style_fingerprint", pa.string()),
         ("transient", pa.bool_()),  # failed on a storage error that outlasted the retries: always retried
         ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
-        ("nst_version", pa.string()), ("tensorflow_version", pa.string()), ("keras_version", pa.string()),
+        ("backend", pa.string()), ("backend_version", pa.string()),  # Keras' backend: tensorflow or jax
+        ("nst_version", pa.string()),
+        ("tensorflow_version", pa.string()),  # null under JAX; kept for tables written before `backend`
+        ("keras_version", pa.string()),
         ("prefect_version", pa.string()), ("python_version", pa.string()),
     ]
 )
