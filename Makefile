@@ -17,12 +17,12 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[fast,heif]"
+	$(PY) -m pip install -q -e ".[tensorflow,fast,heif]"
 	touch $@
 
 # The test extras on top (pytest, moto, scikit-image, JAX): about 760 MB that running never imports.
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install -q -e ".[fast,heif,test]"
+	$(PY) -m pip install -q -e ".[tensorflow,fast,heif,test]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -37,10 +37,13 @@ chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium not installed: the report's browser test will be skipped"
 
-# Everything on TensorFlow (the default backend), then the core's marked tests again on JAX.
+# Everything on TensorFlow (the default backend), then the marked tests again on JAX in processes that
+# cannot import TensorFlow (tests/no_tensorflow): the core, and the flow (bad file, resume, report, `nst run`).
+JAX_TESTS := tests/test_losses.py tests/test_stylize.py tests/test_batch.py tests/test_backend.py tests/test_optimize.py \
+	tests/test_pipeline.py tests/test_report.py tests/test_batches_flow.py tests/test_schedule.py
 test: setup-test chromium
 	$(PY) -m pytest -q -ra
-	KERAS_BACKEND=jax $(PY) -m pytest -q -ra -m backends tests/test_losses.py tests/test_stylize.py tests/test_batch.py tests/test_backend.py tests/test_optimize.py
+	NST_BLOCK_TENSORFLOW=1 KERAS_BACKEND=jax $(PY) -m pytest -q -ra -m backends $(JAX_TESTS)
 
 bench: setup
 	$(PY) benchmarks/bench_core.py

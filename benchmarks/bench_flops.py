@@ -7,13 +7,14 @@ costs 2 * H * W * 9 * C_in * C_out FLOPs forward and the same again for its
 input gradient; everything else (Gram matrices, pooling, the L-BFGS update) is
 counted as overhead, not as useful work.
 
-The practical peak is a large float32 matrix product, timed in the same run on the
-same backend (KERAS_BACKEND=jax on a GPU image without TensorFlow).
+The practical peak is a large matrix product, timed in the same run on the same
+backend (KERAS_BACKEND=jax on a GPU image without TensorFlow), in the precision the
+steps compute their VGG features in (--precision: float32, or bfloat16 as a GPU does).
 
 With --batches 1,4 each size is also timed on batches of images (nst_core.stylize_batch):
 the work per step grows with the batch, and small images use the cores better in a batch.
 
-Usage: python benchmarks/bench_flops.py [--sizes 128,256,512] [--steps 10] [--batches 1]
+Usage: python benchmarks/bench_flops.py [--sizes 128,256,512] [--steps 10] [--batches 1] [--precision bfloat16]
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ def conv_flops_per_step(model: keras.Model, height: int, width: int) -> float:
     return 2 * flops
 
 
-def matmul_flops_per_second(n: int = 2048, repeats: int = 10) -> float:
-    """The practical float32 peak: the best of `repeats` n x n matrix products, compiled
-    by the backend the steps use (TensorFlow, or XLA under JAX: TF32 on a recent GPU)."""
-    a = keras.random.normal((n, n))
+def matmul_flops_per_second(n: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
+    """The practical peak: the best of `repeats` n x n matrix products in `dtype`, compiled
+    by the backend the steps use (TensorFlow, or XLA under JAX: float32 is TF32 on a recent GPU)."""
+    a = keras.random.normal((n, n), dtype=dtype)
     product = backend.compile(lambda x: ops.matmul(x, x))
     ops.convert_to_numpy(product(a))
     best = float("inf")
@@ -62,11 +63,13 @@ def main() -> None:
     parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n peak product (8192 on a GPU)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batches", default="1", help="images per step, comma-separated")
+    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                        help="of the VGG features and of the peak's matrix product")
     args = parser.parse_args()
 
     weights = random_vgg19_file()  # timings do not depend on the weight values
-    peak = matmul_flops_per_second(args.matmul_size)
-    print(f"{backend.NAME}: float32 matmul peak ({args.matmul_size}^2, best of 10): {peak / 1e9:.1f} GFLOP/s")
+    peak = matmul_flops_per_second(args.matmul_size, dtype=args.precision)
+    print(f"{backend.NAME}: {args.precision} matmul peak ({args.matmul_size}^2, best of 10): {peak / 1e9:.1f} GFLOP/s")
     print("| size | batch | GFLOP per step | s per step | GFLOP/s | fraction of matmul peak |")
     print("|---|---|---|---|---|---|")
     defaults = StyleParams()
@@ -74,7 +77,8 @@ def main() -> None:
     for side in (int(s) for s in args.sizes.split(",")):
         for batch in (int(b) for b in args.batches.split(",")):
             flops = batch * conv_flops_per_step(model, side, side)
-            seconds = seconds_per_step(weights, "vgg19", side, jit=False, steps=args.steps, batch=batch)
+            seconds = seconds_per_step(weights, "vgg19", side, jit=False, steps=args.steps, precision=args.precision,
+                                       batch=batch)
             print(f"| {side} | {batch} | {flops / 1e9:.1f} | {seconds:.3f} | {flops / seconds / 1e9:.1f} | "
                   f"{flops / seconds / peak:.0%} |", flush=True)
 

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 
+from nst_core import runtime
 from nst_core.params import SHEET_PARAMS, StyleParams
 
 S3_HELP = "S3: credentials come from the environment or the profile, never from flags"
@@ -181,7 +182,7 @@ def _labelled_images(uris: list[str], max_side: int, options: dict | None) -> li
 
 
 def cmd_sheet(args: argparse.Namespace) -> int:
-    _import_tensorflow_quietly()
+    runtime.load()
     from tqdm import tqdm
 
     from flows.grids import write_picture
@@ -222,7 +223,7 @@ def _check_stylize_args(args: argparse.Namespace, params: StyleParams) -> None:
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
-    _import_tensorflow_quietly()
+    runtime.load()
     import numpy as np
     from tqdm import tqdm
 
@@ -267,7 +268,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args),
                       sweep=args.sweep)
     check_free(results_location(args.out, args.results), storage_options(args))
-    _import_tensorflow_quietly()
+    runtime.load()
     from flows.pipeline import PairsFailedError, RunInterruptedError, ledger_line, run_manifest
 
     from flows.server import temporary_server
@@ -303,7 +304,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from flows.manifest import validate_manifest
 
-    _import_tensorflow_quietly()
+    runtime.load()
     from flows.pipeline import configured_flow
 
     try:
@@ -386,22 +387,6 @@ def _console_without_tracebacks() -> None:
     for handler in {h for logger in loggers for h in getattr(logger, "handlers", [])}:
         if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.formatter, _MessageOnly):
             handler.setFormatter(_MessageOnly(handler.formatter))
-
-
-def _import_tensorflow_quietly() -> None:
-    """TensorFlow's C++ start-up banner (absl, oneDNN, CPU features) reaches stderr during its import,
-    whatever TF_CPP_MIN_LOG_LEVEL says: import it with fd 2 on /dev/null. Later C++ messages follow
-    TF_CPP_MIN_LOG_LEVEL (errors only, unless set); oneDNN itself stays on."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def main(argv: list[str] | None = None) -> int:

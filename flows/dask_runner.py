@@ -16,15 +16,15 @@ import dask
 from distributed import Nanny, Scheduler, SpecCluster
 from prefect_dask import DaskTaskRunner
 
+from nst_core import runtime
+
 
 def visible_gpus() -> list[str]:
-    """The CUDA device ids this process may use, without starting TensorFlow on them."""
+    """The CUDA device ids this process may use, without claiming their memory."""
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
-    import tensorflow as tf
-
-    return [str(i) for i in range(len(tf.config.list_physical_devices("GPU")))]
+    return [str(i) for i in range(runtime.physical_gpu_count())]
 
 
 def prefect_api_url() -> str | None:

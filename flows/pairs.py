@@ -18,11 +18,11 @@ from importlib import metadata
 
 import aiohttp
 import botocore.exceptions
-import tensorflow as tf
 
 from nst_core.fast import FastUnavailableError
 from nst_core.image_io import PERMANENT_ERRNOS, ImageError, load_image, save_image
 from nst_core.model import WeightsError, min_input_side
+from nst_core import runtime
 from nst_core.optimize import OptimizationError
 from nst_core.params import StyleParams
 from nst_core.stylize import Job, batch_key, estimate_memory_bytes, size_for, style_side, stylize_batch
@@ -31,8 +31,7 @@ from .manifest import Pair
 from .results import params_columns, write_rows
 
 # Errors that are the input's fault: recorded as failed, never retried.
-PERMANENT_ERRORS = (ImageError, ValueError, OptimizationError, WeightsError, FastUnavailableError,
-                    tf.errors.ResourceExhaustedError)
+PERMANENT_ERRORS = (ImageError, ValueError, OptimizationError, WeightsError, FastUnavailableError)
 # Network errors as they reach us from s3fs, aiohttp and botocore: retried.
 TRANSIENT_ERRORS = (OSError, aiohttp.ClientError, botocore.exceptions.HTTPClientError,
                     botocore.exceptions.ConnectionError)
@@ -42,6 +41,8 @@ def is_transient(error: BaseException) -> bool:
     """Network and storage hiccups (S3 timeouts, throttling, connection resets): worth a retry.
     A file-system error about a path or a disk (read-only, full, a symlink loop: PERMANENT_ERRNOS) is not."""
     if isinstance(error, PERMANENT_ERRORS) or isinstance(error, (FileNotFoundError, PermissionError)):
+        return False
+    if runtime.is_out_of_memory(error):  # the pair is too large for the device: not a network error
         return False
     if isinstance(error, OSError) and error.errno in PERMANENT_ERRNOS:
         return False
@@ -138,11 +139,6 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _device() -> str:
-    gpus = tf.config.list_logical_devices("GPU")
-    return gpus[0].name if gpus else "CPU"
-
-
 def base_row(pair: Pair, run_id: str) -> dict:
     """The cells every row of this pair has, whatever its outcome."""
     return {
@@ -152,14 +148,16 @@ def base_row(pair: Pair, run_id: str) -> dict:
         "content_fingerprint": pair.content_fingerprint, "style_fingerprint": pair.style_fingerprint,
         **params_columns(pair.params),
         "host": socket.gethostname(), "nst_version": _version("nst-pipeline"),
-        "tensorflow_version": tf.__version__, "keras_version": _version("keras"),
+        "backend": runtime.name(), "backend_version": runtime.version(),
+        "tensorflow_version": runtime.version() if runtime.name() == "tensorflow" else None,
+        "keras_version": _version("keras"),
         "prefect_version": _version("prefect"), "python_version": platform.python_version(),
     }
 
 
 def failure_message(error: BaseException, pair: Pair) -> str:
     """One line a person can act on."""
-    if isinstance(error, tf.errors.ResourceExhaustedError):
+    if runtime.is_out_of_memory(error):
         return f"out of memory at size {pair.params.size}; lower `size` for this pair"
     if isinstance(error, FileNotFoundError):
         return f"{error.filename or error}: file not found"
@@ -196,11 +194,9 @@ def _stylize_jobs(jobs: list[Job], weights: str | None, callback) -> list:
     time, and an error of the whole batch (the fast extra missing, a signal) is each job's."""
     try:
         return stylize_batch(jobs, weights=weights, callback=callback)
-    except tf.errors.ResourceExhaustedError as error:
-        if len(jobs) == 1:
-            return [error]
-        return [outcome for job in jobs for outcome in _stylize_jobs([job], weights, callback)]
     except Exception as error:  # noqa: BLE001 - sorted per pair by the caller
+        if runtime.is_out_of_memory(error) and len(jobs) > 1:
+            return [outcome for job in jobs for outcome in _stylize_jobs([job], weights, callback)]
         return [error] * len(jobs)
 
 
@@ -215,7 +211,7 @@ def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: 
     whole or not at all. Seconds are each pair's own (load, save) plus its share of the batch.
     """
     started_at = datetime.now(timezone.utc)
-    common = {"started_at": started_at, "attempts": attempts, "device": _device(),
+    common = {"started_at": started_at, "attempts": attempts, "device": runtime.device(),
               "worker": f"{socket.gethostname()}:{os.getpid()}"}
     rows = {pair.pair_id: {**base_row(pair, run_id), **common} for pair in pairs}
     _raise_if_stopped()

@@ -65,7 +65,10 @@ SCHEMA = pa.schema(
         ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
         # The Prefect flow run that wrote the row, and its page in the Prefect UI (None outside a run).
         ("flow_run_id", pa.string()), ("flow_run_url", pa.string()),
-        ("nst_version", pa.string()), ("tensorflow_version", pa.string()), ("keras_version", pa.string()),
+        ("backend", pa.string()), ("backend_version", pa.string()),  # Keras' backend: tensorflow or jax
+        ("nst_version", pa.string()),
+        ("tensorflow_version", pa.string()),  # null under JAX; kept for tables written before `backend`
+        ("keras_version", pa.string()),
         ("prefect_version", pa.string()), ("python_version", pa.string()),
     ]
 )

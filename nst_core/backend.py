@@ -58,14 +58,19 @@ def compile(step_fn: Callable, variables=()) -> Callable:  # noqa: A001 - the ba
     return tf.function(step_fn, jit_compile=JIT_COMPILE)
 
 
-def has_gpu() -> bool:
+def gpu_names() -> list[str]:
+    """The GPUs the backend computes on, by the backend's own names."""
     if NAME == "jax":
         import jax
 
-        return jax.default_backend() == "gpu"
+        return [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices() if d.platform == "gpu"]
     import tensorflow as tf
 
-    return bool(tf.config.list_logical_devices("GPU"))
+    return [device.name for device in tf.config.list_logical_devices("GPU")]
+
+
+def has_gpu() -> bool:
+    return bool(gpu_names())
 
 
 def feature_dtype(precision: str | None = None) -> str:

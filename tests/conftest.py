@@ -11,15 +11,25 @@ import http.server
 import json
 import os
 import struct
+import sys
 import threading
 import zlib
 from pathlib import Path
 
 import pytest
 
-from flows.server import free_port
-
 REPO = Path(__file__).resolve().parents[1]
+NO_TENSORFLOW = REPO / "tests" / "no_tensorflow"
+
+# `make test`'s JAX line: TensorFlow must be impossible to import, here and in every process the
+# tests start, before anything below imports Keras.
+if os.environ.get("NST_BLOCK_TENSORFLOW") == "1":
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NO_TENSORFLOW), os.environ.get("PYTHONPATH")]))
+    sys.path.insert(0, str(NO_TENSORFLOW))
+    import sitecustomize  # noqa: E402,F401 - installs the refusing finder in this process
+
+from flows.server import free_port  # noqa: E402
+
 SAMPLES = REPO / "manifests" / "samples"
 SHARED_WEIGHTS = REPO.parent / "shared" / "weights" / "vgg16_imagenet_notop.weights.h5"
 

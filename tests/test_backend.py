@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from nst_core import backend
+from nst_core import backend, runtime
 from nst_core.image_io import load_image
 from nst_core.params import StyleParams
 from nst_core.stylize import stylize
 
-from conftest import REPO, SAMPLES
+from conftest import NO_TENSORFLOW, REPO, SAMPLES
 
 
 @pytest.mark.backends
@@ -23,6 +23,38 @@ def test_the_core_does_not_import_tensorflow_on_jax():
     done = subprocess.run([sys.executable, "-c", check], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.backends
+def test_the_backends_out_of_memory_error_is_recognised():
+    """TensorFlow's ResourceExhaustedError or JAX's RESOURCE_EXHAUSTED, from a real 4 TiB allocation."""
+    import keras
+
+    with pytest.raises(Exception) as raised:
+        keras.ops.zeros((2**40,))
+    assert runtime.is_out_of_memory(raised.value), repr(raised.value)
+    assert not runtime.is_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED"))  # only the backend's own error
+    assert not runtime.is_out_of_memory(MemoryError())
+
+
+def _without_tensorflow(code: str, **env) -> subprocess.CompletedProcess:
+    """`python -c code` in a process that cannot import TensorFlow (tests/no_tensorflow)."""
+    environ = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
+    environ["PYTHONPATH"] = os.pathsep.join([str(NO_TENSORFLOW), str(REPO)])
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**environ, **env}, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.backends
+def test_without_tensorflow_jax_is_chosen_and_without_either_the_cli_names_the_extras():
+    chosen = _without_tensorflow("import os, nst_core; print(os.environ['KERAS_BACKEND'])")
+    assert chosen.returncode == 0 and chosen.stdout.strip() == "jax", chosen.stderr[-2000:]
+    # Asked for TensorFlow where it is missing: the one-line reason says what to install.
+    cli = _without_tensorflow("import sys; from flows.cli import main; "
+                              "sys.exit(main(['stylize', 'a.jpg', 'b.jpg', '-o', 'c.png']))", KERAS_BACKEND="tensorflow")
+    lines = cli.stderr.strip().splitlines()
+    assert cli.returncode == 2 and len(lines) == 1, cli.stderr[-2000:]
+    assert lines[0].startswith("nst: no Keras backend is installed") and '"nst-pipeline[jax]"' in lines[0]
 
 
 @pytest.mark.backends

@@ -24,6 +24,7 @@ from flows.lock import LOCK_NAME
 from flows.manifest import ManifestError
 from flows.pipeline import PairsFailedError, run_manifest
 from flows.results import read_results
+from nst_core import runtime
 from nst_core.image_io import FAULT_WRITE_DELAY_ENV
 
 FAST = {"size": 32, "iterations": 4, "tolerance": 0.0}
@@ -65,7 +66,9 @@ def test_flow_stylizes_every_pair_and_records_them(prefect_api, photo_dir, weigh
         assert row.total_loss < row.loss_history[0]
         assert row.total_seconds >= row.optimize_seconds > 0
         assert row.style_uri.endswith("starry night.jpg") and row.size == 32
-    assert table["params_hash"].nunique() == 1 and table["tensorflow_version"].notna().all()
+    assert table["params_hash"].nunique() == 1
+    assert set(table["backend"]) == {runtime.name()} and table["backend_version"].notna().all()
+    assert table["tensorflow_version"].notna().all() == (runtime.name() == "tensorflow")  # null under JAX
     summary, failures = _artifacts("stylize-summary"), _artifacts("stylize-failures")
     assert "| 3 | 0 | 0 |" in summary[0].data and outcome["run_id"] in summary[0].description
     assert "no failures" in str(failures[0].data)
@@ -82,6 +85,7 @@ def _artifacts(key: str):
                                      sort=ArtifactSort.CREATED_DESC)
 
 
+@pytest.mark.backends
 def test_a_corrupt_image_fails_alone(prefect_api, photo_dir, weights_path):
     (photo_dir / "photos" / "broken.jpg").write_bytes((SAMPLES / "content" / "chelsea.jpg").read_bytes()[:300])
     manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles/scream.jpg", "photos/missing.jpg,styles/scream.jpg"])
@@ -95,8 +99,10 @@ def test_a_corrupt_image_fails_alone(prefect_api, photo_dir, weights_path):
     assert "file not found" in failed[str(photo_dir / "photos" / "missing.jpg")]
     assert "broken.jpg" in str(_artifacts("stylize-failures")[0].data)
     assert (table.attempts == 1).all()  # bad input is recorded, not retried
+    assert set(table.backend) == {runtime.name()} and table.backend_version.notna().all()
 
 
+@pytest.mark.backends
 def test_rerun_skips_finished_pairs_and_force_redoes_them(prefect_api, photo_dir, weights_path):
     manifest = _write_manifest(photo_dir / "m.csv", ["photos/chelsea.jpg,styles", "photos/chelsea.jpg,styles"])
     first = _run(manifest, photo_dir / "out", weights_path)
@@ -321,6 +327,7 @@ def test_cli_stylize_blend_weights_must_match_one_style(photo_dir, capsys):
     assert code == 2 and "style_blend has 2 weights for 1 style image(s)" in capsys.readouterr().err
 
 
+@pytest.mark.backends
 def test_cli_exits_one_when_a_pair_failed(prefect_api, photo_dir, weights_path):
     manifest = _write_manifest(photo_dir / "m.csv", ["photos/missing.jpg,styles/scream.jpg"])
     env = {**os.environ, "PREFECT_API_URL": prefect_api}

@@ -371,6 +371,7 @@ def test_the_cli_writes_grids_and_names_bad_axes(photos):
     assert bad.returncode == 2 and "cannot lay out 'colour'" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.backends
 def test_the_flow_attaches_its_grid_report_and_pairs(prefect_api, photos, weights_path):
     from flows.pipeline import PairsFailedError, run_manifest
 

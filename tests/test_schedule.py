@@ -147,6 +147,7 @@ def test_serve_registers_a_cron_deployment_whose_runs_stylize(prefect_server, tm
     assert serve.returncode is not None and "Traceback" not in output, output[-3000:]
 
 
+@pytest.mark.backends  # on JAX: `nst serve` loads the backend and the flow without TensorFlow
 def test_serve_rejects_a_bad_cron_or_timezone_before_registering(tmp_path, capsys, monkeypatch):
     from flows.cli import main
 
