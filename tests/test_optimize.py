@@ -10,8 +10,8 @@ from keras import ops
 
 from nst_core import quality
 from nst_core.image_io import load_image
-from nst_core.optimize import (MIN_JUDGED_STEPS, NoProgressError, Track, lbfgs_state, make_lbfgs_step,
-                               run_optimizer)
+from nst_core.optimize import (MIN_JUDGED_STEPS, MIN_PROGRESS, NoProgressError, Track, lbfgs_state,
+                               make_lbfgs_step, run_optimizer)
 from nst_core.params import StyleParams
 from nst_core.stylize import Job, resize, stylize_batch
 
@@ -116,10 +116,10 @@ def test_short_runs_and_real_progress_are_not_judged():
 
 @pytest.mark.slow
 def test_style_weights_from_1_to_10000_stylize_or_fail_loudly(weights_path):
-    """A sweep of style weights 1 to 10^4 at 256 px on the shipped pairs: each picture is far
-    from the photo (its loss halved, its independent style distance, nst_core.quality, below
-    the photo's; well below from 100 up), or the pair fails with a reason: never a silent
-    copy of the photo."""
+    """A sweep of style weights 1 to 10^4 at 256 px on the shipped pairs: each picture moves
+    away from the photo (its loss falls and its independent style distance, nst_core.quality,
+    is below the photo's; from 100 up the loss halves and the distance is well below), or the
+    pair fails with a reason: never a silent copy of the photo."""
     # manifests/example.csv's photos and paintings (its fourth pair repeats chelsea's size and settings)
     pairs = [("chelsea", ["starry_night"]), ("coffee", ["the_scream"]), ("rocket", ["shipwreck", "starry_night"])]
     for photo_name, style_names in pairs:
@@ -132,7 +132,9 @@ def test_style_weights_from_1_to_10000_stylize_or_fail_loudly(weights_path):
             if isinstance(outcome, Exception):
                 assert str(outcome), (photo_name, weight)
                 continue
-            assert outcome.total_loss < 0.5 * outcome.loss_history[0], (photo_name, weight)
+            strong = weight >= 100  # the style term dominates: the loss halves within these steps
+            assert outcome.total_loss < (0.5 if strong else 1 - MIN_PROGRESS) * outcome.loss_history[0], \
+                (photo_name, weight)
             photo = resize(content, outcome.image.shape[:2])
             distance = min(quality.style_distance(outcome.image, style, photo) for style in styles)
-            assert distance < (0.85 if weight >= 100 else 1.0), (photo_name, weight, distance)
+            assert distance < (0.85 if strong else 1.0), (photo_name, weight, distance)
