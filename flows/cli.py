@@ -269,6 +269,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                       sweep=args.sweep)
     check_free(results_location(args.out, args.results), storage_options(args))
     runtime.load()
+    from nst_core.model import check_weights
+
+    check_weights(args.weights)
     from flows.pipeline import PairsFailedError, RunInterruptedError, ledger_line, run_manifest
 
     from flows.server import temporary_server

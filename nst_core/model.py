@@ -58,6 +58,13 @@ def infer_arch(weights_path: str) -> str:
     return arch
 
 
+def check_weights(weights: str | None) -> None:
+    """Fail at once on a weights file that is missing or holds no VGG (a download is tried where pairs run)."""
+    weights = resolve_weights(weights)
+    if weights != "imagenet":
+        infer_arch(weights)
+
+
 def _load_vgg(arch: str, weights: str) -> keras.Model:
     constructor = {"vgg19": keras.applications.VGG19, "vgg16": keras.applications.VGG16}[arch]
     if weights != "imagenet":

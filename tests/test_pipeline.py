@@ -327,6 +327,17 @@ def test_cli_stylize_blend_weights_must_match_one_style(photo_dir, capsys):
     assert code == 2 and "style_blend has 2 weights for 1 style image(s)" in capsys.readouterr().err
 
 
+def test_cli_run_without_usable_weights_says_so_in_one_line_before_prefect_starts(photo_dir, capsys):
+    from flows.cli import main
+
+    manifest = photo_dir / "m.csv"
+    manifest.write_text("content,style\nphotos/chelsea.jpg,styles/scream.jpg\n")
+    code = main(["run", str(manifest), "--out", str(photo_dir / "out"), "--weights", str(photo_dir / "none.h5")])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.count("\n") == 1 and "none.h5: cannot read VGG weights" in captured.err
+    assert "temporary server" not in captured.out + captured.err
+
+
 @pytest.mark.backends
 def test_cli_exits_one_when_a_pair_failed(prefect_api, photo_dir, weights_path):
     manifest = _write_manifest(photo_dir / "m.csv", ["photos/missing.jpg,styles/scream.jpg"])
