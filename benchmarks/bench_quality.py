@@ -117,7 +117,8 @@ def summarize(rows: list[dict], names: list[str]) -> None:
         return float(np.mean([r[key] for r in rows if r["config"] == name]))
 
     base_style, base_seconds = mean(names[0], "style"), mean(names[0], "seconds")
-    print("\n| config | mean style | vs baseline | mean content | worst content | mean gram | s/pair | time vs baseline |")
+    print("\n| config | mean style | vs baseline | mean content | worst content | mean gram | s/pair "
+          "| time vs baseline |")
     print("|---|---|---|---|---|---|---|---|")
     for name in names:
         worst = max(r["content"] for r in rows if r["config"] == name)

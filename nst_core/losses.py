@@ -170,7 +170,8 @@ def layer_style_loss(stat: str, features, target, context: dict):
 
 def style_loss(stat: str, features: list, targets: list, contexts: list[dict], layer_weights: list[float]):
     """Weighted mean over layers of the layers' style losses."""
-    return sum(w * layer_style_loss(stat, f, t, ctx) for f, t, ctx, w in zip(features, targets, contexts, layer_weights))
+    return sum(w * layer_style_loss(stat, f, t, ctx)
+               for f, t, ctx, w in zip(features, targets, contexts, layer_weights))
 
 
 def total_variation_loss(images):

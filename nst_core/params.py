@@ -20,7 +20,8 @@ PreserveColors = Literal["none", "luminance", "histogram"]
 Arch = Literal["auto", "vgg19", "vgg16"]
 Pooling = Literal["max", "avg"]
 
-ADDED_LATER = ("method", "style_strength", "average_decay")  # fields newer than the first results tables (see StyleParams.hash)
+# Fields newer than the first results tables: they count in StyleParams.hash only when set.
+ADDED_LATER = ("method", "style_strength", "average_decay")
 VGG_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
 
 
@@ -33,8 +34,7 @@ class StyleParams:
     method: Method = "optimize"  # Gatys' optimisation; "fast": one pass of Ghiasi et al.'s network, previews ([fast] extra)
     optimizer: Optimizer = "lbfgs"  # L-BFGS reaches a given loss in far fewer steps than Adam (bench_core)
     learning_rate: float = 0.02  # Adam only: step in [0, 1] pixel units, as in the TensorFlow tutorial
-    init: Init = "content"  # kept over noise (bench_defaults) and fast: fast leads only under ~50 steps (bench_fast);
-    # "recolored": the content in the style's colour mean and covariance
+    init: Init = "content"  # over noise, fast (bench_defaults, bench_fast); noise, recolored: bench_quality
     content_weight: float = 1.0  # losses are relative errors, so the ratio to style_weight is what matters
     style_weight: float = 10.0  # strong, painterly, content still readable (sweep 3..100, bench_defaults)
     tv_weight: float = 1.0  # 30-35% less pixel speckle (TV), content and style losses within 1% (bench_defaults)
