@@ -32,3 +32,13 @@ def test_numbers_parse_from_manifest_text():
     assert StyleParams.parse("content_layer_weights", "none") is None
     with pytest.raises(ValueError, match="size must be an integer, got '12.5'"):
         StyleParams.parse("size", "12.5")
+
+
+def test_pair_ids_of_earlier_tables_are_pinned():
+    # Computed before the fields carried metadata (issue 14): results tables written since keep their pair ids.
+    assert StyleParams().hash() == "484c699a88"
+    assert StyleParams(size=256, style_weight=100.0, style_layers=("block1_conv1", "block2_conv1"),
+                       scales=(128,)).hash() == "a6070bbe78"
+    assert StyleParams(method="fast", style_strength=0.5).hash() == "31d2e95d41"
+    assert StyleParams(average_decay=0.99, style_layer_weights=(1.0, 2.0, 3.0, 4.0, 5.0)).hash() == "e37bd5b71e"
+    assert StyleParams(init="noise", optimizer="adam", seed=3, style_blend=(0.7, 0.3)).hash() == "65b0444a08"
