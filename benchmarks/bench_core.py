@@ -62,7 +62,7 @@ def seconds_per_step(weights: str, arch: str, side: int, jit: bool, steps: int, 
     backend.JIT_COMPILE = jit
     _compiled.cache_clear()
     params = StyleParams(size=side, arch=arch)
-    objective, step = _compiled(stylize_module._structure(params), weights, precision)
+    objective, step = _compiled(params.compile_key(), weights, precision)
     content = np.random.default_rng(0).random((side, side, 3)).astype(np.float32)
     _, args = stylize_module._loss_args(objective, [Job(content, [content], params)] * batch, side)
     image = ops.convert_to_tensor(np.stack([content] * batch))
@@ -190,7 +190,7 @@ def main() -> None:
     content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), max_side=128)
     style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), max_side=128)
     params = StyleParams(size=128, arch="auto")
-    objective, _ = _compiled(stylize_module._structure(params), args.weights)
+    objective, _ = _compiled(params.compile_key(), args.weights)
     (content_at,), loss_args = stylize_module._loss_args(objective, [Job(content, [style], params)], 128)
     baselines = {eps: tutorial_baseline(objective, content_at, loss_args, 500, eps) for eps in (0.1, 1e-8)}
     for eps, (loss, seconds) in baselines.items():

@@ -13,16 +13,20 @@ import os
 import sys
 
 from nst_core import runtime
-from nst_core.params import SHEET_PARAMS, StyleParams
+from nst_core.params import SHEET_PARAMS, StyleParams, as_text
 
 S3_HELP = "S3: credentials come from the environment or the profile, never from flags"
 
 
 def _add_param_flags(parser: argparse.ArgumentParser, defaults: StyleParams = StyleParams()) -> None:
-    group = parser.add_argument_group("stylization parameters (defaults in nst_core/params.py)")
-    for name in StyleParams.field_names():
-        group.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="V", default=None,
-                           help=f"default: {getattr(defaults, name)}")
+    group = parser.add_argument_group("stylization parameters (declared in nst_core/params.py)")
+    for spec in type(defaults).specs():
+        metavar = "{" + ",".join(spec.choices) + "}" if spec.choices else "V"
+        shown = as_text(getattr(defaults, spec.name))  # as typed: block4_conv2, 256,362
+        shown = "''" if shown == "" else shown
+        help_text = f"default: {shown}; {spec.help}".replace("%", "%%")  # argparse formats help with %
+        group.add_argument(f"--{spec.name.replace('_', '-')}", dest=spec.name, metavar=metavar, default=None,
+                           help=help_text)
     group.add_argument("--weights", help="VGG weights: 'imagenet' (download) or a .h5 file; default $NST_WEIGHTS")
 
 

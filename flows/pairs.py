@@ -242,15 +242,7 @@ def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: 
             except Exception as error:  # noqa: BLE001 - sorted into retry or record
                 _fail_or_raise(row, error, pair)
                 continue
-            row.update(
-                status="succeeded", content_loss=outcome.content_loss, style_loss=outcome.style_loss,
-                tv_loss=outcome.tv_loss, total_loss=outcome.total_loss, loss_history=outcome.loss_history,
-                content_loss_history=outcome.content_loss_history, style_loss_history=outcome.style_loss_history,
-                iterations_run=outcome.iterations, network=outcome.arch, batch_size=outcome.batch_size,
-                height=outcome.image.shape[0], width=outcome.image.shape[1],
-                targets_seconds=outcome.targets_seconds, optimize_seconds=outcome.optimize_seconds,
-                save_seconds=time.perf_counter() - clock,
-            )
+            row.update(status="succeeded", **outcome.to_row(), save_seconds=time.perf_counter() - clock)
     finished_at = datetime.now(timezone.utc)
     for row in rows.values():
         parts = ("load_seconds", "targets_seconds", "optimize_seconds", "save_seconds")

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nst_core.image_io import write_bytes_atomic
-from nst_core.params import StyleParams
+from nst_core.params import StyleParams, as_text
 
 _PARAM_TYPES = {int: pa.int64(), float: pa.float64()}
 
@@ -31,13 +31,9 @@ def results_location(out: str, results: str | None) -> str:
     return results or f"{out.rstrip('/')}/results"
 
 
-def _param_fields() -> list[pa.Field]:
+def param_fields(params_class: type = StyleParams) -> list[pa.Field]:
     """One column per StyleParams field; tuples are stored as manifest text ("a,b")."""
-    defaults = StyleParams()
-    return [
-        pa.field(name, _PARAM_TYPES.get(type(getattr(defaults, name)), pa.string()))
-        for name in StyleParams.field_names()
-    ]
+    return [pa.field(spec.name, _PARAM_TYPES.get(type(spec.default), pa.string())) for spec in params_class.specs()]
 
 
 SCHEMA = pa.schema(
@@ -45,7 +41,7 @@ SCHEMA = pa.schema(
         ("run_id", pa.string()), ("pair_id", pa.string()), ("row", pa.int64()),
         ("content_uri", pa.string()), ("style_uri", pa.string()), ("output_uri", pa.string()),
         ("status", pa.string()), ("error", pa.string()), ("attempts", pa.int64()),
-        *_param_fields(),
+        *param_fields(),
         ("params_hash", pa.string()),
         ("content_loss", pa.float64()), ("style_loss", pa.float64()), ("tv_loss", pa.float64()),
         ("total_loss", pa.float64()), ("loss_history", pa.list_(pa.float64())),
@@ -76,10 +72,7 @@ SCHEMA = pa.schema(
 
 def params_columns(params: StyleParams) -> dict:
     """A StyleParams as table cells (tuples joined with commas, as in manifests)."""
-    return {
-        name: ",".join(str(v) for v in value) if isinstance(value, tuple) else value
-        for name, value in params.to_dict().items()
-    }
+    return {name: as_text(value) for name, value in params.to_dict().items()}
 
 
 def flow_run_columns() -> dict:

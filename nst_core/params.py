@@ -1,16 +1,20 @@
-"""Stylization parameters: the one place where defaults live.
+"""Stylization parameters: the one place where a parameter is declared, with everything derived from it.
 
-Each default is explained in one line; the figures behind them are in the README
-("How the defaults were chosen") and come from `benchmarks/bench_core.py`.
+Each field is one `param(...)` line: its default, why that default (the help text of its CLI flag),
+and whether it changes the compiled graph. The compile key, the hash that names outputs, validation,
+the CLI flags, the manifest columns and the results table's columns are all derived from these
+fields (`StyleParams.specs()`), so adding a parameter is adding one line here. The figures behind
+the defaults are in docs/defaults.md and come from `benchmarks/`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Literal, Optional, get_args, get_type_hints
+from typing import Any, Callable, Literal, Optional, get_args, get_origin, get_type_hints
 
 Method = Literal["optimize", "fast"]
 Optimizer = Literal["lbfgs", "adam"]
@@ -20,41 +24,115 @@ PreserveColors = Literal["none", "luminance", "histogram"]
 Arch = Literal["auto", "vgg19", "vgg16"]
 Pooling = Literal["max", "avg"]
 
-# Fields newer than the first results tables: they count in StyleParams.hash only when set.
-ADDED_LATER = ("method", "style_strength", "average_decay")
 VGG_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
+# The version of the first results tables: a field added later needs a `neutral` value.
+FIRST_TABLES = "0.1.0"
+_NO_NEUTRAL = object()
+
+
+@dataclass(frozen=True)
+class Check:
+    """A range a field's value must lie in, and how to say so."""
+
+    holds: Callable[[Any], bool]
+    message: str
+
+
+AT_LEAST_16 = Check(lambda v: v >= 16, "must be at least 16")
+COUNT = Check(lambda v: v >= 0, "must be non-negative")
+NON_NEGATIVE = Check(lambda v: v >= 0, "must be a non-negative number")  # `not v >= 0` also catches NaN
+POSITIVE = Check(lambda v: v > 0, "must be positive")
+BELOW_ONE = Check(lambda v: 0 <= v < 1, "must be at least 0 and below 1")
+FRACTION = Check(lambda v: 0 <= v <= 1, "must be between 0 and 1")
+
+
+def param(default, help: str, *, graph: bool = False, check: Check | None = None, added_in: str = FIRST_TABLES,
+          neutral=_NO_NEUTRAL):
+    """A StyleParams field: `help` says what it is and why its default; `graph`: it changes the compiled
+    objective (the compile key); `neutral`: for fields newer than the first results tables, the value that
+    behaves as before the field existed (the hash leaves the field out at that value, keeping old pair ids)."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "graph": graph, "check": check, "added_in": added_in, "neutral": neutral})
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One StyleParams field as the rest of the code sees it."""
+
+    name: str
+    hint: Any  # the type, e.g. int, tuple[str, ...], Optional[tuple[float, ...]], Literal[...]
+    default: Any
+    help: str
+    choices: tuple[str, ...]  # the Literal's values; () for free values
+    graph: bool
+    check: Check | None
+    added_in: str
+    neutral: Any
+
+    def is_neutral(self, value) -> bool:
+        """Whether `value` behaves as the code did before this field existed (never, for the first fields)."""
+        return self.neutral is not _NO_NEUTRAL and value == self.neutral
+
+    def problem(self, value) -> str | None:
+        if self.choices and value not in self.choices:
+            return f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}"
+        if self.check is not None and not self.check.holds(value):
+            return f"{self.name} {self.check.message}, got {value}"
+        return None
+
+
+def as_text(value):
+    """A value as typed in a manifest cell or a flag: tuples comma-separated ("a,b"), others unchanged."""
+    return ",".join(str(v) for v in value) if isinstance(value, tuple) else value
 
 
 @dataclass(frozen=True)
 class StyleParams:
     """Everything that decides what a stylized image looks like (and nothing that does not)."""
 
-    size: int = 512  # longest side of the output, in pixels
-    iterations: int = 300  # L-BFGS passes the tutorial's 500-step Adam loss by step ~200 (bench_core)
-    method: Method = "optimize"  # Gatys' optimisation; "fast": one pass of Ghiasi et al.'s network, previews ([fast] extra)
-    optimizer: Optimizer = "lbfgs"  # L-BFGS reaches a given loss in far fewer steps than Adam (bench_core)
-    learning_rate: float = 0.02  # Adam only: step in [0, 1] pixel units, as in the TensorFlow tutorial
-    init: Init = "content"  # over noise, fast (bench_defaults, bench_fast); noise, recolored: bench_quality
-    content_weight: float = 1.0  # losses are relative errors, so the ratio to style_weight is what matters
-    style_weight: float = 10.0  # strong, painterly, content still readable (sweep 3..100, bench_defaults)
-    tv_weight: float = 1.0  # 30-35% less pixel speckle (TV), content and style losses within 1% (bench_defaults)
-    content_layers: tuple[str, ...] = ("block4_conv2",)  # Gatys et al. 2016
-    content_layer_weights: Optional[tuple[float, ...]] = None  # None: equal weights
-    style_layers: tuple[str, ...] = VGG_STYLE_LAYERS  # Gatys et al. 2016
-    style_layer_weights: Optional[tuple[float, ...]] = None  # None: equal weights
-    style_stat: StyleStat = "gram"  # Gatys; the others follow Li et al. 2017
-    style_blend: Optional[tuple[float, ...]] = None  # weights of several style images; None: equal
-    style_scale: float = 1.0  # style image size relative to the output size
-    preserve_colors: PreserveColors = "none"  # keep the content's colours (luminance or histogram)
-    style_strength: float = 1.0  # both methods: the result blended with the content, 1 = all result, 0 = the photo
-    scales: tuple[int, ...] = ()  # coarser sizes optimised first (coarse-to-fine), e.g. (256,)
-    coarse_iterations: int = 200  # optimiser steps at each coarser scale
-    average_decay: float = 0.0  # > 0 returns a moving average of the iterates (crowsonkb's 0.99); 0: the best one
-    tolerance: float = 1e-3  # stop once the loss improved by less than this fraction ...
-    patience: int = 20  # ... over this many steps
-    arch: Arch = "auto"  # VGG19 (Gatys) with ImageNet weights; a weights file says which VGG it holds
-    pooling: Pooling = "max"  # Keras' VGG; "avg" is Gatys' choice
-    seed: int = 0  # noise init and random features are seeded: same seed, same image on CPU
+    size: int = param(512, "longest side of the output, in pixels", check=AT_LEAST_16)
+    iterations: int = param(300, "optimiser steps at the output size: L-BFGS passes the tutorial's 500-step Adam "
+                            "loss by step ~200 (bench_core)", check=COUNT)
+    method: Method = param("optimize", "Gatys' optimisation; fast: one pass of Ghiasi et al.'s network, previews "
+                           "([fast] extra)", added_in="0.1.0+fast", neutral="optimize")
+    optimizer: Optimizer = param("lbfgs", "L-BFGS reaches a given loss in far fewer steps than Adam (bench_core)",
+                                 graph=True)
+    learning_rate: float = param(0.02, "Adam only: step in [0, 1] pixel units, as in the TensorFlow tutorial",
+                                 graph=True, check=POSITIVE)
+    init: Init = param("content", "the starting image: content, over noise and fast (bench_defaults, bench_fast); "
+                       "noise, recolored: bench_quality")
+    content_weight: float = param(1.0, "losses are relative errors, so the ratio to style_weight is what matters",
+                                  check=NON_NEGATIVE)
+    style_weight: float = param(10.0, "strong, painterly, content still readable (sweep 3..100, bench_defaults)",
+                                check=NON_NEGATIVE)
+    tv_weight: float = param(1.0, "30-35% less pixel speckle (TV), content and style losses within 1% "
+                             "(bench_defaults)", check=NON_NEGATIVE)
+    content_layers: tuple[str, ...] = param(("block4_conv2",), "VGG layers of the content loss (Gatys et al. 2016)",
+                                            graph=True)
+    content_layer_weights: Optional[tuple[float, ...]] = param(None, "one per content layer; none: equal weights",
+                                                               graph=True)
+    style_layers: tuple[str, ...] = param(VGG_STYLE_LAYERS, "VGG layers of the style loss (Gatys et al. 2016)",
+                                          graph=True)
+    style_layer_weights: Optional[tuple[float, ...]] = param(None, "one per style layer; none: equal weights",
+                                                             graph=True)
+    style_stat: StyleStat = param("gram", "the style statistic: Gatys' Gram matrices; the others follow Li et al. "
+                                  "2017", graph=True)
+    style_blend: Optional[tuple[float, ...]] = param(None, "weights of several style images; none: equal")
+    style_scale: float = param(1.0, "style image size relative to the output size", check=POSITIVE)
+    preserve_colors: PreserveColors = param("none", "keep the content's colours (luminance or histogram)")
+    style_strength: float = param(1.0, "both methods: the result blended with the content, 1 = all result, "
+                                  "0 = the photo", check=FRACTION, added_in="0.1.0+fast", neutral=1.0)
+    scales: tuple[int, ...] = param((), "coarser sizes optimised first (coarse-to-fine), e.g. 256")
+    coarse_iterations: int = param(200, "optimiser steps at each coarser scale", check=COUNT)
+    average_decay: float = param(0.0, "> 0 returns a moving average of the iterates (crowsonkb's 0.99); 0: the "
+                                 "best one", check=BELOW_ONE, added_in="0.1.0+average", neutral=0.0)
+    tolerance: float = param(1e-3, "stop once the loss improved by less than this fraction over `patience` steps",
+                             check=NON_NEGATIVE)
+    patience: int = param(20, "steps over which the loss must improve by `tolerance`", check=COUNT)
+    arch: Arch = param("auto", "VGG19 (Gatys) with ImageNet weights; a weights file says which VGG it holds",
+                       graph=True)
+    pooling: Pooling = param("max", "Keras' VGG; avg is Gatys' choice", graph=True)
+    seed: int = param(0, "noise init and random features are seeded: same seed, same image on CPU")
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -63,25 +141,7 @@ class StyleParams:
 
     def problems(self) -> list[str]:
         """Human-readable list of what is wrong with these values (empty when valid)."""
-        out = []
-        hints = get_type_hints(StyleParams)
-        for name in ("method", "optimizer", "init", "style_stat", "preserve_colors", "arch", "pooling"):
-            allowed = get_args(hints[name])
-            if getattr(self, name) not in allowed:
-                out.append(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in ("size", "iterations", "coarse_iterations", "patience"):
-            if getattr(self, name) < (16 if name == "size" else 0):
-                out.append(f"{name} must be {'at least 16' if name == 'size' else 'non-negative'}, got {getattr(self, name)}")
-        for name in ("content_weight", "style_weight", "tv_weight", "tolerance"):
-            if not getattr(self, name) >= 0:
-                out.append(f"{name} must be a non-negative number, got {getattr(self, name)}")
-        for name in ("learning_rate", "style_scale"):
-            if not getattr(self, name) > 0:
-                out.append(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0 <= self.average_decay < 1:
-            out.append(f"average_decay must be at least 0 and below 1, got {self.average_decay}")
-        if not 0 <= self.style_strength <= 1:
-            out.append(f"style_strength must be between 0 and 1, got {self.style_strength}")
+        out = [problem for spec in self.specs() if (problem := spec.problem(getattr(self, spec.name)))]
         for layers, weights in (("content_layers", "content_layer_weights"), ("style_layers", "style_layer_weights")):
             values = getattr(self, weights)
             if values is not None and len(values) != len(getattr(self, layers)):
@@ -101,13 +161,22 @@ class StyleParams:
     def hash(self) -> str:
         """Short stable hash of every field: names outputs and keys resume.
 
-        Fields added after results tables existed count only once set away from their
-        default, so a pair recorded before they existed keeps its id and is not redone.
+        A field newer than the first results tables counts only away from its neutral value, so a
+        pair recorded before it existed keeps its id and is not redone.
         """
-        fields = {name: value for name, value in self.to_dict().items()
-                  if not (name in ADDED_LATER and value == getattr(StyleParams, name))}
+        specs = {spec.name: spec for spec in self.specs()}
+        fields = {name: value for name, value in self.to_dict().items() if not specs[name].is_neutral(value)}
         blob = json.dumps(fields, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+    def compile_key(self) -> "StyleParams":
+        """These params with the fields that do not change the compiled graph at their defaults:
+        params with equal keys share one compiled objective."""
+        return type(self)(**{spec.name: getattr(self, spec.name) for spec in self.specs() if spec.graph})
+
+    @classmethod
+    def specs(cls) -> tuple[ParamSpec, ...]:
+        return _specs(cls)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -122,6 +191,20 @@ class StyleParams:
         """
         hint = get_type_hints(cls)[name]
         return _parse_as(hint, text.strip(), name)
+
+
+@functools.cache
+def _specs(cls: type) -> tuple[ParamSpec, ...]:
+    hints = get_type_hints(cls)
+    specs = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if meta["added_in"] != FIRST_TABLES and meta["neutral"] is _NO_NEUTRAL:
+            raise TypeError(f"{cls.__name__}.{f.name} is newer than the first results tables: give it a neutral value")
+        choices = get_args(hints[f.name]) if get_origin(hints[f.name]) is Literal else ()
+        specs.append(ParamSpec(f.name, hints[f.name], f.default, meta["help"], choices, meta["graph"], meta["check"],
+                               meta["added_in"], meta["neutral"]))
+    return tuple(specs)
 
 
 def _parse_as(hint, text: str, name: str):

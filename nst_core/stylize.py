@@ -47,6 +47,17 @@ class StylizeResult:
     content_loss_history: list[float] = field(default_factory=list)  # unweighted, per step, like loss_history
     style_loss_history: list[float] = field(default_factory=list)
 
+    def to_row(self) -> dict:
+        """The results table's cells this result fills (flows/results.py's SCHEMA names them)."""
+        return {
+            "content_loss": self.content_loss, "style_loss": self.style_loss, "tv_loss": self.tv_loss,
+            "total_loss": self.total_loss, "loss_history": self.loss_history,
+            "content_loss_history": self.content_loss_history, "style_loss_history": self.style_loss_history,
+            "iterations_run": self.iterations, "network": self.arch, "batch_size": self.batch_size,
+            "height": self.image.shape[0], "width": self.image.shape[1],
+            "targets_seconds": self.targets_seconds, "optimize_seconds": self.optimize_seconds,
+        }
+
 
 def size_for(shape, longest_side: int) -> tuple[int, int]:
     """(height, width) with the longest side `longest_side`, aspect kept."""
@@ -124,16 +135,6 @@ def _compiled(params_structure: StyleParams, weights: str, feature_dtype: str = 
     return objective, step
 
 
-def _structure(params: StyleParams) -> StyleParams:
-    """Params with the fields that do not change the compiled graph set to defaults."""
-    return StyleParams(
-        content_layers=params.content_layers, content_layer_weights=params.content_layer_weights,
-        style_layers=params.style_layers, style_layer_weights=params.style_layer_weights,
-        style_stat=params.style_stat, optimizer=params.optimizer, learning_rate=params.learning_rate,
-        arch=params.arch, pooling=params.pooling,
-    )
-
-
 class _StyleTargetCache:
     """Style statistics per (style images, statistic, layers, size): computed once per style."""
 
@@ -166,7 +167,7 @@ def style_targets(objective: _Objective, styles: list[np.ndarray], params: Style
     blend = _normalized(params.style_blend, len(styles))
     style_longest = style_side(side, params)
     digest = hashlib.sha1(b"".join(np.ascontiguousarray(s).tobytes() for s in styles)).hexdigest()
-    key = (digest, tuple(blend), style_longest, _structure(params), params.seed, id(objective))
+    key = (digest, tuple(blend), style_longest, params.compile_key(), params.seed, id(objective))
 
     def compute():
         per_style = [
@@ -226,7 +227,7 @@ def batch_key(content_shape, params: StyleParams) -> tuple:
     """Pairs with equal keys can share one batch: the same compiled objective, method and schedule,
     and the same image size at every scale."""
     sides = (*params.scales, params.size)
-    return _structure(params), params.method, params.scales, tuple(size_for(content_shape, side) for side in sides)
+    return params.compile_key(), params.method, params.scales, tuple(size_for(content_shape, side) for side in sides)
 
 
 def _loss_args(objective: _Objective, jobs: list[Job], side: int):
@@ -357,7 +358,7 @@ def stylize_batch(jobs: list[Job], *, weights: str | None = None,
     params = jobs[0].params
     fast.check_installed(params.method, params.init)  # before the VGG network is built
     weights = resolve_weights(weights)
-    objective, step = _compiled(_structure(params), weights, backend.feature_dtype())
+    objective, step = _compiled(params.compile_key(), weights, backend.feature_dtype())
     jobs = [Job(job.content, styles_for(job.content, job.styles, job.params), job.params) for job in jobs]
     if params.method == "fast":
         outcomes = [_fast(objective, job) for job in jobs]

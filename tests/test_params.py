@@ -42,3 +42,59 @@ def test_pair_ids_of_earlier_tables_are_pinned():
     assert StyleParams(method="fast", style_strength=0.5).hash() == "31d2e95d41"
     assert StyleParams(average_decay=0.99, style_layer_weights=(1.0, 2.0, 3.0, 4.0, 5.0)).hash() == "e37bd5b71e"
     assert StyleParams(init="noise", optimizer="adam", seed=3, style_blend=(0.7, 0.3)).hash() == "65b0444a08"
+
+
+def test_a_field_declared_once_is_everywhere():
+    """A new parameter is one `param(...)` line: hash, compile key, validation, parsing, CLI flag and column follow."""
+    import argparse
+    from dataclasses import dataclass
+
+    import pyarrow as pa
+
+    from flows.cli import _add_param_flags
+    from flows.results import param_fields
+    from nst_core.params import NON_NEGATIVE, param
+
+    @dataclass(frozen=True)
+    class WithGlow(StyleParams):
+        glow: float = param(0.0, "how much the output glows", graph=True, check=NON_NEGATIVE, added_in="9.9.9",
+                            neutral=0.0)
+
+    assert WithGlow().hash() == StyleParams().hash()  # at its neutral value: earlier pair ids are kept
+    assert WithGlow(glow=0.5).hash() != StyleParams().hash()
+    assert WithGlow(glow=0.5, seed=4).compile_key() == WithGlow(glow=0.5)  # a graph field; seed is not
+    with pytest.raises(ValueError, match="glow must be a non-negative number, got -1.0"):
+        WithGlow(glow=-1.0)
+    assert WithGlow.parse("glow", "2") == 2.0
+    parser = argparse.ArgumentParser()
+    _add_param_flags(parser, WithGlow())
+    assert parser.parse_args(["--glow", "3"]).glow == "3" and "how much the output glows" in parser.format_help()
+    assert pa.field("glow", pa.float64()) in param_fields(WithGlow)
+
+
+def test_only_graph_fields_are_in_the_compile_key():
+    params = StyleParams(size=256, style_weight=3.0, seed=2, style_stat="w2", style_layers=("block1_conv1",))
+    assert params.compile_key() == StyleParams(style_stat="w2", style_layers=("block1_conv1",))
+
+
+def test_a_later_field_without_a_neutral_value_is_refused():
+    from dataclasses import dataclass
+
+    from nst_core.params import param
+
+    @dataclass(frozen=True)
+    class Unsafe(StyleParams):
+        glow: float = param(0.0, "a field newer than the first tables", added_in="9.9.9")
+
+    with pytest.raises(TypeError, match="give it a neutral value"):
+        Unsafe()
+
+
+def test_a_results_row_has_a_column_for_every_result_cell():
+    import numpy as np
+
+    from flows.results import SCHEMA
+    from nst_core.stylize import StylizeResult
+
+    result = StylizeResult(np.zeros((4, 6, 3), np.float32), 1.0, 2.0, 3.0, 6.0, [6.0], 1)
+    assert set(result.to_row()) <= set(SCHEMA.names) and result.to_row()["width"] == 6
