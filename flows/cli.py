@@ -298,11 +298,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _absolute(uri: str | None) -> str | None:
-    """Local paths made absolute: a deployment's runs need not start in this folder."""
-    return uri if uri is None or "://" in uri else os.path.abspath(uri)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -318,7 +313,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ZoneInfo(args.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown timezone {args.timezone!r}; use a name like Europe/Paris or UTC") from None
-    args.manifest, args.out, args.results = _absolute(args.manifest), _absolute(args.out), _absolute(args.results)
+    from flows.storage import absolute
+
+    # A deployment's runs need not start in this folder.
+    args.manifest, args.out, args.results = absolute(args.manifest), absolute(args.out), absolute(args.results)
     validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args),
                       sweep=args.sweep)
     schedule = Cron(args.cron, timezone=args.timezone)  # ValueError for a bad cron string

@@ -27,6 +27,8 @@ import uuid
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from .storage import join_uri
+
 LOCK_NAME = "_run.lock"
 HEARTBEAT_SECONDS = 30
 STALE_AFTER_SECONDS = 300  # a lock not refreshed for this long belongs to a dead run
@@ -143,14 +145,14 @@ def _heartbeat(fs, path: str, holder: dict, stop: threading.Event) -> None:
 
 def _lock_path(results_uri: str, storage_options: dict | None):
     fs, root = fsspec.core.url_to_fs(results_uri, **(storage_options or {}))
-    return fs, f"{root.rstrip('/')}/{LOCK_NAME}"
+    return fs, join_uri(root, LOCK_NAME)
 
 
 def _in_use(results_uri: str, holder: dict) -> RunLockedError:
     return RunLockedError(
         f"{results_uri} is in use by run {holder.get('run_id')} on {holder.get('host')} "
         f"(pid {holder.get('pid')}, since {holder.get('started_at')}); wait for it to finish or use "
-        f"another --out/--results. If that run is dead, delete {results_uri.rstrip('/')}/{LOCK_NAME}"
+        f"another --out/--results. If that run is dead, delete {join_uri(results_uri, LOCK_NAME)}"
     )
 
 

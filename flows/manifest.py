@@ -21,6 +21,7 @@ import pandas as pd
 from nst_core.image_io import HEIF_EXTENSIONS
 from nst_core.params import StyleParams
 
+from .storage import absolute, join_uri
 from .sweeps import parse_sweep, swept_params
 
 REQUIRED = ("content", "style")
@@ -240,13 +241,6 @@ def file_stem(uri: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", os.path.splitext(name)[0]) or "image"
 
 
-def join_uri(root: str, name: str) -> str:
-    """`name` under `root`: a URI joined with "/", a local path made absolute."""
-    if "://" in root:
-        return f"{root.rstrip('/')}/{posixpath.normpath(name)}"
-    return os.path.join(os.path.abspath(root), os.path.normpath(name))
-
-
 def make_pair(row: int, content: str, styles: tuple[str, ...], params: StyleParams, out_root: str,
               output: str | None = None, sweep: str = "",
               fingerprints: dict[str, str | None] | None = None) -> Pair:
@@ -256,7 +250,7 @@ def make_pair(row: int, content: str, styles: tuple[str, ...], params: StylePara
     name = output or f"{file_stem(content)}--{'+'.join(file_stem(s) for s in styles)}--{digest[:8]}.png"
     seen = fingerprints or {}
     style_fingerprint = " + ".join(str(seen.get(s)) for s in styles) if any(seen.get(s) for s in styles) else None
-    return Pair(row, content, styles, params, digest, join_uri(out_root, name), sweep, seen.get(content),
+    return Pair(row, content, styles, params, digest, join_uri(absolute(out_root), name), sweep, seen.get(content),
                 style_fingerprint)
 
 

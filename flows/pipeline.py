@@ -29,11 +29,12 @@ from nst_core.params import StyleParams
 from .grids import axis_label
 from .ledger import Ledger, classify
 from .lock import run_lock
-from .manifest import Pair, expand_manifest, join_uri
+from .manifest import Pair, expand_manifest
 from .pairs import (RunStopped, base_row, default_memory_limit_gb, failure_message, is_transient, plan_batches,
                     stop_on_signals, stop_requested, stylize_pairs)
 from .report import publish_report
 from .results import deliver_spooled, read_results, results_location, spool_folder, spool_rows, write_rows
+from .storage import absolute, join_uri
 
 RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a throttling burst
 # Batches submitted at a time: memory stays bounded for collections of any size, and 64 is
@@ -237,7 +238,7 @@ class Tally:
 def remove_killed_writes(pairs: list[Pair], out: str, results_uri: str, logger) -> None:
     """Remove the hidden temporaries a killed run left mid-write beside the outputs, rows, spooled rows
     and reports (readers ignore them, but they would pile up night after night)."""
-    folders = {results_uri, str(spool_folder(results_uri)), join_uri(out, "reports"),
+    folders = {results_uri, str(spool_folder(results_uri)), join_uri(absolute(out), "reports"),
                *(posixpath.dirname(pair.output) for pair in pairs)}
     removed = [path for folder in sorted(folders) for path in remove_orphan_temporaries(folder)]
     if removed:

@@ -28,8 +28,8 @@ from nst_core.image_io import write_bytes_atomic
 from nst_core.params import StyleParams
 
 from .grids import axis_label, build_grid, data_uri, select_pairs, thumbnail_loader, write_picture
-from .manifest import join_uri
 from .results import params_columns, read_results
+from .storage import absolute, join_uri
 from .sweeps import parse_sweep
 
 MAX_CURVES = 60  # loss-curve plots on one page: each is ~15 KB
@@ -102,7 +102,7 @@ def write_loss_curves(pairs: pd.DataFrame, folder: str, storage_options: dict | 
     written = []
     for pair in _with_curves(pairs):
         name = posixpath.basename(pair["output_uri"].replace("\\", "/")).rsplit(".", 1)[0] + ".loss.png"
-        uri = f"{folder.rstrip('/')}/{name}"
+        uri = join_uri(folder, name)
         write_bytes_atomic(uri, loss_curves_png(pair), storage_options=storage_options)
         written.append(uri)
     return written
@@ -213,10 +213,10 @@ def publish_report(run_id: str, results_uri: str, out: str, storage_options: dic
     table of pairs to the Prefect run. Never raises: a report is not worth failing a night's run."""
     try:
         pairs, run = select_pairs(read_results(results_uri, storage_options=storage_options), run_id)
-        page = join_uri(out, f"reports/{run_id}.html")
+        page = join_uri(absolute(out), f"reports/{run_id}.html")
         report = build_report(pairs, run, page_uri=page, storage_options=storage_options)
         write_bytes_atomic(page, report.html.encode(), storage_options=storage_options)
-        grid_uri = join_uri(out, f"reports/{run_id}-grid.jpg")
+        grid_uri = join_uri(absolute(out), f"reports/{run_id}-grid.jpg")
         if report.grids:
             write_picture(report.grids[0], grid_uri, storage_options)
         _attach(run_id, pairs, report, page, grid_uri, storage_options)

@@ -23,12 +23,14 @@ import pyarrow.parquet as pq
 from nst_core.image_io import write_bytes_atomic
 from nst_core.params import StyleParams, as_text
 
+from .storage import join_uri
+
 _PARAM_TYPES = {int: pa.int64(), float: pa.float64()}
 
 
 def results_location(out: str, results: str | None) -> str:
     """The results table of a run: `results`, else OUT/results."""
-    return results or f"{out.rstrip('/')}/results"
+    return results or join_uri(out, "results")
 
 
 def param_fields(params_class: type = StyleParams) -> list[pa.Field]:
@@ -85,10 +87,6 @@ def flow_run_columns() -> dict:
     return {"flow_run_id": run_id, "flow_run_url": url_for("flow-run", obj_id=run_id) if run_id else None}
 
 
-def _join(root: str, name: str) -> str:
-    return f"{root.rstrip('/')}/{name}"
-
-
 def _encode(rows: list[dict]) -> bytes:
     table = pa.Table.from_pylist([{name: row.get(name) for name in SCHEMA.names} for row in rows], schema=SCHEMA)
     buffer = io.BytesIO()
@@ -104,7 +102,7 @@ def write_rows(results_uri: str, rows: Iterable[dict], *, storage_options: dict 
     run = flow_run_columns()
     rows = [{**run, **row} for row in rows]  # a row that names its flow run keeps it
     # A unique name per write: readers ignore the temporary ".name" files.
-    uri = _join(results_uri, f"part-{rows[0]['run_id']}-{uuid.uuid4().hex[:12]}.parquet")
+    uri = join_uri(results_uri, f"part-{rows[0]['run_id']}-{uuid.uuid4().hex[:12]}.parquet")
     write_bytes_atomic(uri, _encode(rows), storage_options=storage_options)
     return uri
 
@@ -125,7 +123,7 @@ def deliver_spooled(results_uri: str, *, storage_options: dict | None = None) ->
     folder = spool_folder(results_uri)
     files = sorted(folder.glob("part-*.parquet")) if folder.exists() else []
     for path in files:
-        write_bytes_atomic(_join(results_uri, path.name), path.read_bytes(), storage_options=storage_options)
+        write_bytes_atomic(join_uri(results_uri, path.name), path.read_bytes(), storage_options=storage_options)
         path.unlink()
     return len(files)
 
@@ -133,7 +131,7 @@ def deliver_spooled(results_uri: str, *, storage_options: dict | None = None) ->
 def read_results(results_uri: str, *, storage_options: dict | None = None) -> pd.DataFrame:
     """The whole table (empty, with every column, when nothing was written yet)."""
     fs, root = fsspec.core.url_to_fs(results_uri, **(storage_options or {}))
-    files = sorted(fs.glob(_join(root, "part-*.parquet"))) if fs.exists(root) else []
+    files = sorted(fs.glob(join_uri(root, "part-*.parquet"))) if fs.exists(root) else []
     tables = []
     for path in files:
         with fs.open(path, "rb") as handle:

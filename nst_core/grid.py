@@ -22,6 +22,8 @@ from typing import Sequence, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .image_io import resized_picture, to_uint8
+
 Cell = Union[np.ndarray, Image.Image, str, None]  # an image, the reason there is none, or None: nothing asked
 
 LABEL_LINES = 2  # lines of text above each column: room for "style_weight=1000" or a wrapped file name
@@ -148,15 +150,12 @@ def to_pil(image: np.ndarray | Image.Image) -> Image.Image:
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[-1] != 3:
         raise ValueError(f"expected an (H, W, 3) image, got shape {array.shape}")
-    return Image.fromarray((np.clip(np.nan_to_num(array), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), "RGB")
+    return Image.fromarray(to_uint8(array), "RGB")
 
 
 def thumbnail(image: np.ndarray | Image.Image, side: int) -> Image.Image:
     """The image with its longest side exactly `side` pixels, aspect kept."""
-    picture = to_pil(image)
-    scale = side / max(picture.size)
-    size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
-    return picture.resize(size, Image.Resampling.LANCZOS)
+    return resized_picture(to_pil(image), side)
 
 
 def _paste_cell(canvas, draw, cell: Cell, origin: tuple[int, int], options: GridOptions, font) -> None:

@@ -164,12 +164,22 @@ def _working_image(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def _resized(image: Image.Image, max_side: int) -> Image.Image:
-    """Longest side exactly max_side (up or down), aspect kept, no side below 1 px."""
-    width, height = image.size
-    scale = max_side / max(width, height)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))  # the longest rounds to max_side
-    return image.resize(size, Image.Resampling.LANCZOS)
+def size_for(shape, longest_side: int) -> tuple[int, int]:
+    """(height, width) with the longest side `longest_side` (up or down), aspect kept, no side below 1 px."""
+    height, width = shape[:2]
+    factor = longest_side / max(height, width)
+    return max(1, round(height * factor)), max(1, round(width * factor))  # the longest rounds to longest_side
+
+
+def resized_picture(picture: Image.Image, longest_side: int) -> Image.Image:
+    """A PIL image with its longest side exactly `longest_side`, aspect kept (Lanczos)."""
+    height, width = size_for((picture.height, picture.width), longest_side)
+    return picture.resize((width, height), Image.Resampling.LANCZOS)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A float image in [0, 1] as 8-bit samples, rounded; NaN as 0."""
+    return (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def _to_array(image: Image.Image) -> np.ndarray:
@@ -197,7 +207,7 @@ def load_image(uri: str, *, max_side: int | None = None, storage_options: dict |
         image = _open_header(uri, io.BytesIO(data), max_pixels)
     image = _working_image(_decode(uri, image))
     if max_side is not None:
-        image = _resized(image, max_side)
+        image = resized_picture(image, max_side)
     return _to_array(image)
 
 
@@ -240,8 +250,7 @@ def encode_image(image: np.ndarray, uri: str, *, quality: int = 95, exif: bytes 
         return _png16(pixels, exif) if encoding == "png16" else _tiff16(pixels)
     if encoding not in (None, "png"):
         raise ImageError(f"{uri}: unknown output format {encoding!r} (use {', '.join(OUTPUT_FORMATS)})")
-    pixels = (clipped * 255.0 + 0.5).astype(np.uint8)
-    return encode_picture(Image.fromarray(pixels, "RGB"), uri, quality=quality, exif=exif)
+    return encode_picture(Image.fromarray(to_uint8(clipped), "RGB"), uri, quality=quality, exif=exif)
 
 
 # Pillow holds RGB at 8 bits per channel only, so 16-bit outputs are written here: both formats are

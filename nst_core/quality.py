@@ -20,6 +20,7 @@ import numpy as np
 from keras import ops
 
 from . import fast, losses
+from .image_io import to_uint8
 from .model import feature_extractor
 from .params import VGG_STYLE_LAYERS
 
@@ -28,7 +29,7 @@ CONTENT_LAYER = "block4_conv2"
 
 def style_vector(image: np.ndarray) -> np.ndarray:
     """The style-predict network's 100-number vector of an (H, W, 3) image in [0, 1]."""
-    return np.ravel(fast.network().style_vector(fast.to_uint8(image)))
+    return np.ravel(fast.network().style_vector(to_uint8(image)))
 
 
 def style_distance(output: np.ndarray, style: np.ndarray, content: np.ndarray) -> float:

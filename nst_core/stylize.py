@@ -20,6 +20,7 @@ from keras import ops
 
 from . import backend, fast, losses
 from .colors import match_color_histogram, transfer_luminance
+from .image_io import size_for
 from .model import feature_extractor, resolve_arch, resolve_weights
 from .optimize import Progress, Track, adam_state, lbfgs_state, make_adam_step, make_lbfgs_step, run_optimizer
 from .params import StyleParams
@@ -57,13 +58,6 @@ class StylizeResult:
             "height": self.image.shape[0], "width": self.image.shape[1],
             "targets_seconds": self.targets_seconds, "optimize_seconds": self.optimize_seconds,
         }
-
-
-def size_for(shape, longest_side: int) -> tuple[int, int]:
-    """(height, width) with the longest side `longest_side`, aspect kept."""
-    height, width = shape[:2]
-    factor = longest_side / max(height, width)
-    return max(1, round(height * factor)), max(1, round(width * factor))
 
 
 def estimate_memory_bytes(height: int, width: int) -> int:
