@@ -172,7 +172,8 @@ def _intermediate_uri(output: str, scale: int, iteration: int) -> str:
 
 def _labelled_images(uris: list[str], max_side: int, options: dict | None) -> list[tuple[str, object]]:
     """(file name, image) per URI; an unreadable file keeps its place with the reason, printed once."""
-    from nst_core.image_io import ImageError, load_image
+    from nst_core.errors import ImageError
+    from nst_core.image_io import load_image
 
     loaded = []
     for uri in uris:
@@ -211,7 +212,8 @@ def _check_stylize_args(args: argparse.Namespace, params: StyleParams) -> None:
     """What `nst stylize` can refuse before reading an image or loading the network, as a manifest's rows are."""
     from flows.manifest import blend_problem
     from nst_core.fast import check_installed
-    from nst_core.image_io import ImageError, output_format
+    from nst_core.errors import ImageError
+    from nst_core.image_io import output_format
 
     check_installed(params.method, params.init)
     kind = output_format(args.output)

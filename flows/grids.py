@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from nst_core.errors import ImageError
 from nst_core.grid import Cell, GridOptions, cell_origin, draw_grid, thumbnail, to_pil
-from nst_core.image_io import ImageError, encode_picture, load_image, write_bytes_atomic
+from nst_core.image_io import encode_picture, load_image, write_bytes_atomic
 from nst_core.params import StyleParams
 
 from .manifest import file_stem

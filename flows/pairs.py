@@ -19,19 +19,18 @@ from importlib import metadata
 import aiohttp
 import botocore.exceptions
 
-from nst_core.fast import FastUnavailableError
-from nst_core.image_io import PERMANENT_ERRNOS, ImageError, load_image, save_image
-from nst_core.model import WeightsError, min_input_side
 from nst_core import runtime
-from nst_core.optimize import OptimizationError
+from nst_core.errors import ImageError, InputError
+from nst_core.image_io import PERMANENT_ERRNOS, load_image, save_image
+from nst_core.model import min_input_side
 from nst_core.params import StyleParams
 from nst_core.stylize import Job, batch_key, estimate_memory_bytes, size_for, style_side, stylize_batch
 
 from .manifest import Pair
 from .results import params_columns, write_rows
 
-# Errors that are the input's fault: recorded as failed, never retried.
-PERMANENT_ERRORS = (ImageError, ValueError, OptimizationError, WeightsError, FastUnavailableError)
+# Errors that are the input's fault (and bad parameters, a ValueError): recorded as failed, never retried.
+PERMANENT_ERRORS = (InputError, ValueError)
 # Network errors as they reach us from s3fs, aiohttp and botocore: retried.
 TRANSIENT_ERRORS = (OSError, aiohttp.ClientError, botocore.exceptions.HTTPClientError,
                     botocore.exceptions.ConnectionError)
@@ -89,7 +88,7 @@ def _raise_if_stopped(*_):
         raise RunStopped("stopped by a signal before this pair finished")
 
 
-class MemoryBudgetError(ValueError):
+class MemoryBudgetError(InputError, ValueError):
     """The pair would need more memory than the run allows."""
 
 
@@ -162,9 +161,8 @@ def failure_message(error: BaseException, pair: Pair) -> str:
     if isinstance(error, FileNotFoundError):
         return f"{error.filename or error}: file not found"
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
-    # Our own errors already read as a sentence; others get their type for context.
-    ours = (ImageError, MemoryBudgetError, OptimizationError, WeightsError, FastUnavailableError)
-    return message if isinstance(error, ours) else f"{type(error).__name__}: {message}"
+    # Input errors already read as a sentence; others get their type for context.
+    return message if isinstance(error, InputError) else f"{type(error).__name__}: {message}"
 
 
 def plan_batches(pairs: list[Pair], batch_size: int, memory_limit_gb: float) -> list[list[Pair]]:

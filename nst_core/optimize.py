@@ -16,6 +16,7 @@ import numpy as np
 from keras import ops
 
 from . import backend
+from .errors import OptimizationError
 
 LBFGS_HISTORY = 20  # curvature pairs kept: 5, 10, 20 took 201, 203, 194 steps to the same loss, same ms/step
 ARMIJO = 1e-4  # sufficient decrease for accepting a trial (Nocedal & Wright's c1)
@@ -24,10 +25,6 @@ MIN_JUDGED_STEPS = 10  # runs given this many iterations must lower the loss by 
 MIN_PROGRESS = 1e-3
 ADAM_BETAS = (0.9, 0.999)  # Kingma & Ba defaults
 ADAM_EPSILON = 1e-8  # small against our losses' gradients, which are relative errors
-
-
-class OptimizationError(FloatingPointError):
-    """The optimisation of one image failed; the image's pair fails with this message."""
 
 
 class NonFiniteLossError(OptimizationError):
