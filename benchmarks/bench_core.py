@@ -40,10 +40,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from nst_core import backend, optimize, stylize as stylize_module  # noqa: E402
+from nst_core import backend, optimize  # noqa: E402
 from nst_core.image_io import load_image  # noqa: E402
 from nst_core.params import StyleParams  # noqa: E402
-from nst_core.stylize import Job, _compiled, stylize  # noqa: E402
+from nst_core.objective import clear_compiled, compiled_objective  # noqa: E402
+from nst_core.stylize import Job, stylize  # noqa: E402
+from nst_core.targets import loss_args  # noqa: E402
 
 SAMPLES = REPO / "manifests" / "samples"
 SHARED = REPO.parent / "shared" / "weights" / "vgg16_imagenet_notop.weights.h5"
@@ -60,11 +62,11 @@ def seconds_per_step(weights: str, arch: str, side: int, jit: bool, steps: int, 
                      batch: int = 1) -> float:
     """Seconds per compiled L-BFGS step on a batch of `batch` images of side x side (compilation excluded)."""
     backend.JIT_COMPILE = jit
-    _compiled.cache_clear()
+    clear_compiled()
     params = StyleParams(size=side, arch=arch)
-    objective, step = _compiled(params.compile_key(), weights, precision)
+    objective, step = compiled_objective(params, weights, precision)
     content = np.random.default_rng(0).random((side, side, 3)).astype(np.float32)
-    _, args = stylize_module._loss_args(objective, [Job(content, [content], params)] * batch, side)
+    _, args = loss_args(objective, [Job(content, [content], params)] * batch, side)
     image = ops.convert_to_tensor(np.stack([content] * batch))
     state = optimize.lbfgs_state(image)
     image, state, loss, _ = step(image, state, args)  # compile
@@ -181,7 +183,7 @@ def main() -> None:
             xla = seconds_per_step(weights, arch, side, jit=True, steps=steps_for(side))
             print(f"| {arch} | {side} | {graph:.3f} | {xla:.3f} | {graph / xla:.2f}x |", flush=True)
     backend.JIT_COMPILE = os.environ.get("NST_JIT", "0") == "1"
-    _compiled.cache_clear()
+    clear_compiled()
     if backend.NAME != "tensorflow":
         print("\n(time to the tutorial loop's loss: TensorFlow only, the loop is TensorFlow's)")
         return
@@ -190,9 +192,9 @@ def main() -> None:
     content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), max_side=128)
     style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), max_side=128)
     params = StyleParams(size=128, arch="auto")
-    objective, _ = _compiled(params.compile_key(), args.weights)
-    (content_at,), loss_args = stylize_module._loss_args(objective, [Job(content, [style], params)], 128)
-    baselines = {eps: tutorial_baseline(objective, content_at, loss_args, 500, eps) for eps in (0.1, 1e-8)}
+    objective, _ = compiled_objective(params, args.weights)
+    (content_at,), inputs = loss_args(objective, [Job(content, [style], params)], 128)
+    baselines = {eps: tutorial_baseline(objective, content_at, inputs, 500, eps) for eps in (0.1, 1e-8)}
     for eps, (loss, seconds) in baselines.items():
         print(f"tutorial loop, epsilon {eps:g}: loss after 500 steps {loss:.4f} in {seconds:.1f} s "
               f"({seconds / 500 * 1000:.1f} ms/step)")

@@ -27,7 +27,7 @@ from keras import ops
 
 from bench_core import random_vgg19_file, seconds_per_step
 from nst_core import backend
-from nst_core.model import _extractor
+from nst_core.model import feature_extractor
 from nst_core.params import StyleParams
 
 
@@ -73,7 +73,7 @@ def main() -> None:
     print("| size | batch | GFLOP per step | s per step | GFLOP/s | fraction of matmul peak |")
     print("|---|---|---|---|---|---|")
     defaults = StyleParams()
-    model = _extractor("vgg19", weights, defaults.content_layers + defaults.style_layers, "max")
+    model = feature_extractor("vgg19", weights, defaults.content_layers + defaults.style_layers, "max", "float32").model
     for side in (int(s) for s in args.sizes.split(",")):
         for batch in (int(b) for b in args.batches.split(",")):
             flops = batch * conv_flops_per_step(model, side, side)

@@ -194,7 +194,7 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     from nst_core.fast import check_installed
     from nst_core.grid import GridOptions
     from nst_core.sheet import contact_sheet
-    from nst_core.stylize import style_side
+    from nst_core.targets import style_side
 
     params = SHEET_PARAMS.replace(**{**param_overrides(args), "method": "fast"})
     check_installed(params.method, params.init)  # before any file is read or bar drawn
@@ -235,7 +235,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     from flows.pairs import check_sides
     from nst_core.image_io import load_image, read_exif, save_image
-    from nst_core.stylize import style_side, stylize
+    from nst_core.stylize import stylize
+    from nst_core.targets import style_side
 
     params = StyleParams().replace(**param_overrides(args))
     _check_stylize_args(args, params)  # before any file is read, the network loaded or a bar drawn

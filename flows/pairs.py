@@ -21,10 +21,11 @@ import botocore.exceptions
 
 from nst_core import runtime
 from nst_core.errors import ImageError, InputError
-from nst_core.image_io import PERMANENT_ERRNOS, load_image, save_image
+from nst_core.image_io import PERMANENT_ERRNOS, load_image, save_image, size_for
 from nst_core.model import min_input_side
 from nst_core.params import StyleParams
-from nst_core.stylize import Job, batch_key, estimate_memory_bytes, size_for, style_side, stylize_batch
+from nst_core.stylize import Job, batch_key, estimate_memory_bytes, stylize_batch
+from nst_core.targets import style_side
 
 from .manifest import Pair
 from .results import params_columns, write_rows

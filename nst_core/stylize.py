@@ -3,29 +3,29 @@
 A batch is several pairs of the same output size optimised as one tensor: one forward
 and backward pass for all, each image with its own targets, loss weights, L-BFGS
 history and stopping rule, so each ends where it would have alone.
+
+This is the batch API (Job, stylize_batch, stylize); the loss and its compiled steps are in
+objective.py, what it compares against (and the style cache) in targets.py.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
 from keras import ops
 
-from . import backend, fast, losses
+from . import backend, fast
 from .colors import match_color_histogram, transfer_luminance
 from .image_io import size_for
-from .model import feature_extractor, resolve_arch, resolve_weights
-from .optimize import Progress, Track, adam_state, lbfgs_state, make_adam_step, make_lbfgs_step, run_optimizer
+from .model import resolve_arch, resolve_weights
+from .objective import Objective, compiled_objective, normalized
+from .optimize import Progress, Track, adam_state, lbfgs_state, run_optimizer
 from .params import StyleParams
+from .targets import loss_args, resize, resize_longest
 
-_TARGET_CACHE_SIZE = 32
 # Peak memory per output pixel of an optimisation: 3.8 KB measured for VGG16 at 512 and
 # 768 px (peak RSS above the loaded model); 5 KB leaves room for VGG19's extra layers.
 BYTES_PER_PIXEL = 5000
@@ -65,12 +65,6 @@ def estimate_memory_bytes(height: int, width: int) -> int:
     return BYTES_PER_PIXEL * height * width
 
 
-def resize(image, height_width) -> np.ndarray:
-    """Antialiased resize of an (H, W, 3) image."""
-    resized = ops.image.resize(ops.convert_to_tensor(image, "float32"), height_width, antialias=True)
-    return np.clip(ops.convert_to_numpy(resized), 0.0, 1.0)
-
-
 def initial_image(init: str, content: np.ndarray, style: np.ndarray, seed: int) -> np.ndarray:
     """Noise (seeded), the content, the content in the style's colours, or the style resized to the content's shape."""
     if init == "content":
@@ -83,102 +77,6 @@ def initial_image(init: str, content: np.ndarray, style: np.ndarray, seed: int) 
     return np.clip(noise, 0.0, 1.0).astype(np.float32)
 
 
-def _normalized(weights, count: int) -> list[float]:
-    weights = np.ones(count) if weights is None else np.asarray(weights, np.float64)
-    if weights.sum() <= 0:
-        return [0.0] * count
-    return list(weights / weights.sum())
-
-
-class _Objective:
-    """alpha * content + beta * style + tv per image, for one set of layers and one statistic."""
-
-    def __init__(self, params: StyleParams, weights: str, feature_dtype: str):
-        self.layers = tuple(dict.fromkeys(params.content_layers + params.style_layers))
-        self.extract = feature_extractor(params.arch, weights, self.layers, params.pooling, feature_dtype)
-        self.params = params
-        self.content_layer_weights = _normalized(params.content_layer_weights, len(params.content_layers))
-        self.style_layer_weights = _normalized(params.style_layer_weights, len(params.style_layers))
-
-    def features(self, images, names):
-        by_name = dict(zip(self.layers, self.extract(images)))
-        return [by_name[name] for name in names]
-
-    def __call__(self, images, content_targets, style_targets, contexts, loss_weights):
-        """(sum of the per-image totals, (totals, content, style, tv)), each of those (B,).
-
-        `loss_weights` is (B, 3): content, style and TV weight of each image.
-        """
-        feats = self.features(images, self.params.content_layers + self.params.style_layers)
-        n_content = len(self.params.content_layers)
-        tv = losses.total_variation_loss(images)
-        content = losses.content_loss(feats[:n_content], content_targets, self.content_layer_weights) + 0 * tv
-        style = losses.style_loss(self.params.style_stat, feats[n_content:], style_targets, contexts,
-                                  self.style_layer_weights) + 0 * tv  # (B,) even with no layers of a kind
-        totals = loss_weights[:, 0] * content + loss_weights[:, 1] * style + loss_weights[:, 2] * tv
-        return ops.sum(totals), (totals, content, style, tv)
-
-
-@functools.lru_cache(maxsize=8)
-def _compiled(params_structure: StyleParams, weights: str, feature_dtype: str = "float32"):
-    """Objective and compiled steps, shared by all pairs with the same layers, statistic and precision."""
-    objective = _Objective(params_structure, weights, feature_dtype)
-    variables = objective.extract.model.variables
-    step = (make_lbfgs_step(objective, variables) if params_structure.optimizer == "lbfgs"
-            else make_adam_step(objective, params_structure.learning_rate, variables=variables))
-    return objective, step
-
-
-class _StyleTargetCache:
-    """Style statistics per (style images, statistic, layers, size): computed once per style."""
-
-    def __init__(self, capacity: int):
-        self.capacity, self.entries, self.lock = capacity, OrderedDict(), threading.Lock()
-
-    def get(self, key, compute):
-        with self.lock:
-            if key in self.entries:
-                self.entries.move_to_end(key)
-                return self.entries[key]
-        value = compute()
-        with self.lock:
-            self.entries[key] = value
-            while len(self.entries) > self.capacity:
-                self.entries.popitem(last=False)
-        return value
-
-
-_style_targets = _StyleTargetCache(_TARGET_CACHE_SIZE)
-
-
-def style_side(side: int, params: StyleParams) -> int:
-    """The style image's longest side for an output of longest side `side`."""
-    return max(16, round(side * params.style_scale))
-
-
-def style_targets(objective: _Objective, styles: list[np.ndarray], params: StyleParams, side: int):
-    """Blended style statistics and their constants, per style layer, at output size `side`."""
-    blend = _normalized(params.style_blend, len(styles))
-    style_longest = style_side(side, params)
-    digest = hashlib.sha1(b"".join(np.ascontiguousarray(s).tobytes() for s in styles)).hexdigest()
-    key = (digest, tuple(blend), style_longest, params.compile_key(), params.seed, id(objective))
-
-    def compute():
-        per_style = [
-            objective.features(resize(s, size_for(s.shape, style_longest))[None], params.style_layers) for s in styles
-        ]
-        targets, contexts = [], []
-        for index in range(len(params.style_layers)):
-            layer_feats = [feats[index] for feats in per_style]
-            context = losses.style_context(params.style_stat, layer_feats, blend, params.seed + index)
-            stats = [losses.style_statistic(params.style_stat, f, context) for f in layer_feats]
-            targets.append(sum(w * s for w, s in zip(blend, stats)))
-            contexts.append(context)
-        return targets, contexts
-
-    return _style_targets.get(key, compute)
-
-
 def styles_for(content: np.ndarray, styles: list[np.ndarray], params: StyleParams) -> list[np.ndarray]:
     """The style images as the stylization sees them: recoloured to the content's palette for "histogram"."""
     if params.preserve_colors == "histogram":
@@ -188,8 +86,8 @@ def styles_for(content: np.ndarray, styles: list[np.ndarray], params: StyleParam
 
 def fast_image(content: np.ndarray, styles: list[np.ndarray], params: StyleParams) -> np.ndarray:
     """The fast network's rendering of `content`, at the content's size (method=fast, init=fast)."""
-    network_input = resize(content, size_for(content.shape, fast.NETWORK_SIDE))
-    rendered = fast.stylize(network_input, styles, _normalized(params.style_blend, len(styles)))
+    network_input = resize_longest(content, fast.NETWORK_SIDE)
+    rendered = fast.stylize(network_input, styles, normalized(params.style_blend, len(styles)))
     return resize(rendered, content.shape[:2])
 
 
@@ -204,7 +102,7 @@ def finish(image: np.ndarray, content: np.ndarray, params: StyleParams) -> np.nd
 
 def fast_preview(content: np.ndarray, styles: list[np.ndarray], params: StyleParams) -> np.ndarray:
     """method=fast without the loss measurement (no VGG, no weights): contact sheets, in seconds."""
-    content_at = resize(content, size_for(content.shape, params.size))
+    content_at = resize_longest(content, params.size)
     return finish(fast_image(content_at, styles_for(content, styles, params), params), content_at, params)
 
 
@@ -224,21 +122,6 @@ def batch_key(content_shape, params: StyleParams) -> tuple:
     return params.compile_key(), params.method, params.scales, tuple(size_for(content_shape, side) for side in sides)
 
 
-def _loss_args(objective: _Objective, jobs: list[Job], side: int):
-    """The contents at `side`, and the loss's targets and weights for that size, stacked per job."""
-    contents = [resize(job.content, size_for(job.content.shape, side)) for job in jobs]
-    per_job = [style_targets(objective, job.styles, job.params, side) for job in jobs]
-    content_targets = objective.features(np.stack(contents), objective.params.content_layers)
-    targets = [ops.concatenate([job_targets[layer] for job_targets, _ in per_job], 0)
-               for layer in range(len(objective.params.style_layers))]
-    contexts = [{key: ops.concatenate([job_contexts[layer][key] for _, job_contexts in per_job], 0)
-                 for key in per_job[0][1][layer]}
-                for layer in range(len(objective.params.style_layers))]
-    loss_weights = ops.convert_to_tensor(
-        [[job.params.content_weight, job.params.style_weight, job.params.tv_weight] for job in jobs], "float32")
-    return contents, (content_targets, targets, contexts, loss_weights)
-
-
 def _result(image: np.ndarray, parts, params: StyleParams, history: list[float], **fields) -> StylizeResult:
     content_loss, style_loss, tv_loss = (float(p) for p in parts)
     total = params.content_weight * content_loss + params.style_weight * style_loss + params.tv_weight * tv_loss
@@ -246,14 +129,14 @@ def _result(image: np.ndarray, parts, params: StyleParams, history: list[float],
                          total_loss=total, loss_history=history, iterations=len(history), **fields)
 
 
-def _fast(objective, job: Job) -> StylizeResult:
+def _fast(objective: Objective, job: Job) -> StylizeResult:
     """One pass of the fast network, its losses measured with the optimisation's own objective."""
     started = time.perf_counter()
-    (content_at,), loss_args = _loss_args(objective, [job], job.params.size)
+    (content_at,), args = loss_args(objective, [job], job.params.size)
     measured = time.perf_counter()
     image = fast_image(content_at, job.styles, job.params)
     made = time.perf_counter()
-    _, content, style, tv = objective(ops.convert_to_tensor(image[None]), *loss_args)[1]
+    _, content, style, tv = objective(ops.convert_to_tensor(image[None]), *args)[1]
     targets_seconds = measured - started + time.perf_counter() - made
     return _result(image, (content[0], style[0], tv[0]), job.params, [], targets_seconds=targets_seconds,
                    optimize_seconds=made - measured)
@@ -270,70 +153,100 @@ def _start_image(job: Job, content_at: np.ndarray, previous: Optional[np.ndarray
 
 @dataclass
 class _JobState:
-    """One job of a batch, over the scales: its best image so far, its tracks and its share of the time."""
+    """One job of a batch, over the scales: its best image so far, its tracks, its share of the
+    time, or the error that ended it."""
 
+    index: int  # in the batch, as callbacks name it
+    job: Job
     image: Optional[np.ndarray] = None
     parts: tuple = ()
     tracks: list = field(default_factory=list)
     targets_seconds: float = 0.0
     optimize_seconds: float = 0.0
+    error: Optional[Exception] = None
+
+    def record(self, track: Track, final, targets_seconds: float, optimize_seconds: float) -> None:
+        """One scale's outcome, and this job's share of the scale's seconds."""
+        self.tracks.append(track)
+        self.targets_seconds += targets_seconds
+        self.optimize_seconds += optimize_seconds
+        if track.error is not None:
+            self.error = track.error
+        else:
+            self.image, self.parts = ops.convert_to_numpy(final), track.best_parts
+
+    def outcome(self, batch_size: int):
+        """The StylizeResult over all scales, or the OptimizationError that ended the job."""
+        if self.error is not None:
+            return self.error
+        tracks = self.tracks
+        return _result(
+            self.image, self.parts, self.job.params, [loss for t in tracks for loss in t.history],
+            targets_seconds=self.targets_seconds, optimize_seconds=self.optimize_seconds, batch_size=batch_size,
+            scale_iterations=[len(t.history) for t in tracks],
+            content_loss_history=[c for t in tracks for c, _ in t.part_history],
+            style_loss_history=[s for t in tracks for _, s in t.part_history])
 
 
-def _optimized(objective, step, jobs: list[Job], callback) -> list:
+def _optimized(objective: Objective, step, jobs: list[Job], callback) -> list:
     """Gatys et al.'s optimisation, coarse to fine, from each job's `init` image, all jobs in one batch.
 
     Seconds are shared out: each job is charged the batch's time over its size.
     Returns a StylizeResult per job, or the OptimizationError that ended it (non-finite loss, no progress).
     """
-    first = jobs[0].params
-    sides = (*first.scales, first.size)
-    states = [_JobState() for _ in jobs]
-    outcomes: list = [None] * len(jobs)
-    live = list(range(len(jobs)))
+    sides = (*jobs[0].params.scales, jobs[0].params.size)
+    states = [_JobState(index, job) for index, job in enumerate(jobs)]
     for scale_index, side in enumerate(sides):
+        live = [state for state in states if state.error is None]
         if not live:
             break
-        started = time.perf_counter()
-        contents, loss_args = _loss_args(objective, [jobs[i] for i in live], side)
-        targets_seconds = time.perf_counter() - started
+        _optimize_scale(objective, step, live, side, last=scale_index == len(sides) - 1,
+                        on_step=_job_callback(callback, live, scale_index, side))
+    return [state.outcome(len(jobs)) for state in states]
 
-        started = time.perf_counter()
-        images = ops.convert_to_tensor(np.stack(
-            [_start_image(jobs[i], content_at, states[i].image) for i, content_at in zip(live, contents)]))
-        optimizer_state = lbfgs_state(images) if first.optimizer == "lbfgs" else adam_state(images)
-        last = scale_index == len(sides) - 1
-        tracks = [Track(jobs[i].params.iterations if last else jobs[i].params.coarse_iterations,
-                        jobs[i].params.tolerance, jobs[i].params.patience, jobs[i].params.average_decay)
-                  for i in live]
-        on_step = None if callback is None else (
-            lambda k, step_progress, image: callback(live[k], scale_index, side, step_progress, image))
-        run_optimizer(step, optimizer_state, images, loss_args, tracks, callback=on_step)
-        finals = [track.final_image(images[k]) for k, track in enumerate(tracks)]
-        if any(not track.final_is_measured and track.error is None for track in tracks):
-            measured = objective(ops.stack(finals), *loss_args)[1]  # an average, or a start: its own losses
-            for k, track in enumerate(tracks):
-                if not track.final_is_measured:
-                    track.best_parts = tuple(float(p[k]) for p in measured[1:])
-        seconds = time.perf_counter() - started
-        for i, track, final in zip(live, tracks, finals):
-            job_state = states[i]
-            job_state.tracks.append(track)
-            job_state.targets_seconds += targets_seconds / len(live)
-            job_state.optimize_seconds += seconds / len(live)
-            if track.error is not None:
-                outcomes[i] = track.error
-            else:
-                job_state.image, job_state.parts = ops.convert_to_numpy(final), track.best_parts
-        live = [i for i in live if outcomes[i] is None]
-    for i in live:
-        job_state, tracks = states[i], states[i].tracks
-        outcomes[i] = _result(
-            job_state.image, job_state.parts, jobs[i].params, [loss for t in tracks for loss in t.history],
-            targets_seconds=job_state.targets_seconds, optimize_seconds=job_state.optimize_seconds,
-            batch_size=len(jobs), scale_iterations=[len(t.history) for t in tracks],
-            content_loss_history=[c for t in tracks for c, _ in t.part_history],
-            style_loss_history=[s for t in tracks for _, s in t.part_history])
-    return outcomes
+
+def _optimize_scale(objective: Objective, step, live: list[_JobState], side: int, last: bool, on_step) -> None:
+    """One scale of the jobs still running, each from its previous scale's image (or its init image);
+    each is charged an equal share of the seconds."""
+    started = time.perf_counter()
+    contents, args = loss_args(objective, [state.job for state in live], side)
+    targets_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    images = ops.convert_to_tensor(np.stack(
+        [_start_image(state.job, content_at, state.image) for state, content_at in zip(live, contents)]))
+    optimizer_state = lbfgs_state(images) if live[0].job.params.optimizer == "lbfgs" else adam_state(images)
+    tracks = [_track(state.job.params, last) for state in live]
+    run_optimizer(step, optimizer_state, images, args, tracks, callback=on_step)
+    finals = _final_images(objective, tracks, images, args)
+    seconds = time.perf_counter() - started
+    for state, track, final in zip(live, tracks, finals):
+        state.record(track, final, targets_seconds / len(live), seconds / len(live))
+
+
+def _track(params: StyleParams, last: bool) -> Track:
+    """The stopping rule at one scale: `iterations` at the output size, `coarse_iterations` before."""
+    return Track(params.iterations if last else params.coarse_iterations, params.tolerance, params.patience,
+                 params.average_decay)
+
+
+def _final_images(objective: Objective, tracks: list[Track], images, args) -> list:
+    """Each track's final image; one the run did not measure (an average, or the start) gets its losses now."""
+    finals = [track.final_image(images[k]) for k, track in enumerate(tracks)]
+    if any(not track.final_is_measured and track.error is None for track in tracks):
+        measured = objective(ops.stack(finals), *args)[1]
+        for k, track in enumerate(tracks):
+            if not track.final_is_measured:
+                track.best_parts = tuple(float(p[k]) for p in measured[1:])
+    return finals
+
+
+def _job_callback(callback, live: list[_JobState], scale_index: int, side: int):
+    """stylize_batch's callback(job index, scale index, side, progress, image) as run_optimizer calls
+    it: with the image's position among the jobs still running."""
+    if callback is None:
+        return None
+    return lambda k, progress, image: callback(live[k].index, scale_index, side, progress, image)
 
 
 def stylize_batch(jobs: list[Job], *, weights: str | None = None,
@@ -352,7 +265,7 @@ def stylize_batch(jobs: list[Job], *, weights: str | None = None,
     params = jobs[0].params
     fast.check_installed(params.method, params.init)  # before the VGG network is built
     weights = resolve_weights(weights)
-    objective, step = _compiled(params.compile_key(), weights, backend.feature_dtype())
+    objective, step = compiled_objective(params, weights, backend.feature_dtype())
     jobs = [Job(job.content, styles_for(job.content, job.styles, job.params), job.params) for job in jobs]
     if params.method == "fast":
         outcomes = [_fast(objective, job) for job in jobs]

@@ -196,12 +196,12 @@ def test_non_finite_loss_fails_clearly(images, weights_path):
 
 
 def test_style_statistics_are_computed_once_per_style(images, weights_path, monkeypatch):
-    from nst_core import stylize as stylize_module
+    from nst_core import losses
 
     content, style = images
     calls = []
-    real = stylize_module.losses.style_context
-    monkeypatch.setattr(stylize_module.losses, "style_context", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = losses.style_context
+    monkeypatch.setattr(losses, "style_context", lambda *a, **k: calls.append(1) or real(*a, **k))
     params = _params(iterations=2, seed=123)  # a seed no other test uses: a cold cache entry
     for _ in range(3):
         stylize(content, [style], params, weights=weights_path)

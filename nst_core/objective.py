@@ -1,0 +1,75 @@
+"""The loss of Gatys et al. (2016) for a batch of images, and its compiled steps, built once per graph.
+
+An Objective is alpha * content + beta * style + TV per image, for one set of VGG layers and
+one style statistic. `compiled_objective` shares it, with its compiled optimiser step, among
+all pairs whose parameters have the same compile key (StyleParams.compile_key).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from keras import ops
+
+from . import losses
+from .model import feature_extractor
+from .optimize import make_adam_step, make_lbfgs_step
+from .params import StyleParams
+
+
+def normalized(weights, count: int) -> list[float]:
+    """`count` weights summing to 1 (equal ones for None); all 0 when they sum to nothing."""
+    weights = np.ones(count) if weights is None else np.asarray(weights, np.float64)
+    if weights.sum() <= 0:
+        return [0.0] * count
+    return list(weights / weights.sum())
+
+
+class Objective:
+    """alpha * content + beta * style + tv per image, for one set of layers and one statistic."""
+
+    def __init__(self, params: StyleParams, weights: str, feature_dtype: str):
+        self.layers = tuple(dict.fromkeys(params.content_layers + params.style_layers))
+        self.extract = feature_extractor(params.arch, weights, self.layers, params.pooling, feature_dtype)
+        self.params = params
+        self.content_layer_weights = normalized(params.content_layer_weights, len(params.content_layers))
+        self.style_layer_weights = normalized(params.style_layer_weights, len(params.style_layers))
+
+    def features(self, images, names):
+        by_name = dict(zip(self.layers, self.extract(images)))
+        return [by_name[name] for name in names]
+
+    def __call__(self, images, content_targets, style_targets, contexts, loss_weights):
+        """(sum of the per-image totals, (totals, content, style, tv)), each of those (B,).
+
+        `loss_weights` is (B, 3): content, style and TV weight of each image.
+        """
+        feats = self.features(images, self.params.content_layers + self.params.style_layers)
+        n_content = len(self.params.content_layers)
+        tv = losses.total_variation_loss(images)
+        content = losses.content_loss(feats[:n_content], content_targets, self.content_layer_weights) + 0 * tv
+        style = losses.style_loss(self.params.style_stat, feats[n_content:], style_targets, contexts,
+                                  self.style_layer_weights) + 0 * tv  # (B,) even with no layers of a kind
+        totals = loss_weights[:, 0] * content + loss_weights[:, 1] * style + loss_weights[:, 2] * tv
+        return ops.sum(totals), (totals, content, style, tv)
+
+
+def compiled_objective(params: StyleParams, weights: str, feature_dtype: str = "float32"):
+    """(Objective, compiled optimiser step) for `params`' graph: built once per compile key, weights
+    file and precision, and shared by every pair with those."""
+    return _compiled(params.compile_key(), weights, feature_dtype)
+
+
+def clear_compiled() -> None:
+    """Forget the compiled objectives (benchmarks do, after switching XLA on or off)."""
+    _compiled.cache_clear()
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(key: StyleParams, weights: str, feature_dtype: str):
+    objective = Objective(key, weights, feature_dtype)
+    variables = objective.extract.model.variables
+    step = (make_lbfgs_step(objective, variables) if key.optimizer == "lbfgs"
+            else make_adam_step(objective, key.learning_rate, variables=variables))
+    return objective, step

@@ -1,0 +1,95 @@
+"""What the loss compares against, at one output size: the contents' features and the styles'
+statistics, stacked for a batch. Style statistics are cached per style, so a style shared by
+many pairs is measured once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+
+import numpy as np
+from keras import ops
+
+from . import losses
+from .image_io import size_for
+from .objective import Objective, normalized
+from .params import StyleParams
+
+_TARGET_CACHE_SIZE = 32
+
+
+def resize(image, height_width) -> np.ndarray:
+    """Antialiased resize of an (H, W, 3) image."""
+    resized = ops.image.resize(ops.convert_to_tensor(image, "float32"), height_width, antialias=True)
+    return np.clip(ops.convert_to_numpy(resized), 0.0, 1.0)
+
+
+def resize_longest(image, side: int) -> np.ndarray:
+    """`image` resized to longest side `side`, aspect kept."""
+    return resize(image, size_for(image.shape, side))
+
+
+class _StyleTargetCache:
+    """Style statistics per (style images, statistic, layers, size): computed once per style."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.entries, self.lock = capacity, OrderedDict(), threading.Lock()
+
+    def get(self, key, compute):
+        with self.lock:
+            if key in self.entries:
+                self.entries.move_to_end(key)
+                return self.entries[key]
+        value = compute()
+        with self.lock:
+            self.entries[key] = value
+            while len(self.entries) > self.capacity:
+                self.entries.popitem(last=False)
+        return value
+
+
+_style_targets = _StyleTargetCache(_TARGET_CACHE_SIZE)
+
+
+def style_side(side: int, params: StyleParams) -> int:
+    """The style image's longest side for an output of longest side `side`."""
+    return max(16, round(side * params.style_scale))
+
+
+def style_targets(objective: Objective, styles: list[np.ndarray], params: StyleParams, side: int):
+    """Blended style statistics and their constants, per style layer, at output size `side`."""
+    blend = normalized(params.style_blend, len(styles))
+    style_longest = style_side(side, params)
+    digest = hashlib.sha1(b"".join(np.ascontiguousarray(s).tobytes() for s in styles)).hexdigest()
+    key = (digest, tuple(blend), style_longest, params.compile_key(), params.seed, id(objective))
+
+    def compute():
+        per_style = [objective.features(resize_longest(s, style_longest)[None], params.style_layers) for s in styles]
+        targets, contexts = [], []
+        for index in range(len(params.style_layers)):
+            layer_feats = [feats[index] for feats in per_style]
+            context = losses.style_context(params.style_stat, layer_feats, blend, params.seed + index)
+            stats = [losses.style_statistic(params.style_stat, f, context) for f in layer_feats]
+            targets.append(sum(w * s for w, s in zip(blend, stats)))
+            contexts.append(context)
+        return targets, contexts
+
+    return _style_targets.get(key, compute)
+
+
+def loss_args(objective: Objective, jobs: list, side: int):
+    """The contents at `side`, and the loss's targets and weights for that size, stacked per job
+    (stylize.Job: content, styles, params)."""
+    contents = [resize_longest(job.content, side) for job in jobs]
+    per_job = [style_targets(objective, job.styles, job.params, side) for job in jobs]
+    content_targets = objective.features(np.stack(contents), objective.params.content_layers)
+    targets = [ops.concatenate([job_targets[layer] for job_targets, _ in per_job], 0)
+               for layer in range(len(objective.params.style_layers))]
+    contexts = [{key: ops.concatenate([job_contexts[layer][key] for _, job_contexts in per_job], 0)
+                 for key in per_job[0][1][layer]}
+                for layer in range(len(objective.params.style_layers))]
+    loss_weights = ops.convert_to_tensor(
+        [[job.params.content_weight, job.params.style_weight, job.params.tv_weight] for job in jobs], "float32")
+    return contents, (content_targets, targets, contexts, loss_weights)
