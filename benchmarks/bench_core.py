@@ -61,7 +61,7 @@ def random_vgg19_file() -> str:
 def seconds_per_step(weights: str, arch: str, side: int, jit: bool, steps: int, precision: str = "float32",
                      batch: int = 1) -> float:
     """Seconds per compiled L-BFGS step on a batch of `batch` images of side x side (compilation excluded)."""
-    backend.JIT_COMPILE = jit
+    os.environ["NST_JIT"] = "1" if jit else "0"  # read by the steps compiled next
     clear_compiled()
     params = StyleParams(size=side, arch=arch)
     objective, step = compiled_objective(params, weights, precision)
@@ -169,6 +169,7 @@ def main() -> None:
         return
 
     print("\n## Seconds per step (compiled L-BFGS step)")
+    jit_setting = os.environ.get("NST_JIT", "0")
     if backend.NAME == "tensorflow":
         print("| arch | size | graph | XLA | XLA speed-up |\n|---|---|---|---|---|")
     else:
@@ -182,7 +183,7 @@ def main() -> None:
                 continue
             xla = seconds_per_step(weights, arch, side, jit=True, steps=steps_for(side))
             print(f"| {arch} | {side} | {graph:.3f} | {xla:.3f} | {graph / xla:.2f}x |", flush=True)
-    backend.JIT_COMPILE = os.environ.get("NST_JIT", "0") == "1"
+    os.environ["NST_JIT"] = jit_setting  # the product's run below as configured
     clear_compiled()
     if backend.NAME != "tensorflow":
         print("\n(time to the tutorial loop's loss: TensorFlow only, the loop is TensorFlow's)")

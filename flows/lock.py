@@ -27,12 +27,14 @@ import uuid
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from nst_core.settings import settings, variable
+
 from .storage import join_uri
 
 LOCK_NAME = "_run.lock"
 HEARTBEAT_SECONDS = 30
 STALE_AFTER_SECONDS = 300  # a lock not refreshed for this long belongs to a dead run
-UNSAFE_ENV = "NST_UNSAFE_LOCK"  # "1": lock a store that ignores conditional creates anyway
+UNSAFE_ENV = variable("unsafe_lock")  # "1": lock a store that ignores conditional creates anyway
 _held: set[str] = set()  # run ids holding a lock in this process
 _honours_create: dict[str, bool] = {}  # endpoint -> verdict of its probe, once per process
 
@@ -94,7 +96,7 @@ def _exclusive(fs, results_uri: str, path: str) -> bool:
         _honours_create[endpoint] = _probe(fs, path.rsplit("/", 1)[0])
     if _honours_create[endpoint]:
         return True
-    if os.environ.get(UNSAFE_ENV) != "1":
+    if not settings().unsafe_lock:
         raise UnsafeLockStoreError(
             f"{results_uri}: the store at {endpoint} does not honour conditional creates (If-None-Match), so it cannot "
             f"keep two runs off one results table; put the table on AWS S3 or local disk (--results), or set "

@@ -24,6 +24,7 @@ from nst_core.errors import ImageError, InputError
 from nst_core.image_io import PERMANENT_ERRNOS, load_image, save_image, size_for
 from nst_core.model import min_input_side
 from nst_core.params import StyleParams
+from nst_core.settings import settings
 from nst_core.stylize import Job, batch_key, estimate_memory_bytes, stylize_batch
 from nst_core.targets import style_side
 
@@ -95,9 +96,9 @@ class MemoryBudgetError(InputError, ValueError):
 
 def default_memory_limit_gb() -> float:
     """$NST_MEMORY_LIMIT_GB, else 80% of this machine's memory."""
-    configured = os.environ.get("NST_MEMORY_LIMIT_GB")
+    configured = settings().memory_limit_gb
     if configured:
-        return float(configured)
+        return configured
     return 0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
 

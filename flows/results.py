@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import uuid
 from pathlib import Path
 from typing import Iterable
@@ -22,6 +21,7 @@ import pyarrow.parquet as pq
 
 from nst_core.image_io import write_bytes_atomic
 from nst_core.params import StyleParams, as_text
+from nst_core.settings import settings
 
 from .storage import join_uri
 
@@ -110,7 +110,7 @@ def write_rows(results_uri: str, rows: Iterable[dict], *, storage_options: dict 
 def spool_folder(results_uri: str) -> Path:
     """Where rows wait, on local disk, while their results table cannot be reached."""
     digest = hashlib.sha256(results_uri.encode()).hexdigest()[:16]
-    return Path(os.environ.get("NST_SPOOL", Path.home() / ".cache" / "nst" / "spool")) / digest
+    return Path(settings().spool) / digest
 
 
 def spool_rows(results_uri: str, rows: list[dict]) -> str:

@@ -6,18 +6,13 @@ JAX (`KERAS_BACKEND=jax`, e.g. a GPU image with JAX but no TensorFlow).
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 import keras
 
+from .settings import settings
+
 NAME = keras.backend.backend()
-# XLA measured 0.72-0.79x the speed of plain graph mode on this CPU (bench_core) and
-# compiles each image shape anew; NST_JIT=1 turns it on for TensorFlow. JAX always compiles with XLA.
-JIT_COMPILE = os.environ.get("NST_JIT", "0") == "1"
-# Runtime option, like the weights: "auto" computes VGG features in bfloat16 on a GPU and float32
-# on a CPU; Gram matrices and losses stay float32 (README, "Precision").
-PRECISION = os.environ.get("NST_PRECISION", "auto")
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
@@ -55,7 +50,8 @@ def compile(step_fn: Callable, variables=()) -> Callable:  # noqa: A001 - the ba
         return lambda *args: compiled([v.value for v in variables], *args)
     import tensorflow as tf
 
-    return tf.function(step_fn, jit_compile=JIT_COMPILE)
+    # XLA compiles each image shape anew and measured slower on a CPU (bench_core): NST_JIT=1 turns it on.
+    return tf.function(step_fn, jit_compile=settings().jit)
 
 
 def gpu_names() -> list[str]:
@@ -75,7 +71,7 @@ def has_gpu() -> bool:
 
 def feature_dtype(precision: str | None = None) -> str:
     """The dtype VGG computes its features in: bfloat16 only on a GPU unless asked for."""
-    precision = precision or PRECISION
+    precision = precision or settings().precision
     if precision not in PRECISIONS:
         raise ValueError(f"NST_PRECISION must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "auto":

@@ -29,6 +29,7 @@ from fsspec.implementations.local import LocalFileSystem
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+from .settings import settings, variable
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own Image.MAX_IMAGE_PIXELS default
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}  # 16-bit grey (PNG, TIFF) opens as these
@@ -335,15 +336,15 @@ def write_bytes_atomic(uri: str, data: bytes, *, storage_options: dict | None = 
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}\.tmp")
 ORPHAN_AFTER_SECONDS = 3600  # a temporary this old is a dead writer's whatever host wrote it
-FAULT_WRITE_DELAY_ENV = "NST_FAULT_WRITE_DELAY"
+FAULT_WRITE_DELAY_ENV = variable("fault_write_delay")
 
 
 def _fault_delay() -> None:
     """Sleep NST_FAULT_WRITE_DELAY seconds between writing a temporary and renaming it: the window in
     which the fault-injection test kills a run mid-write. Unset outside that test: no delay."""
-    delay = os.environ.get(FAULT_WRITE_DELAY_ENV)
+    delay = settings().fault_write_delay
     if delay:
-        time.sleep(float(delay))
+        time.sleep(delay)
 
 
 def _replace_local(path: str, data: bytes) -> None:

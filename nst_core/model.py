@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import re
 import threading
 
@@ -13,8 +12,9 @@ from keras import ops
 
 from .backend import feature_dtype
 from .errors import WeightsError
+from .settings import settings, variable
 
-WEIGHTS_ENV = "NST_WEIGHTS"
+WEIGHTS_ENV = variable("weights")
 # Caffe-style preprocessing that Keras' VGG weights expect: BGR, mean-subtracted, 0..255.
 _BGR_MEAN = (103.939, 116.779, 123.68)
 _ARCH_BY_CONV_COUNT = {13: "vgg16", 16: "vgg19"}
@@ -31,7 +31,7 @@ def min_input_side(layers) -> int:
 
 def resolve_weights(weights: str | None) -> str:
     """`weights` if given, else $NST_WEIGHTS, else Keras' "imagenet" download."""
-    return weights or os.environ.get(WEIGHTS_ENV) or "imagenet"
+    return weights or settings().weights or "imagenet"
 
 
 def infer_arch(weights_path: str) -> str:
@@ -114,7 +114,7 @@ def feature_extractor(arch: str = "auto", weights: str | None = None,
     """A function from RGB images in [0, 1] (B, H, W, 3) to the listed layers' float32 features.
 
     Built once per process for each (arch, weights, layers, pooling, feature dtype) and
-    cached; `precision` as nst_core.backend.PRECISION. The model is `extract.model`.
+    cached; `precision` as $NST_PRECISION (nst_core.settings). The model is `extract.model`.
     """
     weights = resolve_weights(weights)
     arch = resolve_arch(arch, weights)

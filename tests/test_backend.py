@@ -75,7 +75,7 @@ def test_bfloat16_features_keep_the_final_losses(weights_path, monkeypatch):
     params = StyleParams(size=64, iterations=40, tolerance=0)
     results = {}
     for precision in ("float32", "bfloat16"):
-        monkeypatch.setattr(backend, "PRECISION", precision)
+        monkeypatch.setenv("NST_PRECISION", precision)
         results[precision] = stylize(content, [style], params, weights=weights_path)
     full, mixed = results["float32"], results["bfloat16"]
     assert (mixed.image != full.image).any()  # bfloat16 really ran

@@ -1,0 +1,78 @@
+"""Settings from the environment, in one place: each is one field naming its variable, its default
+and what it does. `settings()` reads them; `settings_table()` is the README's table of them.
+
+Settings say how this machine runs (which weights file, which precision, how much memory),
+never what a picture looks like: that is StyleParams, recorded with every row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+
+def _flag(text: str) -> bool:
+    return text == "1"
+
+
+def setting(variable: str, default, help: str, parse=str):
+    """A Settings field read from `variable`; unset or empty keeps `default`."""
+    return dataclasses.field(default=default, metadata={"variable": variable, "help": help, "parse": parse})
+
+
+@dataclass(frozen=True)
+class Settings:
+    weights: Optional[str] = setting("NST_WEIGHTS", None, "VGG weights file used when `--weights` is not given; "
+                                     "unset: Keras downloads the ImageNet VGG19 weights")
+    precision: str = setting("NST_PRECISION", "auto", "VGG features in `float32` or `bfloat16`; `auto`: bfloat16 on "
+                             "a GPU, float32 on a CPU (Gram matrices and losses stay float32)")
+    jit: bool = setting("NST_JIT", False, "`1`: TensorFlow compiles the steps with XLA (0.72-0.79x the speed of "
+                        "graph mode on a CPU, bench_core); JAX always does", parse=_flag)
+    memory_limit_gb: Optional[float] = setting("NST_MEMORY_LIMIT_GB", None, "`nst run`'s memory budget when "
+                                               "`--memory-limit-gb` is not given; unset: 80% of RAM", parse=float)
+    spool: str = setting("NST_SPOOL", "~/.cache/nst/spool", "where rows wait while their results table cannot be "
+                         "reached; the next run delivers them", parse=os.path.expanduser)
+    unsafe_lock: bool = setting("NST_UNSAFE_LOCK", False, "`1`: lock a results table on a store that ignores "
+                                "conditional creates by look-then-write", parse=_flag)
+    fault_write_delay: float = setting("NST_FAULT_WRITE_DELAY", 0.0, "tests only: seconds between writing a "
+                                       "temporary file and renaming it into place", parse=float)
+
+    @classmethod
+    def from_environment(cls, environ) -> "Settings":
+        values = {}
+        for f in dataclasses.fields(cls):
+            text = environ.get(f.metadata["variable"])
+            if text:
+                values[f.name] = f.metadata["parse"](text)
+        return cls(**values)
+
+
+VARIABLES = tuple(f.metadata["variable"] for f in dataclasses.fields(Settings))
+
+
+def settings() -> Settings:
+    """This process's settings: read once, and again only when one of the variables changed (tests
+    and benchmarks set them)."""
+    return _read(tuple(os.environ.get(variable) for variable in VARIABLES))
+
+
+@functools.lru_cache(maxsize=8)
+def _read(values: tuple) -> Settings:
+    return Settings.from_environment(dict(zip(VARIABLES, values)))
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table: variable, default, what it does."""
+    rows = ["| variable | default | what it does |", "|---|---|---|"]
+    for f in dataclasses.fields(Settings):
+        default = "unset" if f.default is None else f"`{f.default}`"
+        rows.append(f"| `{f.metadata['variable']}` | {default} | {f.metadata['help']} |")
+    return "\n".join(rows)
+
+
+def variable(name: str) -> str:
+    """The environment variable of the Settings field `name`, for messages: "NST_WEIGHTS"."""
+    return next(f.metadata["variable"] for f in dataclasses.fields(Settings) if f.name == name)

@@ -1,0 +1,19 @@
+"""Settings: read from the environment in one place, documented in one table."""
+
+from nst_core.settings import Settings, settings, settings_table
+
+
+def test_settings_follow_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("NST_MEMORY_LIMIT_GB", "3.5")
+    monkeypatch.setenv("NST_SPOOL", str(tmp_path))
+    monkeypatch.setenv("NST_JIT", "1")
+    monkeypatch.setenv("NST_WEIGHTS", "")  # empty counts as unset
+    assert settings() == Settings(memory_limit_gb=3.5, spool=str(tmp_path), jit=True, weights=None)
+    monkeypatch.setenv("NST_JIT", "0")
+    assert settings().jit is False
+
+
+def test_every_setting_is_in_the_readme_table():
+    from conftest import REPO
+
+    assert settings_table() in (REPO / "README.md").read_text()
