@@ -37,7 +37,7 @@ def compile(step_fn: Callable, variables=()) -> Callable:  # noqa: A001 - the ba
     """`step_fn` compiled once per input shape.
 
     Under JAX the model `variables` are passed in as arguments, not baked into the
-    program as constants (README, "Benchmarks": compile time).
+    program as constants (docs/benchmarks.md: compile time).
     """
     if NAME == "jax":
         import jax
