@@ -17,6 +17,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 NO_TENSORFLOW = REPO / "tests" / "no_tensorflow"
@@ -60,9 +61,6 @@ def png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
-_free_port = free_port  # the tests' name for it
-
-
 @pytest.fixture(scope="session")
 def s3_server():
     """A moto S3 server on 127.0.0.1; yields its endpoint URL."""
@@ -70,7 +68,7 @@ def s3_server():
 
     for key, value in S3_TEST_ENV.items():
         os.environ.setdefault(key, value)
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"
@@ -178,3 +176,26 @@ def s3_iam_enforced(s3):
         yield {"endpoint_url": endpoint, "key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
     finally:
         requests.post(f"{endpoint}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """photos/{a,b,c}.png, styles/{x,y}.png as real tiny images, plus files expansion must skip."""
+    for folder, names in (("photos", "abc"), ("styles", "xy")):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            Image.new("RGB", (8, 6), "red").save(tmp_path / folder / f"{name}.png")
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    Image.new("RGB", (8, 6)).save(tmp_path / "photos" / ".hidden.png")  # e.g. a half-written temporary file
+    return tmp_path
+
+
+def artifacts(key: str):
+    """The artifacts with this key on the test's Prefect server, newest first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                     sort=ArtifactSort.CREATED_DESC)

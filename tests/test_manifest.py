@@ -14,18 +14,6 @@ from flows.manifest import ManifestError, expand_manifest, read_manifest, valida
 from nst_core.params import StyleParams
 
 
-@pytest.fixture
-def tree(tmp_path):
-    """photos/{a,b,c}.png, styles/{x,y}.png as real tiny images, plus files expansion must skip."""
-    for folder, names in (("photos", "abc"), ("styles", "xy")):
-        (tmp_path / folder).mkdir()
-        for name in names:
-            Image.new("RGB", (8, 6), "red").save(tmp_path / folder / f"{name}.png")
-    (tmp_path / "photos" / "notes.txt").write_text("not an image")
-    Image.new("RGB", (8, 6)).save(tmp_path / "photos" / ".hidden.png")  # e.g. a half-written temporary file
-    return tmp_path
-
-
 def _csv(path, text):
     path.write_text(text)
     return str(path)

@@ -19,11 +19,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import REPO, SAMPLES, _free_port, png_header
+from conftest import REPO, SAMPLES, artifacts, png_header
 from flows.lock import LOCK_NAME
 from flows.manifest import ManifestError
 from flows.pipeline import PairsFailedError, run_manifest
 from flows.results import read_results
+from flows.server import free_port
 from nst_core import runtime
 from nst_core.image_io import FAULT_WRITE_DELAY_ENV
 
@@ -69,20 +70,9 @@ def test_flow_stylizes_every_pair_and_records_them(prefect_api, photo_dir, weigh
     assert table["params_hash"].nunique() == 1
     assert set(table["backend"]) == {runtime.name()} and table["backend_version"].notna().all()
     assert table["tensorflow_version"].notna().all() == (runtime.name() == "tensorflow")  # null under JAX
-    summary, failures = _artifacts("stylize-summary"), _artifacts("stylize-failures")
+    summary, failures = artifacts("stylize-summary"), artifacts("stylize-failures")
     assert "| 3 | 0 | 0 |" in summary[0].data and outcome["run_id"] in summary[0].description
     assert "no failures" in str(failures[0].data)
-
-
-def _artifacts(key: str):
-    """The artifacts with this key on the test's Prefect server, newest first."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-                                     sort=ArtifactSort.CREATED_DESC)
 
 
 @pytest.mark.backends
@@ -97,7 +87,7 @@ def test_a_corrupt_image_fails_alone(prefect_api, photo_dir, weights_path):
     broken = str(photo_dir / "photos" / "broken.jpg")
     assert "broken.jpg" in failed[broken] and "truncated" in failed[broken]
     assert "file not found" in failed[str(photo_dir / "photos" / "missing.jpg")]
-    assert "broken.jpg" in str(_artifacts("stylize-failures")[0].data)
+    assert "broken.jpg" in str(artifacts("stylize-failures")[0].data)
     assert (table.attempts == 1).all()  # bad input is recorded, not retried
     assert set(table.backend) == {runtime.name()} and table.backend_version.notna().all()
 
@@ -145,7 +135,7 @@ def test_everything_on_s3(prefect_api, s3, weights_path, caplog):
     for uri in table.output_uri:
         with fs.open(uri, "rb") as handle:
             assert max(Image.open(handle).size) == 32
-    dump = table.astype(str).to_csv() + caplog.text + str(_artifacts("stylize-summary")[0].data)
+    dump = table.astype(str).to_csv() + caplog.text + str(artifacts("stylize-summary")[0].data)
     assert secret not in dump and os.environ["AWS_ACCESS_KEY_ID"] not in dump
 
 
@@ -551,7 +541,7 @@ def test_an_s3_outage_mid_run_is_ridden_out_by_retries(prefect_api, s3, weights_
     from moto.server import ThreadedMotoServer
 
     fs, fixture_options = s3
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # shares moto's state
     server.start()
     options = {"endpoint_url": f"http://127.0.0.1:{port}"}
@@ -615,7 +605,7 @@ def test_when_s3_stays_down_failures_are_spooled_and_delivered_by_the_next_run(p
 
     monkeypatch.setenv("NST_SPOOL", str(tmp_path / "spool"))
     fs, fixture_options = s3
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # shares moto's state
     server.start()
     options = {"endpoint_url": f"http://127.0.0.1:{port}"}

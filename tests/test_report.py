@@ -25,8 +25,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import REPO, SAMPLES
-from test_pipeline import _artifacts
+from conftest import REPO, SAMPLES, artifacts
 from flows.grids import build_grid, grid_from_results, select_pairs
 from flows.manifest import expand_manifest
 from flows.pairs import base_row
@@ -349,10 +348,10 @@ def test_the_report_artifact_links_a_presigned_page_on_s3(prefect_api, photos, s
     _record(pairs, "s3://nst-test/results", "r-s3", 0, storage_options=options)
     page = publish_report("r-s3", "s3://nst-test/results", "s3://nst-test/styled", options, logging.getLogger())
     assert page == "s3://nst-test/styled/reports/r-s3.html"
-    link = _artifacts("stylize-report")[0].data
+    link = artifacts("stylize-report")[0].data
     signed = re.search(r"\((http[^)]+)\)", link).group(1)
     assert "Signature" in signed and requests.get(signed, timeout=10).content == fs.cat(page)
-    table = _artifacts("stylize-pairs")[0].data
+    table = artifacts("stylize-pairs")[0].data
     outputs = [row["output"] for row in (json.loads(table) if isinstance(table, str) else table)]
     assert all(requests.get(url, timeout=10).ok for url in outputs)
 
@@ -382,17 +381,17 @@ def test_the_flow_attaches_its_grid_report_and_pairs(prefect_api, photos, weight
                      overrides={"size": 32, "iterations": 4, "tolerance": 0.0})
     table = read_results(str(photos / "out" / "results"))
     run_id = table.run_id.iloc[0]
-    grid = _artifacts("stylize-grid")[0]
+    grid = artifacts("stylize-grid")[0]
     assert run_id in grid.description and run_id in grid.data
     encoded = re.search(r"\(data:image/jpeg;base64,([A-Za-z0-9+/=]+)\)", grid.data).group(1)
     thumbnail = Image.open(io.BytesIO(base64.b64decode(encoded)))
     full = Image.open(photos / "out" / "reports" / f"{run_id}-grid.jpg")
     assert max(thumbnail.size) == min(640, max(full.size)) and abs(thumbnail.width / thumbnail.height
                                                                    - full.width / full.height) < 0.02
-    link = _artifacts("stylize-report")[0]
+    link = artifacts("stylize-report")[0]
     page = photos / "out" / "reports" / f"{run_id}.html"
     assert link.type == "markdown" and f"({page.as_uri()})" in link.data and page.exists()  # a link artifact
-    rows = _artifacts("stylize-pairs")[0].data
+    rows = artifacts("stylize-pairs")[0].data
     rows = json.loads(rows) if isinstance(rows, str) else rows
     assert sorted(r["status"] for r in rows) == ["failed", "succeeded", "succeeded"]
     assert {r["swept"] for r in rows if r["status"] == "succeeded"} == {"style_weight=1", "style_weight=100"}

@@ -19,8 +19,9 @@ import pytest
 import requests
 import yaml
 
-from conftest import REPO, SAMPLES, _free_port
+from conftest import REPO, SAMPLES
 from flows.results import read_results
+from flows.server import free_port
 
 DEPLOYMENT = "stylize-manifest/nightly-test"
 
@@ -29,7 +30,7 @@ DEPLOYMENT = "stylize-manifest/nightly-test"
 def prefect_server(tmp_path_factory):
     """`prefect server start` on a free loopback port; yields its API URL."""
     home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_UI_ENABLED": "false", "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/p.db",
            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from test_manifest import tree  # noqa: F401 - the fixture: photos/{a,b,c}.png, styles/{x,y}.png
 
 from flows.manifest import ManifestError, expand_manifest
 from flows.sweeps import parse_sweep
