@@ -11,7 +11,7 @@ endif
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup setup-test run test bench clean chromium
+.PHONY: setup setup-test run test lint format bench clean chromium
 
 # What running needs: the package, the fast lane and HEIC/HEIF photos.
 $(VENV)/.installed: pyproject.toml
@@ -41,9 +41,18 @@ chromium:
 # cannot import TensorFlow (tests/no_tensorflow): the core, and the flow (bad file, resume, report, `nst run`).
 JAX_TESTS := tests/test_losses.py tests/test_stylize.py tests/test_batch.py tests/test_backend.py tests/test_optimize.py \
 	tests/test_pipeline.py tests/test_report.py tests/test_batches_flow.py tests/test_schedule.py
-test: setup-test chromium
+test: setup-test chromium lint
 	$(PY) -m pytest -q -ra
 	NST_BLOCK_TENSORFLOW=1 KERAS_BACKEND=jax $(PY) -m pytest -q -ra -m backends $(JAX_TESTS)
+
+# Lint (pyflakes, pycodestyle, import order, likely bugs; pyproject.toml's [tool.ruff]) before the tests.
+lint: setup-test
+	$(VENV)/bin/ruff check .
+
+# The formatter, on demand: not enforced by `make test` until the open branches are merged,
+# since reformatting every file at once would collide with each of them.
+format: setup-test
+	$(VENV)/bin/ruff format .
 
 bench: setup
 	$(PY) benchmarks/bench_core.py

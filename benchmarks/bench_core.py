@@ -42,8 +42,8 @@ from keras import ops  # noqa: E402
 
 from nst_core import backend, optimize  # noqa: E402
 from nst_core.image_io import load_image  # noqa: E402
-from nst_core.params import StyleParams  # noqa: E402
 from nst_core.objective import clear_compiled, compiled_objective  # noqa: E402
+from nst_core.params import StyleParams  # noqa: E402
 from nst_core.stylize import Job, stylize  # noqa: E402
 from nst_core.targets import loss_args  # noqa: E402
 

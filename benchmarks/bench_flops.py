@@ -23,9 +23,9 @@ import argparse
 import time
 
 import keras
+from bench_core import random_vgg19_file, seconds_per_step
 from keras import ops
 
-from bench_core import random_vgg19_file, seconds_per_step
 from nst_core import backend
 from nst_core.model import feature_extractor
 from nst_core.params import StyleParams

@@ -18,6 +18,7 @@ import os
 import time
 
 from bench_core import SHARED, seconds_per_step
+
 from nst_core import backend, runtime
 
 

@@ -211,8 +211,8 @@ def cmd_sheet(args: argparse.Namespace) -> int:
 def _check_stylize_args(args: argparse.Namespace, params: StyleParams) -> None:
     """What `nst stylize` can refuse before reading an image or loading the network, as a manifest's rows are."""
     from flows.manifest import blend_problem
-    from nst_core.fast import check_installed
     from nst_core.errors import ImageError
+    from nst_core.fast import check_installed
     from nst_core.image_io import output_format
 
     check_installed(params.method, params.init)
@@ -280,7 +280,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     check_weights(args.weights)
     from flows.pipeline import PairsFailedError, RunInterruptedError, ledger_line, run_manifest
-
     from flows.server import temporary_server
 
     _console_without_tracebacks()

@@ -16,9 +16,9 @@ import os
 import re
 import socket
 import stat
+import struct
 import time
 import uuid
-import struct
 import warnings
 import zlib
 from typing import Iterator

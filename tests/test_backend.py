@@ -6,12 +6,11 @@ import sys
 
 import pytest
 
+from conftest import NO_TENSORFLOW, REPO, SAMPLES
 from nst_core import backend, runtime
 from nst_core.image_io import load_image
 from nst_core.params import StyleParams
 from nst_core.stylize import stylize
-
-from conftest import NO_TENSORFLOW, REPO, SAMPLES
 
 
 @pytest.mark.backends
@@ -80,5 +79,5 @@ def test_bfloat16_features_keep_the_final_losses(weights_path, monkeypatch):
     full, mixed = results["float32"], results["bfloat16"]
     assert (mixed.image != full.image).any()  # bfloat16 really ran
     numbers = {name: (getattr(full, name), getattr(mixed, name)) for name in ("total_loss", "content_loss", "style_loss")}
-    for name, (f32, bf16) in numbers.items():
+    for f32, bf16 in numbers.values():
         assert bf16 == pytest.approx(f32, rel=0.05), numbers

@@ -12,12 +12,11 @@ final losses within 3% and images within 0.03 (the same quality), and failures o
 import numpy as np
 import pytest
 
+from conftest import SAMPLES
 from nst_core.image_io import load_image
 from nst_core.optimize import NonFiniteLossError
 from nst_core.params import StyleParams
 from nst_core.stylize import Job, batch_key, stylize, stylize_batch
-
-from conftest import SAMPLES
 
 SIZE = 64
 

@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import REPO, SAMPLES, png_header
 from nst_core import image_io
 from nst_core.image_io import DEFAULT_MAX_PIXELS, ImageError, image_size, load_image, save_image
-
-from conftest import REPO, SAMPLES, png_header
 
 CHELSEA = SAMPLES / "content" / "chelsea.jpg"
 RED, BLUE = (255, 0, 0), (0, 0, 255)

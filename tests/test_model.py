@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 from nst_core import model
 from nst_core.model import WeightsError, feature_extractor, infer_arch

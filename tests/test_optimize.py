@@ -8,14 +8,20 @@ import numpy as np
 import pytest
 from keras import ops
 
+from conftest import SAMPLES
 from nst_core import quality
 from nst_core.image_io import load_image
-from nst_core.optimize import (MIN_JUDGED_STEPS, MIN_PROGRESS, NoProgressError, Track, lbfgs_state,
-                               make_lbfgs_step, run_optimizer)
+from nst_core.optimize import (
+    MIN_JUDGED_STEPS,
+    MIN_PROGRESS,
+    NoProgressError,
+    Track,
+    lbfgs_state,
+    make_lbfgs_step,
+    run_optimizer,
+)
 from nst_core.params import StyleParams
 from nst_core.stylize import Job, resize, stylize_batch
-
-from conftest import SAMPLES
 
 SHAPE = (2, 8, 8, 3)
 TARGET = np.random.default_rng(1).uniform(0.35, 0.65, SHAPE).astype("float32")

@@ -6,11 +6,10 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import REPO, SAMPLES
 from nst_core import quality
 from nst_core.image_io import load_image
 from nst_core.stylize import resize
-
-from conftest import REPO, SAMPLES
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 from keras import ops
 
+from conftest import SAMPLES
 from nst_core import losses
 from nst_core.colors import match_color_histogram, transfer_luminance
 from nst_core.image_io import load_image
 from nst_core.model import feature_extractor
 from nst_core.params import VGG_STYLE_LAYERS, StyleParams
 from nst_core.stylize import initial_image, resize, size_for, stylize
-
-from conftest import SAMPLES
 
 SIZE = 64
 # Tests marked `backends` run on TensorFlow and, in `make test`, again on JAX.
