@@ -30,8 +30,17 @@ from .grids import axis_label
 from .ledger import Ledger, classify
 from .lock import run_lock
 from .manifest import Pair, expand_manifest
-from .pairs import (RunStopped, base_row, default_memory_limit_gb, failure_message, is_transient, plan_batches,
-                    stop_on_signals, stop_requested, stylize_pairs)
+from .pairs import (
+    RunStopped,
+    base_row,
+    default_memory_limit_gb,
+    failure_message,
+    is_transient,
+    plan_batches,
+    stop_on_signals,
+    stop_requested,
+    stylize_pairs,
+)
 from .report import publish_report
 from .results import deliver_spooled, read_results, results_location, spool_folder, spool_rows, write_rows
 from .storage import absolute, join_uri
@@ -146,67 +155,116 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     raises PairsFailedError when any pair failed, and RunInterruptedError after SIGINT/SIGTERM
     (finished pairs recorded, the rest left).
     """
-    logger = get_run_logger()
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    results_uri = results_location(out, results)
-    pairs, warnings = expand_manifest(manifest, out, overrides=typed_overrides(overrides),
-                                      storage_options=storage_options, sweep=sweep, allow_empty=allow_empty)
-    for warning in warnings:
-        logger.warning(warning)
-    with run_lock(results_uri, run_id, storage_options):  # one run per results table at a time
-        remove_killed_writes(pairs, out, results_uri, logger)
-        delivered = deliver_spooled(results_uri, storage_options=storage_options)
-        if delivered:
-            logger.info(f"delivered {delivered} spooled result file(s) from an earlier run")
-        table = read_results(results_uri, storage_options=storage_options)
-        ledger = Ledger(new=pairs) if force else classify(pairs, table, storage_options, since_last)
-        todo = ledger.todo
-        write_rows(results_uri, skipped_rows(ledger, run_id), storage_options=storage_options)
+    run = RunContext(
+        run_id=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
+        out=out, results_uri=results_location(out, results), weights=weights, storage_options=storage_options,
+        memory_limit_gb=memory_limit_gb, logger=get_run_logger())
+    pairs = expand(run, manifest, overrides, sweep, allow_empty)
+    with run_lock(run.results_uri, run.run_id, storage_options):  # one run per results table at a time
+        ledger = prepare(run, pairs, force, since_last)
         tally = Tally(Counter(skipped=len(ledger.skipped), **ledger.counts()))
-        logger.info(f"run {run_id}: {len(pairs)} pairs: {ledger_line(tally.counts)}; {len(todo)} to stylize")
-        bar = tqdm(total=len(pairs), initial=len(ledger.skipped), unit="pair", disable=not progress,
-                   dynamic_ncols=True)
-        task = stylize_batch_task.with_options(retries=len(retry_delays), retry_delay_seconds=retry_delays)
-        batch_size = batch_size or BATCH_SIZE
-        batches = plan_batches(todo, batch_size, memory_limit_gb or default_memory_limit_gb())
-        if todo:
-            load_network_task.submit(todo[0].params, weights).result()
-            logger.info(f"{len(todo)} pairs in {len(batches)} batches of up to {batch_size}")
-        with stop_on_signals(lambda name: logger.warning(f"{name}: abandoning the batch in progress and stopping")):
-            for start in range(0, len(batches), SUBMIT_WINDOW):
-                window = batches[start : start + SUBMIT_WINDOW]
-                futures = {task.submit(b, run_id, results_uri, weights, storage_options, memory_limit_gb): b
-                           for b in window}
-                for future in as_completed(list(futures)):
-                    rows, unrecorded = _finished_rows(future, futures[future], run_id, len(retry_delays) + 1)
-                    if unrecorded:
-                        record_failure(results_uri, rows, storage_options, logger)
-                    for row in rows:
-                        tally.add(row, logger)
-                    bar.update(len(rows))
-                    bar.set_postfix(done=tally.counts["succeeded"], failed=tally.counts["failed"],
-                                    skipped=tally.counts["skipped"])
-                    if stop_requested():  # batches on Dask workers never see STOP: stop waiting for them here
-                        break
-                if stop_requested():
-                    tally.counts["stopped"] = len(todo) - tally.finished()
-                    break
-        bar.close()
+        run_batches(run, ledger, tally, batch_size or BATCH_SIZE, retry_delays, progress)
+    report = publish(run, tally)
+    return finish(run, tally, report, len(pairs))
 
-    publish_summary(run_id, tally, logger)
-    report = publish_report(run_id, results_uri, out, storage_options, logger)
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every step of one run needs: its id, where it reads and writes, how pairs run, its log."""
+
+    run_id: str
+    out: str
+    results_uri: str
+    weights: str | None
+    storage_options: dict | None
+    memory_limit_gb: float | None
+    logger: object
+
+
+def expand(run: RunContext, manifest: str, overrides: dict | None, sweep: str | None,
+           allow_empty: bool) -> list[Pair]:
+    """The manifest's pairs, its warnings logged."""
+    pairs, warnings = expand_manifest(manifest, run.out, overrides=typed_overrides(overrides),
+                                      storage_options=run.storage_options, sweep=sweep, allow_empty=allow_empty)
+    for warning in warnings:
+        run.logger.warning(warning)
+    return pairs
+
+
+def prepare(run: RunContext, pairs: list[Pair], force: bool, since_last: bool) -> Ledger:
+    """Tidy what killed runs left, read the table, and sort the pairs into to do and skipped (rows written)."""
+    remove_killed_writes(pairs, run.out, run.results_uri, run.logger)
+    delivered = deliver_spooled(run.results_uri, storage_options=run.storage_options)
+    if delivered:
+        run.logger.info(f"delivered {delivered} spooled result file(s) from an earlier run")
+    table = read_results(run.results_uri, storage_options=run.storage_options)
+    ledger = Ledger(new=pairs) if force else classify(pairs, table, run.storage_options, since_last)
+    write_rows(run.results_uri, skipped_rows(ledger, run.run_id), storage_options=run.storage_options)
+    run.logger.info(f"run {run.run_id}: {len(pairs)} pairs: {ledger_line(Counter(ledger.counts()))}; "
+                    f"{len(ledger.todo)} to stylize")
+    return ledger
+
+
+def run_batches(run: RunContext, ledger: Ledger, tally: Tally, batch_size: int, retry_delays: list[float],
+                progress: bool) -> None:
+    """The pairs to do, in batches on the task runner, SUBMIT_WINDOW batches in flight at a time.
+    Stops early at SIGINT/SIGTERM, counting the pairs left as stopped."""
+    todo = ledger.todo
+    bar = tqdm(total=len(todo) + len(ledger.skipped), initial=len(ledger.skipped), unit="pair",
+               disable=not progress, dynamic_ncols=True)
+    task = stylize_batch_task.with_options(retries=len(retry_delays), retry_delay_seconds=retry_delays)
+    batches = plan_batches(todo, batch_size, run.memory_limit_gb or default_memory_limit_gb())
+    if todo:
+        load_network_task.submit(todo[0].params, run.weights).result()
+        run.logger.info(f"{len(todo)} pairs in {len(batches)} batches of up to {batch_size}")
+
+    def on_signal(name: str) -> None:
+        run.logger.warning(f"{name}: abandoning the batch in progress and stopping")
+
+    with stop_on_signals(on_signal):
+        for start in range(0, len(batches), SUBMIT_WINDOW):
+            futures = {task.submit(batch, run.run_id, run.results_uri, run.weights, run.storage_options,
+                                   run.memory_limit_gb): batch for batch in batches[start : start + SUBMIT_WINDOW]}
+            _count_finished(run, futures, tally, bar, attempts=len(retry_delays) + 1)
+            if stop_requested():
+                tally.counts["stopped"] = len(todo) - tally.finished()
+                break
+    bar.close()
+
+
+def _count_finished(run: RunContext, futures: dict, tally: Tally, bar, attempts: int) -> None:
+    """Each batch's rows as it finishes: counted and shown, and written here when its task could not."""
+    for future in as_completed(list(futures)):
+        rows, unrecorded = _finished_rows(future, futures[future], run.run_id, attempts)
+        if unrecorded:
+            record_failure(run.results_uri, rows, run.storage_options, run.logger)
+        for row in rows:
+            tally.add(row, run.logger)
+        bar.update(len(rows))
+        bar.set_postfix(done=tally.counts["succeeded"], failed=tally.counts["failed"], skipped=tally.counts["skipped"])
+        if stop_requested():  # batches on Dask workers never see STOP: stop waiting for them here
+            break
+
+
+def publish(run: RunContext, tally: Tally) -> str | None:
+    """The summary (log and artifacts) and the HTML report; returns the report's URI (None if unwritten)."""
+    publish_summary(run.run_id, tally, run.logger)
+    return publish_report(run.run_id, run.results_uri, run.out, run.storage_options, run.logger)
+
+
+def finish(run: RunContext, tally: Tally, report: str | None, pair_count: int) -> dict:
+    """The run's outcome; PairsFailedError or RunInterruptedError when it is not a success."""
     # Where to look, in the error too: a run with failures is when the report is wanted most.
-    see = f"see {results_uri}" + (f" and the report {report}" if report else "")
+    see = f"see {run.results_uri}" + (f" and the report {report}" if report else "")
     counts = tally.counts
-    outcome = {"run_id": run_id, "results": results_uri, "report": report,
+    outcome = {"run_id": run.run_id, "results": run.results_uri, "report": report,
                **{k: counts[k] for k in ("succeeded", "failed", "skipped", "new", "changed", "unchanged",
                                          "still_failing")}}
     if stop_requested():
         raise RunInterruptedError(f"stopped by a signal: {counts['succeeded']} succeeded, {counts['failed']} failed, "
                                   f"{counts['stopped']} left for the next run; {see}")
     if counts["failed"]:
-        raise PairsFailedError(f"{counts['failed']} of {len(pairs)} pairs failed ({ledger_line(counts)}); "
-                               f"{see}")
+        raise PairsFailedError(f"{counts['failed']} of {pair_count} pairs failed ({ledger_line(counts)}); {see}")
     return outcome
 
 
