@@ -18,7 +18,7 @@ from nst_core.params import SHEET_PARAMS, StyleParams, as_text
 S3_HELP = "S3: credentials come from the environment or the profile, never from flags"
 
 
-def _add_param_flags(parser: argparse.ArgumentParser, defaults: StyleParams = StyleParams()) -> None:
+def add_param_flags(parser: argparse.ArgumentParser, defaults: StyleParams = StyleParams()) -> None:
     group = parser.add_argument_group("stylization parameters (declared in nst_core/params.py)")
     for spec in type(defaults).specs():
         metavar = "{" + ",".join(spec.choices) + "}" if spec.choices else "V"
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     # How the output is written, not how it is made: not a StyleParams field, so no parameter hash changes.
     one.add_argument("--output-format", choices=("png", "png16", "tiff16"), help="16 bits per channel: "
                      "png16 (a .png output) or tiff16 (.tif/.tiff); default: 8-bit, by the output's extension")
-    _add_param_flags(one)
+    add_param_flags(one)
     _add_s3_flags(one)
 
     many = commands.add_parser("run", help="stylize every pair of a manifest (Prefect flow)")
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("--styles", nargs="+", required=True, metavar="style")
     sheet.add_argument("-o", "--output", required=True)
     sheet.add_argument("--cell", type=int, default=None, metavar="N", help="cell side in the sheet (default: --size)")
-    _add_param_flags(sheet, SHEET_PARAMS)
+    add_param_flags(sheet, SHEET_PARAMS)
     _add_s3_flags(sheet)
     return parser
 
@@ -114,16 +114,21 @@ def _add_run_flags(parser: argparse.ArgumentParser, since_last_default: bool) ->
                         "(default: an error naming its patterns)")
     parser.add_argument("--sweep", metavar="NAME=V1,V2[;NAME=...]", help="several values of one or two parameters, "
                         "for rows without a sweep cell (manifests/README.md)")
-    _add_param_flags(parser)
+    add_param_flags(parser)
     _add_s3_flags(parser)
 
 
 def flow_parameters(args: argparse.Namespace) -> dict:
-    """The flow's parameters from `run`/`serve` flags (a deployment stores them as its parameters)."""
-    return {"manifest": args.manifest, "out": args.out, "results": args.results, "force": args.force,
-            "overrides": param_overrides(args), "weights": args.weights, "storage_options": storage_options(args),
-            "memory_limit_gb": args.memory_limit_gb, "sweep": args.sweep, "since_last": args.since_last,
-            "batch_size": args.batch_size, "allow_empty": args.allow_empty}
+    """The flow's parameters from `run`/`serve` flags (a deployment stores them as its parameters): each
+    parameter of stylize_manifest from the flag of its name, or built from several flags."""
+    import inspect
+
+    from flows.pipeline import stylize_manifest
+
+    built = {"overrides": param_overrides(args), "storage_options": storage_options(args)}
+    names = inspect.signature(stylize_manifest.fn).parameters
+    return {name: built[name] if name in built else getattr(args, name)
+            for name in names if name in built or hasattr(args, name)}
 
 
 def runner_options(args: argparse.Namespace) -> dict:

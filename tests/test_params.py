@@ -51,7 +51,7 @@ def test_a_field_declared_once_is_everywhere():
 
     import pyarrow as pa
 
-    from flows.cli import _add_param_flags
+    from flows.cli import add_param_flags
     from flows.results import param_fields
     from nst_core.params import NON_NEGATIVE, param
 
@@ -67,7 +67,7 @@ def test_a_field_declared_once_is_everywhere():
         WithGlow(glow=-1.0)
     assert WithGlow.parse("glow", "2") == 2.0
     parser = argparse.ArgumentParser()
-    _add_param_flags(parser, WithGlow())
+    add_param_flags(parser, WithGlow())
     assert parser.parse_args(["--glow", "3"]).glow == "3" and "how much the output glows" in parser.format_help()
     assert pa.field("glow", pa.float64()) in param_fields(WithGlow)
 
