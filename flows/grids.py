@@ -16,11 +16,12 @@ from PIL import Image
 
 from nst_core.errors import ImageError
 from nst_core.grid import Cell, GridOptions, cell_origin, draw_grid, thumbnail, to_pil
-from nst_core.image_io import encode_picture, load_image, write_bytes_atomic
+from nst_core.image_io import encode_picture, load_image
 from nst_core.params import StyleParams
 
 from .manifest import file_stem
 from .results import DECISIVE, params_columns, read_results
+from .storage import Storage
 from .sweeps import parse_sweep
 
 IMAGE_AXES = {"content": "content_uri", "style": "style_uri"}  # axes whose values are images (headers)
@@ -205,7 +206,7 @@ def _cell(pair: dict | None, load) -> Cell:
 
 def write_picture(picture: Image.Image, uri: str, storage_options: dict | None = None, quality: int = 90) -> None:
     """PNG, JPEG or WebP by extension, local or S3, written atomically."""
-    write_bytes_atomic(uri, encode_picture(picture, uri, quality=quality), storage_options=storage_options)
+    Storage(storage_options).write_atomic(uri, encode_picture(picture, uri, quality=quality))
 
 
 def grid_from_results(results: str, output: str, *, rows: str = "content", cols: str = "style",

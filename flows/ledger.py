@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import fsspec
 import pandas as pd
 
 from .manifest import Pair
 from .results import latest_rows
+from .storage import Storage
 
 
 @dataclass
@@ -63,11 +63,11 @@ def classify(pairs: list[Pair], table: pd.DataFrame, storage_options: dict | Non
     """
     ledger = Ledger()
     latest, succeeded = latest_rows(table)
-    fs = fsspec.core.url_to_fs(pairs[0].output, **(storage_options or {}))[0] if pairs else None
+    storage = Storage(storage_options)
     for pair in pairs:
         last = latest.loc[pair.pair_id] if pair.pair_id in latest.index else None
         if last is not None and last["status"] == "succeeded" and _same_files(last, pair) \
-                and last["output_uri"] == pair.output and fs.exists(pair.output):
+                and last["output_uri"] == pair.output and storage.exists(pair.output):
             ledger.unchanged.append(pair)
         elif since_last and last is not None and last["status"] == "failed" and _bad_input(last) \
                 and _same_files(last, pair):

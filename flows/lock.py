@@ -24,12 +24,11 @@ import threading
 import time
 import uuid
 
-import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from nst_core.settings import settings, variable
 
-from .storage import join_uri
+from .storage import Storage, join_uri
 
 LOCK_NAME = "_run.lock"
 HEARTBEAT_SECONDS = 30
@@ -146,7 +145,7 @@ def _heartbeat(fs, path: str, holder: dict, stop: threading.Event) -> None:
 
 
 def _lock_path(results_uri: str, storage_options: dict | None):
-    fs, root = fsspec.core.url_to_fs(results_uri, **(storage_options or {}))
+    fs, root = Storage(storage_options).fs(results_uri)
     return fs, join_uri(root, LOCK_NAME)
 
 

@@ -15,13 +15,12 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-import fsspec
 import pandas as pd
 
 from nst_core.image_io import HEIF_EXTENSIONS
 from nst_core.params import StyleParams
 
-from .storage import absolute, join_uri
+from .storage import Storage, absolute, join_uri
 from .sweeps import parse_sweep, swept_params
 
 REQUIRED = ("content", "style")
@@ -68,7 +67,7 @@ def read_manifest(uri: str, storage_options: dict | None = None) -> pd.DataFrame
     if kind is None:
         raise ManifestError(uri, [(None, "unknown manifest type; use .csv, .parquet or .pq")])
     try:
-        with fsspec.open(uri, "rb", **(storage_options or {})) as handle:
+        with Storage(storage_options).open(uri) as handle:
             if kind == "parquet":
                 table = pd.read_parquet(handle)
                 # Typed Parquet columns become text, so both formats go through StyleParams.parse.
@@ -215,7 +214,7 @@ def list_images(uri: str, storage_options: dict | None = None, exclude: str | No
     A folder's or glob's entries that are not regular files (a FIFO, a socket, a broken or looping
     link) are skipped with a warning: opening a FIFO would block the run.
     """
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    fs, path = Storage(storage_options).fs(uri)
     try:
         if re.search(r"[*?\[]", path):
             matches = fs.glob(path, detail=True)

@@ -15,21 +15,18 @@ import math
 import os
 import posixpath
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import fsspec
 import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from nst_core.grid import GridOptions, to_pil
-from nst_core.image_io import write_bytes_atomic
 from nst_core.params import StyleParams
 
 from .grids import axis_label, build_grid, data_uri, select_pairs, thumbnail_loader, write_picture
 from .results import params_columns, read_results
-from .storage import absolute, join_uri
+from .storage import Storage, absolute, join_uri
 from .sweeps import parse_sweep
 
 MAX_CURVES = 60  # loss-curve plots on one page: each is ~15 KB
@@ -103,7 +100,7 @@ def write_loss_curves(pairs: pd.DataFrame, folder: str, storage_options: dict | 
     for pair in _with_curves(pairs):
         name = posixpath.basename(pair["output_uri"].replace("\\", "/")).rsplit(".", 1)[0] + ".loss.png"
         uri = join_uri(folder, name)
-        write_bytes_atomic(uri, loss_curves_png(pair), storage_options=storage_options)
+        Storage(storage_options).write_atomic(uri, loss_curves_png(pair))
         written.append(uri)
     return written
 
@@ -201,7 +198,7 @@ def report_from_results(results: str, output: str, *, run: str | None = None, ro
     """`nst report`: read the table, build the page, write it to `output` (local or S3)."""
     pairs, run = select_pairs(read_results(results, storage_options=storage_options), run)
     report = build_report(pairs, run, page_uri=output, rows=rows, cols=cols, storage_options=storage_options)
-    write_bytes_atomic(output, report.html.encode(), storage_options=storage_options)
+    Storage(storage_options).write_atomic(output, report.html.encode())
     return report
 
 
@@ -215,7 +212,7 @@ def publish_report(run_id: str, results_uri: str, out: str, storage_options: dic
         pairs, run = select_pairs(read_results(results_uri, storage_options=storage_options), run_id)
         page = join_uri(absolute(out), f"reports/{run_id}.html")
         report = build_report(pairs, run, page_uri=page, storage_options=storage_options)
-        write_bytes_atomic(page, report.html.encode(), storage_options=storage_options)
+        Storage(storage_options).write_atomic(page, report.html.encode())
         grid_uri = join_uri(absolute(out), f"reports/{run_id}-grid.jpg")
         if report.grids:
             write_picture(report.grids[0], grid_uri, storage_options)
@@ -230,7 +227,7 @@ def publish_report(run_id: str, results_uri: str, out: str, storage_options: dic
 def _attach(run_id: str, pairs: pd.DataFrame, report: Report, page: str, grid_uri: str,
             storage_options: dict | None) -> None:
     links = Links(None, storage_options)  # absolute: the Prefect UI opens them, not the page
-    link = links(page) if "://" in page else Path(page).as_uri()
+    link = Storage(storage_options).sign(page)
     picture = f"![grid of run {run_id}]({data_uri(report.grids[0], ARTIFACT_GRID_SIDE)})" if report.grids else ""
     create_markdown_artifact(f"# Run {run_id}\n\n{picture}\n\nFull grid: `{grid_uri}`  \nReport: [{page}]({link})",
                              key="stylize-grid", description=f"run {run_id}")
@@ -247,20 +244,16 @@ def _artifact_row(pair: dict, links: "Links") -> dict:
             "output": links(pair["output_uri"])}
 
 
-SIGNED_SECONDS = 7 * 24 * 3600  # a week: the longest an S3 (SigV4) presigned link may live
-
-
 class Links:
     """What a page or the Prefect UI can open: relative links between local files (the folder can be
     moved or served), presigned https links for S3 objects (a browser cannot open s3://)."""
 
     def __init__(self, page_uri: str | None, storage_options: dict | None):
-        self.page_uri, self.storage_options = page_uri, storage_options
+        self.page_uri, self.storage = page_uri, Storage(storage_options)
 
     def __call__(self, uri: str) -> str:
         if uri.startswith("s3://"):
-            fs, path = fsspec.core.url_to_fs(uri, **(self.storage_options or {}))
-            return fs.sign(path, expiration=SIGNED_SECONDS)
+            return self.storage.sign(uri)
         if self.page_uri is None or "://" in uri or "://" in self.page_uri:
             return uri
         relative = os.path.relpath(uri, os.path.dirname(os.path.abspath(self.page_uri)))

@@ -14,16 +14,14 @@ import uuid
 from pathlib import Path
 from typing import Iterable
 
-import fsspec
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nst_core.image_io import write_bytes_atomic
 from nst_core.params import StyleParams, as_text
 from nst_core.settings import settings
 
-from .storage import join_uri
+from .storage import Storage, join_uri
 
 _PARAM_TYPES = {int: pa.int64(), float: pa.float64()}
 
@@ -103,7 +101,7 @@ def write_rows(results_uri: str, rows: Iterable[dict], *, storage_options: dict 
     rows = [{**run, **row} for row in rows]  # a row that names its flow run keeps it
     # A unique name per write: readers ignore the temporary ".name" files.
     uri = join_uri(results_uri, f"part-{rows[0]['run_id']}-{uuid.uuid4().hex[:12]}.parquet")
-    write_bytes_atomic(uri, _encode(rows), storage_options=storage_options)
+    Storage(storage_options).write_atomic(uri, _encode(rows))
     return uri
 
 
@@ -123,18 +121,16 @@ def deliver_spooled(results_uri: str, *, storage_options: dict | None = None) ->
     folder = spool_folder(results_uri)
     files = sorted(folder.glob("part-*.parquet")) if folder.exists() else []
     for path in files:
-        write_bytes_atomic(join_uri(results_uri, path.name), path.read_bytes(), storage_options=storage_options)
+        Storage(storage_options).write_atomic(join_uri(results_uri, path.name), path.read_bytes())
         path.unlink()
     return len(files)
 
 
 def read_results(results_uri: str, *, storage_options: dict | None = None) -> pd.DataFrame:
     """The whole table (empty, with every column, when nothing was written yet)."""
-    fs, root = fsspec.core.url_to_fs(results_uri, **(storage_options or {}))
-    files = sorted(fs.glob(join_uri(root, "part-*.parquet"))) if fs.exists(root) else []
-    tables = []
-    for path in files:
-        with fs.open(path, "rb") as handle:
+    storage, tables = Storage(storage_options), []
+    for uri in storage.list(results_uri, "part-*.parquet"):
+        with storage.open(uri) as handle:
             tables.append(pq.read_table(handle, schema=SCHEMA))
     return pa.concat_tables(tables or [SCHEMA.empty_table()]).to_pandas()
 
