@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 # RGB <-> YIQ: luminance Y and two chroma channels, as jcjohnson/neural-style's -original_colors.
-_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
-_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
+RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_YIQ_TO_RGB = np.linalg.inv(RGB_TO_YIQ).astype(np.float32)
 
 
 def transfer_luminance(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
     """The stylized image's luminance with the content's chroma (same shapes)."""
-    yiq_stylized = stylized @ _RGB_TO_YIQ.T
-    yiq_content = content @ _RGB_TO_YIQ.T
+    yiq_stylized = stylized @ RGB_TO_YIQ.T
+    yiq_content = content @ RGB_TO_YIQ.T
     merged = np.concatenate([yiq_stylized[..., :1], yiq_content[..., 1:]], axis=-1)
     return np.clip(merged @ _YIQ_TO_RGB.T, 0.0, 1.0)
 

@@ -18,7 +18,7 @@ from flows.cli import main
 from flows.grids import grid_from_results
 from flows.pipeline import PairsFailedError, run_manifest
 from nst_core import fast
-from nst_core.colors import _RGB_TO_YIQ
+from nst_core.colors import RGB_TO_YIQ
 from nst_core.grid import GridOptions, cell_origin, grid_size
 from nst_core.image_io import load_image
 from nst_core.params import FIRST_TABLES, StyleParams
@@ -99,7 +99,7 @@ def test_style_strength_and_colour_preservation_apply_to_both_methods(method, we
     np.testing.assert_allclose(half, 0.5 * (full + content_at), atol=1e-4)
     np.testing.assert_allclose(none, content_at, atol=1e-5)
     kept = stylize(content, [style], base.replace(preserve_colors="luminance"), weights=weights_path).image
-    chroma = lambda image: (image @ _RGB_TO_YIQ.T)[..., 1:]  # noqa: E731
+    chroma = lambda image: (image @ RGB_TO_YIQ.T)[..., 1:]  # noqa: E731
     assert np.abs(chroma(kept) - chroma(content_at)).mean() < 0.01 < np.abs(chroma(full) - chroma(content_at)).mean()
 
 
