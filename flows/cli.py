@@ -238,7 +238,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     styles = [load_image(uri, max_side=style_side(params.size, params), storage_options=options)
               for uri in args.styles]
     check_sides((args.content, content.shape), [(uri, s.shape) for uri, s in zip(args.styles, styles)], params)
-    total = params.iterations + params.coarse_iterations * len(params.scales)
+    total = params.iterations + params.coarse_iterations * (len(params.sides()) - 1)
     bar = tqdm(total=total, unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: no steps
 
     def on_step(scale, side, progress, image):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Literal, Optional, get_args, get_type_hints
 
@@ -20,8 +21,9 @@ PreserveColors = Literal["none", "luminance", "histogram"]
 Arch = Literal["auto", "vgg19", "vgg16"]
 Pooling = Literal["max", "avg"]
 
-# Fields newer than the first results tables: they count in StyleParams.hash only when set.
-ADDED_LATER = ("method", "style_strength", "average_decay")
+# Fields newer than the first results tables, with the value that behaves as before they existed:
+# a field at that value is left out of StyleParams.hash, so older pairs keep their ids.
+NEUTRAL = {"method": "optimize", "style_strength": 1.0, "average_decay": 0.0, "min_scale": 0}
 VGG_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
 
 
@@ -47,7 +49,8 @@ class StyleParams:
     style_scale: float = 1.0  # style image size relative to the output size
     preserve_colors: PreserveColors = "none"  # keep the content's colours (luminance or histogram)
     style_strength: float = 1.0  # both methods: the result blended with the content, 1 = all result, 0 = the photo
-    scales: tuple[int, ...] = ()  # coarser sizes optimised first (coarse-to-fine), e.g. (256,)
+    scales: tuple[int, ...] = ()  # coarser sizes optimised first (coarse-to-fine), e.g. (256,); set: min_scale unused
+    min_scale: int = 0  # coarse-to-fine in sqrt(2) steps from about this side up to size (crowsonkb); 0: size only
     coarse_iterations: int = 200  # optimiser steps at each coarser scale
     average_decay: float = 0.0  # > 0 returns a moving average of the iterates (crowsonkb's 0.99); 0: the best one
     tolerance: float = 1e-3  # stop once the loss improved by less than this fraction ...
@@ -69,7 +72,7 @@ class StyleParams:
             allowed = get_args(hints[name])
             if getattr(self, name) not in allowed:
                 out.append(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in ("size", "iterations", "coarse_iterations", "patience"):
+        for name in ("size", "iterations", "coarse_iterations", "patience", "min_scale"):
             if getattr(self, name) < (16 if name == "size" else 0):
                 out.append(f"{name} must be {'at least 16' if name == 'size' else 'non-negative'}, got {getattr(self, name)}")
         for name in ("content_weight", "style_weight", "tv_weight", "tolerance"):
@@ -90,7 +93,17 @@ class StyleParams:
             out.append(f"style_blend weights must be non-negative and not all zero, got {self.style_blend}")
         if any(s < 16 or s >= self.size for s in self.scales):
             out.append(f"scales must be between 16 and size ({self.size}), got {self.scales}")
+        if 0 < self.min_scale < 16:
+            out.append(f"min_scale must be 0 (off) or at least 16, got {self.min_scale}")
         return out
+
+    def sides(self) -> tuple[int, ...]:
+        """Every side optimised, coarse to fine, ending at `size`: `scales` when given, else
+        crowsonkb's schedule, size / sqrt(2)^k down to min_scale."""
+        if self.scales or not self.min_scale:
+            return (*self.scales, self.size)
+        count = int(math.floor(2 * math.log2(self.size / self.min_scale) + 1e-9))
+        return tuple(round(self.size / 2 ** (k / 2)) for k in range(count, 0, -1)) + (self.size,)
 
     def replace(self, **changes) -> "StyleParams":
         return dataclasses.replace(self, **changes)
@@ -105,7 +118,7 @@ class StyleParams:
         default, so a pair recorded before they existed keeps its id and is not redone.
         """
         fields = {name: value for name, value in self.to_dict().items()
-                  if not (name in ADDED_LATER and value == getattr(StyleParams, name))}
+                  if not (name in NEUTRAL and value == NEUTRAL[name])}
         blob = json.dumps(fields, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 

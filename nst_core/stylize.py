@@ -225,8 +225,8 @@ class Job:
 def batch_key(content_shape, params: StyleParams) -> tuple:
     """Pairs with equal keys can share one batch: the same compiled objective, method and schedule,
     and the same image size at every scale."""
-    sides = (*params.scales, params.size)
-    return _structure(params), params.method, params.scales, tuple(size_for(content_shape, side) for side in sides)
+    sides = params.sides()
+    return _structure(params), params.method, sides, tuple(size_for(content_shape, side) for side in sides)
 
 
 def _loss_args(objective: _Objective, jobs: list[Job], side: int):
@@ -291,7 +291,7 @@ def _optimized(objective, step, jobs: list[Job], callback) -> list:
     Returns a StylizeResult per job, or the OptimizationError that ended it (non-finite loss, no progress).
     """
     first = jobs[0].params
-    sides = (*first.scales, first.size)
+    sides = first.sides()
     states = [_JobState() for _ in jobs]
     outcomes: list = [None] * len(jobs)
     live = list(range(len(jobs)))

@@ -32,3 +32,12 @@ def test_numbers_parse_from_manifest_text():
     assert StyleParams.parse("content_layer_weights", "none") is None
     with pytest.raises(ValueError, match="size must be an integer, got '12.5'"):
         StyleParams.parse("size", "12.5")
+
+
+def test_min_scale_gives_crowsonkbs_sqrt2_schedule_and_scales_win():
+    assert StyleParams(size=512, min_scale=128).sides() == (128, 181, 256, 362, 512)
+    assert StyleParams(size=300, min_scale=256).sides() == (300,)  # 212 would be under min_scale
+    assert StyleParams(size=512, min_scale=0).sides() == (512,)
+    assert StyleParams(size=512, min_scale=128, scales=(300,)).sides() == (300, 512)
+    with pytest.raises(ValueError, match="min_scale must be 0"):
+        StyleParams(min_scale=8)
