@@ -59,6 +59,8 @@ class Pair:
     # under the same name is redone. Not part of pair_id, so the output keeps its name.
     content_fingerprint: str | None = None
     style_fingerprint: str | None = None
+    # (pair_id, params) as earlier defaults made this pair: found done in the ledger, it is not redone.
+    earlier: tuple[tuple[str, StyleParams], ...] = ()
 
 
 def read_manifest(uri: str, storage_options: dict | None = None) -> pd.DataFrame:
@@ -247,17 +249,23 @@ def join_uri(root: str, name: str) -> str:
     return os.path.join(os.path.abspath(root), os.path.normpath(name))
 
 
+def pair_id(content: str, styles: tuple[str, ...], params: StyleParams) -> str:
+    return hashlib.sha256("\n".join([content, *styles, params.hash()]).encode()).hexdigest()[:16]
+
+
 def make_pair(row: int, content: str, styles: tuple[str, ...], params: StyleParams, out_root: str,
               output: str | None = None, sweep: str = "",
-              fingerprints: dict[str, str | None] | None = None) -> Pair:
-    """A pair with its id (content, styles, parameters), deterministic output URI, and the
-    fingerprints of its files (`fingerprints`: URI -> fingerprint, from list_images)."""
-    digest = hashlib.sha256("\n".join([content, *styles, params.hash()]).encode()).hexdigest()[:16]
+              fingerprints: dict[str, str | None] | None = None, explicit=frozenset()) -> Pair:
+    """A pair with its id (content, styles, parameters), deterministic output URI, the
+    fingerprints of its files (`fingerprints`: URI -> fingerprint, from list_images), and its
+    ids under earlier defaults (`explicit`: the fields the user set, which kept their value)."""
+    digest = pair_id(content, styles, params)
     name = output or f"{file_stem(content)}--{'+'.join(file_stem(s) for s in styles)}--{digest[:8]}.png"
     seen = fingerprints or {}
     style_fingerprint = " + ".join(str(seen.get(s)) for s in styles) if any(seen.get(s) for s in styles) else None
+    earlier = tuple((pair_id(content, styles, old), old) for old in params.earlier(explicit))
     return Pair(row, content, styles, params, digest, join_uri(out_root, name), sweep, seen.get(content),
-                style_fingerprint)
+                style_fingerprint, earlier)
 
 
 def _row_images(number: int, cells: dict, base_dir: str, options: dict | None, exclude: str, warnings: list[str]):
@@ -277,19 +285,21 @@ def _row_images(number: int, cells: dict, base_dir: str, options: dict | None, e
 
 
 def _row_pairs(number: int, cells: dict, params: StyleParams, output: str | None, base_dir: str,
-               out_root: str, options: dict | None, sweep: str | None, warnings: list[str]
+               out_root: str, options: dict | None, sweep: str | None, warnings: list[str], flags=frozenset()
                ) -> tuple[list[Pair], list[tuple[int, str]]]:
     """One row's pairs (contents crossed with styles crossed with swept values), or the reasons it has none."""
     exclude = f"{out_root.rstrip('/')}/" if "://" in out_root else os.path.join(os.path.abspath(out_root), "")
     contents, style_sets, fingerprints, problems = _row_images(number, cells, base_dir, options, exclude, warnings)
     sweep = _sweep_text(cells, sweep)
     variants = swept_params(params, sweep)  # already checked by validate_manifest
+    explicit = {*flags, *(name for name, _ in parse_sweep(sweep)),
+                *(name for name in StyleParams.field_names() if cells.get(name, "").strip())}
     count = len(contents) * len(style_sets) * len(variants)
     if output and count > 1:
         problems.append((number, f"output {output!r} names one file, but the row expands to {count} pairs"))
     if problems:
         return [], problems
-    return [make_pair(number, c, s, v, out_root, output, sweep, fingerprints)
+    return [make_pair(number, c, s, v, out_root, output, sweep, fingerprints, explicit)
             for c in contents for s in style_sets for v in variants], []
 
 
@@ -322,7 +332,7 @@ def expand_manifest(uri: str, out_root: str, *, defaults: StyleParams = StylePar
     pairs, warnings, problems, unmatched = [], [], [], []
     for number, cells, params, output in rows:
         row_pairs, row_problems = _row_pairs(number, cells, params, output, base_dir, out_root, storage_options,
-                                             sweep, warnings)
+                                             sweep, warnings, frozenset(overrides or {}))
         if not row_pairs and not row_problems:
             unmatched.append((number, f"{cells['content'].strip()!r} x {cells['style'].strip()!r} matches no images"))
         pairs += row_pairs

@@ -24,6 +24,9 @@ Pooling = Literal["max", "avg"]
 # Fields newer than the first results tables, with the value that behaves as before they existed:
 # a field at that value is left out of StyleParams.hash, so older pairs keep their ids.
 NEUTRAL = {"method": "optimize", "style_strength": 1.0, "average_decay": 0.0, "min_scale": 0}
+# Each earlier set of defaults, as the fields that have changed since: a pair made under them
+# is recognised by the ledger and not redone unless asked (`--force`); newest first.
+EARLIER_DEFAULTS: tuple[dict, ...] = ()
 VGG_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
 
 
@@ -121,6 +124,17 @@ class StyleParams:
                   if not (name in NEUTRAL and value == NEUTRAL[name])}
         blob = json.dumps(fields, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+    def earlier(self, explicit=frozenset()) -> list["StyleParams"]:
+        """These parameters as each earlier set of defaults made them: every changed field that was
+        not set explicitly (`explicit`: names from the manifest, flags or a sweep) at its old value."""
+        out = []
+        for old in EARLIER_DEFAULTS:
+            changes = {name: value for name, value in old.items()
+                       if name not in explicit and getattr(self, name) == getattr(StyleParams, name)}
+            if changes and self.replace(**changes) not in out:
+                out.append(self.replace(**changes))
+        return out
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
