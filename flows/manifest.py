@@ -97,21 +97,33 @@ def _check_columns(table: pd.DataFrame) -> list[tuple[None, str]]:
     return problems
 
 
-def _row_params(cells: dict, base: StyleParams) -> tuple[StyleParams | None, list[str]]:
-    """The row's parameters (base overridden by its non-empty cells), or the reasons it has none."""
+def _row_params(cells: dict, base: StyleParams, overrides: dict) -> tuple[StyleParams | None, list[str]]:
+    """The row's parameters (base, then its non-empty cells, then `overrides`), or the reasons it has none."""
     values, reasons = {}, []
     for name in StyleParams.field_names():
         text = cells.get(name, "").strip()
-        if text:
+        if text and name not in overrides:  # an overridden cell is not used, so not judged
             try:
                 values[name] = StyleParams.parse(name, text)
             except ValueError as error:
                 reasons.append(str(error))
     try:  # the cells that did parse are range-checked too, so one pass reports everything
-        params = base.replace(**values)
+        params = base.replace(**values, **overrides)
     except ValueError as error:
         return None, reasons + str(error).split("; ")
     return (None, reasons) if reasons else (params, [])
+
+
+def overridden_cells(rows: list[tuple[int, dict, StyleParams, str | None]], overrides: dict) -> list[str]:
+    """One line per flag that replaced manifest cells: the command line is what the user typed last."""
+    lines = []
+    for name, value in overrides.items():
+        count = sum(1 for _, cells, _, _ in rows if cells.get(name, "").strip())
+        if count:
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+            lines.append(f"--{name.replace('_', '-')} {shown} replaced the manifest's {name} on "
+                         f"{count} row{'s' if count > 1 else ''}")
+    return lines
 
 
 def _output_problem(output: str) -> str | None:
@@ -136,10 +148,11 @@ def blend_problem(params: StyleParams, styles: int) -> str | None:
     return None
 
 
-def _check_row(cells: dict, base: StyleParams, sweep: str | None = None) -> tuple[StyleParams | None, list[str]]:
+def _check_row(cells: dict, base: StyleParams, overrides: dict, sweep: str | None = None
+               ) -> tuple[StyleParams | None, list[str]]:
     """The row's parameters, and every reason the row cannot run."""
     reasons = [f"missing {name}" for name in REQUIRED if not cells.get(name, "").strip()]
-    params, param_reasons = _row_params(cells, base)
+    params, param_reasons = _row_params(cells, base, overrides)
     reasons += param_reasons
     variants = []
     if params:
@@ -160,7 +173,7 @@ def validate_manifest(uri: str, *, defaults: StyleParams = StyleParams(), overri
                       ) -> list[tuple[int, dict, StyleParams, str | None]]:
     """(row number, cells, parameters, output) per row, or ManifestError listing every bad row.
 
-    Parameters: defaults < `overrides` (e.g. CLI flags) < the row's own cells. `sweep`
+    Parameters: defaults < the row's own cells < `overrides` (CLI flags: typed last). `sweep`
     applies to rows without a `sweep` cell. Touches no image, so it is cheap enough to
     run before anything starts.
     """
@@ -168,15 +181,16 @@ def validate_manifest(uri: str, *, defaults: StyleParams = StyleParams(), overri
     problems = _check_columns(table)
     if problems:
         raise ManifestError(uri, problems)
+    overrides = overrides or {}
     try:
-        base = defaults.replace(**(overrides or {}))
+        defaults.replace(**overrides)
     except TypeError as error:  # an unknown field name; bad values raise ValueError themselves
         raise ValueError(f"overrides: {error}") from None
     if sweep:
         parse_sweep(sweep)  # a bad --sweep is one error, not one per row
     rows = []
     for number, cells in enumerate(table.to_dict("records"), start=1):
-        params, reasons = _check_row(cells, base, sweep)
+        params, reasons = _check_row(cells, defaults, overrides, sweep)
         problems += [(number, reason) for reason in reasons]
         if not reasons:
             rows.append((number, cells, params, cells.get("output", "").strip() or None))
@@ -343,4 +357,4 @@ def expand_manifest(uri: str, out_root: str, *, defaults: StyleParams = StylePar
     pairs, repeat_warnings, collisions = _drop_duplicates(uri, pairs)
     if problems or collisions:
         raise ManifestError(uri, problems + collisions)
-    return pairs, warnings + repeat_warnings
+    return pairs, overridden_cells(rows, overrides or {}) + warnings + repeat_warnings
