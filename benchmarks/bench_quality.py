@@ -43,7 +43,7 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 PAINTINGS = ("starry_night", "the_scream", "shipwreck")
 # The defaults before issue 13, pinned, so the baseline stays "before" whatever params.py says now.
 BASELINE = ("before:style_stat=gram;style_weight=10;tv_weight=1;iterations=300;init=content;pooling=max;"
-            "style_layer_weights=none;scales=")
+            "style_layer_weights=none;scales=;min_scale=0;coarse_iterations=200")
 
 
 def parse_config(spec: str, size: int) -> tuple[str, StyleParams]:

@@ -240,17 +240,19 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     from flows.pairs import check_sides
     from nst_core.image_io import load_image, read_exif, save_image
+    from nst_core.model import check_weights
     from nst_core.stylize import stylize
     from nst_core.targets import style_side
 
     params = StyleParams().replace(**param_overrides(args))
     _check_stylize_args(args, params)  # before any file is read, the network loaded or a bar drawn
+    check_weights(args.weights, params.arch)
     options = storage_options(args)
     content = load_image(args.content, max_side=params.size, storage_options=options)
     styles = [load_image(uri, max_side=style_side(params.size, params), storage_options=options)
               for uri in args.styles]
     check_sides((args.content, content.shape), [(uri, s.shape) for uri, s in zip(args.styles, styles)], params)
-    total = params.iterations + params.coarse_iterations * len(params.scales)
+    total = params.iterations + params.coarse_iterations * (len(params.sides()) - 1)
     bar = tqdm(total=total, unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: no steps
 
     def on_step(scale, side, progress, image):
@@ -283,7 +285,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     runtime.load()
     from nst_core.model import check_weights
 
-    check_weights(args.weights)
+    check_weights(args.weights, param_overrides(args).get("arch", "auto"))
     from flows.pipeline import PairsFailedError, RunInterruptedError, ledger_line, run_manifest
     from flows.server import temporary_server
 
@@ -315,6 +317,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     runtime.load()
     from flows.pipeline import configured_flow
+    from nst_core.model import check_weights
 
     try:
         ZoneInfo(args.timezone)
@@ -326,6 +329,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     args.manifest, args.out, args.results = absolute(args.manifest), absolute(args.out), absolute(args.results)
     validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args),
                       sweep=args.sweep)
+    check_weights(args.weights, param_overrides(args).get("arch", "auto"))
     schedule = Cron(args.cron, timezone=args.timezone)  # ValueError for a bad cron string
     flow = configured_flow(**runner_options(args))
     print(f"serving deployment stylize-manifest/{args.name}: {args.cron} ({args.timezone}); Ctrl-C stops it")

@@ -9,6 +9,7 @@ redone, never silently skipped.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -26,6 +27,7 @@ class Ledger:
     changed: list[Pair] = field(default_factory=list)  # succeeded before, on files that have changed since
     unchanged: list[Pair] = field(default_factory=list)  # succeeded on these very files, output there: skipped
     still_failing: list[Pair] = field(default_factory=list)  # --since-last: failed on these very files: skipped
+    earlier_defaults: list[Pair] = field(default_factory=list)  # unchanged, made under earlier defaults: skipped
 
     @property
     def todo(self) -> list[Pair]:
@@ -33,11 +35,11 @@ class Ledger:
 
     @property
     def skipped(self) -> list[Pair]:
-        return self.unchanged + self.still_failing
+        return self.unchanged + self.earlier_defaults + self.still_failing
 
     def counts(self) -> dict[str, int]:
-        return {"new": len(self.new), "changed": len(self.changed),
-                "unchanged": len(self.unchanged), "still_failing": len(self.still_failing)}
+        return {"new": len(self.new), "changed": len(self.changed), "unchanged": len(self.unchanged),
+                "earlier_defaults": len(self.earlier_defaults), "still_failing": len(self.still_failing)}
 
 
 def _same_files(row: pd.Series, pair: Pair) -> bool:
@@ -51,6 +53,17 @@ def _same_files(row: pd.Series, pair: Pair) -> bool:
 def _bad_input(row: pd.Series) -> bool:
     """A failure of the pair's own files or parameters; unknown (older rows) counts as transient."""
     return pd.notna(row["transient"]) and not row["transient"]
+
+
+def _done_earlier(pair: Pair, latest: pd.DataFrame, storage: Storage) -> Pair | None:
+    """The pair as earlier defaults made it, if that succeeded on these very files and its output is
+    still there: changing a default does not redo a collection (`--force` does)."""
+    for earlier_id, params in pair.earlier:
+        last = latest.loc[earlier_id] if earlier_id in latest.index else None
+        if last is not None and last["status"] == "succeeded" and _same_files(last, pair) \
+                and storage.exists(last["output_uri"]):
+            return dataclasses.replace(pair, pair_id=earlier_id, params=params, output=last["output_uri"], earlier=())
+    return None
 
 
 def classify(pairs: list[Pair], table: pd.DataFrame, storage_options: dict | None = None,
@@ -69,6 +82,8 @@ def classify(pairs: list[Pair], table: pd.DataFrame, storage_options: dict | Non
         if last is not None and last["status"] == "succeeded" and _same_files(last, pair) \
                 and last["output_uri"] == pair.output and storage.exists(pair.output):
             ledger.unchanged.append(pair)
+        elif (done := _done_earlier(pair, latest, storage)) is not None:
+            ledger.earlier_defaults.append(done)
         elif since_last and last is not None and last["status"] == "failed" and _bad_input(last) \
                 and _same_files(last, pair):
             ledger.still_failing.append(pair)

@@ -59,6 +59,8 @@ class Pair:
     # under the same name is redone. Not part of pair_id, so the output keeps its name.
     content_fingerprint: str | None = None
     style_fingerprint: str | None = None
+    # (pair_id, params) as earlier defaults made this pair: found done in the ledger, it is not redone.
+    earlier: tuple[tuple[str, StyleParams], ...] = ()
 
 
 def read_manifest(uri: str, storage_options: dict | None = None) -> pd.DataFrame:
@@ -95,21 +97,33 @@ def _check_columns(table: pd.DataFrame) -> list[tuple[None, str]]:
     return problems
 
 
-def _row_params(cells: dict, base: StyleParams) -> tuple[StyleParams | None, list[str]]:
-    """The row's parameters (base overridden by its non-empty cells), or the reasons it has none."""
+def _row_params(cells: dict, base: StyleParams, overrides: dict) -> tuple[StyleParams | None, list[str]]:
+    """The row's parameters (base, then its non-empty cells, then `overrides`), or the reasons it has none."""
     values, reasons = {}, []
     for name in StyleParams.field_names():
         text = cells.get(name, "").strip()
-        if text:
+        if text and name not in overrides:  # an overridden cell is not used, so not judged
             try:
                 values[name] = StyleParams.parse(name, text)
             except ValueError as error:
                 reasons.append(str(error))
     try:  # the cells that did parse are range-checked too, so one pass reports everything
-        params = base.replace(**values)
+        params = base.replace(**values, **overrides)
     except ValueError as error:
         return None, reasons + str(error).split("; ")
     return (None, reasons) if reasons else (params, [])
+
+
+def overridden_cells(rows: list[tuple[int, dict, StyleParams, str | None]], overrides: dict) -> list[str]:
+    """One line per flag that replaced manifest cells: the command line is what the user typed last."""
+    lines = []
+    for name, value in overrides.items():
+        count = sum(1 for _, cells, _, _ in rows if cells.get(name, "").strip())
+        if count:
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+            lines.append(f"--{name.replace('_', '-')} {shown} replaced the manifest's {name} on "
+                         f"{count} row{'s' if count > 1 else ''}")
+    return lines
 
 
 def _output_problem(output: str) -> str | None:
@@ -134,10 +148,11 @@ def blend_problem(params: StyleParams, styles: int) -> str | None:
     return None
 
 
-def _check_row(cells: dict, base: StyleParams, sweep: str | None = None) -> tuple[StyleParams | None, list[str]]:
+def _check_row(cells: dict, base: StyleParams, overrides: dict, sweep: str | None = None
+               ) -> tuple[StyleParams | None, list[str]]:
     """The row's parameters, and every reason the row cannot run."""
     reasons = [f"missing {name}" for name in REQUIRED if not cells.get(name, "").strip()]
-    params, param_reasons = _row_params(cells, base)
+    params, param_reasons = _row_params(cells, base, overrides)
     reasons += param_reasons
     variants = []
     if params:
@@ -158,7 +173,7 @@ def validate_manifest(uri: str, *, defaults: StyleParams = StyleParams(), overri
                       ) -> list[tuple[int, dict, StyleParams, str | None]]:
     """(row number, cells, parameters, output) per row, or ManifestError listing every bad row.
 
-    Parameters: defaults < `overrides` (e.g. CLI flags) < the row's own cells. `sweep`
+    Parameters: defaults < the row's own cells < `overrides` (CLI flags: typed last). `sweep`
     applies to rows without a `sweep` cell. Touches no image, so it is cheap enough to
     run before anything starts.
     """
@@ -166,15 +181,16 @@ def validate_manifest(uri: str, *, defaults: StyleParams = StyleParams(), overri
     problems = _check_columns(table)
     if problems:
         raise ManifestError(uri, problems)
+    overrides = overrides or {}
     try:
-        base = defaults.replace(**(overrides or {}))
+        defaults.replace(**overrides)
     except TypeError as error:  # an unknown field name; bad values raise ValueError themselves
         raise ValueError(f"overrides: {error}") from None
     if sweep:
         parse_sweep(sweep)  # a bad --sweep is one error, not one per row
     rows = []
     for number, cells in enumerate(table.to_dict("records"), start=1):
-        params, reasons = _check_row(cells, base, sweep)
+        params, reasons = _check_row(cells, defaults, overrides, sweep)
         problems += [(number, reason) for reason in reasons]
         if not reasons:
             rows.append((number, cells, params, cells.get("output", "").strip() or None))
@@ -240,17 +256,23 @@ def file_stem(uri: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", os.path.splitext(name)[0]) or "image"
 
 
+def pair_id(content: str, styles: tuple[str, ...], params: StyleParams) -> str:
+    return hashlib.sha256("\n".join([content, *styles, params.hash()]).encode()).hexdigest()[:16]
+
+
 def make_pair(row: int, content: str, styles: tuple[str, ...], params: StyleParams, out_root: str,
               output: str | None = None, sweep: str = "",
-              fingerprints: dict[str, str | None] | None = None) -> Pair:
-    """A pair with its id (content, styles, parameters), deterministic output URI, and the
-    fingerprints of its files (`fingerprints`: URI -> fingerprint, from list_images)."""
-    digest = hashlib.sha256("\n".join([content, *styles, params.hash()]).encode()).hexdigest()[:16]
+              fingerprints: dict[str, str | None] | None = None, explicit=frozenset()) -> Pair:
+    """A pair with its id (content, styles, parameters), deterministic output URI, the
+    fingerprints of its files (`fingerprints`: URI -> fingerprint, from list_images), and its
+    ids under earlier defaults (`explicit`: the fields the user set, which kept their value)."""
+    digest = pair_id(content, styles, params)
     name = output or f"{file_stem(content)}--{'+'.join(file_stem(s) for s in styles)}--{digest[:8]}.png"
     seen = fingerprints or {}
     style_fingerprint = " + ".join(str(seen.get(s)) for s in styles) if any(seen.get(s) for s in styles) else None
+    earlier = tuple((pair_id(content, styles, old), old) for old in params.earlier(explicit))
     return Pair(row, content, styles, params, digest, join_uri(absolute(out_root), name), sweep, seen.get(content),
-                style_fingerprint)
+                style_fingerprint, earlier)
 
 
 def _row_images(number: int, cells: dict, base_dir: str, options: dict | None, exclude: str, warnings: list[str]):
@@ -270,19 +292,21 @@ def _row_images(number: int, cells: dict, base_dir: str, options: dict | None, e
 
 
 def _row_pairs(number: int, cells: dict, params: StyleParams, output: str | None, base_dir: str,
-               out_root: str, options: dict | None, sweep: str | None, warnings: list[str]
+               out_root: str, options: dict | None, sweep: str | None, warnings: list[str], flags=frozenset()
                ) -> tuple[list[Pair], list[tuple[int, str]]]:
     """One row's pairs (contents crossed with styles crossed with swept values), or the reasons it has none."""
     exclude = f"{out_root.rstrip('/')}/" if "://" in out_root else os.path.join(os.path.abspath(out_root), "")
     contents, style_sets, fingerprints, problems = _row_images(number, cells, base_dir, options, exclude, warnings)
     sweep = _sweep_text(cells, sweep)
     variants = swept_params(params, sweep)  # already checked by validate_manifest
+    explicit = {*flags, *(name for name, _ in parse_sweep(sweep)),
+                *(name for name in StyleParams.field_names() if cells.get(name, "").strip())}
     count = len(contents) * len(style_sets) * len(variants)
     if output and count > 1:
         problems.append((number, f"output {output!r} names one file, but the row expands to {count} pairs"))
     if problems:
         return [], problems
-    return [make_pair(number, c, s, v, out_root, output, sweep, fingerprints)
+    return [make_pair(number, c, s, v, out_root, output, sweep, fingerprints, explicit)
             for c in contents for s in style_sets for v in variants], []
 
 
@@ -315,7 +339,7 @@ def expand_manifest(uri: str, out_root: str, *, defaults: StyleParams = StylePar
     pairs, warnings, problems, unmatched = [], [], [], []
     for number, cells, params, output in rows:
         row_pairs, row_problems = _row_pairs(number, cells, params, output, base_dir, out_root, storage_options,
-                                             sweep, warnings)
+                                             sweep, warnings, frozenset(overrides or {}))
         if not row_pairs and not row_problems:
             unmatched.append((number, f"{cells['content'].strip()!r} x {cells['style'].strip()!r} matches no images"))
         pairs += row_pairs
@@ -326,4 +350,4 @@ def expand_manifest(uri: str, out_root: str, *, defaults: StyleParams = StylePar
     pairs, repeat_warnings, collisions = _drop_duplicates(uri, pairs)
     if problems or collisions:
         raise ManifestError(uri, problems + collisions)
-    return pairs, warnings + repeat_warnings
+    return pairs, overridden_cells(rows, overrides or {}) + warnings + repeat_warnings

@@ -121,7 +121,7 @@ def check_sides(content: tuple[str, tuple], styles: list[tuple[str, tuple]], par
     """Refuse a photo or painting too thin for the network, before any work: (uri, shape) each, at
     every scale the stylization uses (the style at style_side, so style_scale and its aspect count)."""
     least = min_input_side(params.content_layers + params.style_layers)
-    for side in (*params.scales, params.size):
+    for side in params.sides():
         sized = [(content, side, "`size`")] + [(style, style_side(side, params), "`size` or `style_scale`")
                                                for style in styles]
         for (uri, shape), longest, knob in sized:

@@ -126,6 +126,8 @@ def typed_overrides(overrides: dict | None) -> dict:
 def ledger_line(counts: Counter) -> str:
     """What the results table said about the manifest's pairs, in words."""
     line = f"{counts['new']} new, {counts['changed']} changed, {counts['unchanged']} unchanged (skipped)"
+    if counts["earlier_defaults"]:
+        line += f", {counts['earlier_defaults']} made with earlier defaults (skipped; --force redoes them)"
     return line + (f", {counts['still_failing']} still failing (skipped)" if counts["still_failing"] else "")
 
 
@@ -259,7 +261,7 @@ def finish(run: RunContext, tally: Tally, report: str | None, pair_count: int) -
     counts = tally.counts
     outcome = {"run_id": run.run_id, "results": run.results_uri, "report": report,
                **{k: counts[k] for k in ("succeeded", "failed", "skipped", "new", "changed", "unchanged",
-                                         "still_failing")}}
+                                         "earlier_defaults", "still_failing")}}
     if stop_requested():
         raise RunInterruptedError(f"stopped by a signal: {counts['succeeded']} succeeded, {counts['failed']} failed, "
                                   f"{counts['stopped']} left for the next run; {see}")

@@ -55,10 +55,39 @@ def infer_arch(weights_path: str) -> str:
     return arch
 
 
-def check_weights(weights: str | None) -> None:
-    """Fail at once on a weights file that is missing or holds no VGG (a download is tried where pairs run)."""
+# Keras' own ImageNet VGG conv weights (keras.applications): name and md5 of each download.
+IMAGENET_NOTOP = {"vgg19": ("vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "253f8cb515780f3b799900260a226db6"),
+                  "vgg16": ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "6d6bbae143d832006294945121d1f1fc")}
+
+
+def _offline(arch: str, error: Exception) -> WeightsError:
+    return WeightsError(f"Cannot get the ImageNet {arch.upper()} weights: the download failed ({error}). "
+                        f"Offline? Pass a local weights file with --weights PATH or set {WEIGHTS_ENV}=PATH.")
+
+
+def fetch_imagenet(arch: str) -> None:
+    """Download the ImageNet weights into Keras' cache now (nothing to do once there), so that an
+    offline machine hears it in one line before a run starts, not from inside one."""
+    name, md5 = IMAGENET_NOTOP[arch]
+    was_interactive = keras.config.is_interactive_logging_enabled()
+    keras.config.disable_interactive_logging()  # no "Downloading data from ..." line before the error
+    try:
+        keras.utils.get_file(name, f"https://storage.googleapis.com/tensorflow/keras-applications/{arch}/{name}",
+                             cache_subdir="models", file_hash=md5)
+    except Exception as error:  # Keras raises plain Exception for a failed download
+        raise _offline(arch, error) from None
+    finally:
+        if was_interactive:
+            keras.config.enable_interactive_logging()
+
+
+def check_weights(weights: str | None, arch: str = "auto") -> None:
+    """Fail at once on a weights file that is missing or holds no VGG, or on ImageNet weights that
+    cannot be downloaded."""
     weights = resolve_weights(weights)
-    if weights != "imagenet":
+    if weights == "imagenet":
+        fetch_imagenet("vgg16" if arch == "vgg16" else "vgg19")
+    else:
         infer_arch(weights)
 
 
@@ -73,10 +102,7 @@ def _load_vgg(arch: str, weights: str) -> keras.Model:
     except Exception as error:  # Keras raises plain Exception for a failed download
         if weights != "imagenet":
             raise WeightsError(f"{weights}: cannot load into {arch.upper()} ({error})") from None
-        raise WeightsError(
-            f"Cannot get the ImageNet {arch.upper()} weights: the download failed ({error}). "
-            f"Offline? Pass a local weights file with --weights PATH or set {WEIGHTS_ENV}=PATH."
-        ) from None
+        raise _offline(arch, error) from None
 
 
 @functools.lru_cache(maxsize=4)

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional, get_args, get_origin, get_type_hints
 
@@ -24,6 +25,9 @@ PreserveColors = Literal["none", "luminance", "histogram"]
 Arch = Literal["auto", "vgg19", "vgg16"]
 Pooling = Literal["max", "avg"]
 
+# Each earlier set of defaults, as the fields that have changed since: a pair made under them
+# is recognised by the ledger and not redone unless asked (`--force`); newest first.
+EARLIER_DEFAULTS: tuple[dict, ...] = ()
 VGG_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
 # The version of the first results tables: a field added later needs a `neutral` value.
 FIRST_TABLES = "0.1.0"
@@ -44,6 +48,7 @@ NON_NEGATIVE = Check(lambda v: v >= 0, "must be a non-negative number")  # `not 
 POSITIVE = Check(lambda v: v > 0, "must be positive")
 BELOW_ONE = Check(lambda v: 0 <= v < 1, "must be at least 0 and below 1")
 FRACTION = Check(lambda v: 0 <= v <= 1, "must be between 0 and 1")
+OFF_OR_AT_LEAST_16 = Check(lambda v: v == 0 or v >= 16, "must be 0 (off) or at least 16")
 
 
 def param(default, help: str, *, graph: bool = False, check: Check | None = None, added_in: str = FIRST_TABLES,
@@ -122,7 +127,10 @@ class StyleParams:
     preserve_colors: PreserveColors = param("none", "keep the content's colours (luminance or histogram)")
     style_strength: float = param(1.0, "both methods: the result blended with the content, 1 = all result, "
                                   "0 = the photo", check=FRACTION, added_in="0.1.0+fast", neutral=1.0)
-    scales: tuple[int, ...] = param((), "coarser sizes optimised first (coarse-to-fine), e.g. 256")
+    scales: tuple[int, ...] = param((), "coarser sizes optimised first (coarse-to-fine), e.g. 256; set: min_scale "
+                                    "unused")
+    min_scale: int = param(0, "coarse-to-fine in sqrt(2) steps from about this side up to size (crowsonkb); 0: size "
+                           "only", check=OFF_OR_AT_LEAST_16, added_in="0.1.0+min-scale", neutral=0)
     coarse_iterations: int = param(200, "optimiser steps at each coarser scale", check=COUNT)
     average_decay: float = param(0.0, "> 0 returns a moving average of the iterates (crowsonkb's 0.99); 0: the "
                                  "best one", check=BELOW_ONE, added_in="0.1.0+average", neutral=0.0)
@@ -152,6 +160,14 @@ class StyleParams:
             out.append(f"scales must be between 16 and size ({self.size}), got {self.scales}")
         return out
 
+    def sides(self) -> tuple[int, ...]:
+        """Every side optimised, coarse to fine, ending at `size`: `scales` when given, else
+        crowsonkb's schedule, size / sqrt(2)^k down to min_scale."""
+        if self.scales or not self.min_scale:
+            return (*self.scales, self.size)
+        count = int(math.floor(2 * math.log2(self.size / self.min_scale) + 1e-9))
+        return tuple(round(self.size / 2 ** (k / 2)) for k in range(count, 0, -1)) + (self.size,)
+
     def replace(self, **changes) -> "StyleParams":
         return dataclasses.replace(self, **changes)
 
@@ -177,6 +193,17 @@ class StyleParams:
     @classmethod
     def specs(cls) -> tuple[ParamSpec, ...]:
         return _specs(cls)
+
+    def earlier(self, explicit=frozenset()) -> list["StyleParams"]:
+        """These parameters as each earlier set of defaults made them: every changed field that was
+        not set explicitly (`explicit`: names from the manifest, flags or a sweep) at its old value."""
+        out = []
+        for old in EARLIER_DEFAULTS:
+            changes = {name: value for name, value in old.items()
+                       if name not in explicit and getattr(self, name) == getattr(StyleParams, name)}
+            if changes and self.replace(**changes) not in out:
+                out.append(self.replace(**changes))
+        return out
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

@@ -118,8 +118,8 @@ class Job:
 def batch_key(content_shape, params: StyleParams) -> tuple:
     """Pairs with equal keys can share one batch: the same compiled objective, method and schedule,
     and the same image size at every scale."""
-    sides = (*params.scales, params.size)
-    return params.compile_key(), params.method, params.scales, tuple(size_for(content_shape, side) for side in sides)
+    sides = params.sides()
+    return params.compile_key(), params.method, sides, tuple(size_for(content_shape, side) for side in sides)
 
 
 def _result(image: np.ndarray, parts, params: StyleParams, history: list[float], **fields) -> StylizeResult:
@@ -194,7 +194,7 @@ def _optimized(objective: Objective, step, jobs: list[Job], callback) -> list:
     Seconds are shared out: each job is charged the batch's time over its size.
     Returns a StylizeResult per job, or the OptimizationError that ended it (non-finite loss, no progress).
     """
-    sides = (*jobs[0].params.scales, jobs[0].params.size)
+    sides = jobs[0].params.sides()
     states = [_JobState(index, job) for index, job in enumerate(jobs)]
     for scale_index, side in enumerate(sides):
         live = [state for state in states if state.error is None]

@@ -111,3 +111,25 @@ def test_s3_fingerprints_are_etags_from_the_listing(prefect_api, s3, weights_pat
     table = read_results("s3://nst-test/out/results", storage_options=options)
     assert table.content_fingerprint.str.startswith("etag:").all()
     assert table.style_fingerprint.str.startswith("etag:").all()
+
+
+def test_pairs_made_with_earlier_defaults_are_kept_until_forced(prefect_api, tmp_path, weights_path, monkeypatch):
+    shutil.copy(SAMPLES / "content" / "rocket.jpg", tmp_path / "rocket.jpg")
+    shutil.copy(SAMPLES / "styles" / "the_scream.jpg", tmp_path / "scream.jpg")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("content,style,tv_weight\nrocket.jpg,scream.jpg,2\n")  # what tv_weight's default was
+    out = tmp_path / "out"
+
+    def run(**kwargs):
+        return run_manifest(str(manifest), str(out), weights=weights_path, **{"overrides": FAST, **kwargs})
+
+    assert run()["succeeded"] == 1
+    made = _mtimes(out)
+    monkeypatch.setattr("nst_core.params.EARLIER_DEFAULTS", ({"tv_weight": 2.0},))
+    manifest.write_text("content,style\nrocket.jpg,scream.jpg\n")  # now the default's pair: the same picture
+    outcome = run()
+    assert (outcome["earlier_defaults"], outcome["skipped"], outcome["succeeded"]) == (1, 1, 0)
+    assert _mtimes(out) == made
+    # Set explicitly, the new value is what the user asked for: made anew.
+    assert run(overrides={**FAST, "tv_weight": 1.0})["succeeded"] == 1
+    assert run(force=True)["succeeded"] == 1

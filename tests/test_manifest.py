@@ -65,13 +65,16 @@ def test_a_blend_needs_single_images_and_one_weight_each(tree):
         _expand(tree, "content,style,style_blend\nphotos/a.png,styles/x.png + styles/y.png,\"1,2,3\"\n")
 
 
-def test_precedence_defaults_then_overrides_then_cells_typed(tree):
-    text = ("content,style,size,style_weight,style_layers,init,seed\n"
-            "photos/a.png,styles/x.png,64,1e3,\"block1_conv1, block2_conv1\",,7\n"
-            "photos/b.png,styles/x.png,,,,noise,\n")
+def test_precedence_defaults_then_cells_then_flags_typed(tree):
+    text = ("content,style,size,style_weight,style_layers,init,seed,iterations\n"
+            "photos/a.png,styles/x.png,64,1e3,\"block1_conv1, block2_conv1\",,7,not-a-number\n"
+            "photos/b.png,styles/x.png,,,,noise,,\n")
     defaults = StyleParams(size=300, tv_weight=5.0, iterations=11)
-    first, second = _expand(tree, text, defaults=defaults, overrides={"size": 96, "iterations": 7})[0]
-    assert (first.params.size, first.params.style_weight, first.params.iterations, first.params.seed) == (64, 1000.0, 7, 7)
+    (first, second), warnings = _expand(tree, text, defaults=defaults, overrides={"size": 96, "iterations": 7})
+    # The flag wins over the cell (and a replaced cell is not judged), and the run says so once per flag.
+    assert (first.params.size, first.params.style_weight, first.params.iterations, first.params.seed) == (96, 1000.0, 7, 7)
+    assert warnings[:2] == ["--size 96 replaced the manifest's size on 1 row",
+                            "--iterations 7 replaced the manifest's iterations on 1 row"]
     assert type(first.params.size) is int and type(first.params.style_weight) is float
     assert first.params.style_layers == ("block1_conv1", "block2_conv1") and first.params.init == "content"
     assert (second.params.size, second.params.init, second.params.tv_weight) == (96, "noise", 5.0)

@@ -98,3 +98,12 @@ def test_a_results_row_has_a_column_for_every_result_cell():
 
     result = StylizeResult(np.zeros((4, 6, 3), np.float32), 1.0, 2.0, 3.0, 6.0, [6.0], 1)
     assert set(result.to_row()) <= set(SCHEMA.names) and result.to_row()["width"] == 6
+
+
+def test_min_scale_gives_crowsonkbs_sqrt2_schedule_and_scales_win():
+    assert StyleParams(size=512, min_scale=128).sides() == (128, 181, 256, 362, 512)
+    assert StyleParams(size=300, min_scale=256).sides() == (300,)  # 212 would be under min_scale
+    assert StyleParams(size=512, min_scale=0).sides() == (512,)
+    assert StyleParams(size=512, min_scale=128, scales=(300,)).sides() == (300, 512)
+    with pytest.raises(ValueError, match="min_scale must be 0"):
+        StyleParams(min_scale=8)

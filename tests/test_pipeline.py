@@ -328,6 +328,31 @@ def test_cli_run_without_usable_weights_says_so_in_one_line_before_prefect_start
     assert "temporary server" not in captured.out + captured.err
 
 
+@pytest.mark.parametrize("command", ["run", "serve", "stylize"])
+def test_offline_without_weights_every_command_says_so_in_one_line(photo_dir, monkeypatch, capsys, command):
+    from flows.cli import main
+    from nst_core import model
+
+    monkeypatch.setenv("KERAS_HOME", str(photo_dir / "keras"))  # no cached download
+    monkeypatch.delenv(model.WEIGHTS_ENV, raising=False)
+    manifest = photo_dir / "m.csv"
+    manifest.write_text("content,style\nphotos/chelsea.jpg,styles/scream.jpg\n")
+    args = {"run": ["run", str(manifest), "--out", str(photo_dir / "out")],
+            "serve": ["serve", str(manifest), "--out", str(photo_dir / "out"), "--cron", "0 2 * * *"],
+            "stylize": ["stylize", str(photo_dir / "photos" / "chelsea.jpg"), str(photo_dir / "styles" / "scream.jpg"),
+                        "-o", str(photo_dir / "o.png")]}[command]
+    try:
+        model.fetch_imagenet("vgg19")
+    except model.WeightsError:
+        pass
+    else:
+        pytest.skip("this machine can download the ImageNet weights")
+    code = main(args)
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.count("\n") == 1 and "--weights PATH" in captured.err, captured.err
+    assert captured.out == "" and "server" not in captured.err
+
+
 @pytest.mark.backends
 def test_cli_exits_one_when_a_pair_failed(prefect_api, photo_dir, weights_path):
     manifest = _write_manifest(photo_dir / "m.csv", ["photos/missing.jpg,styles/scream.jpg"])
