@@ -246,12 +246,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     params = StyleParams().replace(**param_overrides(args))
     _check_stylize_args(args, params)  # before any file is read, the network loaded or a bar drawn
-    check_weights(args.weights, params.arch)
     options = storage_options(args)
     content = load_image(args.content, max_side=params.size, storage_options=options)
     styles = [load_image(uri, max_side=style_side(params.size, params), storage_options=options)
               for uri in args.styles]
     check_sides((args.content, content.shape), [(uri, s.shape) for uri, s in zip(args.styles, styles)], params)
+    check_weights(args.weights, params.arch)  # after the inputs' checks: each names its own file
     total = params.iterations + params.coarse_iterations * (len(params.sides()) - 1)
     bar = tqdm(total=total, unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: no steps
 

@@ -28,7 +28,8 @@ from flows.server import free_port
 from nst_core import runtime
 from nst_core.image_io import FAULT_WRITE_DELAY_ENV
 
-FAST = {"size": 32, "iterations": 4, "tolerance": 0.0}
+STEPS = {"iterations": 4, "tolerance": 0.0}
+FAST = {"size": 32, **STEPS}
 
 
 @pytest.fixture
@@ -50,8 +51,9 @@ def _write_manifest(path: Path, rows: list[str]) -> str:
     return str(path)
 
 
-def _run(manifest, out, weights, **kwargs):
-    return run_manifest(manifest, str(out), overrides=FAST, weights=weights, **kwargs)
+def _run(manifest, out, weights, overrides=FAST, **kwargs):
+    """The flow over a manifest, small and short; `overrides` win over the manifest's cells."""
+    return run_manifest(manifest, str(out), overrides=overrides, weights=weights, **kwargs)
 
 
 def test_flow_stylizes_every_pair_and_records_them(prefect_api, photo_dir, weights_path):
@@ -114,7 +116,7 @@ def test_a_bad_manifest_is_rejected_before_any_work(prefect_api, photo_dir, weig
     path = photo_dir / "bad.csv"
     path.write_text("content,style,size\nphotos/chelsea.jpg,styles,-3\nphotos/coffee.jpg,,64\n")
     with pytest.raises(ManifestError) as error:
-        _run(str(path), photo_dir / "out", weights_path)
+        _run(str(path), photo_dir / "out", weights_path, overrides=STEPS)  # the size cells are read
     assert "row 1" in str(error.value) and "row 2" in str(error.value)
     assert not (photo_dir / "out").exists()
 
@@ -533,7 +535,7 @@ def test_images_too_thin_for_vgg_fail_alone_and_the_minimum_side_works(prefect_a
     manifest.write_text("content,style,size\nphotos/thin.png,styles/scream.jpg,32\n"
                         "photos/chelsea.jpg,styles/starry night.jpg,24\nphotos/astronaut.jpg,styles/square.png,16\n")
     with pytest.raises(PairsFailedError, match="2 of 3 pairs failed"):
-        _run(str(manifest), photo_dir / "out", weights_path)
+        _run(str(manifest), photo_dir / "out", weights_path, overrides=STEPS)  # the size cells are read
     table = read_results(str(photo_dir / "out" / "results")).set_index("content_uri")
     assert table.loc[str(photo_dir / "photos" / "thin.png"), "error"] == (
         f"{photo_dir / 'photos' / 'thin.png'}: too thin for VGG: at 32 px its shorter side is 1 px, under the "
