@@ -18,16 +18,14 @@ from typing import Callable, Optional
 import numpy as np
 from keras import ops
 
-from . import backend, fast, losses
+from . import backend, checkpoint, fast, losses, memory, tiling
 from .colors import match_color_histogram, transfer_luminance
 from .model import feature_extractor, resolve_arch, resolve_weights
-from .optimize import Progress, Track, adam_state, lbfgs_state, make_adam_step, make_lbfgs_step, run_optimizer
+from .optimize import (LBFGS_HISTORY, Progress, Track, adam_state, lbfgs_state, make_adam_step, make_lbfgs_step,
+                       run_optimizer)
 from .params import StyleParams
 
 _TARGET_CACHE_SIZE = 32
-# Peak memory per output pixel of an optimisation: 3.8 KB measured for VGG16 at 512 and
-# 768 px (peak RSS above the loaded model); 5 KB leaves room for VGG19's extra layers.
-BYTES_PER_PIXEL = 5000
 
 
 @dataclass
@@ -53,11 +51,6 @@ def size_for(shape, longest_side: int) -> tuple[int, int]:
     height, width = shape[:2]
     factor = longest_side / max(height, width)
     return max(1, round(height * factor)), max(1, round(width * factor))
-
-
-def estimate_memory_bytes(height: int, width: int) -> int:
-    """Roughly the peak memory one stylization of this output size needs."""
-    return BYTES_PER_PIXEL * height * width
 
 
 def resize(image, height_width) -> np.ndarray:
@@ -92,6 +85,7 @@ class _Objective:
         self.layers = tuple(dict.fromkeys(params.content_layers + params.style_layers))
         self.extract = feature_extractor(params.arch, weights, self.layers, params.pooling, feature_dtype)
         self.params = params
+        self.arch = resolve_arch(params.arch, weights)  # the memory plan's network
         self.content_layer_weights = _normalized(params.content_layer_weights, len(params.content_layers))
         self.style_layer_weights = _normalized(params.style_layer_weights, len(params.style_layers))
 
@@ -220,6 +214,7 @@ class Job:
     content: np.ndarray
     styles: list[np.ndarray]
     params: StyleParams = StyleParams()
+    checkpoint: Optional[str] = None  # where a long run saves its progress (nst_core.checkpoint); None: never
 
 
 def batch_key(content_shape, params: StyleParams) -> tuple:
@@ -284,7 +279,12 @@ class _JobState:
     optimize_seconds: float = 0.0
 
 
-def _optimized(objective, step, jobs: list[Job], callback) -> list:
+def scale_shapes(content_shape, params: StyleParams) -> list[tuple[int, int]]:
+    """(height, width) of every scale, coarse to fine."""
+    return [size_for(content_shape, side) for side in (*params.scales, params.size)]
+
+
+def _optimized(objective, step, jobs: list[Job], callback, memory_limit: float) -> list:
     """Gatys et al.'s optimisation, coarse to fine, from each job's `init` image, all jobs in one batch.
 
     Seconds are shared out: each job is charged the batch's time over its size.
@@ -295,27 +295,42 @@ def _optimized(objective, step, jobs: list[Job], callback) -> list:
     states = [_JobState() for _ in jobs]
     outcomes: list = [None] * len(jobs)
     live = list(range(len(jobs)))
+    saver = checkpoint.Checkpointer(jobs, [job.checkpoint for job in jobs])
+    resumed = saver.resume(live)
     for scale_index, side in enumerate(sides):
         if not live:
             break
+        if resumed and scale_index < resumed.scale_index:
+            continue
         started = time.perf_counter()
-        contents, loss_args = _loss_args(objective, [jobs[i] for i in live], side)
+        plan = memory.plan_scale(*size_for(jobs[live[0]].content.shape, side), len(live), memory_limit, objective.arch)
+        tiled = tiling.TiledObjective(objective, plan.tile, seed=first.seed) if plan.tile else None
+        contents, loss_args = (tiled.loss_args if tiled else functools.partial(_loss_args, objective))(
+            [jobs[i] for i in live], side)
         targets_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
         images = ops.convert_to_tensor(np.stack(
             [_start_image(jobs[i], content_at, states[i].image) for i, content_at in zip(live, contents)]))
-        optimizer_state = lbfgs_state(images) if first.optimizer == "lbfgs" else adam_state(images)
+        optimizer_state = (lbfgs_state(images, history=tiled.history if tiled else LBFGS_HISTORY)
+                           if first.optimizer == "lbfgs" else adam_state(images))
         last = scale_index == len(sides) - 1
         tracks = [Track(jobs[i].params.iterations if last else jobs[i].params.coarse_iterations,
                         jobs[i].params.tolerance, jobs[i].params.patience, jobs[i].params.average_decay)
                   for i in live]
         on_step = None if callback is None else (
             lambda k, step_progress, image: callback(live[k], scale_index, side, step_progress, image))
-        run_optimizer(step, optimizer_state, images, loss_args, tracks, callback=on_step)
+        done_steps = 0
+        if resumed:  # the scale a killed run saved last: on from its step
+            images, optimizer_state, done_steps = resumed.images, resumed.state, resumed.iteration
+            resumed.restore(tracks, states, live)
+            resumed = None
+        scale_step = saver.wrap(tiled.step if tiled else step, live, scale_index, done_steps, tracks, states)
+        run_optimizer(scale_step, optimizer_state, images, loss_args, tracks, callback=on_step,
+                      first_iteration=done_steps)
         finals = [track.final_image(images[k]) for k, track in enumerate(tracks)]
         if any(not track.final_is_measured and track.error is None for track in tracks):
-            measured = objective(ops.stack(finals), *loss_args)[1]  # an average, or a start: its own losses
+            measured = (tiled or objective)(ops.stack(finals), *loss_args)[1]  # an average, or a start
             for k, track in enumerate(tracks):
                 if not track.final_is_measured:
                     track.best_parts = tuple(float(p[k]) for p in measured[1:])
@@ -342,12 +357,15 @@ def _optimized(objective, step, jobs: list[Job], callback) -> list:
 
 
 def stylize_batch(jobs: list[Job], *, weights: str | None = None,
-                  callback: Optional[Callable[[int, int, int, Progress, object], None]] = None) -> list:
+                  callback: Optional[Callable[[int, int, int, Progress, object], None]] = None,
+                  memory_limit: float | None = None) -> list:
     """Stylize several jobs with equal batch_key()s as one batch; a StylizeResult or an exception per job.
 
     Each job's result is the one stylize() gives it alone, to float rounding: a job that
     fails (a non-finite loss) fails alone. `callback(job_index, scale_index, side, progress,
-    image)` after every step of every job still running.
+    image)` after every step of every job still running. `memory_limit` (bytes, default
+    nst_core.memory's) decides which scales run in tiles; a batch that cannot fit even in
+    tiles raises MemoryPlanError before any work.
     """
     if not jobs:
         return []
@@ -357,12 +375,17 @@ def stylize_batch(jobs: list[Job], *, weights: str | None = None,
     params = jobs[0].params
     fast.check_installed(params.method, params.init)  # before the VGG network is built
     weights = resolve_weights(weights)
+    memory_limit = memory_limit or memory.default_limit_bytes()
+    if params.method == "optimize":
+        memory.check(scale_shapes(jobs[0].content.shape, params), len(jobs), memory_limit,
+                     resolve_arch(params.arch, weights))
     objective, step = _compiled(_structure(params), weights, backend.feature_dtype())
-    jobs = [Job(job.content, styles_for(job.content, job.styles, job.params), job.params) for job in jobs]
+    jobs = [Job(job.content, styles_for(job.content, job.styles, job.params), job.params, job.checkpoint)
+            for job in jobs]
     if params.method == "fast":
         outcomes = [_fast(objective, job) for job in jobs]
     else:
-        outcomes = _optimized(objective, step, jobs, callback)
+        outcomes = _optimized(objective, step, jobs, callback, memory_limit)
     arch = resolve_arch(params.arch, weights)
     for job, outcome in zip(jobs, outcomes):
         if isinstance(outcome, StylizeResult):
