@@ -59,17 +59,22 @@ def job_key(job) -> str:
     return digest.hexdigest()
 
 
+def _batch_axis(array) -> Optional[int]:
+    """Where a batch array holds its images: L-BFGS history is (pairs, B, N); a scalar (Adam's t) is shared."""
+    return None if array.ndim == 0 else 1 if array.ndim == 3 else 0
+
+
 def _job_part(array, k: int):
-    """Job k's part of one batch array: L-BFGS history is (pairs, B, N), a scalar (Adam's t) is shared."""
+    """Job k's part of one batch array, its batch axis kept (length 1)."""
     array = ops.convert_to_numpy(array)
-    return array if array.ndim == 0 else array[:, k] if array.ndim == 3 else array[k]
+    axis = _batch_axis(array)
+    return array if axis is None else np.take(array, [k], axis)
 
 
 def _stacked(parts: list):
-    first = parts[0]
-    if first.ndim == 0:
-        return ops.convert_to_tensor(first)
-    return ops.convert_to_tensor(np.stack(parts, 1 if first.ndim == 3 else 0))
+    """The batch array of the jobs' parts."""
+    axis = _batch_axis(parts[0])
+    return ops.convert_to_tensor(parts[0] if axis is None else np.concatenate(parts, axis))
 
 
 def _track_record(track: Track) -> dict:
