@@ -2,13 +2,13 @@
 
 Each measurement runs in a fresh process (peak resident memory is a high-water mark), on
 chelsea (3:2) against starry_night, VGG weights from $NST_WEIGHTS:
-- --memory SIZES: one scale, --steps L-BFGS steps, in one pass (or in tiles of --tile px);
+- --memory SIZES: one scale, --steps L-BFGS steps, in one pass (SIZE) or in tiles (SIZE/TILE px);
   prints measured and predicted peak and seconds per step and per megapixel-step;
 - --fit: the model's constants, least squares over the one-pass rows just measured;
 - --pair SIZE: a whole pair with --scales and --iterations/--coarse-iterations, planned by
   the model within --limit-gb: seconds, seconds per megapixel, peak memory.
 
-Usage: python benchmarks/bench_print.py --memory 256,512,1024,2048 [--steps 3] [--tile 512] [--fit]
+Usage: python benchmarks/bench_print.py --memory 256,512,1024,2048,1024/256,2048/512 [--steps 3] [--fit]
        python benchmarks/bench_print.py --pair 4096 --scales 512,724,1024,1448,2048,2896 --iterations 3
 """
 
@@ -48,23 +48,33 @@ def measure(args) -> dict:
     plans = memory.plan_pair(shapes, 1, limit, "vgg16")
     stamps = []
     started = time.perf_counter()
-    result = stylize(content, [style], params, callback=lambda *_: stamps.append(time.perf_counter()))
+
+    def progress(scale_index, side, step, image):
+        stamps.append(time.perf_counter())
+        print(f"{args.size} px: scale {side} px, step {step.iteration}, {stamps[-1] - started:.0f} s, "
+              f"peak {_peak_gb():.2f} GB", file=sys.stderr, flush=True)
+
+    result = stylize(content, [style], params, callback=progress)
     seconds = time.perf_counter() - started
     final = [t - s for s, t in zip(stamps[-args.iterations:], stamps[-args.iterations + 1:])]
     height, width = result.image.shape[:2]
     return {"size": args.size, "height": height, "width": width, "tiles": [p.tile for p in plans],
             "predicted_gb": max(p.bytes for p in plans) / 2**30, "seconds": seconds,
             "step_seconds": float(np.median(final)) if final else None, "loss": result.total_loss,
-            "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30}
+            "peak_gb": _peak_gb()}
+
+
+def _peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
 
 
 def child(size: int, args, extra: list[str]) -> dict:
     """measure() in a fresh process."""
     command = [sys.executable, __file__, "--measure", str(size), *extra]
     env = {**os.environ, **({"NST_TILE": str(args.tile)} if args.tile else {})}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=False)  # progress: stderr
     if done.returncode:
-        raise SystemExit(f"{size} px failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{size} px failed")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -82,22 +92,38 @@ def report(rows: list[dict]) -> None:
 
 
 def fit(rows: list[dict]) -> None:
-    """BASE and PASS_BYTES_PER_PIXEL from one-pass rows: peak - L-BFGS history = a + b * pixels."""
+    """The model's constants by least squares on relative error (each size counts alike): from
+    one-pass rows, peak - L-BFGS history = BASE + PASS * pixels; from tiled rows, peak - BASE -
+    history = TILE_PASS * tile's pixels with halo + WHOLE_IMAGE * pixels."""
     from nst_core.optimize import LBFGS_HISTORY
+    from nst_core.tiling import HALO, PRINT_HISTORY
 
-    pixels = np.array([r["height"] * r["width"] for r in rows], float)
-    peaks = np.array([r["peak_gb"] * 2**30 for r in rows]) - 2 * LBFGS_HISTORY * pixels * 12
-    b, a = np.polyfit(pixels, peaks, 1)
-    print(f"\nfit over {len(rows)} sizes: BASE_BYTES = {a:.3g}, PASS_BYTES_PER_PIXEL = {b:.0f}")
+    whole = [r for r in rows if r["tiles"][-1] is None]
+    pixels = np.array([r["height"] * r["width"] for r in whole], float)
+    peaks = np.array([r["peak_gb"] * 2**30 for r in whole])
+    (base, per_pixel), *_ = np.linalg.lstsq(np.stack([np.ones_like(pixels), pixels], 1) / peaks[:, None],
+                                            (peaks - 2 * LBFGS_HISTORY * pixels * 12) / peaks, rcond=None)
+    print(f"\none pass, {len(whole)} sizes: BASE_BYTES = {base:.3g}, PASS_BYTES_PER_PIXEL = {per_pixel:.0f}")
+    tiled = [r for r in rows if r["tiles"][-1] is not None]
+    if len(tiled) < 2:
+        return
+    pixels = np.array([r["height"] * r["width"] for r in tiled], float)
+    outer = np.array([min(r["height"], r["tiles"][-1] + 2 * HALO) * min(r["width"], r["tiles"][-1] + 2 * HALO)
+                      for r in tiled], float)
+    peaks = np.array([r["peak_gb"] * 2**30 for r in tiled])
+    (tile_pass, whole_image), *_ = np.linalg.lstsq(np.stack([outer, pixels], 1) / peaks[:, None],
+                                                   (peaks - base - 2 * PRINT_HISTORY * pixels * 12) / peaks, rcond=None)
+    print(f"in tiles, {len(tiled)} runs: TILE_PASS_BYTES_PER_PIXEL = {tile_pass:.0f}, "
+          f"WHOLE_IMAGE_BYTES_PER_PIXEL = {whole_image:.0f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--memory", help="comma-separated sizes, one scale each")
+    parser.add_argument("--memory", help="comma-separated SIZE or SIZE/TILE, one scale each")
     parser.add_argument("--pair", type=int, help="one whole pair at this size")
     parser.add_argument("--measure", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--tile", type=int, help="force tiles of this many px (NST_TILE)")
+    parser.add_argument("--tile", type=int, help="--pair: force tiles of this many px (NST_TILE)")
     parser.add_argument("--scales", default="")
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--coarse-iterations", type=int, default=None)
@@ -118,8 +144,10 @@ def main() -> None:
         report([child(args.pair, args, passthrough + ["--scales", ",".join(map(str, args.scales))])])
         return
     rows = []
-    for size in [int(s) for s in args.memory.split(",")]:
-        rows.append(child(size, args, passthrough))
+    for spec in args.memory.split(","):  # SIZE, or SIZE/TILE for a run in tiles of TILE px
+        size, _, tile = spec.partition("/")
+        args.tile = int(tile) if tile else None
+        rows.append(child(int(size), args, passthrough))
         report(rows[-1:])
     if args.fit:
         fit(rows)

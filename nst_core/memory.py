@@ -1,9 +1,9 @@
 """A pair's peak memory, planned before any work: whether each scale runs in one pass or in tiles.
 
-The model (fitted by benchmarks/bench_print.py --memory on peak resident memory, TensorFlow
-on CPU, VGG16, float32 features, one scale, batch 1; README, "Print sizes"):
+The model (fitted by benchmarks/bench_print.py --memory --fit on peak resident memory, TensorFlow
+on CPU, VGG16, one scale, batch 1, 256 to 2048 px, per feature precision; README, "Print sizes"):
 - one pass:  BASE + batch * pixels * (PASS_BYTES_PER_PIXEL * network + L-BFGS history)
-- in tiles:  BASE + batch * (tile pixels * PASS_BYTES_PER_PIXEL * network
+- in tiles:  BASE + batch * (tile pixels, halo included, * TILE_PASS_BYTES_PER_PIXEL * network
                              + pixels * (WHOLE_IMAGE_BYTES_PER_PIXEL + L-BFGS history))
 L-BFGS history is 2 * pairs kept * 3 channels * 4 bytes per pixel (20 pairs in one pass,
 tiling.PRINT_HISTORY in tiles). A pair's peak is its largest scale's.
@@ -15,17 +15,23 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+from .backend import feature_dtype
 from .optimize import LBFGS_HISTORY
 from .tiling import HALO, PRINT_HISTORY, forced_tile
 
 LIMIT_ENV = "NST_MEMORY_LIMIT_GB"
-BASE_BYTES = 1.5e9  # the process: Python, TensorFlow, the network
-PASS_BYTES_PER_PIXEL = 3300.0  # a pass through VGG16 (forward and backward) and its whole-image arrays
-WHOLE_IMAGE_BYTES_PER_PIXEL = 400.0  # at a tiled scale: image, gradient, L-BFGS vectors, content targets
+BASE_BYTES = 0.95e9  # the process: Python, TensorFlow, the network (fits: 0.92e9 bfloat16, 0.97e9 float32)
+# A compiled pass through VGG16 (forward and backward) and the step's arrays, per feature dtype.
+PASS_BYTES_PER_PIXEL = {"bfloat16": 2806.0, "float32": 3920.0}
+# An eager pass over one tile (its shape changes as the grid moves: not compiled); float32's is
+# bfloat16's measured figure scaled as the compiled passes, not measured.
+TILE_PASS_BYTES_PER_PIXEL = {"bfloat16": 1623.0, "float32": 1623.0 * 3920 / 2806}
+WHOLE_IMAGE_BYTES_PER_PIXEL = 554.0  # at a tiled scale: image, gradient, L-BFGS vectors, content targets
 # Activations per input pixel kept for the backward pass up to block5_conv1: VGG19's conv3_4 and
 # conv4_4 add 16 + 8 to VGG16's 296 (channels / stride^2 summed over layers).
 NETWORK_FACTOR = {"vgg16": 1.0, "vgg19": 320 / 296}
 MIN_TILE = 128  # below this the halo's share makes tiles slow: 4x the core's pixels at 128 px
+MAX_TILE = 1024  # larger tiles save little (the halo adds 27% to a 1024 px core, 13% to 2048) and cost memory
 
 
 class MemoryPlanError(ValueError):
@@ -44,9 +50,13 @@ def _history_bytes(pixels: int, pairs: int) -> float:
     return 2 * pairs * pixels * 3 * 4
 
 
+def _network(arch: str) -> float:
+    return NETWORK_FACTOR.get(arch, max(NETWORK_FACTOR.values()))  # "auto": the larger, until resolved
+
+
 def one_pass_bytes(pixels: int, batch: int = 1, arch: str = "vgg16") -> float:
     """Peak memory of a scale of `pixels` per image optimised in one pass."""
-    per_image = pixels * PASS_BYTES_PER_PIXEL * NETWORK_FACTOR.get(arch, max(NETWORK_FACTOR.values()))
+    per_image = pixels * PASS_BYTES_PER_PIXEL[feature_dtype()] * _network(arch)
     return BASE_BYTES + batch * (per_image + _history_bytes(pixels, LBFGS_HISTORY))
 
 
@@ -54,7 +64,7 @@ def tiled_bytes(height: int, width: int, tile: int, batch: int = 1, arch: str = 
     """Peak memory of a scale of height x width optimised in tiles of `tile` px (plus halo)."""
     outer = min(height, tile + 2 * HALO) * min(width, tile + 2 * HALO)
     pixels = height * width
-    per_image = (outer * PASS_BYTES_PER_PIXEL * NETWORK_FACTOR.get(arch, max(NETWORK_FACTOR.values()))
+    per_image = (outer * TILE_PASS_BYTES_PER_PIXEL[feature_dtype()] * _network(arch)
                  + pixels * WHOLE_IMAGE_BYTES_PER_PIXEL + _history_bytes(pixels, PRINT_HISTORY))
     return BASE_BYTES + batch * per_image
 
@@ -69,8 +79,8 @@ class Plan:
 
 
 def plan_scale(height: int, width: int, batch: int, limit: float, arch: str = "vgg16") -> Plan:
-    """One pass when it fits in `limit` bytes, else the largest tile that does (fewer tiles,
-    less halo), else the smallest tile, marked as not fitting. $NST_TILE forces its tile."""
+    """One pass when it fits in `limit` bytes, else the largest tile up to MAX_TILE that does
+    (fewer tiles, less halo), else the smallest tile, marked as not fitting. $NST_TILE forces its tile."""
     forced = forced_tile()
     if forced and forced < max(height, width):
         needed = tiled_bytes(height, width, forced, batch, arch)
@@ -78,7 +88,7 @@ def plan_scale(height: int, width: int, batch: int, limit: float, arch: str = "v
     whole = one_pass_bytes(height * width, batch, arch)
     if whole <= limit:
         return Plan(None, whole, True)
-    for tile in range(max(height, width) // 16 * 16, MIN_TILE - 1, -16):
+    for tile in range(min(MAX_TILE, max(height, width) // 16 * 16), MIN_TILE - 1, -16):
         needed = tiled_bytes(height, width, tile, batch, arch)
         if needed <= limit:
             return Plan(tile, needed, True)

@@ -302,6 +302,7 @@ def _optimized(objective, step, jobs: list[Job], callback, memory_limit: float) 
             break
         if resumed and scale_index < resumed.scale_index:
             continue
+        optimizer_state = loss_args = None  # the previous scale's, freed before this one's are made
         started = time.perf_counter()
         plan = memory.plan_scale(*size_for(jobs[live[0]].content.shape, side), len(live), memory_limit, objective.arch)
         tiled = tiling.TiledObjective(objective, plan.tile, seed=first.seed) if plan.tile else None
