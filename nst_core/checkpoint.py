@@ -96,7 +96,8 @@ class Resumed:
         """Put the saved records into the scale's fresh `tracks` and the finished scales' into `states`."""
         for i, track, (meta, arrays) in zip(live, tracks, self.saved):
             record = meta["track"]
-            track.history, track.done, track.average_weight = record["history"], record["done"], record["average_weight"]
+            track.history, track.done = record["history"], record["done"]
+            track.average_weight = record["average_weight"]
             track.part_history = [tuple(p) for p in record["part_history"]]
             track.best_parts = tuple(record["best_parts"]) if record["best_parts"] is not None else None
             track.best_image = ops.convert_to_tensor(arrays["best_image"]) if "best_image" in arrays else None

@@ -61,7 +61,8 @@ def grid(height: int, width: int, tile: int, halo: int = HALO, offset: tuple[int
     """Tiles whose cores partition the image. `tile`, `halo` and `offset` are multiples of the
     network's stride (16 px for block5), so each tile's pooling windows are the whole image's."""
     rows, cols = _cuts(height, tile, offset[0]), _cuts(width, tile, offset[1])
-    return [Tile((y0, y1, x0, x1), (max(0, y0 - halo), min(height, y1 + halo), max(0, x0 - halo), min(width, x1 + halo)))
+    return [Tile((y0, y1, x0, x1),
+                 (max(0, y0 - halo), min(height, y1 + halo), max(0, x0 - halo), min(width, x1 + halo)))
             for y0, y1 in zip(rows, rows[1:]) for x0, x1 in zip(cols, cols[1:])]
 
 
@@ -89,7 +90,7 @@ def _gram_sum(features):
 class TiledObjective:
     """_Objective's loss and gradient for images too large for one pass, computed tile by tile."""
 
-    def __init__(self, objective, tile: int, halo: int = HALO, seed: int = 0, moving: bool = True):
+    def __init__(self, objective, tile: int, halo: int = HALO, seed: int = 0):
         params = objective.params
         if params.style_stat != "gram":
             raise TilingError(f"style_stat {params.style_stat} cannot be computed over tiles (only gram can); "
@@ -101,18 +102,16 @@ class TiledObjective:
         self.tile = max(self.stride, tile // self.stride * self.stride)
         self.halo = -(-halo // self.stride) * self.stride
         self.strides = [min_input_side((name,)) for name in params.content_layers + params.style_layers]
-        self.rng, self.moving = np.random.default_rng(seed), moving
+        self.rng = np.random.default_rng(seed)
         self.history = PRINT_HISTORY
         self.update = backend.compile(lbfgs_update)
         self.content_and_style_grad = backend.value_and_grad(self._surrogate)
         self.tv_and_grad = backend.value_and_grad(lambda images: (ops.sum(losses.total_variation_loss(images)), ()))
 
-    # -- targets ---------------------------------------------------------------------------------
-
     def tiles(self, height: int, width: int, move: bool = False) -> list[Tile]:
         """The grid, shifted by a random multiple of the stride when `move`."""
         offset = tuple(int(self.rng.integers(0, self.tile // self.stride)) * self.stride for _ in range(2)) \
-            if move and self.moving else (0, 0)
+            if move else (0, 0)
         return grid(height, width, self.tile, self.halo, offset)
 
     def _cores(self, images, names, tile: Tile, strides):
@@ -167,8 +166,6 @@ class TiledObjective:
         per_style = [self.grams(resize(s, size_for(s.shape, longest))[None]) for s in job.styles]
         return [sum(w * grams[layer] for w, grams in zip(blend, per_style)) for layer in range(len(per_style[0]))]
 
-    # -- loss and gradient -----------------------------------------------------------------------
-
     def _pass_one(self, images, content_targets, tiles):
         """Whole-image Gram matrices and content squared errors per layer, summed over tiles."""
         names = self.params.content_layers + self.params.style_layers
@@ -176,8 +173,8 @@ class TiledObjective:
         sums, errors = [0.0] * len(self.params.style_layers), [0.0] * n_content
         for tile in tiles:
             cores = self._cores(images, names, tile, self.strides)
-            for index, (features, (rows, cols)) in enumerate(cores[:n_content]):
-                errors[index] = errors[index] + ops.sum((features - content_targets[index][:, rows, cols]) ** 2, (1, 2, 3))
+            for index, (core, target) in enumerate(zip(cores[:n_content], content_targets)):
+                errors[index] = errors[index] + _squared_error(core, target)
             for index, (features, _) in enumerate(cores[n_content:]):
                 sums[index] = sums[index] + _gram_sum(features)
         positions = [(images.shape[1] // s) * (images.shape[2] // s) for s in self.strides[n_content:]]
@@ -205,9 +202,9 @@ class TiledObjective:
         feats = self.objective.features(tile_images, names)
         cores = [_core_of(f, tile, s, full_shape) for f, s in zip(feats, self.strides)]
         content = 0.0
-        for (features, (rows, cols)), target, norm, w in zip(
-                cores[:n_content], content_targets, norms, self.objective.content_layer_weights):
-            content = content + w * ops.sum((features - target[:, rows, cols]) ** 2, (1, 2, 3)) / (norm + losses._EPS)
+        weights = self.objective.content_layer_weights
+        for core, target, norm, w in zip(cores[:n_content], content_targets, norms, weights):
+            content = content + w * _squared_error(core, target) / (norm + losses._EPS)
         style = 0.0
         for (features, _), grad, s in zip(cores[n_content:], gram_grads, self.strides[n_content:]):
             positions = (full_shape[0] // s) * (full_shape[1] // s)
@@ -241,6 +238,12 @@ class TiledObjective:
         totals, parts, grad = self.value_and_grad(images, loss_args)
         trial, state = self.update(images, state, totals, grad)
         return trial, state, totals, parts
+
+
+def _squared_error(core, target):
+    """A tile core's squared feature error against the whole image's target there, per image: (B,)."""
+    features, (rows, cols) = core
+    return ops.sum((features - target[:, rows, cols]) ** 2, (1, 2, 3))
 
 
 def _flat_mean(total, positions: int):

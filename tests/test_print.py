@@ -187,7 +187,7 @@ def test_a_sigkilled_long_pair_resumes_and_other_pairs_are_not_redone(prefect_ap
     assert list(first.status) == ["succeeded"]
     stored_step = checkpoint._read(str(saved[0]))[0]["iteration"]
     assert stored_step > 0
-    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resuming from checkpoint at scale 0, step " in rerun.stderr
     resumed_step = int(rerun.stderr.split("resuming from checkpoint at scale 0, step ")[1].split()[0])
