@@ -397,7 +397,8 @@ def stylize_batch(jobs: list[Job], *, weights: str | None = None,
 
 def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams = StyleParams(), *,
             weights: str | None = None,
-            callback: Optional[Callable[[int, int, Progress, object], None]] = None) -> StylizeResult:
+            callback: Optional[Callable[[int, int, Progress, object], None]] = None,
+            checkpoint: Optional[str] = None) -> StylizeResult:
     """Stylize `content` (H, W, 3 in [0, 1]) with one or more style images.
 
     `weights` is "imagenet", a weights file, or None for $NST_WEIGHTS / "imagenet".
@@ -405,9 +406,10 @@ def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams =
     (H, W, 3) image whose loss `progress` holds.
     Losses are those of the stylized image before `style_strength` and colour
     preservation, for both methods, so runs of either compare in one table.
+    `checkpoint`: a path where a long run saves its progress and a rerun resumes from.
     """
     on_step = None if callback is None else (lambda _, *step: callback(*step))
-    (outcome,) = stylize_batch([Job(content, styles, params)], weights=weights, callback=on_step)
+    (outcome,) = stylize_batch([Job(content, styles, params, checkpoint)], weights=weights, callback=on_step)
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
