@@ -52,7 +52,7 @@ def measure(args) -> dict:
     def progress(scale_index, side, step, image):
         stamps.append(time.perf_counter())
         print(f"{args.size} px: scale {side} px, step {step.iteration}, {stamps[-1] - started:.0f} s, "
-              f"peak {_peak_gb():.2f} GB", file=sys.stderr, flush=True)
+              f"resident {_resident_gb():.2f} GB, peak {_peak_gb():.2f} GB", file=sys.stderr, flush=True)
 
     result = stylize(content, [style], params, callback=progress)
     seconds = time.perf_counter() - started
@@ -66,6 +66,11 @@ def measure(args) -> dict:
 
 def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
+
+
+def _resident_gb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 2**20
 
 
 def child(size: int, args, extra: list[str]) -> dict:

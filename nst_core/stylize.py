@@ -297,6 +297,7 @@ def _optimized(objective, step, jobs: list[Job], callback, memory_limit: float) 
     live = list(range(len(jobs)))
     saver = checkpoint.Checkpointer(jobs, [job.checkpoint for job in jobs])
     resumed = saver.resume(live)
+    plans = memory.plan_pair(scale_shapes(jobs[0].content.shape, first), len(jobs), memory_limit, objective.arch)
     for scale_index, side in enumerate(sides):
         if not live:
             break
@@ -304,8 +305,8 @@ def _optimized(objective, step, jobs: list[Job], callback, memory_limit: float) 
             continue
         optimizer_state = loss_args = None  # the previous scale's, freed before this one's are made
         started = time.perf_counter()
-        plan = memory.plan_scale(*size_for(jobs[live[0]].content.shape, side), len(live), memory_limit, objective.arch)
-        tiled = tiling.TiledObjective(objective, plan.tile, seed=first.seed) if plan.tile else None
+        tile = plans[scale_index].tile
+        tiled = tiling.TiledObjective(objective, tile, seed=first.seed) if tile else None
         contents, loss_args = (tiled.loss_args if tiled else functools.partial(_loss_args, objective))(
             [jobs[i] for i in live], side)
         targets_seconds = time.perf_counter() - started
