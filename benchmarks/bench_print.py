@@ -43,7 +43,7 @@ def measure(args) -> dict:
     style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"))
     params = StyleParams(size=args.size, iterations=args.iterations, tolerance=0.0,
                          scales=tuple(args.scales), coarse_iterations=args.coarse_iterations)
-    limit = args.limit_gb * 2**30 if args.limit_gb else memory.default_limit_bytes()
+    limit = memory.default_limit_bytes()
     shapes = scale_shapes(content.shape, params)
     plans = memory.plan_pair(shapes, 1, limit, "vgg16")
     stamps = []
@@ -76,7 +76,8 @@ def _resident_gb() -> float:
 def child(size: int, args, extra: list[str]) -> dict:
     """measure() in a fresh process."""
     command = [sys.executable, __file__, "--measure", str(size), *extra]
-    env = {**os.environ, **({"NST_TILE": str(args.tile)} if args.tile else {})}
+    env = {**os.environ, **({"NST_TILE": str(args.tile)} if args.tile else {}),
+           **({"NST_MEMORY_LIMIT_GB": str(args.limit_gb)} if args.limit_gb else {})}  # the plan stylize makes
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=False)  # progress: stderr
     if done.returncode:
         raise SystemExit(f"{size} px failed")

@@ -103,17 +103,6 @@ def test_a_scale_runs_in_one_pass_in_tiles_or_is_refused_by_the_memory_model():
         memory.check([(2731, 4096)], 1, 2 * 2**30)
 
 
-def test_what_a_one_pass_scale_held_counts_against_the_later_scales():
-    """TensorFlow keeps a compiled pass's memory for the rest of the pair: a coarse scale that
-    fits in one pass alone runs in tiles when the finer one could not fit beside it."""
-    shapes, limit = [(962, 1448), (1362, 2048)], 6 * 2**30
-    alone = [memory.plan_scale(height, width, 1, limit) for height, width in shapes]
-    assert alone[0].tile is None and alone[1].tile
-    assert memory.tiled_bytes(*shapes[1], alone[1].tile) + alone[0].bytes - memory.BASE_BYTES > limit
-    planned = memory.plan_pair(shapes, 1, limit)
-    assert planned[0].tile and planned[1].tile and all(plan.fits for plan in planned)
-
-
 def test_a_too_large_pair_is_refused_before_any_work(images, weights_path, monkeypatch):
     content, style = images
     monkeypatch.setattr(tiling.TiledObjective, "__init__", lambda *_: pytest.fail("work started"))
