@@ -106,8 +106,9 @@ def _add_run_flags(parser: argparse.ArgumentParser, since_last_default: bool) ->
     parser.add_argument("--dask-address", help="Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
     parser.add_argument("--dask-workers", type=int, help="local Dask cluster: worker processes (default: one per "
                         "GPU, else 1)")
-    parser.add_argument("--memory-limit-gb", type=float, help="refuse pairs estimated to need more, and fill "
-                        "batches up to it (default: $NST_MEMORY_LIMIT_GB or 80%% of RAM)")
+    parser.add_argument("--memory-limit-gb", type=float, help="fill batches up to it, run pairs too large for "
+                        "one pass in tiles, refuse those too large even so (default: $NST_MEMORY_LIMIT_GB or "
+                        "80%% of RAM)")
     parser.add_argument("--batch-size", type=int, help="pairs of one size optimised together (default: "
                         "flows.pipeline.BATCH_SIZE, 4; fewer when memory is short; 1: one at a time)")
     parser.add_argument("--allow-empty", action="store_true", help="a manifest matching no images succeeds "
@@ -239,6 +240,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from flows.pairs import check_sides
+    from nst_core import checkpoint
     from nst_core.image_io import load_image, read_exif, save_image
     from nst_core.model import check_weights
     from nst_core.stylize import stylize
@@ -263,11 +265,13 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             save_image(np.asarray(image), _intermediate_uri(args.output, side, progress.iteration),
                        storage_options=options)
 
-    result = stylize(content, styles, params, weights=args.weights, callback=on_step)
+    result = stylize(content, styles, params, weights=args.weights, callback=on_step,
+                     checkpoint=checkpoint.path_for(args.output))
     bar.close()
     # The photo's EXIF (camera, date, place) stays with its stylized version.
     save_image(result.image, args.output, storage_options=options, encoding=args.output_format,
                exif=read_exif(args.content, options))
+    checkpoint.remove(args.output)
     print(f"{args.output}: {result.iterations} steps, loss {result.total_loss:.4g} "
           f"(content {result.content_loss:.3g}, style {result.style_loss:.3g}), {result.optimize_seconds:.1f} s")
     return 0

@@ -19,13 +19,12 @@ from importlib import metadata
 import aiohttp
 import botocore.exceptions
 
-from nst_core import runtime
+from nst_core import checkpoint, memory, runtime
 from nst_core.errors import ImageError, InputError
 from nst_core.image_io import PERMANENT_ERRNOS, load_image, save_image, size_for
 from nst_core.model import min_input_side
 from nst_core.params import StyleParams
-from nst_core.settings import settings
-from nst_core.stylize import Job, batch_key, estimate_memory_bytes, stylize_batch
+from nst_core.stylize import Job, batch_key, scale_shapes, stylize_batch
 from nst_core.targets import style_side
 
 from .manifest import Pair
@@ -96,21 +95,18 @@ class MemoryBudgetError(InputError, ValueError):
 
 def default_memory_limit_gb() -> float:
     """$NST_MEMORY_LIMIT_GB, else 80% of this machine's memory."""
-    configured = settings().memory_limit_gb
-    if configured:
-        return configured
-    return 0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return memory.default_limit_bytes() / 2**30
 
 
 def check_memory(pair: Pair, content_shape, limit_gb: float) -> None:
-    """Refuse a pair before it starts rather than let the OS kill the whole run mid-night."""
+    """Refuse a pair before it starts rather than let the OS kill the whole run mid-night: one that
+    does not fit in one pass is planned in tiles (nst_core.memory), one that fits not even so is refused."""
     height, width = size_for(content_shape, pair.params.size)
-    needed_gb = estimate_memory_bytes(height, width) / 2**30
-    if needed_gb > limit_gb:
-        raise MemoryBudgetError(
-            f"{pair.content}: size {pair.params.size} ({width} x {height}) needs about {needed_gb:.1f} GB, "
-            f"over the memory limit of {limit_gb:.1f} GB; lower `size` for this pair"
-        )
+    try:
+        memory.check(scale_shapes(content_shape, pair.params), 1, limit_gb * 2**30, pair.params.arch)
+    except memory.MemoryPlanError as error:
+        raise MemoryBudgetError(f"{pair.content}: size {pair.params.size} ({width} x {height}) {error}; "
+                                f"lower `size` for this pair") from None
 
 
 class ImageTooSmallError(ImageError):
@@ -169,7 +165,8 @@ def failure_message(error: BaseException, pair: Pair) -> str:
 
 def plan_batches(pairs: list[Pair], batch_size: int, memory_limit_gb: float) -> list[list[Pair]]:
     """Pairs grouped into batches of at most `batch_size` that may share one optimisation, each
-    batch's memory (every pair counted at its largest, size x size) within `memory_limit_gb`.
+    batch's memory (every pair counted at its largest, size x size, in one pass) within
+    `memory_limit_gb`; a pair that fits no batch runs alone, in tiles.
 
     Pairs of one content image and one parameter set are kept together: they share an image
     size, which is what a batch needs (stylize_pairs splits any batch whose sizes differ).
@@ -183,20 +180,20 @@ def plan_batches(pairs: list[Pair], batch_size: int, memory_limit_gb: float) -> 
         groups.setdefault(flow_key(pair), []).append(pair)
     batches = []
     for group in groups.values():
-        pair_gb = estimate_memory_bytes(group[0].params.size, group[0].params.size) / 2**30
-        fits = max(1, min(batch_size, int(memory_limit_gb // pair_gb)))
+        fits = min(batch_size, memory.batch_fits(group[0].params.size**2, memory_limit_gb * 2**30,
+                                                 group[0].params.arch))
         batches += [group[start : start + fits] for start in range(0, len(group), fits)]
     return batches
 
 
-def _stylize_jobs(jobs: list[Job], weights: str | None, callback) -> list:
+def _stylize_jobs(jobs: list[Job], weights: str | None, callback, memory_limit: float | None = None) -> list:
     """stylize_batch's outcome per job: a batch that runs out of memory is retried one job at a
     time, and an error of the whole batch (the fast extra missing, a signal) is each job's."""
     try:
-        return stylize_batch(jobs, weights=weights, callback=callback)
+        return stylize_batch(jobs, weights=weights, callback=callback, memory_limit=memory_limit)
     except Exception as error:  # noqa: BLE001 - sorted per pair by the caller
         if runtime.is_out_of_memory(error) and len(jobs) > 1:
-            return [outcome for job in jobs for outcome in _stylize_jobs([job], weights, callback)]
+            return [outcome for job in jobs for outcome in _stylize_jobs([job], weights, callback, memory_limit)]
         return [error] * len(jobs)
 
 
@@ -229,9 +226,11 @@ def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: 
             _fail_or_raise(rows[pair.pair_id], error, pair)
             continue
         rows[pair.pair_id]["load_seconds"] = time.perf_counter() - clock
-        loaded.setdefault(batch_key(content.shape, pair.params), []).append((pair, Job(content, styles, pair.params)))
+        job = Job(content, styles, pair.params, checkpoint.path_for(pair.output))
+        loaded.setdefault(batch_key(content.shape, pair.params), []).append((pair, job))
     for batch in loaded.values():
-        outcomes = _stylize_jobs([job for _, job in batch], weights, _raise_if_stopped)
+        outcomes = _stylize_jobs([job for _, job in batch], weights, _raise_if_stopped,
+                                 (memory_limit_gb or default_memory_limit_gb()) * 2**30)
         for (pair, _), outcome in zip(batch, outcomes):
             row = rows[pair.pair_id]
             clock = time.perf_counter()
@@ -239,6 +238,7 @@ def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: 
                 if isinstance(outcome, Exception):
                     raise outcome
                 save_image(outcome.image, pair.output, storage_options=storage_options)
+                checkpoint.remove(pair.output)
             except Exception as error:  # noqa: BLE001 - sorted into retry or record
                 _fail_or_raise(row, error, pair)
                 continue

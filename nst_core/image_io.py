@@ -347,11 +347,17 @@ def _fault_delay() -> None:
         time.sleep(delay)
 
 
-def _replace_local(path: str, data: bytes) -> None:
-    """A hidden temporary file beside `path`, synced, then renamed over it."""
+def temporary_beside(path: str) -> str:
+    """A hidden temporary's path beside local `path` (its folder made), named so that
+    remove_orphan_temporaries can tell a killed writer's."""
     directory, name = os.path.split(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".{name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    return os.path.join(directory, f".{name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _replace_local(path: str, data: bytes) -> None:
+    """A hidden temporary file beside `path`, synced, then renamed over it."""
+    temporary = temporary_beside(path)
     try:
         with open(temporary, "xb") as handle:  # plain open: the file gets the usual umask permissions
             handle.write(data)

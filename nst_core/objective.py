@@ -13,7 +13,7 @@ import numpy as np
 from keras import ops
 
 from . import losses
-from .model import feature_extractor
+from .model import feature_extractor, resolve_arch
 from .optimize import make_adam_step, make_lbfgs_step
 from .params import StyleParams
 
@@ -33,6 +33,7 @@ class Objective:
         self.layers = tuple(dict.fromkeys(params.content_layers + params.style_layers))
         self.extract = feature_extractor(params.arch, weights, self.layers, params.pooling, feature_dtype)
         self.params = params
+        self.arch = resolve_arch(params.arch, weights)  # the memory plan's network
         self.content_layer_weights = normalized(params.content_layer_weights, len(params.content_layers))
         self.style_layer_weights = normalized(params.style_layer_weights, len(params.style_layers))
 

@@ -116,49 +116,57 @@ def make_lbfgs_step(loss_fn: Callable, variables=()):
     loss_and_grad = backend.value_and_grad(loss_fn)
 
     def step(image, state, loss_args):
-        accepted, accepted_loss, accepted_grad, direction, length, steps, grad_changes, count, backtracks = state
         (_, (totals, *parts)), grad = loss_and_grad(image, *loss_args)
-        batch = image.shape[0]
-        grad = ops.reshape(grad, (batch, -1))
-        s = ops.reshape(image - accepted, (batch, -1))
-        slope = _dot(accepted_grad, s)
-        accept = ops.isfinite(totals) & (totals <= accepted_loss + ARMIJO * ops.minimum(slope, 0.0))
-        y = grad - accepted_grad
-        new_pair = accept & (_dot(s, y) > 1e-10)  # keep only pairs with positive curvature
-        keep = new_pair[None, :, None]
-        steps = ops.where(keep, ops.concatenate([steps[1:], s[None]], 0), steps)
-        grad_changes = ops.where(keep, ops.concatenate([grad_changes[1:], y[None]], 0), grad_changes)
-        backtracks = ops.where(accept, 0, backtracks + 1)
-        restart = backtracks >= MAX_BACKTRACKS
-        count = ops.where(restart, 0, ops.minimum(count + ops.cast(new_pair, "int32"), steps.shape[0]))
-        backtracks = ops.where(restart, 0, backtracks)
-
-        first = ops.isinf(accepted_loss)  # the start image: keep the state's first length
-        length = ops.where(first, length,
-                           ops.where(accept | restart, 1.0, _backtracked(length, totals, accepted_loss, slope)))
-        accepted_loss = ops.where(accept, totals, accepted_loss)
-        accepted_grad = ops.where(accept[:, None], grad, accepted_grad)
-        accepted = ops.where(accept[:, None, None, None], image, accepted)
-        fresh = lbfgs_direction(accepted_grad, steps, grad_changes, count)
-        # Rounding in a long history can give an ascent direction: steepest descent then.
-        fresh = ops.where((_dot(accepted_grad, fresh) < 0)[:, None], fresh, _steepest(accepted_grad))
-        direction = ops.where((accept | restart)[:, None], fresh, direction)
-        trial = ops.clip(accepted + ops.reshape(length[:, None] * direction, ops.shape(image)), 0.0, 1.0)
-        state = (accepted, accepted_loss, accepted_grad, direction, length, steps, grad_changes, count, backtracks)
+        trial, state = lbfgs_update(image, state, totals, grad)
         return trial, state, totals, parts
 
     return backend.compile(step, variables)
 
 
-def lbfgs_state(image, first_length=1.0):
+def lbfgs_update(image, state, totals, grad):
+    """make_lbfgs_step's step after the loss: (next trial, state) from the trial `image`'s losses
+    `totals` (B,) and gradient. Apart so a loss computed tile by tile (nst_core.tiling) can use it."""
+    accepted, accepted_loss, accepted_grad, direction, length, steps, grad_changes, count, backtracks = state
+    batch = image.shape[0]
+    grad = ops.reshape(grad, (batch, -1))
+    s = ops.reshape(image - accepted, (batch, -1))
+    slope = _dot(accepted_grad, s)
+    accept = ops.isfinite(totals) & (totals <= accepted_loss + ARMIJO * ops.minimum(slope, 0.0))
+    y = grad - accepted_grad
+    new_pair = accept & (_dot(s, y) > 1e-10)  # keep only pairs with positive curvature
+    keep = new_pair[None, :, None]
+    steps = ops.where(keep, ops.concatenate([steps[1:], s[None]], 0), steps)
+    grad_changes = ops.where(keep, ops.concatenate([grad_changes[1:], y[None]], 0), grad_changes)
+    backtracks = ops.where(accept, 0, backtracks + 1)
+    restart = backtracks >= MAX_BACKTRACKS
+    count = ops.where(restart, 0, ops.minimum(count + ops.cast(new_pair, "int32"), steps.shape[0]))
+    backtracks = ops.where(restart, 0, backtracks)
+
+    first = ops.isinf(accepted_loss)  # the start image: keep the state's first length
+    length = ops.where(first, length,
+                       ops.where(accept | restart, 1.0, _backtracked(length, totals, accepted_loss, slope)))
+    accepted_loss = ops.where(accept, totals, accepted_loss)
+    accepted_grad = ops.where(accept[:, None], grad, accepted_grad)
+    accepted = ops.where(accept[:, None, None, None], image, accepted)
+    fresh = lbfgs_direction(accepted_grad, steps, grad_changes, count)
+    # Rounding in a long history can give an ascent direction: steepest descent then.
+    fresh = ops.where((_dot(accepted_grad, fresh) < 0)[:, None], fresh, _steepest(accepted_grad))
+    direction = ops.where((accept | restart)[:, None], fresh, direction)
+    trial = ops.clip(accepted + ops.reshape(length[:, None] * direction, ops.shape(image)), 0.0, 1.0)
+    state = (accepted, accepted_loss, accepted_grad, direction, length, steps, grad_changes, count, backtracks)
+    return trial, state
+
+
+def lbfgs_state(image, first_length=1.0, history=LBFGS_HISTORY):
     """The state before the first step: the start image is the first trial, always accepted
     (its accepted loss is infinite). `first_length` (a number, or one per image) scales the
-    first step; tests force a bad one with it."""
+    first step; tests force a bad one with it. `history`: curvature pairs kept (fewer at print
+    sizes, where each is an image's worth of memory)."""
     batch, size = image.shape[0], math.prod(image.shape[1:])
-    history, flat = ops.zeros((LBFGS_HISTORY, batch, size)), ops.zeros((batch, size))
+    pairs, flat = ops.zeros((history, batch, size)), ops.zeros((batch, size))
     lengths = ops.ones((batch,)) * ops.convert_to_tensor(first_length, "float32")
     return (image, ops.full((batch,), float("inf")), flat, flat, lengths,
-            history, history, ops.zeros((batch,), "int32"), ops.zeros((batch,), "int32"))
+            pairs, pairs, ops.zeros((batch,), "int32"), ops.zeros((batch,), "int32"))
 
 
 def make_adam_step(loss_fn: Callable, learning_rate: float, betas=ADAM_BETAS, epsilon=ADAM_EPSILON,
@@ -258,15 +266,16 @@ class Track:
 
 
 def run_optimizer(step, state, images, loss_args, tracks: list[Track], *,
-                  callback: Optional[Callable[[int, Progress, object], None]] = None) -> None:
+                  callback: Optional[Callable[[int, Progress, object], None]] = None, first_iteration: int = 0) -> None:
     """Step the batch `images` until every image's track is done; the tracks keep the results.
 
     An image whose track is done (converged, out of iterations, or non-finite) rides
     along unrecorded until the others finish: its best image is already kept, and the
     per-image L-BFGS keeps the others exactly on their own paths.
     `callback(index, progress, image)` after each recorded step of image `index`.
+    `first_iteration`: steps already taken (a run resumed from a checkpoint).
     """
-    iteration = 0
+    iteration = first_iteration
     while not all(track.done for track in tracks):
         iteration += 1
         new_images, state, totals, parts = step(images, state, loss_args)

@@ -17,18 +17,14 @@ from typing import Callable, Optional
 import numpy as np
 from keras import ops
 
-from . import backend, fast
+from . import backend, checkpoint, fast, memory, tiling
 from .colors import match_color_histogram, transfer_luminance
 from .image_io import size_for
 from .model import resolve_arch, resolve_weights
 from .objective import Objective, compiled_objective, normalized
-from .optimize import Progress, Track, adam_state, lbfgs_state, run_optimizer
+from .optimize import LBFGS_HISTORY, Progress, Track, adam_state, lbfgs_state, run_optimizer
 from .params import StyleParams
 from .targets import loss_args, resize, resize_longest
-
-# Peak memory per output pixel of an optimisation: 3.8 KB measured for VGG16 at 512 and
-# 768 px (peak RSS above the loaded model); 5 KB leaves room for VGG19's extra layers.
-BYTES_PER_PIXEL = 5000
 
 
 @dataclass
@@ -58,11 +54,6 @@ class StylizeResult:
             "height": self.image.shape[0], "width": self.image.shape[1],
             "targets_seconds": self.targets_seconds, "optimize_seconds": self.optimize_seconds,
         }
-
-
-def estimate_memory_bytes(height: int, width: int) -> int:
-    """Roughly the peak memory one stylization of this output size needs."""
-    return BYTES_PER_PIXEL * height * width
 
 
 def initial_image(init: str, content: np.ndarray, style: np.ndarray, seed: int) -> np.ndarray:
@@ -113,6 +104,7 @@ class Job:
     content: np.ndarray
     styles: list[np.ndarray]
     params: StyleParams = StyleParams()
+    checkpoint: Optional[str] = None  # where a long run saves its progress (nst_core.checkpoint); None: never
 
 
 def batch_key(content_shape, params: StyleParams) -> tuple:
@@ -120,6 +112,11 @@ def batch_key(content_shape, params: StyleParams) -> tuple:
     and the same image size at every scale."""
     sides = params.sides()
     return params.compile_key(), params.method, sides, tuple(size_for(content_shape, side) for side in sides)
+
+
+def scale_shapes(content_shape, params: StyleParams) -> list[tuple[int, int]]:
+    """(height, width) of every scale, coarse to fine."""
+    return [size_for(content_shape, side) for side in params.sides()]
 
 
 def _result(image: np.ndarray, parts, params: StyleParams, history: list[float], **fields) -> StylizeResult:
@@ -188,37 +185,65 @@ class _JobState:
             style_loss_history=[s for t in tracks for _, s in t.part_history])
 
 
-def _optimized(objective: Objective, step, jobs: list[Job], callback) -> list:
-    """Gatys et al.'s optimisation, coarse to fine, from each job's `init` image, all jobs in one batch.
+@dataclass(frozen=True)
+class _Scale:
+    """One scale of the schedule: its place, side, and the tile side the memory plan gives it (None: one pass)."""
+
+    index: int
+    side: int
+    last: bool
+    tile: Optional[int]
+
+
+def _optimized(objective: Objective, step, jobs: list[Job], callback, memory_limit: float) -> list:
+    """Gatys et al.'s optimisation, coarse to fine, from each job's `init` image (or its checkpoint),
+    all jobs in one batch.
 
     Seconds are shared out: each job is charged the batch's time over its size.
     Returns a StylizeResult per job, or the OptimizationError that ended it (non-finite loss, no progress).
     """
     sides = jobs[0].params.sides()
     states = [_JobState(index, job) for index, job in enumerate(jobs)]
-    for scale_index, side in enumerate(sides):
+    saver = checkpoint.Checkpointer(jobs, [job.checkpoint for job in jobs])
+    resumed = saver.resume(list(range(len(jobs))))
+    plans = memory.plan_pair(scale_shapes(jobs[0].content.shape, jobs[0].params), len(jobs), memory_limit,
+                             objective.arch)
+    for index, side in enumerate(sides):
         live = [state for state in states if state.error is None]
         if not live:
             break
-        _optimize_scale(objective, step, live, side, last=scale_index == len(sides) - 1,
-                        on_step=_job_callback(callback, live, scale_index, side))
+        if resumed and index < resumed.scale_index:  # done before the kill
+            continue
+        scale = _Scale(index, side, index == len(sides) - 1, plans[index].tile)
+        _optimize_scale(objective, step, states, live, scale, saver, resumed,
+                        on_step=_job_callback(callback, live, index, side))
+        resumed = None
     return [state.outcome(len(jobs)) for state in states]
 
 
-def _optimize_scale(objective: Objective, step, live: list[_JobState], side: int, last: bool, on_step) -> None:
-    """One scale of the jobs still running, each from its previous scale's image (or its init image);
-    each is charged an equal share of the seconds."""
+def _optimize_scale(objective: Objective, step, states: list[_JobState], live: list[_JobState], scale: _Scale,
+                    saver: checkpoint.Checkpointer, resumed: Optional[checkpoint.Resumed], on_step) -> None:
+    """One scale of the jobs still running, each from its previous scale's image (or its init image,
+    or the checkpoint's), in one pass or over tiles; each is charged an equal share of the seconds."""
+    jobs = [state.job for state in live]
     started = time.perf_counter()
-    contents, args = loss_args(objective, [state.job for state in live], side)
+    tiled = tiling.TiledObjective(objective, scale.tile, seed=jobs[0].params.seed) if scale.tile else None
+    contents, args = tiled.loss_args(jobs, scale.side) if tiled else loss_args(objective, jobs, scale.side)
     targets_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
     images = ops.convert_to_tensor(np.stack(
         [_start_image(state.job, content_at, state.image) for state, content_at in zip(live, contents)]))
-    optimizer_state = lbfgs_state(images) if live[0].job.params.optimizer == "lbfgs" else adam_state(images)
-    tracks = [_track(state.job.params, last) for state in live]
-    run_optimizer(step, optimizer_state, images, args, tracks, callback=on_step)
-    finals = _final_images(objective, tracks, images, args)
+    optimizer_state = (lbfgs_state(images, history=tiled.history if tiled else LBFGS_HISTORY)
+                       if jobs[0].params.optimizer == "lbfgs" else adam_state(images))
+    tracks = [_track(job.params, scale.last) for job in jobs]
+    indices, done_steps = [state.index for state in live], 0
+    if resumed:  # the scale a killed run saved last: on from its step
+        images, optimizer_state, done_steps = resumed.images, resumed.state, resumed.iteration
+        resumed.restore(tracks, states, indices)
+    scale_step = saver.wrap(tiled.step if tiled else step, indices, scale.index, done_steps, tracks, states)
+    run_optimizer(scale_step, optimizer_state, images, args, tracks, callback=on_step, first_iteration=done_steps)
+    finals = _final_images(tiled or objective, tracks, images, args)
     seconds = time.perf_counter() - started
     for state, track, final in zip(live, tracks, finals):
         state.record(track, final, targets_seconds / len(live), seconds / len(live))
@@ -230,7 +255,7 @@ def _track(params: StyleParams, last: bool) -> Track:
                  params.average_decay)
 
 
-def _final_images(objective: Objective, tracks: list[Track], images, args) -> list:
+def _final_images(objective, tracks: list[Track], images, args) -> list:
     """Each track's final image; one the run did not measure (an average, or the start) gets its losses now."""
     finals = [track.final_image(images[k]) for k, track in enumerate(tracks)]
     if any(not track.final_is_measured and track.error is None for track in tracks):
@@ -250,12 +275,15 @@ def _job_callback(callback, live: list[_JobState], scale_index: int, side: int):
 
 
 def stylize_batch(jobs: list[Job], *, weights: str | None = None,
-                  callback: Optional[Callable[[int, int, int, Progress, object], None]] = None) -> list:
+                  callback: Optional[Callable[[int, int, int, Progress, object], None]] = None,
+                  memory_limit: float | None = None) -> list:
     """Stylize several jobs with equal batch_key()s as one batch; a StylizeResult or an exception per job.
 
     Each job's result is the one stylize() gives it alone, to float rounding: a job that
     fails (a non-finite loss) fails alone. `callback(job_index, scale_index, side, progress,
-    image)` after every step of every job still running.
+    image)` after every step of every job still running. `memory_limit` (bytes, default
+    nst_core.memory's) decides which scales run in tiles; a batch that cannot fit even in
+    tiles raises MemoryPlanError before any work.
     """
     if not jobs:
         return []
@@ -265,12 +293,17 @@ def stylize_batch(jobs: list[Job], *, weights: str | None = None,
     params = jobs[0].params
     fast.check_installed(params.method, params.init)  # before the VGG network is built
     weights = resolve_weights(weights)
+    memory_limit = memory_limit or memory.default_limit_bytes()
+    if params.method == "optimize":
+        memory.check(scale_shapes(jobs[0].content.shape, params), len(jobs), memory_limit,
+                     resolve_arch(params.arch, weights))
     objective, step = compiled_objective(params, weights, backend.feature_dtype())
-    jobs = [Job(job.content, styles_for(job.content, job.styles, job.params), job.params) for job in jobs]
+    jobs = [Job(job.content, styles_for(job.content, job.styles, job.params), job.params, job.checkpoint)
+            for job in jobs]
     if params.method == "fast":
         outcomes = [_fast(objective, job) for job in jobs]
     else:
-        outcomes = _optimized(objective, step, jobs, callback)
+        outcomes = _optimized(objective, step, jobs, callback, memory_limit)
     arch = resolve_arch(params.arch, weights)
     for job, outcome in zip(jobs, outcomes):
         if isinstance(outcome, StylizeResult):
@@ -281,7 +314,8 @@ def stylize_batch(jobs: list[Job], *, weights: str | None = None,
 
 def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams = StyleParams(), *,
             weights: str | None = None,
-            callback: Optional[Callable[[int, int, Progress, object], None]] = None) -> StylizeResult:
+            callback: Optional[Callable[[int, int, Progress, object], None]] = None,
+            checkpoint: Optional[str] = None) -> StylizeResult:
     """Stylize `content` (H, W, 3 in [0, 1]) with one or more style images.
 
     `weights` is "imagenet", a weights file, or None for $NST_WEIGHTS / "imagenet".
@@ -289,9 +323,10 @@ def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams =
     (H, W, 3) image whose loss `progress` holds.
     Losses are those of the stylized image before `style_strength` and colour
     preservation, for both methods, so runs of either compare in one table.
+    `checkpoint`: a path where a long run saves its progress and a rerun resumes from.
     """
     on_step = None if callback is None else (lambda _, *step: callback(*step))
-    (outcome,) = stylize_batch([Job(content, styles, params)], weights=weights, callback=on_step)
+    (outcome,) = stylize_batch([Job(content, styles, params, checkpoint)], weights=weights, callback=on_step)
     if isinstance(outcome, Exception):
         raise outcome
     return outcome

@@ -57,10 +57,11 @@ def test_without_tensorflow_jax_is_chosen_and_without_either_the_cli_names_the_e
 
 
 @pytest.mark.backends
-def test_precision_is_float32_on_a_cpu_unless_asked():
+def test_precision_is_float32_on_a_cpu_without_bfloat16_unless_asked():
     if backend.has_gpu():
         pytest.skip("a GPU is present: auto means bfloat16 here")
-    assert backend.feature_dtype("auto") == "float32"
+    native = backend.NAME == "tensorflow" and backend.cpu_has_bfloat16()
+    assert backend.feature_dtype("auto") == ("bfloat16" if native else "float32")
     assert backend.feature_dtype("bfloat16") == "bfloat16"
     with pytest.raises(ValueError, match="NST_PRECISION must be one of auto, float32, bfloat16"):
         backend.feature_dtype("float8")

@@ -12,8 +12,8 @@ from flows.manifest import Pair
 from flows.pairs import plan_batches
 from flows.pipeline import PairsFailedError, run_manifest
 from flows.results import read_results
+from nst_core import memory
 from nst_core.params import StyleParams
-from nst_core.stylize import estimate_memory_bytes
 
 
 def _pair(row: int, content: str, **params) -> Pair:
@@ -36,11 +36,11 @@ def test_batches_hold_pairs_that_can_share_one_optimisation():
 
 def test_batches_stay_within_the_memory_limit():
     pairs = [_pair(row, f"{row}.jpg", size=512) for row in range(7)]
-    pair_gb = estimate_memory_bytes(512, 512) / 2**30
-    batches = plan_batches(pairs, batch_size=8, memory_limit_gb=3.5 * pair_gb)
+    one, two = (memory.one_pass_bytes(512 * 512, batch, "auto") for batch in (1, 2))
+    batches = plan_batches(pairs, batch_size=8, memory_limit_gb=(one + 2.5 * (two - one)) / 2**30)
     assert [len(b) for b in batches] == [3, 3, 1]
-    # A pair too large for the limit alone still gets a batch of its own, where it fails with its reason.
-    assert [len(b) for b in plan_batches(pairs[:2], 8, 0.5 * pair_gb)] == [1, 1]
+    # A pair too large for one pass gets a batch of its own, where it runs in tiles or fails with its reason.
+    assert [len(b) for b in plan_batches(pairs[:2], 8, 0.5 * one / 2**30)] == [1, 1]
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from flows.manifest import ManifestError
 from flows.pipeline import PairsFailedError, run_manifest
 from flows.results import read_results
 from flows.server import free_port
-from nst_core import runtime
+from nst_core import memory, runtime
 from nst_core.image_io import FAULT_WRITE_DELAY_ENV
 
 STEPS = {"iterations": 4, "tolerance": 0.0}
@@ -549,15 +549,18 @@ def test_images_too_thin_for_vgg_fail_alone_and_the_minimum_side_works(prefect_a
 
 
 def test_a_pair_too_large_for_the_memory_limit_fails_alone(prefect_api, photo_dir, weights_path):
+    """Too large even in tiles: refused before any work, with the memory it would need."""
     manifest = photo_dir / "m.csv"
     manifest.write_text("content,style,size\nphotos/chelsea.jpg,styles/scream.jpg,1024\n"
                         "photos/coffee.jpg,styles/scream.jpg,32\n")
+    limit_gb = round(0.95 * memory.tiled_bytes(680, 1024, memory.MIN_TILE, 1, "auto") / 2**30, 2)
     with pytest.raises(PairsFailedError, match="1 of 2 pairs failed"):
         run_manifest(str(manifest), str(photo_dir / "out"), overrides={"iterations": 2}, weights=weights_path,
-                     memory_limit_gb=2.0)
+                     memory_limit_gb=limit_gb)
     table = read_results(str(photo_dir / "out" / "results")).set_index("status")
     message = table.loc["failed", "error"]
-    assert "chelsea.jpg: size 1024 (1024 x 680)" in message and "over the memory limit of 2.0 GB; lower `size`" in message
+    assert "chelsea.jpg: size 1024 (1024 x 680) needs about" in message and "GB even in tiles of 128 px" in message
+    assert f"over the memory limit of {limit_gb:.1f} GB; lower `size`" in message
     assert table.loc["succeeded", "content_uri"].endswith("coffee.jpg")
 
 

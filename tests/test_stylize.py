@@ -218,4 +218,5 @@ def test_content_and_style_losses_are_recorded_per_step(images, weights_path):
     weighted = (params.content_weight * np.array(result.content_loss_history)
                 + params.style_weight * np.array(result.style_loss_history))
     np.testing.assert_allclose(weighted, result.loss_history, rtol=1e-4)  # no TV: the parts make the total
-    assert result.content_loss_history[0] < 1e-6 < result.content_loss_history[-1]  # starts at the content
+    # Starts at the content: 0, up to bfloat16 features' rounding (the compiled step's and the targets' differ).
+    assert result.content_loss_history[0] < 1e-4 < result.content_loss_history[-1]
