@@ -41,6 +41,7 @@ from .pairs import (
     stop_requested,
     stylize_pairs,
 )
+from .parameters import StorageOptions, StyleOverrides, overrides_dict, storage_dict
 from .report import publish_report
 from .results import deliver_spooled, read_results, results_location, spool_folder, spool_rows, write_rows
 from .storage import absolute, join_uri
@@ -112,17 +113,6 @@ def summary_markdown(run_id: str, counts: Counter, failures: list[dict], seconds
     return "\n".join(lines)
 
 
-def typed_overrides(overrides: dict | None) -> dict:
-    """Parameter overrides as StyleParams holds them, whether typed (`nst run`) or from a deployment's
-    JSON parameters (lists for tuples, or text as in a manifest cell)."""
-    def typed(name, value):
-        if isinstance(value, str):
-            return StyleParams.parse(name, value)
-        return tuple(value) if isinstance(value, list) else value
-
-    return {name: typed(name, value) for name, value in (overrides or {}).items()}
-
-
 def ledger_line(counts: Counter) -> str:
     """What the results table said about the manifest's pairs, in words."""
     line = f"{counts['new']} new, {counts['changed']} changed, {counts['unchanged']} unchanged (skipped)"
@@ -135,12 +125,15 @@ def ledger_line(counts: Counter) -> str:
 # time (Prefect's own default thread pool has no limit). `nst run` picks its runner per call.
 @flow(name="stylize-manifest", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def stylize_manifest(manifest: str, out: str, results: str | None = None, force: bool = False,
-                     overrides: dict | None = None, weights: str | None = None,
-                     storage_options: dict | None = None, progress: bool = False,
+                     overrides: StyleOverrides | None = None, weights: str | None = None,
+                     storage_options: StorageOptions | None = None, progress: bool = False,
                      memory_limit_gb: float | None = None, retry_delays: list[float] = RETRY_DELAYS,
                      sweep: str | None = None, since_last: bool = False, batch_size: int | None = None,
                      allow_empty: bool = False) -> dict:
     """Stylize every pair of `manifest` into `out`; rows go to `results` (default OUT/results).
+
+    `overrides` (flows/parameters.py: a field per StyleParams field, or a plain dict) win over the
+    manifest's cells; `storage_options` reach S3 (a model or a plain dict).
 
     Pairs new or changed since their last succeeded row run; unchanged ones are skipped
     (flows/ledger.py). With `since_last`, pairs that failed on bad input that has not
@@ -159,10 +152,10 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     """
     run = RunContext(
         run_id=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
-        out=out, results_uri=results_location(out, results), weights=weights, storage_options=storage_options,
-        memory_limit_gb=memory_limit_gb, logger=get_run_logger())
-    pairs = expand(run, manifest, overrides, sweep, allow_empty)
-    with run_lock(run.results_uri, run.run_id, storage_options):  # one run per results table at a time
+        out=out, results_uri=results_location(out, results), weights=weights,
+        storage_options=storage_dict(storage_options), memory_limit_gb=memory_limit_gb, logger=get_run_logger())
+    pairs = expand(run, manifest, overrides_dict(overrides), sweep, allow_empty)
+    with run_lock(run.results_uri, run.run_id, run.storage_options):  # one run per results table at a time
         ledger = prepare(run, pairs, force, since_last)
         tally = Tally(Counter(skipped=len(ledger.skipped), **ledger.counts()))
         run_batches(run, ledger, tally, batch_size or BATCH_SIZE, retry_delays, progress)
@@ -186,7 +179,7 @@ class RunContext:
 def expand(run: RunContext, manifest: str, overrides: dict | None, sweep: str | None,
            allow_empty: bool) -> list[Pair]:
     """The manifest's pairs, its warnings logged."""
-    pairs, warnings = expand_manifest(manifest, run.out, overrides=typed_overrides(overrides),
+    pairs, warnings = expand_manifest(manifest, run.out, overrides=overrides,
                                       storage_options=run.storage_options, sweep=sweep, allow_empty=allow_empty)
     for warning in warnings:
         run.logger.warning(warning)

@@ -40,15 +40,16 @@ class Check:
 
     holds: Callable[[Any], bool]
     message: str
+    schema: dict = dataclasses.field(default_factory=dict)  # the same range in JSON Schema (the Prefect form)
 
 
-AT_LEAST_16 = Check(lambda v: v >= 16, "must be at least 16")
-COUNT = Check(lambda v: v >= 0, "must be non-negative")
-NON_NEGATIVE = Check(lambda v: v >= 0, "must be a non-negative number")  # `not v >= 0` also catches NaN
-POSITIVE = Check(lambda v: v > 0, "must be positive")
-BELOW_ONE = Check(lambda v: 0 <= v < 1, "must be at least 0 and below 1")
-FRACTION = Check(lambda v: 0 <= v <= 1, "must be between 0 and 1")
-OFF_OR_AT_LEAST_16 = Check(lambda v: v == 0 or v >= 16, "must be 0 (off) or at least 16")
+AT_LEAST_16 = Check(lambda v: v >= 16, "must be at least 16", {"minimum": 16})
+COUNT = Check(lambda v: v >= 0, "must be non-negative", {"minimum": 0})
+NON_NEGATIVE = Check(lambda v: v >= 0, "must be a non-negative number", {"minimum": 0})  # `not v >= 0` catches NaN
+POSITIVE = Check(lambda v: v > 0, "must be positive", {"exclusiveMinimum": 0})
+BELOW_ONE = Check(lambda v: 0 <= v < 1, "must be at least 0 and below 1", {"minimum": 0, "exclusiveMaximum": 1})
+FRACTION = Check(lambda v: 0 <= v <= 1, "must be between 0 and 1", {"minimum": 0, "maximum": 1})
+OFF_OR_AT_LEAST_16 = Check(lambda v: v == 0 or v >= 16, "must be 0 (off) or at least 16", {"minimum": 0})
 
 
 def param(default, help: str, *, graph: bool = False, check: Check | None = None, added_in: str = FIRST_TABLES,

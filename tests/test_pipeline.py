@@ -77,6 +77,41 @@ def test_flow_stylizes_every_pair_and_records_them(prefect_api, photo_dir, weigh
     assert "no failures" in str(failures[0].data)
 
 
+def test_the_flows_parameters_are_typed_fields_with_choices_and_ranges():
+    """The Prefect UI's custom-run form: a field per StyleParams field (its help, its choices, its
+    range), not a JSON box; plain dicts, typed or as text, still work; bad values are refused by name."""
+    from prefect.exceptions import ParameterTypeError
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.pipeline import stylize_manifest
+    from nst_core.params import StyleParams
+
+    schema = parameter_schema(stylize_manifest.fn).model_dump()
+    fields = schema["definitions"]["StyleOverrides"]["properties"]
+    assert set(fields) == set(StyleParams.field_names())
+    for spec in StyleParams.specs():
+        typed = [option for option in fields[spec.name]["anyOf"] if option.get("type") != "null"]
+        assert fields[spec.name]["description"].startswith(spec.help) and fields[spec.name]["default"] is None
+        assert typed and (typed[0].get("enum") == list(spec.choices) if spec.choices else "enum" not in typed[0])
+    assert fields["init"]["anyOf"][0]["enum"] == ["noise", "content", "style", "fast", "recolored"]
+    assert fields["size"]["minimum"] == 16 and fields["size"]["anyOf"][0]["type"] == "integer"
+    assert fields["scales"]["anyOf"][0] == {"type": "array", "items": {"type": "integer"}}
+    assert "block4_conv2" in fields["content_layers"]["description"]  # the default as typed
+    storage = schema["definitions"]["StorageOptions"]["properties"]
+    assert {"endpoint_url", "profile", "anon"} <= set(storage)
+
+    given = stylize_manifest.validate_parameters({"manifest": "m.csv", "out": "out", "overrides": {
+        "size": "32", "scales": [16], "style_layers": "block1_conv1,block2_conv1", "init": "noise"},
+        "storage_options": {"endpoint_url": "http://127.0.0.1:9", "key": "k"}})
+    assert given["overrides"].given() == {"size": 32, "scales": (16,), "init": "noise",
+                                          "style_layers": ("block1_conv1", "block2_conv1")}
+    assert given["storage_options"].given() == {"endpoint_url": "http://127.0.0.1:9", "key": "k"}
+    for bad, named in (({"size": 8}, "size must be at least 16"), ({"init": "paint"}, "overrides.init"),
+                       ({"stlye_weight": 1}, "overrides.stlye_weight")):
+        with pytest.raises(ParameterTypeError, match=re.escape(named)):
+            stylize_manifest.validate_parameters({"manifest": "m.csv", "out": "out", "overrides": bad})
+
+
 @pytest.mark.backends
 def test_a_corrupt_image_fails_alone(prefect_api, photo_dir, weights_path):
     (photo_dir / "photos" / "broken.jpg").write_bytes((SAMPLES / "content" / "chelsea.jpg").read_bytes()[:300])
