@@ -252,8 +252,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
               for uri in args.styles]
     check_sides((args.content, content.shape), [(uri, s.shape) for uri, s in zip(args.styles, styles)], params)
     check_weights(args.weights, params.arch)  # after the inputs' checks: each names its own file
-    total = params.iterations + params.coarse_iterations * (len(params.sides()) - 1)
-    bar = tqdm(total=total, unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: no steps
+    bar = tqdm(total=params.steps(), unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: none
 
     def on_step(scale, side, progress, image):
         bar.update(1)

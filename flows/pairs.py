@@ -90,6 +90,33 @@ def _raise_if_stopped(*_):
         raise RunStopped("stopped by a signal before this pair finished")
 
 
+# Who listens to optimiser steps in this process, by run id: the run's progress bar (flows/pipeline.py).
+# A Dask worker's process has none, so there the bar moves as batches finish.
+_STEP_LISTENERS: dict = {}
+
+
+@contextlib.contextmanager
+def steps_reported(run_id: str, listener):
+    """While inside, every optimiser step of this run's pairs stylized in this process calls listener(pair_id)."""
+    _STEP_LISTENERS[run_id] = listener
+    try:
+        yield
+    finally:
+        _STEP_LISTENERS.pop(run_id, None)
+
+
+def _on_step(run_id: str, pair_ids: list[str]):
+    """stylize_batch's callback for a batch of these pairs: stop at a signal, report the step."""
+    listener = _STEP_LISTENERS.get(run_id)
+
+    def on_step(job_index, *_):
+        _raise_if_stopped()
+        if listener is not None:
+            listener(pair_ids[job_index])
+
+    return on_step
+
+
 class MemoryBudgetError(InputError, ValueError):
     """The pair would need more memory than the run allows."""
 
@@ -195,8 +222,9 @@ def _stylize_jobs(jobs: list[Job], weights: str | None, callback) -> list:
     try:
         return stylize_batch(jobs, weights=weights, callback=callback)
     except Exception as error:  # noqa: BLE001 - sorted per pair by the caller
-        if runtime.is_out_of_memory(error) and len(jobs) > 1:
-            return [outcome for job in jobs for outcome in _stylize_jobs([job], weights, callback)]
+        if runtime.is_out_of_memory(error) and len(jobs) > 1:  # each job alone, still reported as itself
+            return [outcome for k, job in enumerate(jobs)
+                    for outcome in _stylize_jobs([job], weights, lambda _, *step, k=k: callback(k, *step))]
         return [error] * len(jobs)
 
 
@@ -231,7 +259,7 @@ def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: 
         rows[pair.pair_id]["load_seconds"] = time.perf_counter() - clock
         loaded.setdefault(batch_key(content.shape, pair.params), []).append((pair, Job(content, styles, pair.params)))
     for batch in loaded.values():
-        outcomes = _stylize_jobs([job for _, job in batch], weights, _raise_if_stopped)
+        outcomes = _stylize_jobs([job for _, job in batch], weights, _on_step(run_id, [p.pair_id for p, _ in batch]))
         for (pair, _), outcome in zip(batch, outcomes):
             row = rows[pair.pair_id]
             clock = time.perf_counter()

@@ -9,13 +9,19 @@ Pairs run on a thread pool in this process, or on a Dask cluster (flows/dask_run
 from __future__ import annotations
 
 import posixpath
+import threading
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 from prefect.runtime import task_run
@@ -37,6 +43,7 @@ from .pairs import (
     failure_message,
     is_transient,
     plan_batches,
+    steps_reported,
     stop_on_signals,
     stop_requested,
     stylize_pairs,
@@ -205,8 +212,7 @@ def run_batches(run: RunContext, ledger: Ledger, tally: Tally, batch_size: int, 
     """The pairs to do, in batches on the task runner, SUBMIT_WINDOW batches in flight at a time.
     Stops early at SIGINT/SIGTERM, counting the pairs left as stopped."""
     todo = ledger.todo
-    bar = tqdm(total=len(todo) + len(ledger.skipped), initial=len(ledger.skipped), unit="pair",
-               disable=not progress, dynamic_ncols=True)
+    shown = RunProgress(run, ledger, progress)
     task = stylize_batch_task.with_options(retries=len(retry_delays), retry_delay_seconds=retry_delays)
     batches = plan_batches(todo, batch_size, run.memory_limit_gb or default_memory_limit_gb())
     if todo:
@@ -216,18 +222,64 @@ def run_batches(run: RunContext, ledger: Ledger, tally: Tally, batch_size: int, 
     def on_signal(name: str) -> None:
         run.logger.warning(f"{name}: abandoning the batch in progress and stopping")
 
-    with stop_on_signals(on_signal):
+    with stop_on_signals(on_signal), steps_reported(run.run_id, shown.step):
         for start in range(0, len(batches), SUBMIT_WINDOW):
             futures = {task.submit(batch, run.run_id, run.results_uri, run.weights, run.storage_options,
                                    run.memory_limit_gb): batch for batch in batches[start : start + SUBMIT_WINDOW]}
-            _count_finished(run, futures, tally, bar, attempts=len(retry_delays) + 1)
+            _count_finished(run, futures, tally, shown, attempts=len(retry_delays) + 1)
             if stop_requested():
                 tally.counts["stopped"] = len(todo) - tally.finished()
                 break
-    bar.close()
+    shown.close()
 
 
-def _count_finished(run: RunContext, futures: dict, tally: Tally, bar, attempts: int) -> None:
+class RunProgress:
+    """How far the run is, where people look: `nst run`'s bar (`show`) and the `stylize-progress`
+    artifact in the Prefect UI (percent of the manifest's pairs done, skipped ones included).
+
+    The bar counts optimiser steps, each pair its budget (StyleParams.steps(), 1 for the fast
+    method), so it moves within a long pair: steps taken in this process (the threads runner)
+    advance it as they happen; when a batch finishes, its pairs fill what they did not report
+    (an early stop, or a Dask worker, whose steps are not seen here). The artifact moves per batch.
+    """
+
+    def __init__(self, run: RunContext, ledger: Ledger, show: bool):
+        self.budgets = {pair.pair_id: max(1, pair.params.steps()) for pair in ledger.todo + ledger.skipped}
+        self.seen: Counter = Counter()
+        self.total, self.done = len(self.budgets), len(ledger.skipped)
+        self.lock = threading.Lock()  # steps arrive from the task runner's threads
+        self.bar = tqdm(total=sum(self.budgets.values()), initial=sum(self.budgets[p.pair_id] for p in ledger.skipped),
+                        unit="step", disable=not show, dynamic_ncols=True)
+        self.bar.set_postfix(pairs=f"{self.done}/{self.total}")
+        self.artifact = create_progress_artifact(self.percent(), key="stylize-progress",
+                                                 description=f"run {run.run_id}: percent of its pairs done")
+
+    def percent(self) -> float:
+        return 100.0 * self.done / self.total if self.total else 100.0
+
+    def step(self, pair_id: str) -> None:
+        """One optimiser step of a pair (called from the pair's thread)."""
+        with self.lock:
+            if self.seen[pair_id] < self.budgets.get(pair_id, 0):
+                self.seen[pair_id] += 1
+                self.bar.update(1)
+
+    def finished(self, rows: list, counts: Counter) -> None:
+        """A batch's rows are in (None: abandoned after a signal): its pairs' steps filled, the artifact moved."""
+        with self.lock:
+            for row in filter(None, rows):
+                self.bar.update(self.budgets[row["pair_id"]] - self.seen[row["pair_id"]])
+                self.seen[row["pair_id"]] = self.budgets[row["pair_id"]]
+                self.done += 1
+            self.bar.set_postfix(pairs=f"{self.done}/{self.total}", done=counts["succeeded"],
+                                 failed=counts["failed"], skipped=counts["skipped"])
+        update_progress_artifact(self.artifact, self.percent())
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _count_finished(run: RunContext, futures: dict, tally: Tally, shown: RunProgress, attempts: int) -> None:
     """Each batch's rows as it finishes: counted and shown, and written here when its task could not."""
     for future in as_completed(list(futures)):
         rows, unrecorded = _finished_rows(future, futures[future], run.run_id, attempts)
@@ -235,8 +287,7 @@ def _count_finished(run: RunContext, futures: dict, tally: Tally, bar, attempts:
             record_failure(run.results_uri, rows, run.storage_options, run.logger)
         for row in rows:
             tally.add(row, run.logger)
-        bar.update(len(rows))
-        bar.set_postfix(done=tally.counts["succeeded"], failed=tally.counts["failed"], skipped=tally.counts["skipped"])
+        shown.finished(rows, tally.counts)
         if stop_requested():  # batches on Dask workers never see STOP: stop waiting for them here
             break
 

@@ -169,6 +169,12 @@ class StyleParams:
         count = int(math.floor(2 * math.log2(self.size / self.min_scale) + 1e-9))
         return tuple(round(self.size / 2 ** (k / 2)) for k in range(count, 0, -1)) + (self.size,)
 
+    def steps(self) -> int:
+        """The optimiser's step budget over every scale (early stopping may use fewer); 0 for method=fast."""
+        if self.method == "fast":
+            return 0
+        return self.iterations + self.coarse_iterations * (len(self.sides()) - 1)
+
     def replace(self, **changes) -> "StyleParams":
         return dataclasses.replace(self, **changes)
 

@@ -112,6 +112,29 @@ def test_the_flows_parameters_are_typed_fields_with_choices_and_ranges():
             stylize_manifest.validate_parameters({"manifest": "m.csv", "out": "out", "overrides": bad})
 
 
+def test_progress_shows_per_step_on_the_bar_and_per_batch_in_the_ui(prefect_api, photo_dir, weights_path,
+                                                                    monkeypatch):
+    """`nst run`'s bar moves with every optimiser step, not only when a batch ends, and ends full;
+    the run's `stylize-progress` artifact in the Prefect UI ends at 100 percent."""
+    import flows.pipeline
+
+    updates = []
+
+    class CountingBar(flows.pipeline.tqdm):
+        def update(self, n=1):
+            updates.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(flows.pipeline, "tqdm", CountingBar)
+    manifest = _write_manifest(photo_dir / "m.csv", ["photos/*.jpg,styles/scream.jpg"])
+    outcome = _run(manifest, photo_dir / "out", weights_path, overrides={**FAST, "iterations": 5},
+                   batch_size=2, progress=True)
+    assert outcome["succeeded"] == 3  # in 2 batches
+    assert sum(updates) == 3 * 5 and len([n for n in updates if n]) >= 3 * 5  # one update per step
+    (progress,) = [a for a in artifacts("stylize-progress") if outcome["run_id"] in a.description]
+    assert progress.type == "progress" and progress.data == 100
+
+
 @pytest.mark.backends
 def test_a_corrupt_image_fails_alone(prefect_api, photo_dir, weights_path):
     (photo_dir / "photos" / "broken.jpg").write_bytes((SAMPLES / "content" / "chelsea.jpg").read_bytes()[:300])
