@@ -30,6 +30,14 @@ def add_param_flags(parser: argparse.ArgumentParser, defaults: StyleParams = Sty
     group.add_argument("--weights", help="VGG weights: 'imagenet' (download) or a .h5 file; default $NST_WEIGHTS")
 
 
+def _add_output_format_flag(parser: argparse.ArgumentParser, names: str) -> None:
+    # How the output is written, not how it is made: not a StyleParams field, so no parameter hash changes.
+    from nst_core.image_io import OUTPUT_FORMATS
+
+    parser.add_argument("--output-format", choices=OUTPUT_FORMATS, help=f"16 bits per channel: {names}; "
+                        "default: 8-bit, by the output's extension; the photo's EXIF is kept (not in TIFF)")
+
+
 def _add_s3_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(S3_HELP)
     group.add_argument("--s3-endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"))
@@ -65,9 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("styles", nargs="+", metavar="style", help="one or more style images (blended)")
     one.add_argument("-o", "--output", required=True)
     one.add_argument("--save-every", type=int, default=0, metavar="N", help="also save the image every N steps")
-    # How the output is written, not how it is made: not a StyleParams field, so no parameter hash changes.
-    one.add_argument("--output-format", choices=("png", "png16", "tiff16"), help="16 bits per channel: "
-                     "png16 (a .png output) or tiff16 (.tif/.tiff); default: 8-bit, by the output's extension")
+    _add_output_format_flag(one, "png16 (a .png output) or tiff16 (.tif/.tiff)")
     add_param_flags(one)
     _add_s3_flags(one)
 
@@ -112,6 +118,8 @@ def _add_run_flags(parser: argparse.ArgumentParser, since_last_default: bool) ->
                         "flows.pipeline.BATCH_SIZE, 4; fewer when memory is short; 1: one at a time)")
     parser.add_argument("--allow-empty", action="store_true", help="a manifest matching no images succeeds "
                         "(default: an error naming its patterns)")
+    _add_output_format_flag(parser, "png16 (.png outputs) or tiff16 (outputs named .tif; a manifest's `output` "
+                            "cell must match)")
     parser.add_argument("--sweep", metavar="NAME=V1,V2[;NAME=...]", help="several values of one or two parameters, "
                         "for rows without a sweep cell (manifests/README.md)")
     add_param_flags(parser)
@@ -218,14 +226,13 @@ def _check_stylize_args(args: argparse.Namespace, params: StyleParams) -> None:
     from flows.manifest import blend_problem
     from nst_core.errors import ImageError
     from nst_core.fast import check_installed
-    from nst_core.image_io import output_format
+    from nst_core.image_io import encoding_problem, output_format
 
     check_installed(params.method, params.init)
-    kind = output_format(args.output)
-    wanted = {"png": "PNG", "png16": "PNG", "tiff16": "TIFF"}.get(args.output_format, kind)
-    if kind != wanted:
-        raise ImageError(f"{args.output}: --output-format {args.output_format} writes {wanted}; "
-                         f"name the output {'.png' if wanted == 'PNG' else '.tif or .tiff'}")
+    output_format(args.output)  # an ImageError naming the file when it has no image extension
+    problem = encoding_problem(args.output, args.output_format)
+    if problem:
+        raise ImageError(f"{args.output}: {problem}")
     if "://" not in args.output and os.path.isdir(args.output):
         raise ImageError(f"{args.output}: is a directory; name the output image file inside it")
     problem = blend_problem(params, len(args.styles))
@@ -279,7 +286,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # Reject a bad manifest or a table in use here, in one message, before Prefect starts (tens of seconds).
     validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args),
-                      sweep=args.sweep)
+                      sweep=args.sweep, output_format=args.output_format)
     check_free(results_location(args.out, args.results), storage_options(args))
     runtime.load()
     from nst_core.model import check_weights
@@ -327,7 +334,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # A deployment's runs need not start in this folder.
     args.manifest, args.out, args.results = absolute(args.manifest), absolute(args.out), absolute(args.results)
     validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args),
-                      sweep=args.sweep)
+                      sweep=args.sweep, output_format=args.output_format)
     check_weights(args.weights, param_overrides(args).get("arch", "auto"))
     schedule = Cron(args.cron, timezone=args.timezone)  # ValueError for a bad cron string
     flow = configured_flow(**runner_options(args))

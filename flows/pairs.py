@@ -21,7 +21,7 @@ import botocore.exceptions
 
 from nst_core import runtime
 from nst_core.errors import ImageError, InputError
-from nst_core.image_io import PERMANENT_ERRNOS, load_image, save_image, size_for
+from nst_core.image_io import PERMANENT_ERRNOS, load_image, read_exif, save_image, size_for
 from nst_core.model import min_input_side
 from nst_core.params import StyleParams
 from nst_core.settings import settings
@@ -230,13 +230,15 @@ def _stylize_jobs(jobs: list[Job], weights: str | None, callback) -> list:
 
 def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: str | None = None,
                   storage_options: dict | None = None, attempts: int = 1,
-                  memory_limit_gb: float | None = None) -> list[dict]:
+                  memory_limit_gb: float | None = None, output_format: str | None = None) -> list[dict]:
     """Stylize a batch of pairs (plan_batches) and append their rows to the results table; returns the rows.
 
     Pairs whose images turn out to differ in size run as separate batches. Bad input fails
     its pair only (a `failed` row, no exception); transient errors propagate so the caller
     can retry the batch. The rows are written together at the end, so a batch is recorded
     whole or not at all. Seconds are each pair's own (load, save) plus its share of the batch.
+    Outputs keep their photo's EXIF (nst_core.image_io.read_exif); `output_format` png16 or tiff16
+    writes 16 bits per channel.
     """
     started_at = datetime.now(timezone.utc)
     common = {"started_at": started_at, "attempts": attempts, "device": runtime.device(),
@@ -266,7 +268,8 @@ def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: 
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
-                save_image(outcome.image, pair.output, storage_options=storage_options)
+                save_image(outcome.image, pair.output, storage_options=storage_options, encoding=output_format,
+                           exif=read_exif(pair.content, storage_options))  # camera, date, place stay
             except Exception as error:  # noqa: BLE001 - sorted into retry or record
                 _fail_or_raise(row, error, pair)
                 continue

@@ -48,7 +48,7 @@ from .pairs import (
     stop_requested,
     stylize_pairs,
 )
-from .parameters import StorageOptions, StyleOverrides, overrides_dict, storage_dict
+from .parameters import OutputFormat, StorageOptions, StyleOverrides, overrides_dict, storage_dict
 from .report import publish_report
 from .results import deliver_spooled, read_results, results_location, spool_folder, spool_rows, write_rows
 from .storage import absolute, join_uri
@@ -88,9 +88,10 @@ def batch_name(parameters: dict) -> str:
     retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=_retry_transient,
 )
 def stylize_batch_task(pairs: list[Pair], run_id: str, results_uri: str, weights: str | None,
-                       storage_options: dict | None, memory_limit_gb: float | None) -> list[dict]:
+                       storage_options: dict | None, memory_limit_gb: float | None,
+                       output_format: str | None = None) -> list[dict]:
     return stylize_pairs(pairs, run_id, results_uri, weights=weights, storage_options=storage_options,
-                         memory_limit_gb=memory_limit_gb, attempts=task_run.run_count)
+                         memory_limit_gb=memory_limit_gb, attempts=task_run.run_count, output_format=output_format)
 
 
 @task(name="load-network", cache_policy=NONE)
@@ -136,7 +137,7 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
                      storage_options: StorageOptions | None = None, progress: bool = False,
                      memory_limit_gb: float | None = None, retry_delays: list[float] = RETRY_DELAYS,
                      sweep: str | None = None, since_last: bool = False, batch_size: int | None = None,
-                     allow_empty: bool = False) -> dict:
+                     allow_empty: bool = False, output_format: OutputFormat | None = None) -> dict:
     """Stylize every pair of `manifest` into `out`; rows go to `results` (default OUT/results).
 
     `overrides` (flows/parameters.py: a field per StyleParams field, or a plain dict) win over the
@@ -151,7 +152,8 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     or 80% of RAM); a pair whose own estimated memory exceeds it fails alone, before it starts.
     Transient storage errors are retried after each of `retry_delays` seconds. `sweep`
     (flows/sweeps.py) applies to rows without their own. A manifest matching no images at all
-    is a ManifestError unless `allow_empty`.
+    is a ManifestError unless `allow_empty`. Outputs keep their photo's EXIF; `output_format` png16
+    or tiff16 writes 16 bits per channel (tiff16: outputs named `.tif`, without EXIF).
 
     Returns counts per status and per ledger class (new, changed, unchanged, still_failing);
     raises PairsFailedError when any pair failed, and RunInterruptedError after SIGINT/SIGTERM
@@ -160,7 +162,8 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     run = RunContext(
         run_id=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
         out=out, results_uri=results_location(out, results), weights=weights,
-        storage_options=storage_dict(storage_options), memory_limit_gb=memory_limit_gb, logger=get_run_logger())
+        storage_options=storage_dict(storage_options), memory_limit_gb=memory_limit_gb, logger=get_run_logger(),
+        output_format=output_format)
     pairs = expand(run, manifest, overrides_dict(overrides), sweep, allow_empty)
     with run_lock(run.results_uri, run.run_id, run.storage_options):  # one run per results table at a time
         ledger = prepare(run, pairs, force, since_last)
@@ -181,13 +184,14 @@ class RunContext:
     storage_options: dict | None
     memory_limit_gb: float | None
     logger: object
+    output_format: str | None = None  # nst_core.image_io.OUTPUT_FORMATS; None: 8-bit, by extension
 
 
 def expand(run: RunContext, manifest: str, overrides: dict | None, sweep: str | None,
            allow_empty: bool) -> list[Pair]:
     """The manifest's pairs, its warnings logged."""
-    pairs, warnings = expand_manifest(manifest, run.out, overrides=overrides,
-                                      storage_options=run.storage_options, sweep=sweep, allow_empty=allow_empty)
+    pairs, warnings = expand_manifest(manifest, run.out, overrides=overrides, storage_options=run.storage_options,
+                                      sweep=sweep, allow_empty=allow_empty, output_format=run.output_format)
     for warning in warnings:
         run.logger.warning(warning)
     return pairs
@@ -225,7 +229,7 @@ def run_batches(run: RunContext, ledger: Ledger, tally: Tally, batch_size: int, 
     with stop_on_signals(on_signal), steps_reported(run.run_id, shown.step):
         for start in range(0, len(batches), SUBMIT_WINDOW):
             futures = {task.submit(batch, run.run_id, run.results_uri, run.weights, run.storage_options,
-                                   run.memory_limit_gb): batch for batch in batches[start : start + SUBMIT_WINDOW]}
+                                   run.memory_limit_gb, run.output_format): batch for batch in batches[start : start + SUBMIT_WINDOW]}
             _count_finished(run, futures, tally, shown, attempts=len(retry_delays) + 1)
             if stop_requested():
                 tally.counts["stopped"] = len(todo) - tally.finished()

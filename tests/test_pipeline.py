@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -133,6 +134,45 @@ def test_progress_shows_per_step_on_the_bar_and_per_batch_in_the_ui(prefect_api,
     assert sum(updates) == 3 * 5 and len([n for n in updates if n]) >= 3 * 5  # one update per step
     (progress,) = [a for a in artifacts("stylize-progress") if outcome["run_id"] in a.description]
     assert progress.type == "progress" and progress.data == 100
+
+
+def test_outputs_keep_the_photos_exif_and_sixteen_bit_formats_run_through_the_flow(prefect_api, photo_dir,
+                                                                                    weights_path):
+    """Photo libraries: a camera JPEG's EXIF stays on its stylized output; `output_format` png16 writes
+    16-bit PNGs (named .png), tiff16 16-bit TIFFs (named .tif); an `output` cell must fit the format."""
+    import tifffile
+    from PIL import ExifTags
+
+    from flows.manifest import validate_manifest
+
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make], exif[ExifTags.Base.Model] = "NSTCam", "Model 7"
+    with Image.open(SAMPLES / "content" / "chelsea.jpg") as photo:
+        photo.convert("RGB").save(photo_dir / "camera.jpg", exif=exif.tobytes())
+    manifest = _write_manifest(photo_dir / "m.csv", ["camera.jpg,styles/scream.jpg"])
+    outcome = _run(manifest, photo_dir / "png16", weights_path, output_format="png16")
+    (output,) = read_results(str(photo_dir / "png16" / "results"))["output_uri"]
+    assert outcome["succeeded"] == 1 and output.endswith(".png")
+    data = Path(output).read_bytes()
+    assert data[24:26] == bytes([16, 2])  # IHDR: 16 bits per sample, truecolour
+    with Image.open(output) as written:
+        assert written.getexif()[ExifTags.Base.Make] == "NSTCam"  # the camera make kept
+        assert written.getexif()[ExifTags.Base.Model] == "Model 7"
+
+    _run(manifest, photo_dir / "tiff16", weights_path, output_format="tiff16")
+    (output,) = read_results(str(photo_dir / "tiff16" / "results"))["output_uri"]
+    pixels = tifffile.imread(output)
+    assert output.endswith(".tif") and pixels.dtype == np.uint16 and max(pixels.shape[:2]) == 32
+
+    _run(manifest, photo_dir / "plain", weights_path)  # 8 bits, by extension: EXIF kept too
+    (output,) = read_results(str(photo_dir / "plain" / "results"))["output_uri"]
+    with Image.open(output) as written:
+        assert written.mode == "RGB" and written.getexif()[ExifTags.Base.Make] == "NSTCam"
+
+    (photo_dir / "named.csv").write_text("content,style,output\ncamera.jpg,styles/scream.jpg,x.jpg\n")
+    named = str(photo_dir / "named.csv")
+    with pytest.raises(ManifestError, match=r"x\.jpg.*--output-format png16 writes PNG; name the output \.png"):
+        validate_manifest(named, output_format="png16")
 
 
 @pytest.mark.backends
