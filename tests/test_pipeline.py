@@ -371,6 +371,36 @@ def test_cli_exits_nonzero_with_every_bad_row_named(photo_dir):
     assert "colour" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_every_flag_says_what_it_does_with_its_choices_and_defaults_as_typed(capsys):
+    """`nst --help` and each command's: every flag and argument has a help line; choices are listed;
+    parameter defaults read as one would type them (block4_conv2, 256,362, none)."""
+    import argparse
+
+    from flows.cli import add_param_flags, build_parser
+    from nst_core.params import StyleParams
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert {c.dest for c in commands._choices_actions} == set(commands.choices)  # `nst --help` says what each does
+    assert all(c.help for c in commands._choices_actions)
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            assert action.help, f"nst {name} {action.option_strings or action.dest}: no help"
+            if action.choices:
+                assert "{" + ",".join(action.choices) + "}" in command.format_help()
+    run_help = commands.choices["run"].format_help()
+    assert re.search(r"--content-layers V\s+default: block4_conv2;", run_help)
+    assert re.search(r"--style-blend V\s+default: none;", run_help)
+    assert re.search(r"--output-format \{png,png16,tiff16\}", run_help)
+    assert re.search(r"--init \{noise,content,style,fast,recolored\}\s+default: content;", run_help)
+    scaled = argparse.ArgumentParser()
+    add_param_flags(scaled, StyleParams(scales=(256, 362), size=512))
+    assert re.search(r"--scales V\s+default: 256,362;", scaled.format_help())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    assert "stylize every pair of a manifest" in capsys.readouterr().out
+
+
 def test_cli_stylize_one_pair(photo_dir, weights_path):
     out = photo_dir / "one.png"
     result = subprocess.run(
