@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import threading
+import typing
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -171,6 +172,11 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
         run_batches(run, ledger, tally, batch_size or BATCH_SIZE, retry_delays, progress)
     report = publish(run, tally)
     return finish(run, tally, report, len(pairs))
+
+
+# `nst serve` ships the flow to its runs pickled by value (prefect.bundles), with only the globals its
+# body names: its parameters' types must be objects there, not the strings `from __future__` leaves.
+stylize_manifest.fn.__annotations__ = typing.get_type_hints(stylize_manifest.fn)
 
 
 @dataclass(frozen=True)
