@@ -18,22 +18,39 @@ from nst_core.params import SHEET_PARAMS, StyleParams, as_text
 S3_HELP = "S3: credentials come from the environment or the profile, never from flags"
 
 
-def add_param_flags(parser: argparse.ArgumentParser, defaults: StyleParams = StyleParams()) -> None:
-    group = parser.add_argument_group("stylization parameters (declared in nst_core/params.py)")
+def add_param_flags(parser: argparse.ArgumentParser, defaults: StyleParams = StyleParams(), *,
+                    fast_only: bool = False) -> None:
+    """A flag per StyleParams field, its help the field's, its default as typed; `fast_only`: the fields
+    the fast network uses (`param(..., fast=True)`), and no --weights (it needs no VGG)."""
+    group = parser.add_argument_group("stylization parameters (declared in nst_core/params.py)"
+                                      + (" that the fast network uses" if fast_only else ""))
     for spec in type(defaults).specs():
+        if fast_only and not spec.fast:
+            continue
         metavar = "{" + ",".join(spec.choices) + "}" if spec.choices else "V"
         shown = as_text(getattr(defaults, spec.name))  # as typed: block4_conv2, 256,362
-        shown = "''" if shown == "" else shown
+        shown = {"": "''", None: "none"}.get(shown, shown)
         help_text = f"default: {shown}; {spec.help}".replace("%", "%%")  # argparse formats help with %
         group.add_argument(f"--{spec.name.replace('_', '-')}", dest=spec.name, metavar=metavar, default=None,
                            help=help_text)
+    if fast_only:
+        return
     group.add_argument("--weights", help="VGG weights: 'imagenet' (download) or a .h5 file; default $NST_WEIGHTS")
+
+
+def _add_output_format_flag(parser: argparse.ArgumentParser, names: str) -> None:
+    # How the output is written, not how it is made: not a StyleParams field, so no parameter hash changes.
+    from nst_core.image_io import OUTPUT_FORMATS
+
+    parser.add_argument("--output-format", choices=OUTPUT_FORMATS, help=f"16 bits per channel: {names}; "
+                        "default: 8-bit, by the output's extension; the photo's EXIF is kept (not in TIFF)")
 
 
 def _add_s3_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(S3_HELP)
-    group.add_argument("--s3-endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"))
-    group.add_argument("--s3-profile", default=None)
+    group.add_argument("--s3-endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"), metavar="URL",
+                       help="an S3-compatible endpoint, e.g. http://minio:9000 (default: $AWS_ENDPOINT_URL, else AWS)")
+    group.add_argument("--s3-profile", default=None, metavar="NAME", help="the AWS profile to take credentials from")
     group.add_argument("--s3-anon", action="store_true", help="read public buckets without credentials")
 
 
@@ -41,7 +58,7 @@ def param_overrides(args: argparse.Namespace) -> dict:
     """The parameter flags that were given, typed; ValueError names the flag."""
     return {
         name: StyleParams.parse(name, getattr(args, name))
-        for name in StyleParams.field_names() if getattr(args, name) is not None
+        for name in StyleParams.field_names() if getattr(args, name, None) is not None  # sheet: fast fields only
     }
 
 
@@ -61,13 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     one = commands.add_parser("stylize", help="stylize one content image")
-    one.add_argument("content")
+    one.add_argument("content", help="the photo (local or s3://)")
     one.add_argument("styles", nargs="+", metavar="style", help="one or more style images (blended)")
-    one.add_argument("-o", "--output", required=True)
+    one.add_argument("-o", "--output", required=True, help="the stylized image: .png .jpg .webp .tif (local or s3://)")
     one.add_argument("--save-every", type=int, default=0, metavar="N", help="also save the image every N steps")
-    # How the output is written, not how it is made: not a StyleParams field, so no parameter hash changes.
-    one.add_argument("--output-format", choices=("png", "png16", "tiff16"), help="16 bits per channel: "
-                     "png16 (a .png output) or tiff16 (.tif/.tiff); default: 8-bit, by the output's extension")
+    _add_output_format_flag(one, "png16 (a .png output) or tiff16 (.tif/.tiff)")
     add_param_flags(one)
     _add_s3_flags(one)
 
@@ -82,37 +97,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_commands(commands)
 
     sheet = commands.add_parser("sheet", help="every photo x every style with the fast network, in one picture")
-    sheet.add_argument("photos", nargs="+", metavar="photo")
-    sheet.add_argument("--styles", nargs="+", required=True, metavar="style")
-    sheet.add_argument("-o", "--output", required=True)
+    sheet.add_argument("photos", nargs="+", metavar="photo", help="the photos, one row each")
+    sheet.add_argument("--styles", nargs="+", required=True, metavar="style", help="the paintings, one column each")
+    sheet.add_argument("-o", "--output", required=True, help="the sheet: .png, or .jpg for very large sheets")
     sheet.add_argument("--cell", type=int, default=None, metavar="N", help="cell side in the sheet (default: --size)")
-    add_param_flags(sheet, SHEET_PARAMS)
+    add_param_flags(sheet, SHEET_PARAMS, fast_only=True)
     _add_s3_flags(sheet)
     return parser
 
 
 def _add_run_flags(parser: argparse.ArgumentParser, since_last_default: bool) -> None:
     """What `run` and `serve` share: the manifest, where outputs go, how pairs run, the parameters."""
-    parser.add_argument("manifest")
+    parser.add_argument("manifest", help="CSV of photos x paintings x parameters, local or s3:// (manifests/README.md)")
     parser.add_argument("--out", required=True, help="output root: a folder or s3://bucket/prefix")
     parser.add_argument("--results", help="results table (default OUT/results)")
     parser.add_argument("--force", action="store_true", help="redo pairs a previous run finished")
     parser.add_argument("--since-last", action=argparse.BooleanOptionalAction, default=since_last_default,
                         help="also skip pairs that failed on bad input unchanged since (default: "
                              f"{'on' if since_last_default else 'off'}); new and changed photos always run")
-    parser.add_argument("--concurrency", type=int, default=1, help="threads: pairs stylized at once (default 1)")
+    parser.add_argument("--concurrency", type=int, default=1, metavar="N", help="threads: pairs stylized at once (default 1)")
     parser.add_argument("--task-runner", choices=("threads", "dask"), default="threads",
                         help="threads in this process (default), or a Dask cluster")
     parser.add_argument("--dask-address", help="Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
-    parser.add_argument("--dask-workers", type=int, help="local Dask cluster: worker processes (default: one per "
+    parser.add_argument("--dask-workers", type=int, metavar="N", help="local Dask cluster: worker processes (default: one per "
                         "GPU, else 1)")
-    parser.add_argument("--memory-limit-gb", type=float, help="fill batches up to it, run pairs too large for "
-                        "one pass in tiles, refuse those too large even so (default: $NST_MEMORY_LIMIT_GB or "
-                        "80%% of RAM)")
-    parser.add_argument("--batch-size", type=int, help="pairs of one size optimised together (default: "
+    parser.add_argument("--memory-limit-gb", type=float, metavar="GB", help="fill batches up to it, run pairs too "
+                        "large for one pass in tiles, refuse those too large even so (default: $NST_MEMORY_LIMIT_GB "
+                        "or 80%% of RAM)")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="pairs of one size optimised together (default: "
                         "flows.pipeline.BATCH_SIZE, 4; fewer when memory is short; 1: one at a time)")
     parser.add_argument("--allow-empty", action="store_true", help="a manifest matching no images succeeds "
                         "(default: an error naming its patterns)")
+    _add_output_format_flag(parser, "png16 (.png outputs) or tiff16 (outputs named .tif; a manifest's `output` "
+                            "cell must match)")
     parser.add_argument("--sweep", metavar="NAME=V1,V2[;NAME=...]", help="several values of one or two parameters, "
                         "for rows without a sweep cell (manifests/README.md)")
     add_param_flags(parser)
@@ -219,14 +236,13 @@ def _check_stylize_args(args: argparse.Namespace, params: StyleParams) -> None:
     from flows.manifest import blend_problem
     from nst_core.errors import ImageError
     from nst_core.fast import check_installed
-    from nst_core.image_io import output_format
+    from nst_core.image_io import encoding_problem, output_format
 
     check_installed(params.method, params.init)
-    kind = output_format(args.output)
-    wanted = {"png": "PNG", "png16": "PNG", "tiff16": "TIFF"}.get(args.output_format, kind)
-    if kind != wanted:
-        raise ImageError(f"{args.output}: --output-format {args.output_format} writes {wanted}; "
-                         f"name the output {'.png' if wanted == 'PNG' else '.tif or .tiff'}")
+    output_format(args.output)  # an ImageError naming the file when it has no image extension
+    problem = encoding_problem(args.output, args.output_format)
+    if problem:
+        raise ImageError(f"{args.output}: {problem}")
     if "://" not in args.output and os.path.isdir(args.output):
         raise ImageError(f"{args.output}: is a directory; name the output image file inside it")
     problem = blend_problem(params, len(args.styles))
@@ -254,8 +270,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
               for uri in args.styles]
     check_sides((args.content, content.shape), [(uri, s.shape) for uri, s in zip(args.styles, styles)], params)
     check_weights(args.weights, params.arch)  # after the inputs' checks: each names its own file
-    total = params.iterations + params.coarse_iterations * (len(params.sides()) - 1)
-    bar = tqdm(total=total, unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: no steps
+    bar = tqdm(total=params.steps(), unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: none
 
     def on_step(scale, side, progress, image):
         bar.update(1)
@@ -284,7 +299,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # Reject a bad manifest or a table in use here, in one message, before Prefect starts (tens of seconds).
     validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args),
-                      sweep=args.sweep)
+                      sweep=args.sweep, output_format=args.output_format)
     check_free(results_location(args.out, args.results), storage_options(args))
     runtime.load()
     from nst_core.model import check_weights
@@ -332,7 +347,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # A deployment's runs need not start in this folder.
     args.manifest, args.out, args.results = absolute(args.manifest), absolute(args.out), absolute(args.results)
     validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args),
-                      sweep=args.sweep)
+                      sweep=args.sweep, output_format=args.output_format)
     check_weights(args.weights, param_overrides(args).get("arch", "auto"))
     schedule = Cron(args.cron, timezone=args.timezone)  # ValueError for a bad cron string
     flow = configured_flow(**runner_options(args))

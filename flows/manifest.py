@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from nst_core.image_io import HEIF_EXTENSIONS
+from nst_core.image_io import HEIF_EXTENSIONS, default_extension, encoding_problem
 from nst_core.params import StyleParams
 
 from .storage import Storage, absolute, join_uri
@@ -126,14 +126,15 @@ def overridden_cells(rows: list[tuple[int, dict, StyleParams, str | None]], over
     return lines
 
 
-def _output_problem(output: str) -> str | None:
+def _output_problem(output: str, output_format: str | None = None) -> str | None:
     normalized = posixpath.normpath(output.replace("\\", "/"))
     if (output.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", output) or "://" in output
             or normalized == ".." or normalized.startswith("../")):
         return f"output {output!r} must be a relative path inside the output root"
     if not normalized.lower().endswith(OUTPUT_EXTENSIONS):
         return f"output {output!r} needs an image extension ({', '.join(OUTPUT_EXTENSIONS)})"
-    return None
+    problem = encoding_problem(output, output_format)
+    return f"output {output!r}: {problem}" if problem else None
 
 
 def _sweep_text(cells: dict, sweep: str | None) -> str:
@@ -148,8 +149,8 @@ def blend_problem(params: StyleParams, styles: int) -> str | None:
     return None
 
 
-def _check_row(cells: dict, base: StyleParams, overrides: dict, sweep: str | None = None
-               ) -> tuple[StyleParams | None, list[str]]:
+def _check_row(cells: dict, base: StyleParams, overrides: dict, sweep: str | None = None,
+               output_format: str | None = None) -> tuple[StyleParams | None, list[str]]:
     """The row's parameters, and every reason the row cannot run."""
     reasons = [f"missing {name}" for name in REQUIRED if not cells.get(name, "").strip()]
     params, param_reasons = _row_params(cells, base, overrides)
@@ -163,18 +164,18 @@ def _check_row(cells: dict, base: StyleParams, overrides: dict, sweep: str | Non
     blended = len(BLEND_SEPARATOR.split(cells.get("style", "").strip()))
     reasons += sorted({problem for problem in (blend_problem(v, blended) for v in variants) if problem})
     output = cells.get("output", "").strip()
-    if output and _output_problem(output):
-        reasons.append(_output_problem(output))
+    if output and _output_problem(output, output_format):
+        reasons.append(_output_problem(output, output_format))
     return params, reasons
 
 
 def validate_manifest(uri: str, *, defaults: StyleParams = StyleParams(), overrides: dict | None = None,
-                      storage_options: dict | None = None, sweep: str | None = None
-                      ) -> list[tuple[int, dict, StyleParams, str | None]]:
+                      storage_options: dict | None = None, sweep: str | None = None,
+                      output_format: str | None = None) -> list[tuple[int, dict, StyleParams, str | None]]:
     """(row number, cells, parameters, output) per row, or ManifestError listing every bad row.
 
     Parameters: defaults < the row's own cells < `overrides` (CLI flags: typed last). `sweep`
-    applies to rows without a `sweep` cell. Touches no image, so it is cheap enough to
+    applies to rows without a `sweep` cell; an `output` cell must fit `output_format` (png16: .png). Touches no image, so it is cheap enough to
     run before anything starts.
     """
     table = read_manifest(uri, storage_options)
@@ -190,7 +191,7 @@ def validate_manifest(uri: str, *, defaults: StyleParams = StyleParams(), overri
         parse_sweep(sweep)  # a bad --sweep is one error, not one per row
     rows = []
     for number, cells in enumerate(table.to_dict("records"), start=1):
-        params, reasons = _check_row(cells, defaults, overrides, sweep)
+        params, reasons = _check_row(cells, defaults, overrides, sweep, output_format)
         problems += [(number, reason) for reason in reasons]
         if not reasons:
             rows.append((number, cells, params, cells.get("output", "").strip() or None))
@@ -262,12 +263,12 @@ def pair_id(content: str, styles: tuple[str, ...], params: StyleParams) -> str:
 
 def make_pair(row: int, content: str, styles: tuple[str, ...], params: StyleParams, out_root: str,
               output: str | None = None, sweep: str = "",
-              fingerprints: dict[str, str | None] | None = None, explicit=frozenset()) -> Pair:
+              fingerprints: dict[str, str | None] | None = None, explicit=frozenset(), extension: str = ".png") -> Pair:
     """A pair with its id (content, styles, parameters), deterministic output URI, the
     fingerprints of its files (`fingerprints`: URI -> fingerprint, from list_images), and its
     ids under earlier defaults (`explicit`: the fields the user set, which kept their value)."""
     digest = pair_id(content, styles, params)
-    name = output or f"{file_stem(content)}--{'+'.join(file_stem(s) for s in styles)}--{digest[:8]}.png"
+    name = output or f"{file_stem(content)}--{'+'.join(file_stem(s) for s in styles)}--{digest[:8]}{extension}"
     seen = fingerprints or {}
     style_fingerprint = " + ".join(str(seen.get(s)) for s in styles) if any(seen.get(s) for s in styles) else None
     earlier = tuple((pair_id(content, styles, old), old) for old in params.earlier(explicit))
@@ -292,8 +293,8 @@ def _row_images(number: int, cells: dict, base_dir: str, options: dict | None, e
 
 
 def _row_pairs(number: int, cells: dict, params: StyleParams, output: str | None, base_dir: str,
-               out_root: str, options: dict | None, sweep: str | None, warnings: list[str], flags=frozenset()
-               ) -> tuple[list[Pair], list[tuple[int, str]]]:
+               out_root: str, options: dict | None, sweep: str | None, warnings: list[str], flags=frozenset(),
+               extension: str = ".png") -> tuple[list[Pair], list[tuple[int, str]]]:
     """One row's pairs (contents crossed with styles crossed with swept values), or the reasons it has none."""
     exclude = f"{out_root.rstrip('/')}/" if "://" in out_root else os.path.join(os.path.abspath(out_root), "")
     contents, style_sets, fingerprints, problems = _row_images(number, cells, base_dir, options, exclude, warnings)
@@ -306,7 +307,7 @@ def _row_pairs(number: int, cells: dict, params: StyleParams, output: str | None
         problems.append((number, f"output {output!r} names one file, but the row expands to {count} pairs"))
     if problems:
         return [], problems
-    return [make_pair(number, c, s, v, out_root, output, sweep, fingerprints, explicit)
+    return [make_pair(number, c, s, v, out_root, output, sweep, fingerprints, explicit, extension)
             for c in contents for s in style_sets for v in variants], []
 
 
@@ -327,19 +328,22 @@ def _drop_duplicates(uri: str, pairs: list[Pair]) -> tuple[list[Pair], list[str]
 
 def expand_manifest(uri: str, out_root: str, *, defaults: StyleParams = StyleParams(),
                     overrides: dict | None = None, storage_options: dict | None = None, sweep: str | None = None,
-                    allow_empty: bool = True) -> tuple[list[Pair], list[str]]:
+                    allow_empty: bool = True, output_format: str | None = None) -> tuple[list[Pair], list[str]]:
     """(pairs in row order, duplicates removed; warnings), or ManifestError listing every bad row.
+
+    Outputs named here are `.png`, or `.tif` for `output_format` tiff16 (nst_core.image_io).
 
     A row matching no images is a warning; with `allow_empty` False, a manifest matching none
     at all is a ManifestError naming every row's patterns (a typo should not pass as "0 succeeded").
     """
     rows = validate_manifest(uri, defaults=defaults, overrides=overrides, storage_options=storage_options,
-                             sweep=sweep)
+                             sweep=sweep, output_format=output_format)
     base_dir = uri.rsplit("/", 1)[0] if "://" in uri else os.path.dirname(os.path.abspath(uri))
     pairs, warnings, problems, unmatched = [], [], [], []
     for number, cells, params, output in rows:
         row_pairs, row_problems = _row_pairs(number, cells, params, output, base_dir, out_root, storage_options,
-                                             sweep, warnings, frozenset(overrides or {}))
+                                             sweep, warnings, frozenset(overrides or {}),
+                                             default_extension(output_format))
         if not row_pairs and not row_problems:
             unmatched.append((number, f"{cells['content'].strip()!r} x {cells['style'].strip()!r} matches no images"))
         pairs += row_pairs

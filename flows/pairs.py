@@ -21,7 +21,7 @@ import botocore.exceptions
 
 from nst_core import checkpoint, memory, runtime
 from nst_core.errors import ImageError, InputError
-from nst_core.image_io import PERMANENT_ERRNOS, load_image, save_image, size_for
+from nst_core.image_io import PERMANENT_ERRNOS, load_image, read_exif, save_image, size_for
 from nst_core.model import min_input_side
 from nst_core.params import StyleParams
 from nst_core.stylize import Job, batch_key, scale_shapes, stylize_batch
@@ -87,6 +87,33 @@ def stop_requested() -> bool:
 def _raise_if_stopped(*_):
     if STOP.is_set():
         raise RunStopped("stopped by a signal before this pair finished")
+
+
+# Who listens to optimiser steps in this process, by run id: the run's progress bar (flows/pipeline.py).
+# A Dask worker's process has none, so there the bar moves as batches finish.
+_STEP_LISTENERS: dict = {}
+
+
+@contextlib.contextmanager
+def steps_reported(run_id: str, listener):
+    """While inside, every optimiser step of this run's pairs stylized in this process calls listener(pair_id)."""
+    _STEP_LISTENERS[run_id] = listener
+    try:
+        yield
+    finally:
+        _STEP_LISTENERS.pop(run_id, None)
+
+
+def _on_step(run_id: str, pair_ids: list[str]):
+    """stylize_batch's callback for a batch of these pairs: stop at a signal, report the step."""
+    listener = _STEP_LISTENERS.get(run_id)
+
+    def on_step(job_index, *_):
+        _raise_if_stopped()
+        if listener is not None:
+            listener(pair_ids[job_index])
+
+    return on_step
 
 
 class MemoryBudgetError(InputError, ValueError):
@@ -192,20 +219,24 @@ def _stylize_jobs(jobs: list[Job], weights: str | None, callback, memory_limit: 
     try:
         return stylize_batch(jobs, weights=weights, callback=callback, memory_limit=memory_limit)
     except Exception as error:  # noqa: BLE001 - sorted per pair by the caller
-        if runtime.is_out_of_memory(error) and len(jobs) > 1:
-            return [outcome for job in jobs for outcome in _stylize_jobs([job], weights, callback, memory_limit)]
+        if runtime.is_out_of_memory(error) and len(jobs) > 1:  # each job alone, still reported as itself
+            return [outcome for k, job in enumerate(jobs)
+                    for outcome in _stylize_jobs([job], weights, lambda _, *step, k=k: callback(k, *step),
+                                                 memory_limit)]
         return [error] * len(jobs)
 
 
 def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: str | None = None,
                   storage_options: dict | None = None, attempts: int = 1,
-                  memory_limit_gb: float | None = None) -> list[dict]:
+                  memory_limit_gb: float | None = None, output_format: str | None = None) -> list[dict]:
     """Stylize a batch of pairs (plan_batches) and append their rows to the results table; returns the rows.
 
     Pairs whose images turn out to differ in size run as separate batches. Bad input fails
     its pair only (a `failed` row, no exception); transient errors propagate so the caller
     can retry the batch. The rows are written together at the end, so a batch is recorded
     whole or not at all. Seconds are each pair's own (load, save) plus its share of the batch.
+    Outputs keep their photo's EXIF (nst_core.image_io.read_exif); `output_format` png16 or tiff16
+    writes 16 bits per channel.
     """
     started_at = datetime.now(timezone.utc)
     common = {"started_at": started_at, "attempts": attempts, "device": runtime.device(),
@@ -229,7 +260,7 @@ def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: 
         job = Job(content, styles, pair.params, checkpoint.path_for(pair.output))
         loaded.setdefault(batch_key(content.shape, pair.params), []).append((pair, job))
     for batch in loaded.values():
-        outcomes = _stylize_jobs([job for _, job in batch], weights, _raise_if_stopped,
+        outcomes = _stylize_jobs([job for _, job in batch], weights, _on_step(run_id, [p.pair_id for p, _ in batch]),
                                  (memory_limit_gb or default_memory_limit_gb()) * 2**30)
         for (pair, _), outcome in zip(batch, outcomes):
             row = rows[pair.pair_id]
@@ -237,7 +268,8 @@ def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: 
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
-                save_image(outcome.image, pair.output, storage_options=storage_options)
+                save_image(outcome.image, pair.output, storage_options=storage_options, encoding=output_format,
+                           exif=read_exif(pair.content, storage_options))  # camera, date, place stay
                 checkpoint.remove(pair.output)
             except Exception as error:  # noqa: BLE001 - sorted into retry or record
                 _fail_or_raise(row, error, pair)

@@ -9,13 +9,20 @@ Pairs run on a thread pool in this process, or on a Dask cluster (flows/dask_run
 from __future__ import annotations
 
 import posixpath
+import threading
+import typing
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 from prefect.runtime import task_run
@@ -37,10 +44,12 @@ from .pairs import (
     failure_message,
     is_transient,
     plan_batches,
+    steps_reported,
     stop_on_signals,
     stop_requested,
     stylize_pairs,
 )
+from .parameters import OutputFormat, StorageOptions, StyleOverrides, overrides_dict, storage_dict
 from .report import publish_report
 from .results import deliver_spooled, read_results, results_location, spool_folder, spool_rows, write_rows
 from .storage import absolute, join_uri
@@ -80,9 +89,10 @@ def batch_name(parameters: dict) -> str:
     retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=_retry_transient,
 )
 def stylize_batch_task(pairs: list[Pair], run_id: str, results_uri: str, weights: str | None,
-                       storage_options: dict | None, memory_limit_gb: float | None) -> list[dict]:
+                       storage_options: dict | None, memory_limit_gb: float | None,
+                       output_format: str | None = None) -> list[dict]:
     return stylize_pairs(pairs, run_id, results_uri, weights=weights, storage_options=storage_options,
-                         memory_limit_gb=memory_limit_gb, attempts=task_run.run_count)
+                         memory_limit_gb=memory_limit_gb, attempts=task_run.run_count, output_format=output_format)
 
 
 @task(name="load-network", cache_policy=NONE)
@@ -112,17 +122,6 @@ def summary_markdown(run_id: str, counts: Counter, failures: list[dict], seconds
     return "\n".join(lines)
 
 
-def typed_overrides(overrides: dict | None) -> dict:
-    """Parameter overrides as StyleParams holds them, whether typed (`nst run`) or from a deployment's
-    JSON parameters (lists for tuples, or text as in a manifest cell)."""
-    def typed(name, value):
-        if isinstance(value, str):
-            return StyleParams.parse(name, value)
-        return tuple(value) if isinstance(value, list) else value
-
-    return {name: typed(name, value) for name, value in (overrides or {}).items()}
-
-
 def ledger_line(counts: Counter) -> str:
     """What the results table said about the manifest's pairs, in words."""
     line = f"{counts['new']} new, {counts['changed']} changed, {counts['unchanged']} unchanged (skipped)"
@@ -135,12 +134,15 @@ def ledger_line(counts: Counter) -> str:
 # time (Prefect's own default thread pool has no limit). `nst run` picks its runner per call.
 @flow(name="stylize-manifest", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def stylize_manifest(manifest: str, out: str, results: str | None = None, force: bool = False,
-                     overrides: dict | None = None, weights: str | None = None,
-                     storage_options: dict | None = None, progress: bool = False,
+                     overrides: StyleOverrides | None = None, weights: str | None = None,
+                     storage_options: StorageOptions | None = None, progress: bool = False,
                      memory_limit_gb: float | None = None, retry_delays: list[float] = RETRY_DELAYS,
                      sweep: str | None = None, since_last: bool = False, batch_size: int | None = None,
-                     allow_empty: bool = False) -> dict:
+                     allow_empty: bool = False, output_format: OutputFormat | None = None) -> dict:
     """Stylize every pair of `manifest` into `out`; rows go to `results` (default OUT/results).
+
+    `overrides` (flows/parameters.py: a field per StyleParams field, or a plain dict) win over the
+    manifest's cells; `storage_options` reach S3 (a model or a plain dict).
 
     Pairs new or changed since their last succeeded row run; unchanged ones are skipped
     (flows/ledger.py). With `since_last`, pairs that failed on bad input that has not
@@ -151,7 +153,8 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     or 80% of RAM); a pair whose own estimated memory exceeds it fails alone, before it starts.
     Transient storage errors are retried after each of `retry_delays` seconds. `sweep`
     (flows/sweeps.py) applies to rows without their own. A manifest matching no images at all
-    is a ManifestError unless `allow_empty`.
+    is a ManifestError unless `allow_empty`. Outputs keep their photo's EXIF; `output_format` png16
+    or tiff16 writes 16 bits per channel (tiff16: outputs named `.tif`, without EXIF).
 
     Returns counts per status and per ledger class (new, changed, unchanged, still_failing);
     raises PairsFailedError when any pair failed, and RunInterruptedError after SIGINT/SIGTERM
@@ -159,15 +162,21 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     """
     run = RunContext(
         run_id=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
-        out=out, results_uri=results_location(out, results), weights=weights, storage_options=storage_options,
-        memory_limit_gb=memory_limit_gb, logger=get_run_logger())
-    pairs = expand(run, manifest, overrides, sweep, allow_empty)
-    with run_lock(run.results_uri, run.run_id, storage_options):  # one run per results table at a time
+        out=out, results_uri=results_location(out, results), weights=weights,
+        storage_options=storage_dict(storage_options), memory_limit_gb=memory_limit_gb, logger=get_run_logger(),
+        output_format=output_format)
+    pairs = expand(run, manifest, overrides_dict(overrides), sweep, allow_empty)
+    with run_lock(run.results_uri, run.run_id, run.storage_options):  # one run per results table at a time
         ledger = prepare(run, pairs, force, since_last)
         tally = Tally(Counter(skipped=len(ledger.skipped), **ledger.counts()))
         run_batches(run, ledger, tally, batch_size or BATCH_SIZE, retry_delays, progress)
     report = publish(run, tally)
     return finish(run, tally, report, len(pairs))
+
+
+# `nst serve` ships the flow to its runs pickled by value (prefect.bundles), with only the globals its
+# body names: its parameters' types must be objects there, not the strings `from __future__` leaves.
+stylize_manifest.fn.__annotations__ = typing.get_type_hints(stylize_manifest.fn)
 
 
 @dataclass(frozen=True)
@@ -181,13 +190,14 @@ class RunContext:
     storage_options: dict | None
     memory_limit_gb: float | None
     logger: object
+    output_format: str | None = None  # nst_core.image_io.OUTPUT_FORMATS; None: 8-bit, by extension
 
 
 def expand(run: RunContext, manifest: str, overrides: dict | None, sweep: str | None,
            allow_empty: bool) -> list[Pair]:
     """The manifest's pairs, its warnings logged."""
-    pairs, warnings = expand_manifest(manifest, run.out, overrides=typed_overrides(overrides),
-                                      storage_options=run.storage_options, sweep=sweep, allow_empty=allow_empty)
+    pairs, warnings = expand_manifest(manifest, run.out, overrides=overrides, storage_options=run.storage_options,
+                                      sweep=sweep, allow_empty=allow_empty, output_format=run.output_format)
     for warning in warnings:
         run.logger.warning(warning)
     return pairs
@@ -212,8 +222,7 @@ def run_batches(run: RunContext, ledger: Ledger, tally: Tally, batch_size: int, 
     """The pairs to do, in batches on the task runner, SUBMIT_WINDOW batches in flight at a time.
     Stops early at SIGINT/SIGTERM, counting the pairs left as stopped."""
     todo = ledger.todo
-    bar = tqdm(total=len(todo) + len(ledger.skipped), initial=len(ledger.skipped), unit="pair",
-               disable=not progress, dynamic_ncols=True)
+    shown = RunProgress(run, ledger, progress)
     task = stylize_batch_task.with_options(retries=len(retry_delays), retry_delay_seconds=retry_delays)
     batches = plan_batches(todo, batch_size, run.memory_limit_gb or default_memory_limit_gb())
     if todo:
@@ -223,18 +232,64 @@ def run_batches(run: RunContext, ledger: Ledger, tally: Tally, batch_size: int, 
     def on_signal(name: str) -> None:
         run.logger.warning(f"{name}: abandoning the batch in progress and stopping")
 
-    with stop_on_signals(on_signal):
+    with stop_on_signals(on_signal), steps_reported(run.run_id, shown.step):
         for start in range(0, len(batches), SUBMIT_WINDOW):
             futures = {task.submit(batch, run.run_id, run.results_uri, run.weights, run.storage_options,
-                                   run.memory_limit_gb): batch for batch in batches[start : start + SUBMIT_WINDOW]}
-            _count_finished(run, futures, tally, bar, attempts=len(retry_delays) + 1)
+                                   run.memory_limit_gb, run.output_format): batch for batch in batches[start : start + SUBMIT_WINDOW]}
+            _count_finished(run, futures, tally, shown, attempts=len(retry_delays) + 1)
             if stop_requested():
                 tally.counts["stopped"] = len(todo) - tally.finished()
                 break
-    bar.close()
+    shown.close()
 
 
-def _count_finished(run: RunContext, futures: dict, tally: Tally, bar, attempts: int) -> None:
+class RunProgress:
+    """How far the run is, where people look: `nst run`'s bar (`show`) and the `stylize-progress`
+    artifact in the Prefect UI (percent of the manifest's pairs done, skipped ones included).
+
+    The bar counts optimiser steps, each pair its budget (StyleParams.steps(), 1 for the fast
+    method), so it moves within a long pair: steps taken in this process (the threads runner)
+    advance it as they happen; when a batch finishes, its pairs fill what they did not report
+    (an early stop, or a Dask worker, whose steps are not seen here). The artifact moves per batch.
+    """
+
+    def __init__(self, run: RunContext, ledger: Ledger, show: bool):
+        self.budgets = {pair.pair_id: max(1, pair.params.steps()) for pair in ledger.todo + ledger.skipped}
+        self.seen: Counter = Counter()
+        self.total, self.done = len(self.budgets), len(ledger.skipped)
+        self.lock = threading.Lock()  # steps arrive from the task runner's threads
+        self.bar = tqdm(total=sum(self.budgets.values()), initial=sum(self.budgets[p.pair_id] for p in ledger.skipped),
+                        unit="step", disable=not show, dynamic_ncols=True)
+        self.bar.set_postfix(pairs=f"{self.done}/{self.total}")
+        self.artifact = create_progress_artifact(self.percent(), key="stylize-progress",
+                                                 description=f"run {run.run_id}: percent of its pairs done")
+
+    def percent(self) -> float:
+        return 100.0 * self.done / self.total if self.total else 100.0
+
+    def step(self, pair_id: str) -> None:
+        """One optimiser step of a pair (called from the pair's thread)."""
+        with self.lock:
+            if self.seen[pair_id] < self.budgets.get(pair_id, 0):
+                self.seen[pair_id] += 1
+                self.bar.update(1)
+
+    def finished(self, rows: list, counts: Counter) -> None:
+        """A batch's rows are in (None: abandoned after a signal): its pairs' steps filled, the artifact moved."""
+        with self.lock:
+            for row in filter(None, rows):
+                self.bar.update(self.budgets[row["pair_id"]] - self.seen[row["pair_id"]])
+                self.seen[row["pair_id"]] = self.budgets[row["pair_id"]]
+                self.done += 1
+            self.bar.set_postfix(pairs=f"{self.done}/{self.total}", done=counts["succeeded"],
+                                 failed=counts["failed"], skipped=counts["skipped"])
+        update_progress_artifact(self.artifact, self.percent())
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _count_finished(run: RunContext, futures: dict, tally: Tally, shown: RunProgress, attempts: int) -> None:
     """Each batch's rows as it finishes: counted and shown, and written here when its task could not."""
     for future in as_completed(list(futures)):
         rows, unrecorded = _finished_rows(future, futures[future], run.run_id, attempts)
@@ -242,8 +297,7 @@ def _count_finished(run: RunContext, futures: dict, tally: Tally, bar, attempts:
             record_failure(run.results_uri, rows, run.storage_options, run.logger)
         for row in rows:
             tally.add(row, run.logger)
-        bar.update(len(rows))
-        bar.set_postfix(done=tally.counts["succeeded"], failed=tally.counts["failed"], skipped=tally.counts["skipped"])
+        shown.finished(rows, tally.counts)
         if stop_requested():  # batches on Dask workers never see STOP: stop waiting for them here
             break
 

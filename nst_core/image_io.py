@@ -296,6 +296,19 @@ def output_format(uri: str) -> str:
     return _FORMATS[extension]
 
 
+def encoding_problem(uri: str, encoding: str | None) -> str | None:
+    """Why `uri`'s extension does not fit `--output-format encoding` (png and png16 write PNG, tiff16 TIFF), or None."""
+    wanted = {"png": "PNG", "png16": "PNG", "tiff16": "TIFF"}.get(encoding)
+    if wanted is None or output_format(uri) == wanted:
+        return None
+    return f"--output-format {encoding} writes {wanted}; name the output {'.png' if wanted == 'PNG' else '.tif or .tiff'}"
+
+
+def default_extension(encoding: str | None) -> str:
+    """The extension of outputs named by the pipeline: `.tif` for tiff16, else `.png`."""
+    return ".tif" if encoding == "tiff16" else ".png"
+
+
 def encode_picture(picture: Image.Image, uri: str, *, quality: int = 95, exif: bytes | None = None) -> bytes:
     """A PIL image as file bytes, format chosen by uri's extension; `exif` kept (all four formats hold it)."""
     kind = output_format(uri)

@@ -40,24 +40,26 @@ class Check:
 
     holds: Callable[[Any], bool]
     message: str
+    schema: dict = dataclasses.field(default_factory=dict)  # the same range in JSON Schema (the Prefect form)
 
 
-AT_LEAST_16 = Check(lambda v: v >= 16, "must be at least 16")
-COUNT = Check(lambda v: v >= 0, "must be non-negative")
-NON_NEGATIVE = Check(lambda v: v >= 0, "must be a non-negative number")  # `not v >= 0` also catches NaN
-POSITIVE = Check(lambda v: v > 0, "must be positive")
-BELOW_ONE = Check(lambda v: 0 <= v < 1, "must be at least 0 and below 1")
-FRACTION = Check(lambda v: 0 <= v <= 1, "must be between 0 and 1")
-OFF_OR_AT_LEAST_16 = Check(lambda v: v == 0 or v >= 16, "must be 0 (off) or at least 16")
+AT_LEAST_16 = Check(lambda v: v >= 16, "must be at least 16", {"minimum": 16})
+COUNT = Check(lambda v: v >= 0, "must be non-negative", {"minimum": 0})
+NON_NEGATIVE = Check(lambda v: v >= 0, "must be a non-negative number", {"minimum": 0})  # `not v >= 0` catches NaN
+POSITIVE = Check(lambda v: v > 0, "must be positive", {"exclusiveMinimum": 0})
+BELOW_ONE = Check(lambda v: 0 <= v < 1, "must be at least 0 and below 1", {"minimum": 0, "exclusiveMaximum": 1})
+FRACTION = Check(lambda v: 0 <= v <= 1, "must be between 0 and 1", {"minimum": 0, "maximum": 1})
+OFF_OR_AT_LEAST_16 = Check(lambda v: v == 0 or v >= 16, "must be 0 (off) or at least 16", {"minimum": 0})
 
 
 def param(default, help: str, *, graph: bool = False, check: Check | None = None, added_in: str = FIRST_TABLES,
-          neutral=_NO_NEUTRAL):
+          neutral=_NO_NEUTRAL, fast: bool = False):
     """A StyleParams field: `help` says what it is and why its default; `graph`: it changes the compiled
     objective (the compile key); `neutral`: for fields newer than the first results tables, the value that
-    behaves as before the field existed (the hash leaves the field out at that value, keeping old pair ids)."""
+    behaves as before the field existed (the hash leaves the field out at that value, keeping old pair ids);
+    `fast`: the fast network's previews use it too (`nst sheet` offers only these)."""
     return dataclasses.field(default=default, metadata={
-        "help": help, "graph": graph, "check": check, "added_in": added_in, "neutral": neutral})
+        "help": help, "graph": graph, "check": check, "added_in": added_in, "neutral": neutral, "fast": fast})
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class ParamSpec:
     check: Check | None
     added_in: str
     neutral: Any
+    fast: bool = False  # the fast network's previews (nst_core.stylize.fast_preview) use it
 
     def is_neutral(self, value) -> bool:
         """Whether `value` behaves as the code did before this field existed (never, for the first fields)."""
@@ -95,7 +98,7 @@ def as_text(value):
 class StyleParams:
     """Everything that decides what a stylized image looks like (and nothing that does not)."""
 
-    size: int = param(512, "longest side of the output, in pixels", check=AT_LEAST_16)
+    size: int = param(512, "longest side of the output, in pixels", check=AT_LEAST_16, fast=True)
     iterations: int = param(300, "optimiser steps at the output size: L-BFGS passes the tutorial's 500-step Adam "
                             "loss by step ~200 (bench_core)", check=COUNT)
     method: Method = param("optimize", "Gatys' optimisation; fast: one pass of Ghiasi et al.'s network, previews "
@@ -124,9 +127,9 @@ class StyleParams:
                                   "2017", graph=True)
     style_blend: Optional[tuple[float, ...]] = param(None, "weights of several style images; none: equal")
     style_scale: float = param(1.0, "style image size relative to the output size", check=POSITIVE)
-    preserve_colors: PreserveColors = param("none", "keep the content's colours (luminance or histogram)")
+    preserve_colors: PreserveColors = param("none", "keep the content's colours (luminance or histogram)", fast=True)
     style_strength: float = param(1.0, "both methods: the result blended with the content, 1 = all result, "
-                                  "0 = the photo", check=FRACTION, added_in="0.1.0+fast", neutral=1.0)
+                                  "0 = the photo", check=FRACTION, added_in="0.1.0+fast", neutral=1.0, fast=True)
     scales: tuple[int, ...] = param((), "coarser sizes optimised first (coarse-to-fine), e.g. 256; set: min_scale "
                                     "unused")
     min_scale: int = param(0, "coarse-to-fine in sqrt(2) steps from about this side up to size (crowsonkb); 0: size "
@@ -167,6 +170,12 @@ class StyleParams:
             return (*self.scales, self.size)
         count = int(math.floor(2 * math.log2(self.size / self.min_scale) + 1e-9))
         return tuple(round(self.size / 2 ** (k / 2)) for k in range(count, 0, -1)) + (self.size,)
+
+    def steps(self) -> int:
+        """The optimiser's step budget over every scale (early stopping may use fewer); 0 for method=fast."""
+        if self.method == "fast":
+            return 0
+        return self.iterations + self.coarse_iterations * (len(self.sides()) - 1)
 
     def replace(self, **changes) -> "StyleParams":
         return dataclasses.replace(self, **changes)
@@ -230,7 +239,7 @@ def _specs(cls: type) -> tuple[ParamSpec, ...]:
             raise TypeError(f"{cls.__name__}.{f.name} is newer than the first results tables: give it a neutral value")
         choices = get_args(hints[f.name]) if get_origin(hints[f.name]) is Literal else ()
         specs.append(ParamSpec(f.name, hints[f.name], f.default, meta["help"], choices, meta["graph"], meta["check"],
-                               meta["added_in"], meta["neutral"]))
+                               meta["added_in"], meta["neutral"], meta.get("fast", False)))
     return tuple(specs)
 
 

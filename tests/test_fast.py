@@ -167,9 +167,14 @@ def test_the_new_fields_at_their_neutral_values_keep_earlier_pair_ids():
     assert len({StyleParams().hash(), StyleParams(method="fast").hash(), StyleParams(style_strength=0.5).hash()}) == 3
 
 
-def test_sheet_help_shows_the_sheet_defaults(capsys):
+def test_sheet_help_shows_the_sheet_defaults_and_only_the_fast_networks_flags(capsys):
     with pytest.raises(SystemExit):
         main(["sheet", "--help"])
     help_text = capsys.readouterr().out
     assert re.search(r"--size V\s+default: 256\b", help_text)
-    assert re.search(r"--method \{optimize,fast\}\s+default: fast", help_text)
+    assert re.search(r"--preserve-colors \{none,luminance,histogram\}\s+default: none", help_text)
+    assert "--style-strength V" in help_text
+    flags = set(re.findall(r"--[a-z0-9-]+", help_text))
+    offered = {f"--{spec.name.replace('_', '-')}" for spec in StyleParams.specs()} & flags
+    assert offered == {"--size", "--preserve-colors", "--style-strength"}  # param(..., fast=True) only
+    assert "--weights" not in flags and "--method" not in flags  # no VGG; always fast

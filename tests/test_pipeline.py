@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -75,6 +76,103 @@ def test_flow_stylizes_every_pair_and_records_them(prefect_api, photo_dir, weigh
     summary, failures = artifacts("stylize-summary"), artifacts("stylize-failures")
     assert "| 3 | 0 | 0 |" in summary[0].data and outcome["run_id"] in summary[0].description
     assert "no failures" in str(failures[0].data)
+
+
+def test_the_flows_parameters_are_typed_fields_with_choices_and_ranges():
+    """The Prefect UI's custom-run form: a field per StyleParams field (its help, its choices, its
+    range), not a JSON box; plain dicts, typed or as text, still work; bad values are refused by name."""
+    from prefect.exceptions import ParameterTypeError
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.pipeline import stylize_manifest
+    from nst_core.params import StyleParams
+
+    schema = parameter_schema(stylize_manifest.fn).model_dump()
+    fields = schema["definitions"]["StyleOverrides"]["properties"]
+    assert set(fields) == set(StyleParams.field_names())
+    for spec in StyleParams.specs():
+        typed = [option for option in fields[spec.name]["anyOf"] if option.get("type") != "null"]
+        assert fields[spec.name]["description"].startswith(spec.help) and fields[spec.name]["default"] is None
+        assert typed and (typed[0].get("enum") == list(spec.choices) if spec.choices else "enum" not in typed[0])
+    assert fields["init"]["anyOf"][0]["enum"] == ["noise", "content", "style", "fast", "recolored"]
+    assert fields["size"]["minimum"] == 16 and fields["size"]["anyOf"][0]["type"] == "integer"
+    assert fields["scales"]["anyOf"][0] == {"type": "array", "items": {"type": "integer"}}
+    assert "block4_conv2" in fields["content_layers"]["description"]  # the default as typed
+    storage = schema["definitions"]["StorageOptions"]["properties"]
+    assert {"endpoint_url", "profile", "anon"} <= set(storage)
+
+    given = stylize_manifest.validate_parameters({"manifest": "m.csv", "out": "out", "overrides": {
+        "size": "32", "scales": [16], "style_layers": "block1_conv1,block2_conv1", "init": "noise"},
+        "storage_options": {"endpoint_url": "http://127.0.0.1:9", "key": "k"}})
+    assert given["overrides"].given() == {"size": 32, "scales": (16,), "init": "noise",
+                                          "style_layers": ("block1_conv1", "block2_conv1")}
+    assert given["storage_options"].given() == {"endpoint_url": "http://127.0.0.1:9", "key": "k"}
+    for bad, named in (({"size": 8}, "size must be at least 16"), ({"init": "paint"}, "overrides.init"),
+                       ({"stlye_weight": 1}, "overrides.stlye_weight")):
+        with pytest.raises(ParameterTypeError, match=re.escape(named)):
+            stylize_manifest.validate_parameters({"manifest": "m.csv", "out": "out", "overrides": bad})
+
+
+def test_progress_shows_per_step_on_the_bar_and_per_batch_in_the_ui(prefect_api, photo_dir, weights_path,
+                                                                    monkeypatch):
+    """`nst run`'s bar moves with every optimiser step, not only when a batch ends, and ends full;
+    the run's `stylize-progress` artifact in the Prefect UI ends at 100 percent."""
+    import flows.pipeline
+
+    updates = []
+
+    class CountingBar(flows.pipeline.tqdm):
+        def update(self, n=1):
+            updates.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(flows.pipeline, "tqdm", CountingBar)
+    manifest = _write_manifest(photo_dir / "m.csv", ["photos/*.jpg,styles/scream.jpg"])
+    outcome = _run(manifest, photo_dir / "out", weights_path, overrides={**FAST, "iterations": 5},
+                   batch_size=2, progress=True)
+    assert outcome["succeeded"] == 3  # in 2 batches
+    assert sum(updates) == 3 * 5 and len([n for n in updates if n]) >= 3 * 5  # one update per step
+    (progress,) = [a for a in artifacts("stylize-progress") if outcome["run_id"] in a.description]
+    assert progress.type == "progress" and progress.data == 100
+
+
+def test_outputs_keep_the_photos_exif_and_sixteen_bit_formats_run_through_the_flow(prefect_api, photo_dir,
+                                                                                    weights_path):
+    """Photo libraries: a camera JPEG's EXIF stays on its stylized output; `output_format` png16 writes
+    16-bit PNGs (named .png), tiff16 16-bit TIFFs (named .tif); an `output` cell must fit the format."""
+    import tifffile
+    from PIL import ExifTags
+
+    from flows.manifest import validate_manifest
+
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make], exif[ExifTags.Base.Model] = "NSTCam", "Model 7"
+    with Image.open(SAMPLES / "content" / "chelsea.jpg") as photo:
+        photo.convert("RGB").save(photo_dir / "camera.jpg", exif=exif.tobytes())
+    manifest = _write_manifest(photo_dir / "m.csv", ["camera.jpg,styles/scream.jpg"])
+    outcome = _run(manifest, photo_dir / "png16", weights_path, output_format="png16")
+    (output,) = read_results(str(photo_dir / "png16" / "results"))["output_uri"]
+    assert outcome["succeeded"] == 1 and output.endswith(".png")
+    data = Path(output).read_bytes()
+    assert data[24:26] == bytes([16, 2])  # IHDR: 16 bits per sample, truecolour
+    with Image.open(output) as written:
+        assert written.getexif()[ExifTags.Base.Make] == "NSTCam"  # the camera make kept
+        assert written.getexif()[ExifTags.Base.Model] == "Model 7"
+
+    _run(manifest, photo_dir / "tiff16", weights_path, output_format="tiff16")
+    (output,) = read_results(str(photo_dir / "tiff16" / "results"))["output_uri"]
+    pixels = tifffile.imread(output)
+    assert output.endswith(".tif") and pixels.dtype == np.uint16 and max(pixels.shape[:2]) == 32
+
+    _run(manifest, photo_dir / "plain", weights_path)  # 8 bits, by extension: EXIF kept too
+    (output,) = read_results(str(photo_dir / "plain" / "results"))["output_uri"]
+    with Image.open(output) as written:
+        assert written.mode == "RGB" and written.getexif()[ExifTags.Base.Make] == "NSTCam"
+
+    (photo_dir / "named.csv").write_text("content,style,output\ncamera.jpg,styles/scream.jpg,x.jpg\n")
+    named = str(photo_dir / "named.csv")
+    with pytest.raises(ManifestError, match=r"x\.jpg.*--output-format png16 writes PNG; name the output \.png"):
+        validate_manifest(named, output_format="png16")
 
 
 @pytest.mark.backends
@@ -271,6 +369,36 @@ def test_cli_exits_nonzero_with_every_bad_row_named(photo_dir):
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "colour" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_flag_says_what_it_does_with_its_choices_and_defaults_as_typed(capsys):
+    """`nst --help` and each command's: every flag and argument has a help line; choices are listed;
+    parameter defaults read as one would type them (block4_conv2, 256,362, none)."""
+    import argparse
+
+    from flows.cli import add_param_flags, build_parser
+    from nst_core.params import StyleParams
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert {c.dest for c in commands._choices_actions} == set(commands.choices)  # `nst --help` says what each does
+    assert all(c.help for c in commands._choices_actions)
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            assert action.help, f"nst {name} {action.option_strings or action.dest}: no help"
+            if action.choices:
+                assert "{" + ",".join(action.choices) + "}" in command.format_help()
+    run_help = commands.choices["run"].format_help()
+    assert re.search(r"--content-layers V\s+default: block4_conv2;", run_help)
+    assert re.search(r"--style-blend V\s+default: none;", run_help)
+    assert re.search(r"--output-format \{png,png16,tiff16\}", run_help)
+    assert re.search(r"--init \{noise,content,style,fast,recolored\}\s+default: content;", run_help)
+    scaled = argparse.ArgumentParser()
+    add_param_flags(scaled, StyleParams(scales=(256, 362), size=512))
+    assert re.search(r"--scales V\s+default: 256,362;", scaled.format_help())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    assert "stylize every pair of a manifest" in capsys.readouterr().out
 
 
 def test_cli_stylize_one_pair(photo_dir, weights_path):

@@ -118,6 +118,9 @@ def test_serve_registers_a_cron_deployment_whose_runs_stylize(prefect_server, tm
         assert parameters["manifest"] == str(tmp_path / "m.csv") and parameters["out"] == str(out)  # made absolute
         assert parameters["overrides"] == {"size": 32, "iterations": 3, "tolerance": 0.0}
         assert parameters["since_last"] is True and parameters["weights"] == weights_path
+        form = deployment.parameter_openapi_schema["definitions"]["StyleOverrides"]["properties"]  # the UI's form
+        assert form["init"]["anyOf"][0]["enum"] == ["noise", "content", "style", "fast", "recolored"]
+        assert form["size"]["minimum"] == 16 and "longest side" in form["size"]["description"]
         _assert_one_run_at_a_time(deployment)
 
         def scheduled_runs():  # the real server's scheduler fills in the nights ahead
