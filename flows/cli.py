@@ -11,9 +11,13 @@ import argparse
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from nst_core import runtime
 from nst_core.params import SHEET_PARAMS, StyleParams, as_text
+
+if TYPE_CHECKING:  # imported inside the commands, like every module they use
+    from flows.storage import Storage
 
 S3_HELP = "S3: credentials come from the environment or the profile, never from flags"
 
@@ -62,7 +66,10 @@ def param_overrides(args: argparse.Namespace) -> dict:
     }
 
 
-def storage_options(args: argparse.Namespace) -> dict | None:
+def storage_from(args: argparse.Namespace) -> Storage:
+    """The Storage the S3 flags describe: what every command reads and writes through."""
+    from flows.storage import Storage
+
     options = {}
     if args.s3_endpoint_url:
         options["endpoint_url"] = args.s3_endpoint_url
@@ -70,7 +77,7 @@ def storage_options(args: argparse.Namespace) -> dict | None:
         options["profile"] = args.s3_profile
     if args.s3_anon:
         options["anon"] = True
-    return options or None
+    return Storage(options or None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,7 +150,7 @@ def flow_parameters(args: argparse.Namespace) -> dict:
 
     from flows.pipeline import stylize_manifest
 
-    built = {"overrides": param_overrides(args), "storage_options": storage_options(args)}
+    built = {"overrides": param_overrides(args), "storage_options": storage_from(args).options}
     names = inspect.signature(stylize_manifest.fn).parameters
     return {name: built[name] if name in built else getattr(args, name)
             for name in names if name in built or hasattr(args, name)}
@@ -193,7 +200,7 @@ def _intermediate_uri(output: str, scale: int, iteration: int) -> str:
     return f"{stem}.scale{scale}.iter{iteration:05d}.{ext}" if dot else f"{output}.scale{scale}.iter{iteration:05d}"
 
 
-def _labelled_images(uris: list[str], max_side: int, options: dict | None) -> list[tuple[str, object]]:
+def _labelled_images(uris: list[str], max_side: int, storage: Storage) -> list[tuple[str, object]]:
     """(file name, image) per URI; an unreadable file keeps its place with the reason, printed once."""
     from nst_core.errors import ImageError
     from nst_core.image_io import load_image
@@ -202,7 +209,7 @@ def _labelled_images(uris: list[str], max_side: int, options: dict | None) -> li
     for uri in uris:
         name = uri.rstrip("/").rsplit("/", 1)[-1]
         try:
-            loaded.append((name, load_image(uri, max_side=max_side, storage_options=options)))
+            loaded.append((name, load_image(uri, max_side=max_side, storage_options=storage.options)))
         except (ImageError, OSError) as error:
             print(f"nst: {error}", file=sys.stderr)
             loaded.append((name, str(error)))
@@ -221,12 +228,12 @@ def cmd_sheet(args: argparse.Namespace) -> int:
 
     params = SHEET_PARAMS.replace(**{**param_overrides(args), "method": "fast"})
     check_installed(params.method, params.init)  # before any file is read or bar drawn
-    options = storage_options(args)
-    photos = _labelled_images(args.photos, params.size, options)
-    styles = _labelled_images(args.styles, style_side(params.size, params), options)
+    storage = storage_from(args)
+    photos = _labelled_images(args.photos, params.size, storage)
+    styles = _labelled_images(args.styles, style_side(params.size, params), storage)
     with tqdm(total=len(photos) * len(styles), unit="cell", dynamic_ncols=True) as bar:
         sheet = contact_sheet(photos, styles, params, GridOptions(cell=args.cell or params.size), on_cell=bar.update)
-    write_picture(sheet, args.output, options)
+    write_picture(sheet, args.output, storage)
     print(f"{args.output}: {len(photos)} photos x {len(styles)} styles, {sheet.width} x {sheet.height} px")
     return 0
 
@@ -264,7 +271,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     params = StyleParams().replace(**param_overrides(args))
     _check_stylize_args(args, params)  # before any file is read, the network loaded or a bar drawn
-    options = storage_options(args)
+    options = storage_from(args).options  # nst_core's functions take fsspec's options
     content = load_image(args.content, max_side=params.size, storage_options=options)
     styles = [load_image(uri, max_side=style_side(params.size, params), storage_options=options)
               for uri in args.styles]
@@ -298,9 +305,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.results import results_location
 
     # Reject a bad manifest or a table in use here, in one message, before Prefect starts (tens of seconds).
-    validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args),
+    validate_manifest(args.manifest, overrides=param_overrides(args), storage=storage_from(args),
                       sweep=args.sweep, output_format=args.output_format)
-    check_free(results_location(args.out, args.results), storage_options(args))
+    check_free(results_location(args.out, args.results), storage_from(args))
     runtime.load()
     from nst_core.model import check_weights
 
@@ -346,7 +353,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     # A deployment's runs need not start in this folder.
     args.manifest, args.out, args.results = absolute(args.manifest), absolute(args.out), absolute(args.results)
-    validate_manifest(args.manifest, overrides=param_overrides(args), storage_options=storage_options(args),
+    validate_manifest(args.manifest, overrides=param_overrides(args), storage=storage_from(args),
                       sweep=args.sweep, output_format=args.output_format)
     check_weights(args.weights, param_overrides(args).get("arch", "auto"))
     schedule = Cron(args.cron, timezone=args.timezone)  # ValueError for a bad cron string
@@ -372,7 +379,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     options = GridOptions(cell=args.cell, padding=args.padding, font_size=args.font_size,
                           background=ImageColor.getrgb(args.background)[:3])
     grid = grid_from_results(args.results, args.output, rows=args.rows, cols=args.cols, run=args.run,
-                             options=options, storage_options=storage_options(args))
+                             options=options, storage=storage_from(args))
     for note in grid.notes:
         print(f"note: {note}", file=sys.stderr)
     width, height = grid.image.size
@@ -384,7 +391,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from flows.report import report_from_results
 
     report = report_from_results(args.results, args.output, run=args.run, rows=args.rows, cols=args.cols,
-                                 storage_options=storage_options(args))
+                                 storage=storage_from(args))
     print(f"{args.output}: run {report.run}, {report.pairs} pairs, {report.failed} failed")
     return 0
 
@@ -394,9 +401,9 @@ def cmd_curves(args: argparse.Namespace) -> int:
     from flows.report import write_loss_curves
     from flows.results import read_results
 
-    options = storage_options(args)
-    pairs, run = select_pairs(read_results(args.results, storage_options=options), args.run)
-    written = write_loss_curves(pairs, args.output, options)
+    storage = storage_from(args)
+    pairs, run = select_pairs(read_results(args.results, storage=storage), args.run)
+    written = write_loss_curves(pairs, args.output, storage)
     print(f"{len(written)} loss-curve plots of run {run} in {args.output}")
     return 0
 

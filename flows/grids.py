@@ -130,7 +130,7 @@ class Grid:
 
 
 def build_grid(pairs: pd.DataFrame, rows: str = "content", cols: str = "style", *,
-               options: GridOptions = GridOptions(), storage_options: dict | None = None,
+               options: GridOptions = GridOptions(), storage: Storage = Storage(),
                max_rows: int | None = None, load=None) -> Grid:
     """The grid of output thumbnails: one row per value of `rows`, one column per value of `cols`.
 
@@ -147,7 +147,7 @@ def build_grid(pairs: pd.DataFrame, rows: str = "content", cols: str = "style", 
     if hidden:
         notes.append(f"{hidden} pair(s) share a cell with a later one (they differ in another parameter); "
                      f"lay that parameter out on an axis to see them")
-    load = load or thumbnail_loader(options.cell, storage_options)
+    load = load or thumbnail_loader(options.cell, storage)
     cells = [[_cell(by_cell.get((r, c)), load) for c in col_values] for r in row_values]
     headers = (rows in IMAGE_AXES, cols in IMAGE_AXES)
     image = draw_grid(
@@ -173,14 +173,14 @@ def _cells(pairs: pd.DataFrame, row_column: str, col_column: str) -> tuple[dict,
     return by_cell, len(pairs) - len(by_cell)
 
 
-def thumbnail_loader(side: int, storage_options: dict | None):
+def thumbnail_loader(side: int, storage: Storage):
     """load(uri) -> a thumbnail of the image (blended styles side by side), or why it cannot be shown."""
     cache: dict[str, Cell] = {}
 
     def load(uri: str) -> Cell:
         if uri not in cache:
             try:
-                parts = [load_image(p, max_side=side, storage_options=storage_options) for p in uri.split(" + ")]
+                parts = [load_image(p, max_side=side, storage_options=storage.options) for p in uri.split(" + ")]
                 cache[uri] = parts[0] if len(parts) == 1 else _side_by_side(parts)
             except ImageError as error:
                 cache[uri] = str(error)
@@ -204,20 +204,20 @@ def _cell(pair: dict | None, load) -> Cell:
     return load(pair["output_uri"])
 
 
-def write_picture(picture: Image.Image, uri: str, storage_options: dict | None = None, quality: int = 90) -> None:
+def write_picture(picture: Image.Image, uri: str, storage: Storage = Storage(), quality: int = 90) -> None:
     """PNG, JPEG or WebP by extension, local or S3, written atomically."""
-    Storage(storage_options).write_atomic(uri, encode_picture(picture, uri, quality=quality))
+    storage.write_atomic(uri, encode_picture(picture, uri, quality=quality))
 
 
 def grid_from_results(results: str, output: str, *, rows: str = "content", cols: str = "style",
                       run: str | None = None, options: GridOptions = GridOptions(),
-                      storage_options: dict | None = None) -> Grid:
+                      storage: Storage = Storage()) -> Grid:
     """`nst grid`: read the table, draw the grid, write it to `output`."""
-    pairs, _ = select_pairs(read_results(results, storage_options=storage_options), run)
-    grid = build_grid(pairs, rows, cols, options=options, storage_options=storage_options)
+    pairs, _ = select_pairs(read_results(results, storage=storage), run)
+    grid = build_grid(pairs, rows, cols, options=options, storage=storage)
     if output.lower().endswith(".png") and grid.image.width * grid.image.height > LARGE_GRID_PIXELS:
         grid.notes.append("a grid this large is several times smaller as .jpg")
-    write_picture(grid.image, output, storage_options)
+    write_picture(grid.image, output, storage)
     return grid
 
 

@@ -66,7 +66,7 @@ def _done_earlier(pair: Pair, latest: pd.DataFrame, storage: Storage) -> Pair | 
     return None
 
 
-def classify(pairs: list[Pair], table: pd.DataFrame, storage_options: dict | None = None,
+def classify(pairs: list[Pair], table: pd.DataFrame, storage: Storage = Storage(),
              since_last: bool = False) -> Ledger:
     """Sort pairs into new, changed and unchanged against the table.
 
@@ -76,7 +76,6 @@ def classify(pairs: list[Pair], table: pd.DataFrame, storage_options: dict | Non
     """
     ledger = Ledger()
     latest, succeeded = latest_rows(table)
-    storage = Storage(storage_options)
     for pair in pairs:
         last = latest.loc[pair.pair_id] if pair.pair_id in latest.index else None
         if last is not None and last["status"] == "succeeded" and _same_files(last, pair) \

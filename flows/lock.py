@@ -144,8 +144,8 @@ def _heartbeat(fs, path: str, holder: dict, stop: threading.Event) -> None:
             fs.pipe_file(path, json.dumps({**holder, "heartbeat": time.time()}).encode())
 
 
-def _lock_path(results_uri: str, storage_options: dict | None):
-    fs, root = Storage(storage_options).fs(results_uri)
+def _lock_path(results_uri: str, storage: Storage):
+    fs, root = storage.fs(results_uri)
     return fs, join_uri(root, LOCK_NAME)
 
 
@@ -157,11 +157,11 @@ def _in_use(results_uri: str, holder: dict) -> RunLockedError:
     )
 
 
-def check_free(results_uri: str, storage_options: dict | None = None) -> None:
+def check_free(results_uri: str, storage: Storage = Storage()) -> None:
     """Raise RunLockedError naming the holder if a live run holds the table, or UnsafeLockStoreError:
     `nst run` asks before starting Prefect (tens of seconds); run_lock still takes the lock,
     exclusively, afterwards."""
-    fs, path = _lock_path(results_uri, storage_options)
+    fs, path = _lock_path(results_uri, storage)
     _exclusive(fs, results_uri, path)  # a store the lock cannot work on is refused here too, at once
     holder = _read(fs, path)
     if holder and not _is_stale(holder):
@@ -169,9 +169,9 @@ def check_free(results_uri: str, storage_options: dict | None = None) -> None:
 
 
 @contextlib.contextmanager
-def run_lock(results_uri: str, run_id: str, storage_options: dict | None = None):
+def run_lock(results_uri: str, run_id: str, storage: Storage = Storage()):
     """Hold the results table for this run, or raise RunLockedError naming the holder."""
-    fs, path = _lock_path(results_uri, storage_options)
+    fs, path = _lock_path(results_uri, storage)
     holder = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
               "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "heartbeat": time.time()}
     exclusive = _exclusive(fs, results_uri, path)

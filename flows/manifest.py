@@ -63,13 +63,13 @@ class Pair:
     earlier: tuple[tuple[str, StyleParams], ...] = ()
 
 
-def read_manifest(uri: str, storage_options: dict | None = None) -> pd.DataFrame:
+def read_manifest(uri: str, storage: Storage = Storage()) -> pd.DataFrame:
     """The manifest as a table of strings (empty cells are "")."""
     kind = "parquet" if uri.lower().endswith((".parquet", ".pq")) else "csv" if uri.lower().endswith(".csv") else None
     if kind is None:
         raise ManifestError(uri, [(None, "unknown manifest type; use .csv, .parquet or .pq")])
     try:
-        with Storage(storage_options).open(uri) as handle:
+        with storage.open(uri) as handle:
             if kind == "parquet":
                 table = pd.read_parquet(handle)
                 # Typed Parquet columns become text, so both formats go through StyleParams.parse.
@@ -170,7 +170,7 @@ def _check_row(cells: dict, base: StyleParams, overrides: dict, sweep: str | Non
 
 
 def validate_manifest(uri: str, *, defaults: StyleParams = StyleParams(), overrides: dict | None = None,
-                      storage_options: dict | None = None, sweep: str | None = None,
+                      storage: Storage = Storage(), sweep: str | None = None,
                       output_format: str | None = None) -> list[tuple[int, dict, StyleParams, str | None]]:
     """(row number, cells, parameters, output) per row, or ManifestError listing every bad row.
 
@@ -178,7 +178,7 @@ def validate_manifest(uri: str, *, defaults: StyleParams = StyleParams(), overri
     applies to rows without a `sweep` cell; an `output` cell must fit `output_format` (png16: .png). Touches no image, so it is cheap enough to
     run before anything starts.
     """
-    table = read_manifest(uri, storage_options)
+    table = read_manifest(uri, storage)
     problems = _check_columns(table)
     if problems:
         raise ManifestError(uri, problems)
@@ -220,7 +220,7 @@ def fingerprint(info: dict) -> str:
     return f"size:{info.get('size')} mtime:{modified}"
 
 
-def list_images(uri: str, storage_options: dict | None = None, exclude: str | None = None
+def list_images(uri: str, storage: Storage = Storage(), exclude: str | None = None
                 ) -> tuple[dict[str, str | None], list[str]]:
     """(every image a cell names, with its fingerprint; warnings): itself, everything under a
     folder or prefix, or a glob's matches. One listing per cell; the listing's details give the fingerprints.
@@ -231,7 +231,7 @@ def list_images(uri: str, storage_options: dict | None = None, exclude: str | No
     A folder's or glob's entries that are not regular files (a FIFO, a socket, a broken or looping
     link) are skipped with a warning: opening a FIFO would block the run.
     """
-    fs, path = Storage(storage_options).fs(uri)
+    fs, path = storage.fs(uri)
     try:
         if re.search(r"[*?\[]", path):
             matches = fs.glob(path, detail=True)
@@ -276,12 +276,12 @@ def make_pair(row: int, content: str, styles: tuple[str, ...], params: StylePara
                 style_fingerprint, earlier)
 
 
-def _row_images(number: int, cells: dict, base_dir: str, options: dict | None, exclude: str, warnings: list[str]):
+def _row_images(number: int, cells: dict, base_dir: str, storage: Storage, exclude: str, warnings: list[str]):
     """(contents, style tuples, fingerprints, problems) of one row: a plain style is crossed,
     a blend is one style; fingerprints maps every image URI to its fingerprint. Skipped files
     are added to `warnings`."""
     parts = [_resolve(s, base_dir) for s in BLEND_SEPARATOR.split(cells["style"].strip())]
-    listed = [list_images(p, options, exclude) for p in [_resolve(cells["content"].strip(), base_dir), *parts]]
+    listed = [list_images(p, storage, exclude) for p in [_resolve(cells["content"].strip(), base_dir), *parts]]
     warnings += [warning for _, skipped in listed for warning in skipped]
     contents, *expanded = [images for images, _ in listed]
     fingerprints = {k: v for images in [contents, *expanded] for k, v in images.items()}
@@ -293,11 +293,11 @@ def _row_images(number: int, cells: dict, base_dir: str, options: dict | None, e
 
 
 def _row_pairs(number: int, cells: dict, params: StyleParams, output: str | None, base_dir: str,
-               out_root: str, options: dict | None, sweep: str | None, warnings: list[str], flags=frozenset(),
+               out_root: str, storage: Storage, sweep: str | None, warnings: list[str], flags=frozenset(),
                extension: str = ".png") -> tuple[list[Pair], list[tuple[int, str]]]:
     """One row's pairs (contents crossed with styles crossed with swept values), or the reasons it has none."""
     exclude = f"{out_root.rstrip('/')}/" if "://" in out_root else os.path.join(os.path.abspath(out_root), "")
-    contents, style_sets, fingerprints, problems = _row_images(number, cells, base_dir, options, exclude, warnings)
+    contents, style_sets, fingerprints, problems = _row_images(number, cells, base_dir, storage, exclude, warnings)
     sweep = _sweep_text(cells, sweep)
     variants = swept_params(params, sweep)  # already checked by validate_manifest
     explicit = {*flags, *(name for name, _ in parse_sweep(sweep)),
@@ -327,7 +327,7 @@ def _drop_duplicates(uri: str, pairs: list[Pair]) -> tuple[list[Pair], list[str]
 
 
 def expand_manifest(uri: str, out_root: str, *, defaults: StyleParams = StyleParams(),
-                    overrides: dict | None = None, storage_options: dict | None = None, sweep: str | None = None,
+                    overrides: dict | None = None, storage: Storage = Storage(), sweep: str | None = None,
                     allow_empty: bool = True, output_format: str | None = None) -> tuple[list[Pair], list[str]]:
     """(pairs in row order, duplicates removed; warnings), or ManifestError listing every bad row.
 
@@ -336,12 +336,12 @@ def expand_manifest(uri: str, out_root: str, *, defaults: StyleParams = StylePar
     A row matching no images is a warning; with `allow_empty` False, a manifest matching none
     at all is a ManifestError naming every row's patterns (a typo should not pass as "0 succeeded").
     """
-    rows = validate_manifest(uri, defaults=defaults, overrides=overrides, storage_options=storage_options,
+    rows = validate_manifest(uri, defaults=defaults, overrides=overrides, storage=storage,
                              sweep=sweep, output_format=output_format)
     base_dir = uri.rsplit("/", 1)[0] if "://" in uri else os.path.dirname(os.path.abspath(uri))
     pairs, warnings, problems, unmatched = [], [], [], []
     for number, cells, params, output in rows:
-        row_pairs, row_problems = _row_pairs(number, cells, params, output, base_dir, out_root, storage_options,
+        row_pairs, row_problems = _row_pairs(number, cells, params, output, base_dir, out_root, storage,
                                              sweep, warnings, frozenset(overrides or {}),
                                              default_extension(output_format))
         if not row_pairs and not row_problems:

@@ -29,6 +29,7 @@ from nst_core.targets import style_side
 
 from .manifest import Pair
 from .results import params_columns, write_rows
+from .storage import Storage
 
 # Errors that are the input's fault (and bad parameters, a ValueError): recorded as failed, never retried.
 PERMANENT_ERRORS = (InputError, ValueError)
@@ -227,7 +228,7 @@ def _stylize_jobs(jobs: list[Job], weights: str | None, callback, memory_limit: 
 
 
 def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: str | None = None,
-                  storage_options: dict | None = None, attempts: int = 1,
+                  storage: Storage = Storage(), attempts: int = 1,
                   memory_limit_gb: float | None = None, output_format: str | None = None) -> list[dict]:
     """Stylize a batch of pairs (plan_batches) and append their rows to the results table; returns the rows.
 
@@ -247,10 +248,10 @@ def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: 
     for pair in pairs:
         clock = time.perf_counter()
         try:
-            content = load_image(pair.content, max_side=pair.params.size, storage_options=storage_options)
+            content = load_image(pair.content, max_side=pair.params.size, storage_options=storage.options)
             check_memory(pair, content.shape, memory_limit_gb or default_memory_limit_gb())
             styles = [load_image(uri, max_side=style_side(pair.params.size, pair.params),
-                                 storage_options=storage_options) for uri in pair.styles]
+                                 storage_options=storage.options) for uri in pair.styles]
             check_sides((pair.content, content.shape), [(u, s.shape) for u, s in zip(pair.styles, styles)],
                         pair.params)
         except Exception as error:  # noqa: BLE001 - sorted into retry or record
@@ -268,8 +269,8 @@ def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: 
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
-                save_image(outcome.image, pair.output, storage_options=storage_options, encoding=output_format,
-                           exif=read_exif(pair.content, storage_options))  # camera, date, place stay
+                save_image(outcome.image, pair.output, storage_options=storage.options, encoding=output_format,
+                           exif=read_exif(pair.content, storage.options))  # camera, date, place stay
                 checkpoint.remove(pair.output)
             except Exception as error:  # noqa: BLE001 - sorted into retry or record
                 _fail_or_raise(row, error, pair)
@@ -279,7 +280,7 @@ def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: 
     for row in rows.values():
         parts = ("load_seconds", "targets_seconds", "optimize_seconds", "save_seconds")
         row.update(finished_at=finished_at, total_seconds=sum(row.get(name) or 0.0 for name in parts))
-    write_rows(results_uri, rows.values(), storage_options=storage_options)
+    write_rows(results_uri, rows.values(), storage=storage)
     return list(rows.values())
 
 

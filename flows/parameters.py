@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from nst_core.params import StyleParams, as_text
 
+from .storage import Storage
+
 OutputFormat = Literal["png", "png16", "tiff16"]  # nst_core.image_io.OUTPUT_FORMATS, as a type
 
 
@@ -95,8 +97,8 @@ def overrides_dict(overrides: StyleOverrides | dict | None) -> dict:
     return (overrides if isinstance(overrides, _Overrides) else StyleOverrides.model_validate(overrides)).given()
 
 
-def storage_dict(options: StorageOptions | dict | None) -> dict | None:
-    """Storage options as fsspec takes them, from the model or a plain dict."""
+def storage_of(options: StorageOptions | dict | None) -> Storage:
+    """The run's Storage, from the model or a plain dict: made once, where the flow's parameters arrive."""
     if options is None:
-        return None
-    return (options if isinstance(options, StorageOptions) else StorageOptions.model_validate(options)).given()
+        return Storage()
+    return Storage((options if isinstance(options, StorageOptions) else StorageOptions.model_validate(options)).given())

@@ -49,10 +49,10 @@ from .pairs import (
     stop_requested,
     stylize_pairs,
 )
-from .parameters import OutputFormat, StorageOptions, StyleOverrides, overrides_dict, storage_dict
+from .parameters import OutputFormat, StorageOptions, StyleOverrides, overrides_dict, storage_of
 from .report import publish_report
 from .results import deliver_spooled, read_results, results_location, spool_folder, spool_rows, write_rows
-from .storage import absolute, join_uri
+from .storage import Storage, absolute, join_uri
 
 RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a throttling burst
 # Batches submitted at a time: memory stays bounded for collections of any size, and 64 is
@@ -89,9 +89,9 @@ def batch_name(parameters: dict) -> str:
     retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=_retry_transient,
 )
 def stylize_batch_task(pairs: list[Pair], run_id: str, results_uri: str, weights: str | None,
-                       storage_options: dict | None, memory_limit_gb: float | None,
+                       storage: Storage, memory_limit_gb: float | None,
                        output_format: str | None = None) -> list[dict]:
-    return stylize_pairs(pairs, run_id, results_uri, weights=weights, storage_options=storage_options,
+    return stylize_pairs(pairs, run_id, results_uri, weights=weights, storage=storage,
                          memory_limit_gb=memory_limit_gb, attempts=task_run.run_count, output_format=output_format)
 
 
@@ -163,10 +163,10 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     run = RunContext(
         run_id=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
         out=out, results_uri=results_location(out, results), weights=weights,
-        storage_options=storage_dict(storage_options), memory_limit_gb=memory_limit_gb, logger=get_run_logger(),
+        storage=storage_of(storage_options), memory_limit_gb=memory_limit_gb, logger=get_run_logger(),
         output_format=output_format)
     pairs = expand(run, manifest, overrides_dict(overrides), sweep, allow_empty)
-    with run_lock(run.results_uri, run.run_id, run.storage_options):  # one run per results table at a time
+    with run_lock(run.results_uri, run.run_id, run.storage):  # one run per results table at a time
         ledger = prepare(run, pairs, force, since_last)
         tally = Tally(Counter(skipped=len(ledger.skipped), **ledger.counts()))
         run_batches(run, ledger, tally, batch_size or BATCH_SIZE, retry_delays, progress)
@@ -187,7 +187,7 @@ class RunContext:
     out: str
     results_uri: str
     weights: str | None
-    storage_options: dict | None
+    storage: Storage
     memory_limit_gb: float | None
     logger: object
     output_format: str | None = None  # nst_core.image_io.OUTPUT_FORMATS; None: 8-bit, by extension
@@ -196,7 +196,7 @@ class RunContext:
 def expand(run: RunContext, manifest: str, overrides: dict | None, sweep: str | None,
            allow_empty: bool) -> list[Pair]:
     """The manifest's pairs, its warnings logged."""
-    pairs, warnings = expand_manifest(manifest, run.out, overrides=overrides, storage_options=run.storage_options,
+    pairs, warnings = expand_manifest(manifest, run.out, overrides=overrides, storage=run.storage,
                                       sweep=sweep, allow_empty=allow_empty, output_format=run.output_format)
     for warning in warnings:
         run.logger.warning(warning)
@@ -206,12 +206,12 @@ def expand(run: RunContext, manifest: str, overrides: dict | None, sweep: str | 
 def prepare(run: RunContext, pairs: list[Pair], force: bool, since_last: bool) -> Ledger:
     """Tidy what killed runs left, read the table, and sort the pairs into to do and skipped (rows written)."""
     remove_killed_writes(pairs, run.out, run.results_uri, run.logger)
-    delivered = deliver_spooled(run.results_uri, storage_options=run.storage_options)
+    delivered = deliver_spooled(run.results_uri, storage=run.storage)
     if delivered:
         run.logger.info(f"delivered {delivered} spooled result file(s) from an earlier run")
-    table = read_results(run.results_uri, storage_options=run.storage_options)
-    ledger = Ledger(new=pairs) if force else classify(pairs, table, run.storage_options, since_last)
-    write_rows(run.results_uri, skipped_rows(ledger, run.run_id), storage_options=run.storage_options)
+    table = read_results(run.results_uri, storage=run.storage)
+    ledger = Ledger(new=pairs) if force else classify(pairs, table, run.storage, since_last)
+    write_rows(run.results_uri, skipped_rows(ledger, run.run_id), storage=run.storage)
     run.logger.info(f"run {run.run_id}: {len(pairs)} pairs: {ledger_line(Counter(ledger.counts()))}; "
                     f"{len(ledger.todo)} to stylize")
     return ledger
@@ -234,7 +234,7 @@ def run_batches(run: RunContext, ledger: Ledger, tally: Tally, batch_size: int, 
 
     with stop_on_signals(on_signal), steps_reported(run.run_id, shown.step):
         for start in range(0, len(batches), SUBMIT_WINDOW):
-            futures = {task.submit(batch, run.run_id, run.results_uri, run.weights, run.storage_options,
+            futures = {task.submit(batch, run.run_id, run.results_uri, run.weights, run.storage,
                                    run.memory_limit_gb, run.output_format): batch for batch in batches[start : start + SUBMIT_WINDOW]}
             _count_finished(run, futures, tally, shown, attempts=len(retry_delays) + 1)
             if stop_requested():
@@ -294,7 +294,7 @@ def _count_finished(run: RunContext, futures: dict, tally: Tally, shown: RunProg
     for future in as_completed(list(futures)):
         rows, unrecorded = _finished_rows(future, futures[future], run.run_id, attempts)
         if unrecorded:
-            record_failure(run.results_uri, rows, run.storage_options, run.logger)
+            record_failure(run.results_uri, rows, run.storage, run.logger)
         for row in rows:
             tally.add(row, run.logger)
         shown.finished(rows, tally.counts)
@@ -305,7 +305,7 @@ def _count_finished(run: RunContext, futures: dict, tally: Tally, shown: RunProg
 def publish(run: RunContext, tally: Tally) -> str | None:
     """The summary (log and artifacts) and the HTML report; returns the report's URI (None if unwritten)."""
     publish_summary(run.run_id, tally, run.logger)
-    return publish_report(run.run_id, run.results_uri, run.out, run.storage_options, run.logger)
+    return publish_report(run.run_id, run.results_uri, run.out, run.storage, run.logger)
 
 
 def finish(run: RunContext, tally: Tally, report: str | None, pair_count: int) -> dict:
@@ -359,10 +359,10 @@ def remove_killed_writes(pairs: list[Pair], out: str, results_uri: str, logger) 
         logger.info(f"removed {len(removed)} temporary file(s) left by a killed run")
 
 
-def record_failure(results_uri: str, rows: list[dict], storage_options: dict | None, logger) -> None:
+def record_failure(results_uri: str, rows: list[dict], storage: Storage, logger) -> None:
     """Write failed rows; if the table itself is unreachable, spool them locally for the next run."""
     try:
-        write_rows(results_uri, rows, storage_options=storage_options)
+        write_rows(results_uri, rows, storage=storage)
     except Exception as error:  # noqa: BLE001 - whatever broke, the rows must not be lost
         if not is_transient(error):
             raise

@@ -94,13 +94,13 @@ def _with_curves(pairs: pd.DataFrame) -> list[dict]:
     return pairs[(pairs["status"] == "succeeded") & (pairs["iterations_run"].fillna(0) > 0)].to_dict("records")
 
 
-def write_loss_curves(pairs: pd.DataFrame, folder: str, storage_options: dict | None = None) -> list[str]:
+def write_loss_curves(pairs: pd.DataFrame, folder: str, storage: Storage = Storage()) -> list[str]:
     """One `{output name}.loss.png` per optimised pair in `folder`; returns their URIs."""
     written = []
     for pair in _with_curves(pairs):
         name = posixpath.basename(pair["output_uri"].replace("\\", "/")).rsplit(".", 1)[0] + ".loss.png"
         uri = join_uri(folder, name)
-        Storage(storage_options).write_atomic(uri, loss_curves_png(pair))
+        storage.write_atomic(uri, loss_curves_png(pair))
         written.append(uri)
     return written
 
@@ -129,12 +129,12 @@ def report_grids(pairs: pd.DataFrame, rows: str | None = None, cols: str | None 
             for (content, style), group in pairs.groupby(["content_uri", "style_uri"], sort=False)]
 
 
-def _grids_html(pairs: pd.DataFrame, rows: str | None, cols: str | None, storage_options: dict | None,
+def _grids_html(pairs: pd.DataFrame, rows: str | None, cols: str | None, storage: Storage,
                 load, links: "Links") -> tuple[str, list[Image.Image]]:
     grids, parts, images = report_grids(pairs, rows, cols), [], []
     for title, group, row_axis, col_axis in grids[:MAX_GRIDS]:
         grid = build_grid(group, row_axis, col_axis, options=GridOptions(cell=REPORT_CELL),
-                          storage_options=storage_options, max_rows=MAX_GRID_ROWS, load=load)
+                          storage=storage, max_rows=MAX_GRID_ROWS, load=load)
         images.append(grid.image)
         parts += [f"<h3>{_e(title)}</h3>" if title else "",
                   f'<div class="gridbox"><img class="grid" alt="grid of outputs" '
@@ -169,12 +169,12 @@ def _zoom_link(pair: dict, links: "Links", attributes: str, inner: str) -> str:
 
 
 def build_report(pairs: pd.DataFrame, run: str, *, page_uri: str = "report.html", rows: str | None = None,
-                 cols: str | None = None, storage_options: dict | None = None) -> Report:
+                 cols: str | None = None, storage: Storage = Storage()) -> Report:
     """The page for these pairs (select_pairs' choice) of run `run`; axes as report_grids chooses."""
     failed = pairs[pairs["status"] == "failed"]
-    links = Links(page_uri, storage_options)
-    load = thumbnail_loader(REPORT_CELL, storage_options)  # one read per image, for the grid and the table
-    grids_html, grids = _grids_html(pairs, rows, cols, storage_options, load, links)
+    links = Links(page_uri, storage)
+    load = thumbnail_loader(REPORT_CELL, storage)  # one read per image, for the grid and the table
+    grids_html, grids = _grids_html(pairs, rows, cols, storage, load, links)
     failures = [f"<h2>Failures ({len(failed)})</h2>", _failures(failed)]
     body = "\n".join([
         f"<h1>Run {_e(run)}</h1>",
@@ -194,29 +194,29 @@ def build_report(pairs: pd.DataFrame, run: str, *, page_uri: str = "report.html"
 
 
 def report_from_results(results: str, output: str, *, run: str | None = None, rows: str | None = None,
-                        cols: str | None = None, storage_options: dict | None = None) -> Report:
+                        cols: str | None = None, storage: Storage = Storage()) -> Report:
     """`nst report`: read the table, build the page, write it to `output` (local or S3)."""
-    pairs, run = select_pairs(read_results(results, storage_options=storage_options), run)
-    report = build_report(pairs, run, page_uri=output, rows=rows, cols=cols, storage_options=storage_options)
-    Storage(storage_options).write_atomic(output, report.html.encode())
+    pairs, run = select_pairs(read_results(results, storage=storage), run)
+    report = build_report(pairs, run, page_uri=output, rows=rows, cols=cols, storage=storage)
+    storage.write_atomic(output, report.html.encode())
     return report
 
 
 ARTIFACT_GRID_SIDE = 640  # the grid thumbnail inside the Prefect artifact: ~50-100 KB of JPEG
 
 
-def publish_report(run_id: str, results_uri: str, out: str, storage_options: dict | None, logger) -> str | None:
+def publish_report(run_id: str, results_uri: str, out: str, storage: Storage, logger) -> str | None:
     """Write OUT/reports/RUN_ID.html and RUN_ID-grid.jpg; attach the grid, a link to the page and the
     table of pairs to the Prefect run. Never raises: a report is not worth failing a night's run."""
     try:
-        pairs, run = select_pairs(read_results(results_uri, storage_options=storage_options), run_id)
+        pairs, run = select_pairs(read_results(results_uri, storage=storage), run_id)
         page = join_uri(absolute(out), f"reports/{run_id}.html")
-        report = build_report(pairs, run, page_uri=page, storage_options=storage_options)
-        Storage(storage_options).write_atomic(page, report.html.encode())
+        report = build_report(pairs, run, page_uri=page, storage=storage)
+        storage.write_atomic(page, report.html.encode())
         grid_uri = join_uri(absolute(out), f"reports/{run_id}-grid.jpg")
         if report.grids:
-            write_picture(report.grids[0], grid_uri, storage_options)
-        _attach(run_id, pairs, report, page, grid_uri, storage_options)
+            write_picture(report.grids[0], grid_uri, storage)
+        _attach(run_id, pairs, report, page, grid_uri, storage)
     except Exception as error:  # noqa: BLE001 - whatever broke, the run's work is done and recorded
         logger.warning(f"run report not written: {type(error).__name__}: {error}")
         return None
@@ -225,9 +225,9 @@ def publish_report(run_id: str, results_uri: str, out: str, storage_options: dic
 
 
 def _attach(run_id: str, pairs: pd.DataFrame, report: Report, page: str, grid_uri: str,
-            storage_options: dict | None) -> None:
-    links = Links(None, storage_options)  # absolute: the Prefect UI opens them, not the page
-    link = Storage(storage_options).sign(page)
+            storage: Storage) -> None:
+    links = Links(None, storage)  # absolute: the Prefect UI opens them, not the page
+    link = storage.sign(page)
     picture = f"![grid of run {run_id}]({data_uri(report.grids[0], ARTIFACT_GRID_SIDE)})" if report.grids else ""
     create_markdown_artifact(f"# Run {run_id}\n\n{picture}\n\nFull grid: `{grid_uri}`  \nReport: [{page}]({link})",
                              key="stylize-grid", description=f"run {run_id}")
@@ -248,8 +248,8 @@ class Links:
     """What a page or the Prefect UI can open: relative links between local files (the folder can be
     moved or served), presigned https links for S3 objects (a browser cannot open s3://)."""
 
-    def __init__(self, page_uri: str | None, storage_options: dict | None):
-        self.page_uri, self.storage = page_uri, Storage(storage_options)
+    def __init__(self, page_uri: str | None, storage: Storage):
+        self.page_uri, self.storage = page_uri, storage
 
     def __call__(self, uri: str) -> str:
         if uri.startswith("s3://"):

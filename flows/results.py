@@ -92,7 +92,7 @@ def _encode(rows: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def write_rows(results_uri: str, rows: Iterable[dict], *, storage_options: dict | None = None) -> str | None:
+def write_rows(results_uri: str, rows: Iterable[dict], *, storage: Storage = Storage()) -> str | None:
     """Append rows to the table as one new Parquet file; returns its URI (None for no rows)."""
     rows = list(rows)
     if not rows:
@@ -101,7 +101,7 @@ def write_rows(results_uri: str, rows: Iterable[dict], *, storage_options: dict 
     rows = [{**run, **row} for row in rows]  # a row that names its flow run keeps it
     # A unique name per write: readers ignore the temporary ".name" files.
     uri = join_uri(results_uri, f"part-{rows[0]['run_id']}-{uuid.uuid4().hex[:12]}.parquet")
-    Storage(storage_options).write_atomic(uri, _encode(rows))
+    storage.write_atomic(uri, _encode(rows))
     return uri
 
 
@@ -116,19 +116,19 @@ def spool_rows(results_uri: str, rows: list[dict]) -> str:
     return write_rows(str(spool_folder(results_uri)), rows)
 
 
-def deliver_spooled(results_uri: str, *, storage_options: dict | None = None) -> int:
+def deliver_spooled(results_uri: str, *, storage: Storage = Storage()) -> int:
     """Move rows spooled by earlier runs into the table; returns how many files moved."""
     folder = spool_folder(results_uri)
     files = sorted(folder.glob("part-*.parquet")) if folder.exists() else []
     for path in files:
-        Storage(storage_options).write_atomic(join_uri(results_uri, path.name), path.read_bytes())
+        storage.write_atomic(join_uri(results_uri, path.name), path.read_bytes())
         path.unlink()
     return len(files)
 
 
-def read_results(results_uri: str, *, storage_options: dict | None = None) -> pd.DataFrame:
+def read_results(results_uri: str, *, storage: Storage = Storage()) -> pd.DataFrame:
     """The whole table (empty, with every column, when nothing was written yet)."""
-    storage, tables = Storage(storage_options), []
+    tables = []
     for uri in storage.list(results_uri, "part-*.parquet"):
         with storage.open(uri) as handle:
             tables.append(pq.read_table(handle, schema=SCHEMA))

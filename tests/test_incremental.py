@@ -15,6 +15,7 @@ from conftest import SAMPLES
 from flows.cli import main
 from flows.pipeline import PairsFailedError, run_manifest
 from flows.results import read_results
+from flows.storage import Storage
 
 FAST = {"size": 32, "iterations": 3, "tolerance": 0.0}
 
@@ -108,7 +109,7 @@ def test_s3_fingerprints_are_etags_from_the_listing(prefect_api, s3, weights_pat
     assert _counts(run()) == (2, 0, 0, 2, 0, 0)
     fs.put(str(SAMPLES / "content" / "rocket.jpg"), "nst-test/in/photos/coffee.jpg")  # replaced: a new ETag
     assert _counts(run()) == (0, 1, 1, 1, 1, 0)
-    table = read_results("s3://nst-test/out/results", storage_options=options)
+    table = read_results("s3://nst-test/out/results", storage=Storage(options))
     assert table.content_fingerprint.str.startswith("etag:").all()
     assert table.style_fingerprint.str.startswith("etag:").all()
 

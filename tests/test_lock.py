@@ -14,6 +14,7 @@ import pytest
 from conftest import REPO, SAMPLES
 from flows.lock import LOCK_NAME, UNSAFE_ENV, RunLockedError, UnsafeLockStoreError, run_lock
 from flows.results import read_results
+from flows.storage import Storage
 
 
 def test_a_second_holder_is_refused_with_the_first_named(tmp_path):
@@ -66,10 +67,10 @@ def test_nst_run_refuses_a_held_table_within_seconds_before_starting_prefect(tmp
 def test_the_lock_on_s3_is_a_conditional_put(s3):
     """Moto honours If-None-Match (412 on a second conditional create): its probe passes, and leaves no key."""
     fs, options = s3
-    with run_lock("s3://nst-test/res", "first", options):
+    with run_lock("s3://nst-test/res", "first", Storage(options)):
         assert fs.find("nst-test/res") == [f"nst-test/res/{LOCK_NAME}"]  # the probe key is gone
         with pytest.raises(RunLockedError, match="in use by run first"):
-            with run_lock("s3://nst-test/res", "second", options):
+            with run_lock("s3://nst-test/res", "second", Storage(options)):
                 pass
     fs.invalidate_cache()
     assert fs.find("nst-test/res") == []
@@ -84,7 +85,7 @@ def test_a_store_ignoring_conditional_creates_is_refused_naming_its_endpoint(s3,
     options, seen = s3_ignoring_conditions
     monkeypatch.delenv(UNSAFE_ENV, raising=False)
     with pytest.raises(UnsafeLockStoreError) as refused:
-        with run_lock("s3://nst-test/res", "mine", options):
+        with run_lock("s3://nst-test/res", "mine", Storage(options)):
             pass
     message = str(refused.value)
     assert "\n" not in message and options["endpoint_url"] in message and f"{UNSAFE_ENV}=1" in message
@@ -93,10 +94,10 @@ def test_a_store_ignoring_conditional_creates_is_refused_naming_its_endpoint(s3,
     fs.invalidate_cache()
     assert fs.find("nst-test/res") == []  # probe removed, no lock written
     with pytest.raises(UnsafeLockStoreError):  # the verdict is kept for the endpoint: no second probe
-        with run_lock("s3://nst-test/other", "mine", options):
+        with run_lock("s3://nst-test/other", "mine", Storage(options)):
             pass
     assert _probe_puts(seen) == 2
-    with run_lock("s3://nst-test/res", "mine", moto_options):  # moto itself, same buckets: its own verdict
+    with run_lock("s3://nst-test/res", "mine", Storage(moto_options)):  # moto itself, same buckets: its own verdict
         pass
 
 
@@ -105,10 +106,10 @@ def test_with_the_opt_out_a_store_ignoring_conditions_is_locked_by_look_then_wri
     fs, _ = s3
     options, _ = s3_ignoring_conditions
     monkeypatch.setenv(UNSAFE_ENV, "1")
-    with run_lock("s3://nst-test/res", "first", options):
+    with run_lock("s3://nst-test/res", "first", Storage(options)):
         assert json.loads(fs.cat_file(f"nst-test/res/{LOCK_NAME}"))["run_id"] == "first"
         with pytest.raises(RunLockedError, match="in use by run first"):  # seen before writing, not overwritten
-            with run_lock("s3://nst-test/res", "second", options):
+            with run_lock("s3://nst-test/res", "second", Storage(options)):
                 pass
         assert json.loads(fs.cat_file(f"nst-test/res/{LOCK_NAME}"))["run_id"] == "first"
     fs.invalidate_cache()

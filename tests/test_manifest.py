@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import SAMPLES
 from flows.manifest import ManifestError, expand_manifest, read_manifest, validate_manifest
+from flows.storage import Storage
 from nst_core.params import StyleParams
 
 
@@ -231,7 +232,7 @@ def test_s3_prefix_glob_and_relative_paths(s3):
     for key in ("in/photos/a.png", "in/photos/sub/b.jpg", "in/photos/readme.md", "shared/x.png", "shared/y.JPG"):
         fs.pipe(f"nst-test/{key}", b"image bytes are not read while expanding")
     fs.pipe("nst-test/in/m.csv", b"content,style\nphotos/,../shared/x.png\nphotos/a.png,s3://nst-test/shared/*\n")
-    pairs, warnings = expand_manifest("s3://nst-test/in/m.csv", "s3://nst-test/out/", storage_options=options)
+    pairs, warnings = expand_manifest("s3://nst-test/in/m.csv", "s3://nst-test/out/", storage=Storage(options))
     assert [(p.row, p.content, p.styles) for p in pairs] == [
         (1, "s3://nst-test/in/photos/a.png", ("s3://nst-test/shared/x.png",)),
         (1, "s3://nst-test/in/photos/sub/b.jpg", ("s3://nst-test/shared/x.png",)),
@@ -244,10 +245,10 @@ def test_s3_prefix_glob_and_relative_paths(s3):
 def test_s3_missing_manifest_and_missing_images(s3):
     fs, options = s3
     with pytest.raises(ManifestError, match="s3://nst-test/none.csv: cannot use this manifest"):
-        expand_manifest("s3://nst-test/none.csv", "s3://nst-test/out", storage_options=options)
+        expand_manifest("s3://nst-test/none.csv", "s3://nst-test/out", storage=Storage(options))
     fs.pipe("nst-test/m.csv", b"content,style\nphotos/gone.jpg,styles/\n")
     fs.pipe("nst-test/styles/s.png", b"x")
-    (pair,), _ = expand_manifest("s3://nst-test/m.csv", "s3://nst-test/out", storage_options=options)
+    (pair,), _ = expand_manifest("s3://nst-test/m.csv", "s3://nst-test/out", storage=Storage(options))
     assert (pair.content, pair.styles) == ("s3://nst-test/photos/gone.jpg", ("s3://nst-test/styles/s.png",))
 
 

@@ -26,6 +26,7 @@ from flows.manifest import ManifestError
 from flows.pipeline import PairsFailedError, run_manifest
 from flows.results import read_results
 from flows.server import free_port
+from flows.storage import Storage
 from nst_core import memory, runtime
 from nst_core.image_io import FAULT_WRITE_DELAY_ENV
 
@@ -229,7 +230,7 @@ def test_everything_on_s3(prefect_api, s3, weights_path, caplog):
     outcome = run_manifest("s3://nst-test/in/manifest.csv", "s3://nst-test/out", overrides=FAST,
                            weights=weights_path, storage_options=options)
     assert outcome["succeeded"] == 2
-    table = read_results("s3://nst-test/out/results", storage_options=options)
+    table = read_results("s3://nst-test/out/results", storage=Storage(options))
     assert len(table) == 2 and table.output_uri.str.startswith("s3://nst-test/out/").all()
     assert pd.read_parquet("s3://nst-test/out/results", storage_options=options).shape[0] == 2
     for uri in table.output_uri:
@@ -728,7 +729,7 @@ def test_an_s3_outage_mid_run_is_ridden_out_by_retries(prefect_api, s3, weights_
     outage["replacement"].stop()
     assert "started" in outage, "the outage never happened"
     assert outcome["succeeded"] == 3 and outcome["failed"] == 0
-    table = read_results("s3://nst-test/out/results", storage_options=fixture_options)
+    table = read_results("s3://nst-test/out/results", storage=Storage(fixture_options))
     assert (table.status == "succeeded").sum() == 3
     assert table.attempts.max() >= 2  # the pair caught by the outage was retried, then succeeded
 
@@ -749,7 +750,7 @@ def test_an_s3_object_without_read_permission_fails_its_pair_alone(prefect_api, 
     with pytest.raises(PairsFailedError, match="1 of 2 pairs failed"):
         run_manifest("s3://nst-test/m.csv", "s3://nst-test/out", overrides=FAST, weights=weights_path,
                      storage_options=options)
-    table = read_results("s3://nst-test/out/results", storage_options=options).set_index("status")
+    table = read_results("s3://nst-test/out/results", storage=Storage(options)).set_index("status")
     assert "s3://nst-test/private/a.jpg: permission denied" in table.loc["failed", "error"]
     assert table.loc["failed", "attempts"] == 1  # not retried
     assert table.loc["succeeded", "content_uri"] == "s3://nst-test/public/coffee.jpg"
@@ -787,7 +788,7 @@ def test_when_s3_stays_down_failures_are_spooled_and_delivered_by_the_next_run(p
                            weights=weights_path, storage_options=fixture_options)  # S3 is reachable again
     assert (outcome["succeeded"], outcome["skipped"]) == (1, 1)
     assert not list((tmp_path / "spool").rglob("part-*.parquet"))
-    table = read_results("s3://nst-test/out/results", storage_options=fixture_options)
+    table = read_results("s3://nst-test/out/results", storage=Storage(fixture_options))
     failed = table[table.status == "failed"]
     assert len(failed) == 1 and "EndpointConnectionError" in failed.error.iloc[0]
     assert failed.pair_id.iloc[0] in set(table[table.status == "succeeded"].pair_id)  # then redone

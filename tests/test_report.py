@@ -31,6 +31,7 @@ from flows.manifest import expand_manifest
 from flows.pairs import base_row
 from flows.report import report_from_results
 from flows.results import read_results, write_rows
+from flows.storage import Storage
 from nst_core.grid import FAILED_FILL, GridOptions, cell_origin, grid_size
 from nst_core.image_io import load_image, save_image
 
@@ -55,7 +56,7 @@ def _pairs(root: Path, manifest: str):
     return expand_manifest(str(root / "m.csv"), str(root / "out"))[0]
 
 
-def _record(pairs, results: str, run_id: str, start: int, failed=(), skipped=(), storage_options=None):
+def _record(pairs, results: str, run_id: str, start: int, failed=(), skipped=(), storage=Storage()):
     """Rows for a run as the flow writes them; each succeeded pair gets its own real output picture."""
     rows = []
     for index, pair in enumerate(pairs):
@@ -68,14 +69,14 @@ def _record(pairs, results: str, run_id: str, start: int, failed=(), skipped=(),
         else:
             tint = np.array([(index * 67) % 256, (index * 139) % 256, (index * 29 + 80) % 256]) / 255.0
             save_image(load_image(pair.content, max_side=40) * 0.5 + tint * 0.5, pair.output,
-                       storage_options=storage_options)
+                       storage_options=storage.options)
             history = list(np.geomspace(10.0, 1.0 + index, 12))
             row.update(status="succeeded", total_loss=history[-1], content_loss=0.5, style_loss=0.05 * (index + 1),
                        loss_history=history, content_loss_history=list(np.linspace(0.0, 0.5, 12)),
                        style_loss_history=list(np.geomspace(1.0, 0.05, 12)), iterations_run=12,
                        total_seconds=1.0 + index)
         rows.append(row)
-    write_rows(results, rows, storage_options=storage_options)
+    write_rows(results, rows, storage=storage)
 
 
 def _cell(grid: Image.Image, row: int, col: int, headers=(True, True)) -> np.ndarray:
@@ -321,11 +322,11 @@ def _on_s3(pairs):
 def test_grid_and_report_read_and_write_s3(photos, s3):
     fs, options = s3
     pairs = _on_s3(_pairs(photos, "content,style\nphotos/chelsea.jpg,styles\n"))
-    _record(pairs, "s3://nst-test/results", "r1", 0, storage_options=options)
+    _record(pairs, "s3://nst-test/results", "r1", 0, storage=Storage(options))
     grid = grid_from_results("s3://nst-test/results", "s3://nst-test/grids/grid.jpg", options=OPTIONS,
-                             storage_options=options)
+                             storage=Storage(options))
     assert Image.open(io.BytesIO(fs.cat("nst-test/grids/grid.jpg"))).size == grid.image.size
-    report_from_results("s3://nst-test/results", "s3://nst-test/grids/report.html", storage_options=options)
+    report_from_results("s3://nst-test/results", "s3://nst-test/grids/report.html", storage=Storage(options))
     page = fs.cat("nst-test/grids/report.html").decode()
     assert page.count("<tr") == 1 + 2  # heading and two pairs
     # Links a browser can open: presigned http(s) URLs that fetch the outputs, not s3:// ones.
@@ -345,8 +346,8 @@ def test_the_report_artifact_links_a_presigned_page_on_s3(prefect_api, photos, s
 
     fs, options = s3
     pairs = _on_s3(_pairs(photos, "content,style\nphotos/chelsea.jpg,styles\n"))
-    _record(pairs, "s3://nst-test/results", "r-s3", 0, storage_options=options)
-    page = publish_report("r-s3", "s3://nst-test/results", "s3://nst-test/styled", options, logging.getLogger())
+    _record(pairs, "s3://nst-test/results", "r-s3", 0, storage=Storage(options))
+    page = publish_report("r-s3", "s3://nst-test/results", "s3://nst-test/styled", Storage(options), logging.getLogger())
     assert page == "s3://nst-test/styled/reports/r-s3.html"
     link = artifacts("stylize-report")[0].data
     signed = re.search(r"\((http[^)]+)\)", link).group(1)
