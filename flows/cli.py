@@ -130,7 +130,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, since_last_default: bool) ->
                         "GPU, else 1)")
     parser.add_argument("--memory-limit-gb", type=float, metavar="GB", help="fill batches up to it, run pairs too "
                         "large for one pass in tiles, refuse those too large even so (default: $NST_MEMORY_LIMIT_GB "
-                        "or 80%% of RAM)")
+                        "or two thirds of RAM)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="pairs of one size optimised together (default: "
                         "flows.pipeline.BATCH_SIZE, 4; fewer when memory is short; 1: one at a time)")
     parser.add_argument("--allow-empty", action="store_true", help="a manifest matching no images succeeds "

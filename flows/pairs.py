@@ -122,7 +122,7 @@ class MemoryBudgetError(InputError, ValueError):
 
 
 def default_memory_limit_gb() -> float:
-    """$NST_MEMORY_LIMIT_GB, else 80% of this machine's memory."""
+    """$NST_MEMORY_LIMIT_GB, else two thirds of this machine's memory."""
     return memory.default_limit_bytes() / 2**30
 
 

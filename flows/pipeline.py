@@ -150,7 +150,7 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
 
     Pairs of one size and parameter structure are optimised together, `batch_size` (default
     BATCH_SIZE) at a time or as many as fit in `memory_limit_gb` (default $NST_MEMORY_LIMIT_GB
-    or 80% of RAM); a pair whose own estimated memory exceeds it fails alone, before it starts.
+    or two thirds of RAM); a pair whose own estimated memory exceeds it fails alone, before it starts.
     Transient storage errors are retried after each of `retry_delays` seconds. `sweep`
     (flows/sweeps.py) applies to rows without their own. A manifest matching no images at all
     is a ManifestError unless `allow_empty`. Outputs keep their photo's EXIF; `output_format` png16

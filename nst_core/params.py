@@ -27,7 +27,7 @@ Pooling = Literal["max", "avg"]
 
 # Each earlier set of defaults, as the fields that have changed since: a pair made under them
 # is recognised by the ledger and not redone unless asked (`--force`); newest first.
-EARLIER_DEFAULTS: tuple[dict, ...] = ()
+EARLIER_DEFAULTS: tuple[dict, ...] = ({"min_scale": 0},)
 VGG_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
 # The version of the first results tables: a field added later needs a `neutral` value.
 FIRST_TABLES = "0.1.0"
@@ -132,8 +132,10 @@ class StyleParams:
                                   "0 = the photo", check=FRACTION, added_in="0.1.0+fast", neutral=1.0, fast=True)
     scales: tuple[int, ...] = param((), "coarser sizes optimised first (coarse-to-fine), e.g. 256; set: min_scale "
                                     "unused")
-    min_scale: int = param(0, "coarse-to-fine in sqrt(2) steps from about this side up to size (crowsonkb); 0: size "
-                           "only", check=OFF_OR_AT_LEAST_16, added_in="0.1.0+min-scale", neutral=0)
+    min_scale: int = param(512, "coarse-to-fine in sqrt(2) steps from about this side up to size (crowsonkb): "
+                           "print sizes get their large-scale structure at 512 px, where the other defaults were "
+                           "chosen; nothing changes at 512 px and below; 0: size only",
+                           check=OFF_OR_AT_LEAST_16, added_in="0.1.0+min-scale", neutral=0)
     coarse_iterations: int = param(200, "optimiser steps at each coarser scale", check=COUNT)
     average_decay: float = param(0.0, "> 0 returns a moving average of the iterates (crowsonkb's 0.99); 0: the "
                                  "best one", check=BELOW_ONE, added_in="0.1.0+average", neutral=0.0)

@@ -33,7 +33,7 @@ class Settings:
     jit: bool = setting("NST_JIT", False, "`1`: TensorFlow compiles the steps with XLA (0.72-0.79x the speed of "
                         "graph mode on a CPU, bench_core); JAX always does", parse=_flag)
     memory_limit_gb: Optional[float] = setting("NST_MEMORY_LIMIT_GB", None, "`nst run`'s memory budget when "
-                                               "`--memory-limit-gb` is not given; unset: 80% of RAM", parse=float)
+                                               "`--memory-limit-gb` is not given; unset: two thirds of RAM", parse=float)
     spool: str = setting("NST_SPOOL", "~/.cache/nst/spool", "where rows wait while their results table cannot be "
                          "reached; the next run delivers them", parse=os.path.expanduser)
     tile: Optional[int] = setting("NST_TILE", None, "tile core side in px: forces tiles at every scale larger than "

@@ -36,12 +36,15 @@ def test_numbers_parse_from_manifest_text():
 
 def test_pair_ids_of_earlier_tables_are_pinned():
     # Computed before the fields carried metadata (issue 14): results tables written since keep their pair ids.
-    assert StyleParams().hash() == "484c699a88"
+    # min_scale=0 is the value before it existed (EARLIER_DEFAULTS): the default's pairs of then.
+    assert StyleParams(min_scale=0).hash() == "484c699a88"
+    assert [old.hash() for old in StyleParams().earlier()] == ["484c699a88"]  # found by the ledger, not redone
+    assert StyleParams().earlier(explicit={"min_scale"}) == []  # asked for: the new value's pair
     assert StyleParams(size=256, style_weight=100.0, style_layers=("block1_conv1", "block2_conv1"),
-                       scales=(128,)).hash() == "a6070bbe78"
-    assert StyleParams(method="fast", style_strength=0.5).hash() == "31d2e95d41"
-    assert StyleParams(average_decay=0.99, style_layer_weights=(1.0, 2.0, 3.0, 4.0, 5.0)).hash() == "e37bd5b71e"
-    assert StyleParams(init="noise", optimizer="adam", seed=3, style_blend=(0.7, 0.3)).hash() == "65b0444a08"
+                       scales=(128,), min_scale=0).hash() == "a6070bbe78"
+    assert StyleParams(method="fast", style_strength=0.5, min_scale=0).hash() == "31d2e95d41"
+    assert StyleParams(average_decay=0.99, style_layer_weights=(1.0, 2.0, 3.0, 4.0, 5.0), min_scale=0).hash() == "e37bd5b71e"
+    assert StyleParams(init="noise", optimizer="adam", seed=3, style_blend=(0.7, 0.3), min_scale=0).hash() == "65b0444a08"
 
 
 def test_a_field_declared_once_is_everywhere():
