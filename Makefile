@@ -45,12 +45,12 @@ test: setup-test chromium lint
 	$(PY) -m pytest -q -ra
 	NST_BLOCK_TENSORFLOW=1 KERAS_BACKEND=jax $(PY) -m pytest -q -ra -m backends $(JAX_TESTS)
 
-# Lint (pyflakes, pycodestyle, import order, likely bugs; pyproject.toml's [tool.ruff]) before the tests.
+# Lint (pyflakes, pycodestyle, import order, likely bugs; pyproject.toml's [tool.ruff]) and check the
+# formatting before the tests; `make format` formats.
 lint: setup-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
-# The formatter, on demand: not enforced by `make test` until the open branches are merged,
-# since reformatting every file at once would collide with each of them.
 format: setup-test
 	$(VENV)/bin/ruff format .
 

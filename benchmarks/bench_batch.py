@@ -32,9 +32,16 @@ from nst_core.image_io import load_image  # noqa: E402
 from nst_core.params import StyleParams  # noqa: E402
 from nst_core.stylize import Job, stylize, stylize_batch  # noqa: E402
 
-PAIRS = [("chelsea", "starry_night"), ("astronaut", "the_scream"), ("coffee", "shipwreck"),
-         ("rocket", "starry_night"), ("chelsea", "the_scream"), ("astronaut", "shipwreck"),
-         ("coffee", "starry_night"), ("rocket", "the_scream")]
+PAIRS = [
+    ("chelsea", "starry_night"),
+    ("astronaut", "the_scream"),
+    ("coffee", "shipwreck"),
+    ("rocket", "starry_night"),
+    ("chelsea", "the_scream"),
+    ("astronaut", "shipwreck"),
+    ("coffee", "starry_night"),
+    ("rocket", "the_scream"),
+]
 
 
 def square(image: np.ndarray) -> np.ndarray:
@@ -44,9 +51,14 @@ def square(image: np.ndarray) -> np.ndarray:
 
 
 def jobs_at(side: int, count: int, params: StyleParams) -> list[Job]:
-    return [Job(square(load_image(str(SAMPLES / "content" / f"{content}.jpg"))),
-                [load_image(str(SAMPLES / "styles" / f"{style}.jpg"), max_side=side)], params)
-            for content, style in PAIRS[:count]]
+    return [
+        Job(
+            square(load_image(str(SAMPLES / "content" / f"{content}.jpg"))),
+            [load_image(str(SAMPLES / "styles" / f"{style}.jpg"), max_side=side)],
+            params,
+        )
+        for content, style in PAIRS[:count]
+    ]
 
 
 def peak_memory_gb() -> float:
@@ -61,8 +73,10 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=StyleParams.iterations)
     args = parser.parse_args()
     print(f"{backend.NAME}, {os.cpu_count()} CPU cores, {args.pairs} pairs per size, weights {args.weights}")
-    print("| size | way | s per pair | pairs per hour | speed-up | steps (per pair / run) | mean final loss "
-          "| peak memory |\n|---|---|---|---|---|---|---|---|")
+    print(
+        "| size | way | s per pair | pairs per hour | speed-up | steps (per pair / run) | mean final loss "
+        "| peak memory |\n|---|---|---|---|---|---|---|---|"
+    )
     for side in (int(s) for s in args.sizes.split(",")):
         params = StyleParams(size=side, iterations=args.iterations)
         jobs = jobs_at(side, args.pairs, params)
@@ -77,13 +91,18 @@ def main() -> None:
         started = time.perf_counter()
         batched = stylize_batch(jobs, weights=args.weights)
         batched_seconds = (time.perf_counter() - started) / len(jobs)
-        for way, results, seconds, memory in (("one at a time", alone, alone_seconds, alone_memory),
-                                              (f"batch of {len(jobs)}", batched, batched_seconds, peak_memory_gb())):
+        for way, results, seconds, memory in (
+            ("one at a time", alone, alone_seconds, alone_memory),
+            (f"batch of {len(jobs)}", batched, batched_seconds, peak_memory_gb()),
+        ):
             steps = [r.iterations for r in results]
             run_steps = sum(steps) if results is alone else max(steps)
-            print(f"| {side} | {way} | {seconds:.1f} | {3600 / seconds:.1f} | {alone_seconds / seconds:.2f}x "
-                  f"| {np.mean(steps):.0f} / {run_steps} | {np.mean([r.total_loss for r in results]):.4f} "
-                  f"| {memory:.1f} GB |", flush=True)
+            print(
+                f"| {side} | {way} | {seconds:.1f} | {3600 / seconds:.1f} | {alone_seconds / seconds:.2f}x "
+                f"| {np.mean(steps):.0f} / {run_steps} | {np.mean([r.total_loss for r in results]):.4f} "
+                f"| {memory:.1f} GB |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,9 @@ def random_vgg19_file() -> str:
     return str(path)
 
 
-def seconds_per_step(weights: str, arch: str, side: int, jit: bool, steps: int, precision: str = "float32",
-                     batch: int = 1) -> float:
+def seconds_per_step(
+    weights: str, arch: str, side: int, jit: bool, steps: int, precision: str = "float32", batch: int = 1
+) -> float:
     """Seconds per compiled L-BFGS step on a batch of `batch` images of side x side (compilation excluded)."""
     os.environ["NST_JIT"] = "1" if jit else "0"  # read by the steps compiled next
     clear_compiled()
@@ -129,8 +130,17 @@ def compare_backends(weights: str, backends: list[str], precisions: list[str], s
     """Each backend in its own process (Keras picks its backend once per process)."""
     measured = {}
     for name in backends:
-        command = [sys.executable, __file__, "--step-json", "--weights", weights,
-                   "--precisions", ",".join(precisions), "--sizes", ",".join(map(str, sizes))]
+        command = [
+            sys.executable,
+            __file__,
+            "--step-json",
+            "--weights",
+            weights,
+            "--precisions",
+            ",".join(precisions),
+            "--sizes",
+            ",".join(map(str, sizes)),
+        ]
         done = subprocess.run(command, env={**os.environ, "KERAS_BACKEND": name}, capture_output=True, text=True)
         if done.returncode:
             print(f"{name}: failed\n{done.stderr[-1500:]}")
@@ -158,14 +168,23 @@ def main() -> None:
     args = parser.parse_args()
     if args.step_json:
         sizes = [int(s) for s in args.sizes.split(",")]
-        print(json.dumps({precision: {side: seconds_per_step(args.weights, "vgg16", side, False, steps_for(side),
-                                                            precision) for side in sizes}
-                          for precision in args.precisions.split(",")}))
+        print(
+            json.dumps(
+                {
+                    precision: {
+                        side: seconds_per_step(args.weights, "vgg16", side, False, steps_for(side), precision)
+                        for side in sizes
+                    }
+                    for precision in args.precisions.split(",")
+                }
+            )
+        )
         return
     print(f"Keras {keras.__version__} on {backend.NAME}, {os.cpu_count()} CPU cores, weights {args.weights}")
     if args.compare:
-        compare_backends(args.weights, args.backends.split(","), args.precisions.split(","),
-                         [int(s) for s in args.sizes.split(",")])
+        compare_backends(
+            args.weights, args.backends.split(","), args.precisions.split(","), [int(s) for s in args.sizes.split(",")]
+        )
         return
 
     print("\n## Seconds per step (compiled L-BFGS step)")
@@ -197,18 +216,24 @@ def main() -> None:
     (content_at,), inputs = loss_args(objective, [Job(content, [style], params)], 128)
     baselines = {eps: tutorial_baseline(objective, content_at, inputs, 500, eps) for eps in (0.1, 1e-8)}
     for eps, (loss, seconds) in baselines.items():
-        print(f"tutorial loop, epsilon {eps:g}: loss after 500 steps {loss:.4f} in {seconds:.1f} s "
-              f"({seconds / 500 * 1000:.1f} ms/step)")
+        print(
+            f"tutorial loop, epsilon {eps:g}: loss after 500 steps {loss:.4f} in {seconds:.1f} s "
+            f"({seconds / 500 * 1000:.1f} ms/step)"
+        )
     # The stronger of the two baselines is the one to beat.
     eps, (target, baseline_seconds) = min(baselines.items(), key=lambda item: item[1][0])
     reached, result, marks = time_to_loss(content, style, params, args.weights, target)
     product_ms = 1000 * marks[-1][0] / len(marks)
-    print(f"product defaults ({params.optimizer}, init {params.init}, scales {params.scales or 'none'}): "
-          f"{result.iterations} steps, final loss {result.total_loss:.4f}, {product_ms:.1f} ms/step")
+    print(
+        f"product defaults ({params.optimizer}, init {params.init}, scales {params.scales or 'none'}): "
+        f"{result.iterations} steps, final loss {result.total_loss:.4f}, {product_ms:.1f} ms/step"
+    )
     if reached:
         seconds, step = reached
-        print(f"reached {target:.4f} after {step + 1} steps, {seconds:.2f} s: "
-              f"{baseline_seconds / seconds:.1f}x less time than the baseline (epsilon {eps:g})")
+        print(
+            f"reached {target:.4f} after {step + 1} steps, {seconds:.2f} s: "
+            f"{baseline_seconds / seconds:.1f}x less time than the baseline (epsilon {eps:g})"
+        )
     else:
         print(f"did NOT reach the baseline loss {target:.4f} (best {min(m[1] for m in marks):.4f})")
 

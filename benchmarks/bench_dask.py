@@ -26,11 +26,30 @@ def timed_run(manifest: Path, out: Path, size: int, iterations: int, runner: lis
     """(wall seconds of one `nst run`, seconds its pairs spent stylizing, summed over pairs)."""
     from flows.results import read_results
 
-    command = [sys.executable, "-m", "flows.cli", "run", str(manifest), "--out", str(out), "--size", str(size),
-               "--iterations", str(iterations), "--tolerance", "0", *runner]
+    command = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "run",
+        str(manifest),
+        "--out",
+        str(out),
+        "--size",
+        str(size),
+        "--iterations",
+        str(iterations),
+        "--tolerance",
+        "0",
+        *runner,
+    ]
     started = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PREFECT_LOGGING_LEVEL": "WARNING"})
+    result = subprocess.run(
+        command,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PREFECT_LOGGING_LEVEL": "WARNING"},
+    )
     wall = time.perf_counter() - started
     if result.returncode:
         sys.exit(result.stderr[-3000:])
@@ -51,7 +70,8 @@ def main() -> None:
     manifest.write_text(f"content,style\n{SAMPLES / 'content'},{SAMPLES / 'styles'}\n")
     configs = [("threads, 1 process (baseline)", [])] + [
         (f"dask, {n} worker process{'es' if n > 1 else ''}", ["--task-runner", "dask", "--dask-workers", str(n)])
-        for n in map(int, args.workers.split(","))]
+        for n in map(int, args.workers.split(","))
+    ]
     print(f"12 pairs, {args.size} px, {args.iterations} steps, {os.cpu_count()} CPU cores\n")
     print("| runner | wall s | pairs per minute | stylizing s (sum over pairs) | wall vs baseline |")
     print("|---|---|---|---|---|")

@@ -50,10 +50,12 @@ def main() -> None:
                 params = StyleParams(size=args.size, init=init).replace(**{name: value})
                 started = time.perf_counter()
                 result = stylize(content, [style], params, weights=args.weights)
-                print(f"| {content_name} x {style_name} | {init} | {value} | {result.content_loss:.3f} "
-                      f"| {result.style_loss:.4f} | {result.tv_loss:.4f} | {result.iterations} "
-                      f"| {time.perf_counter() - started:.1f} |",
-                      flush=True)
+                print(
+                    f"| {content_name} x {style_name} | {init} | {value} | {result.content_loss:.3f} "
+                    f"| {result.style_loss:.4f} | {result.tv_loss:.4f} | {result.iterations} "
+                    f"| {time.perf_counter() - started:.1f} |",
+                    flush=True,
+                )
                 cells.append(result.image)
             height = min(c.shape[0] for c in cells)
             rows.append(np.concatenate([c[:height] for c in cells], axis=1))

@@ -77,8 +77,12 @@ def independent_distances(weights: str, content: np.ndarray, style: np.ndarray):
 
     def measure(image: np.ndarray):
         feats = extract(tf.constant(image[None]))
-        style_d = np.mean([float(losses.relative_error(losses.style_statistic("bn", f, {}), t)[0])
-                           for f, t in zip(feats[:n_style], style_stats)])
+        style_d = np.mean(
+            [
+                float(losses.relative_error(losses.style_statistic("bn", f, {}), t)[0])
+                for f, t in zip(feats[:n_style], style_stats)
+            ]
+        )
         content_d = np.mean([float(losses.relative_error(f, t)[0]) for f, t in zip(feats[n_style:], content_feats)])
         return style_d, content_d
 
@@ -115,14 +119,23 @@ def compare_inits(weights: str, side: int, steps: int, pairs):
             stylize(content, [style_full], params.replace(iterations=1), weights=weights)  # compile outside timing
             snapshots, result = trajectory(content, style_full, params, weights)
             runs[init] = [(step, secs, *measure(image)) for step, secs, image in snapshots]
-            at_budgets = ", ".join(f"{step}: {sd:.4f}/{cd:.3f}" for step, _, sd, cd in runs[init]
-                                   if step in (0, 25, 50, 100, 150, steps - 1))
-            print(f"  {content_name} x {style_name} init={init}: style/content distance at step {at_budgets}; "
-                  f"final product loss {result.total_loss:.4f} (style {result.style_loss:.4f}), "
-                  f"{result.optimize_seconds:.1f} s", flush=True)
+            at_budgets = ", ".join(
+                f"{step}: {sd:.4f}/{cd:.3f}"
+                for step, _, sd, cd in runs[init]
+                if step in (0, 25, 50, 100, 150, steps - 1)
+            )
+            print(
+                f"  {content_name} x {style_name} init={init}: style/content distance at step {at_budgets}; "
+                f"final product loss {result.total_loss:.4f} (style {result.style_loss:.4f}), "
+                f"{result.optimize_seconds:.1f} s",
+                flush=True,
+            )
         early = next(sd for step, _, sd, _ in runs["content"] if step == EARLY_STEPS)
         common_best = max(min(sd for _, _, sd, _ in points) for points in runs.values())
-        for label, target in ((f"init=content's at {EARLY_STEPS} steps", early), ("the worse best of the two", common_best)):
+        for label, target in (
+            (f"init=content's at {EARLY_STEPS} steps", early),
+            ("the worse best of the two", common_best),
+        ):
             reached = {init: first_reaching(points, target) for init, points in runs.items()}
             rows.append((f"{content_name} x {style_name}", label, target, reached))
     return rows
@@ -137,20 +150,26 @@ def main() -> None:
     side, steps, pairs, repeats = (64, 60, PAIRS[:2], 1) if args.quick else (256, args.steps, PAIRS, 3)
 
     print("1. method=fast, seconds per image (12 sample pairs)")
-    for size in ((side,) if args.quick else (256, 512)):
+    for size in (side,) if args.quick else (256, 512):
         print(f"  {size} px: {seconds_per_fast_image(size, repeats):.3f} s per image", flush=True)
 
-    print(f"\n2. init=fast vs init=content at {side} px, L-BFGS defaults, {steps} steps each, "
-          f"style/content distances on {','.join(CHECK_STYLE_LAYERS)} / {','.join(CHECK_CONTENT_LAYERS)}")
+    print(
+        f"\n2. init=fast vs init=content at {side} px, L-BFGS defaults, {steps} steps each, "
+        f"style/content distances on {','.join(CHECK_STYLE_LAYERS)} / {','.join(CHECK_CONTENT_LAYERS)}"
+    )
     rows = compare_inits(args.weights, side, steps, pairs)
-    print("\n| pair | style distance to reach | init=content: steps / s / content dist. "
-          "| init=fast: steps / s / content dist. | steps ratio | seconds ratio |")
+    print(
+        "\n| pair | style distance to reach | init=content: steps / s / content dist. "
+        "| init=fast: steps / s / content dist. | steps ratio | seconds ratio |"
+    )
     print("|---|---|---|---|---|---|")
     for name, label, target, reached in rows:
         content_run, fast_run = reached["content"], reached["fast"]
-        print(f"| {name} | {target:.4f} ({label}) | {content_run[0]} / {content_run[1]:.1f} / {content_run[2]:.3f} "
-              f"| {fast_run[0]} / {fast_run[1]:.1f} / {fast_run[2]:.3f} "
-              f"| {fast_run[0] / max(content_run[0], 1):.2f} | {fast_run[1] / content_run[1]:.2f} |")
+        print(
+            f"| {name} | {target:.4f} ({label}) | {content_run[0]} / {content_run[1]:.1f} / {content_run[2]:.3f} "
+            f"| {fast_run[0]} / {fast_run[1]:.1f} / {fast_run[2]:.3f} "
+            f"| {fast_run[0] / max(content_run[0], 1):.2f} | {fast_run[1] / content_run[1]:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,12 @@ def main() -> None:
     parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n peak product (8192 on a GPU)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batches", default="1", help="images per step, comma-separated")
-    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
-                        help="of the VGG features and of the peak's matrix product")
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="of the VGG features and of the peak's matrix product",
+    )
     args = parser.parse_args()
 
     weights = random_vgg19_file()  # timings do not depend on the weight values
@@ -77,10 +81,14 @@ def main() -> None:
     for side in (int(s) for s in args.sizes.split(",")):
         for batch in (int(b) for b in args.batches.split(",")):
             flops = batch * conv_flops_per_step(model, side, side)
-            seconds = seconds_per_step(weights, "vgg19", side, jit=False, steps=args.steps, precision=args.precision,
-                                       batch=batch)
-            print(f"| {side} | {batch} | {flops / 1e9:.1f} | {seconds:.3f} | {flops / seconds / 1e9:.1f} | "
-                  f"{flops / seconds / peak:.0%} |", flush=True)
+            seconds = seconds_per_step(
+                weights, "vgg19", side, jit=False, steps=args.steps, precision=args.precision, batch=batch
+            )
+            print(
+                f"| {side} | {batch} | {flops / 1e9:.1f} | {seconds:.3f} | {flops / seconds / 1e9:.1f} | "
+                f"{flops / seconds / peak:.0%} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

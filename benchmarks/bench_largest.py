@@ -56,7 +56,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default=os.environ.get("NST_WEIGHTS") or str(SHARED))
     parser.add_argument("--start", type=int, default=512)
-    parser.add_argument("--max-side", type=int, default=8192, help="stop doubling here (a CPU's RAM takes long to fill)")
+    parser.add_argument(
+        "--max-side", type=int, default=8192, help="stop doubling here (a CPU's RAM takes long to fill)"
+    )
     parser.add_argument("--step", type=int, default=256, help="resolution of the bisection, px")
     parser.add_argument("--seconds", type=float, default=150, help="time limit of the search")
     args = parser.parse_args()
@@ -64,11 +66,16 @@ def main() -> None:
     print(f"{runtime.name()} {runtime.version()} on {runtime.device()}, {dtype} features, VGG16, one image")
     fitted, failed = largest_side(args.weights, args.start, args.max_side, args.step, args.seconds, dtype)
     if fitted is None:
-        print(f"largest side in one pass: under {args.start} px (out of memory there)" if failed else
-              "largest side in one pass: not measured, the time limit came first")
+        print(
+            f"largest side in one pass: under {args.start} px (out of memory there)"
+            if failed
+            else "largest side in one pass: not measured, the time limit came first"
+        )
     elif failed is None:
-        print(f"largest side in one pass: at least {fitted} px (the --max-side cap or the time limit stopped "
-              "the search, not the device)")
+        print(
+            f"largest side in one pass: at least {fitted} px (the --max-side cap or the time limit stopped "
+            "the search, not the device)"
+        )
     else:
         cut = "" if failed - fitted <= args.step else "; the time limit cut the bisection short"
         print(f"largest side in one pass: {fitted} px (out of memory at {failed} px{cut})")

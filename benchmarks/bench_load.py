@@ -57,7 +57,9 @@ def run_once(count: int) -> dict:
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before reading the table back
     table = read_results(outcome["results"])
     return {
-        "count": count, "succeeded": outcome["succeeded"], "wall": wall,
+        "count": count,
+        "succeeded": outcome["succeeded"],
+        "wall": wall,
         "stylize": float(table["total_seconds"].sum()),
         "peak_rss_mb": peak_rss_mb,
     }
@@ -74,13 +76,20 @@ def main() -> None:
     print("| pairs | succeeded | wall s | pairs per minute | overhead per pair s | peak RSS MB |")
     print("|---|---|---|---|---|---|")
     for count in [int(c) for c in args.counts.split(",")]:
-        child = subprocess.run([sys.executable, __file__, "--child", str(count)], capture_output=True, text=True,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", str(count)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
         if child.returncode:
             sys.exit(child.stderr[-3000:])
         report = json.loads(child.stdout.strip().splitlines()[-1])
-        print(f"| {count} | {report['succeeded']} | {report['wall']:.1f} | {60 * count / report['wall']:.0f} "
-              f"| {(report['wall'] - report['stylize']) / count:.3f} | {report['peak_rss_mb']:.0f} |", flush=True)
+        print(
+            f"| {count} | {report['succeeded']} | {report['wall']:.1f} | {60 * count / report['wall']:.0f} "
+            f"| {(report['wall'] - report['stylize']) / count:.3f} | {report['peak_rss_mb']:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

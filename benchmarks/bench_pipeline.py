@@ -63,8 +63,13 @@ def main() -> None:
     seconds = {}
     for batch_size in (1, None):
         started = time.perf_counter()
-        outcome = run_manifest(str(manifest), str(work / f"flow{batch_size}"), overrides=overrides,
-                               weights=args.weights, batch_size=batch_size)
+        outcome = run_manifest(
+            str(manifest),
+            str(work / f"flow{batch_size}"),
+            overrides=overrides,
+            weights=args.weights,
+            batch_size=batch_size,
+        )
         seconds[batch_size] = time.perf_counter() - started
         assert outcome["succeeded"] == len(pairs), outcome
     flow, batched = seconds[1], seconds[None]
@@ -76,8 +81,10 @@ def main() -> None:
     print(f"| Prefect flow, `--batch-size 1` | {flow:.1f} | {flow / n:.2f} | {3600 * n / flow:.0f} |")
     print(f"| Prefect flow, default batches | {batched:.1f} | {batched / n:.2f} | {3600 * n / batched:.0f} |")
     overhead = (flow - direct) / n
-    print(f"pipeline overhead: {overhead:.2f} s per pair = {100 * overhead / (direct / n):.1f}% of the "
-          f"stylization time (flow start-up included: {flow - direct:.1f} s over the whole run)")
+    print(
+        f"pipeline overhead: {overhead:.2f} s per pair = {100 * overhead / (direct / n):.1f}% of the "
+        f"stylization time (flow start-up included: {flow - direct:.1f} s over the whole run)"
+    )
     print(f"batches: {flow / batched:.2f}x the pairs per hour of the flow one pair at a time")
 
 

@@ -41,8 +41,13 @@ def measure(args) -> dict:
 
     content = load_image(str(SAMPLES / "content" / "chelsea.jpg"))
     style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"))
-    params = StyleParams(size=args.size, iterations=args.iterations, tolerance=0.0,
-                         scales=tuple(args.scales), coarse_iterations=args.coarse_iterations)
+    params = StyleParams(
+        size=args.size,
+        iterations=args.iterations,
+        tolerance=0.0,
+        scales=tuple(args.scales),
+        coarse_iterations=args.coarse_iterations,
+    )
     limit = memory.default_limit_bytes()
     shapes = scale_shapes(content.shape, params)
     plans = memory.plan_pair(shapes, 1, limit, "vgg16")
@@ -51,17 +56,28 @@ def measure(args) -> dict:
 
     def progress(scale_index, side, step, image):
         stamps.append(time.perf_counter())
-        print(f"{args.size} px: scale {side} px, step {step.iteration}, {stamps[-1] - started:.0f} s, "
-              f"resident {_resident_gb():.2f} GB, peak {_peak_gb():.2f} GB", file=sys.stderr, flush=True)
+        print(
+            f"{args.size} px: scale {side} px, step {step.iteration}, {stamps[-1] - started:.0f} s, "
+            f"resident {_resident_gb():.2f} GB, peak {_peak_gb():.2f} GB",
+            file=sys.stderr,
+            flush=True,
+        )
 
     result = stylize(content, [style], params, callback=progress)
     seconds = time.perf_counter() - started
-    final = [t - s for s, t in zip(stamps[-args.iterations:], stamps[-args.iterations + 1:])]
+    final = [t - s for s, t in zip(stamps[-args.iterations :], stamps[-args.iterations + 1 :])]
     height, width = result.image.shape[:2]
-    return {"size": args.size, "height": height, "width": width, "tiles": [p.tile for p in plans],
-            "predicted_gb": max(p.bytes for p in plans) / 2**30, "seconds": seconds,
-            "step_seconds": float(np.median(final)) if final else None, "loss": result.total_loss,
-            "peak_gb": _peak_gb()}
+    return {
+        "size": args.size,
+        "height": height,
+        "width": width,
+        "tiles": [p.tile for p in plans],
+        "predicted_gb": max(p.bytes for p in plans) / 2**30,
+        "seconds": seconds,
+        "step_seconds": float(np.median(final)) if final else None,
+        "loss": result.total_loss,
+        "peak_gb": _peak_gb(),
+    }
 
 
 def _peak_gb() -> float:
@@ -76,8 +92,11 @@ def _resident_gb() -> float:
 def child(size: int, args, extra: list[str]) -> dict:
     """measure() in a fresh process."""
     command = [sys.executable, __file__, "--measure", str(size), *extra]
-    env = {**os.environ, **({"NST_TILE": str(args.tile)} if args.tile else {}),
-           **({"NST_MEMORY_LIMIT_GB": str(args.limit_gb)} if args.limit_gb else {})}  # the plan stylize makes
+    env = {
+        **os.environ,
+        **({"NST_TILE": str(args.tile)} if args.tile else {}),
+        **({"NST_MEMORY_LIMIT_GB": str(args.limit_gb)} if args.limit_gb else {}),
+    }  # the plan stylize makes
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=False)  # progress: stderr
     if done.returncode:
         raise SystemExit(f"{size} px failed")
@@ -85,16 +104,22 @@ def child(size: int, args, extra: list[str]) -> dict:
 
 
 def report(rows: list[dict]) -> None:
-    print("| size | pixels | tiles | predicted peak | measured peak | ratio | s/step | s/MP-step | seconds |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| size | pixels | tiles | predicted peak | measured peak | ratio | s/step | s/MP-step | seconds |\n"
+        "|---|---|---|---|---|---|---|---|---|"
+    )
     for row in rows:
         megapixels = row["height"] * row["width"] / 1e6
         step = row["step_seconds"]
-        print(f"| {row['size']} | {row['width']} x {row['height']} | {row['tiles']} | {row['predicted_gb']:.2f} GB "
-              f"| {row['peak_gb']:.2f} GB | {row['predicted_gb'] / row['peak_gb']:.2f} "
-              f"| {step:.2f} | {step / megapixels:.2f} | {row['seconds']:.0f} |" if step else
-              f"| {row['size']} | {row['width']} x {row['height']} | {row['tiles']} | {row['predicted_gb']:.2f} GB "
-              f"| {row['peak_gb']:.2f} GB | - | - | {row['seconds']:.0f} |", flush=True)
+        print(
+            f"| {row['size']} | {row['width']} x {row['height']} | {row['tiles']} | {row['predicted_gb']:.2f} GB "
+            f"| {row['peak_gb']:.2f} GB | {row['predicted_gb'] / row['peak_gb']:.2f} "
+            f"| {step:.2f} | {step / megapixels:.2f} | {row['seconds']:.0f} |"
+            if step
+            else f"| {row['size']} | {row['width']} x {row['height']} | {row['tiles']} | {row['predicted_gb']:.2f} GB "
+            f"| {row['peak_gb']:.2f} GB | - | - | {row['seconds']:.0f} |",
+            flush=True,
+        )
 
 
 def fit(rows: list[dict]) -> None:
@@ -107,20 +132,29 @@ def fit(rows: list[dict]) -> None:
     whole = [r for r in rows if r["tiles"][-1] is None]
     pixels = np.array([r["height"] * r["width"] for r in whole], float)
     peaks = np.array([r["peak_gb"] * 2**30 for r in whole])
-    (base, per_pixel), *_ = np.linalg.lstsq(np.stack([np.ones_like(pixels), pixels], 1) / peaks[:, None],
-                                            (peaks - 2 * LBFGS_HISTORY * pixels * 12) / peaks, rcond=None)
+    (base, per_pixel), *_ = np.linalg.lstsq(
+        np.stack([np.ones_like(pixels), pixels], 1) / peaks[:, None],
+        (peaks - 2 * LBFGS_HISTORY * pixels * 12) / peaks,
+        rcond=None,
+    )
     print(f"\none pass, {len(whole)} sizes: BASE_BYTES = {base:.3g}, PASS_BYTES_PER_PIXEL = {per_pixel:.0f}")
     tiled = [r for r in rows if r["tiles"][-1] is not None]
     if len(tiled) < 2:
         return
     pixels = np.array([r["height"] * r["width"] for r in tiled], float)
-    outer = np.array([min(r["height"], r["tiles"][-1] + 2 * HALO) * min(r["width"], r["tiles"][-1] + 2 * HALO)
-                      for r in tiled], float)
+    outer = np.array(
+        [min(r["height"], r["tiles"][-1] + 2 * HALO) * min(r["width"], r["tiles"][-1] + 2 * HALO) for r in tiled], float
+    )
     peaks = np.array([r["peak_gb"] * 2**30 for r in tiled])
-    (tile_pass, whole_image), *_ = np.linalg.lstsq(np.stack([outer, pixels], 1) / peaks[:, None],
-                                                   (peaks - base - 2 * PRINT_HISTORY * pixels * 12) / peaks, rcond=None)
-    print(f"in tiles, {len(tiled)} runs: TILE_PASS_BYTES_PER_PIXEL = {tile_pass:.0f}, "
-          f"WHOLE_IMAGE_BYTES_PER_PIXEL = {whole_image:.0f}")
+    (tile_pass, whole_image), *_ = np.linalg.lstsq(
+        np.stack([outer, pixels], 1) / peaks[:, None],
+        (peaks - base - 2 * PRINT_HISTORY * pixels * 12) / peaks,
+        rcond=None,
+    )
+    print(
+        f"in tiles, {len(tiled)} runs: TILE_PASS_BYTES_PER_PIXEL = {tile_pass:.0f}, "
+        f"WHOLE_IMAGE_BYTES_PER_PIXEL = {whole_image:.0f}"
+    )
 
 
 def main() -> None:

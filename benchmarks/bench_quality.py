@@ -42,15 +42,18 @@ SHARED = REPO.parent / "shared"
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 PAINTINGS = ("starry_night", "the_scream", "shipwreck")
 # The defaults before issue 13, pinned, so the baseline stays "before" whatever params.py says now.
-BASELINE = ("before:style_stat=gram;style_weight=10;tv_weight=1;iterations=300;init=content;pooling=max;"
-            "style_layer_weights=none;scales=;min_scale=0;coarse_iterations=200")
+BASELINE = (
+    "before:style_stat=gram;style_weight=10;tv_weight=1;iterations=300;init=content;pooling=max;"
+    "style_layer_weights=none;scales=;min_scale=0;coarse_iterations=200"
+)
 
 
 def parse_config(spec: str, size: int) -> tuple[str, StyleParams]:
     name, _, fields = spec.partition(":")
     changes = dict(field.split("=", 1) for field in fields.split(";") if field.strip())
     return name, StyleParams(size=size).replace(
-        **{key.strip(): StyleParams.parse(key.strip(), value) for key, value in changes.items()})
+        **{key.strip(): StyleParams.parse(key.strip(), value) for key, value in changes.items()}
+    )
 
 
 def photo(name: str, side: int) -> np.ndarray:
@@ -76,19 +79,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--config", action="append", default=[], metavar="SPEC")
-    parser.add_argument("--baseline", default=BASELINE, metavar="SPEC",
-                        help="the reference configuration; '' for none (the first --config is then the reference)")
+    parser.add_argument(
+        "--baseline",
+        default=BASELINE,
+        metavar="SPEC",
+        help="the reference configuration; '' for none (the first --config is then the reference)",
+    )
     parser.add_argument("--pairs", type=int, default=12, help="the first N of photo x painting")
-    parser.add_argument("--weights", default=os.environ.get("NST_WEIGHTS")
-                        or str(SHARED / "weights" / "vgg16_imagenet_notop.weights.h5"))
+    parser.add_argument(
+        "--weights",
+        default=os.environ.get("NST_WEIGHTS") or str(SHARED / "weights" / "vgg16_imagenet_notop.weights.h5"),
+    )
     parser.add_argument("--out", default="out/bench_quality")
     args = parser.parse_args()
 
     configs = [parse_config(spec, args.size) for spec in [args.baseline, *args.config] if spec]
     pairs = [(p, s) for p in PHOTOS for s in PAINTINGS][: args.pairs]
     photos = {name: photo(name, args.size) for name in PHOTOS}
-    paintings = {name: load_image(str(SHARED / "images" / "styles" / f"{name}.jpg"), max_side=args.size)
-                 for name in PAINTINGS}
+    paintings = {
+        name: load_image(str(SHARED / "images" / "styles" / f"{name}.jpg"), max_side=args.size) for name in PAINTINGS
+    }
     vgg = quality.VggDistances(args.weights)
     rows, images = [], {}
     print("| config | pair | style | content | gram | s/pair |\n|---|---|---|---|---|---|", flush=True)
@@ -100,14 +110,22 @@ def main() -> None:
                 continue
             image, seconds = outcome
             content, style = resize(photos[photo_name], image.shape[:2]), paintings[painting]
-            row = {"config": name, "photo": photo_name, "painting": painting,
-                   "style": quality.style_distance(image, style, content),
-                   "content": vgg.content_distance(image, content), "gram": vgg.gram_distance(image, style),
-                   "seconds": seconds}
+            row = {
+                "config": name,
+                "photo": photo_name,
+                "painting": painting,
+                "style": quality.style_distance(image, style, content),
+                "content": vgg.content_distance(image, content),
+                "gram": vgg.gram_distance(image, style),
+                "seconds": seconds,
+            }
             rows.append(row)
             images[name, photo_name, painting] = image
-            print(f"| {name} | {photo_name} x {painting} | {row['style']:.3f} | {row['content']:.3f} "
-                  f"| {row['gram']:.4f} | {seconds:.1f} |", flush=True)
+            print(
+                f"| {name} | {photo_name} x {painting} | {row['style']:.3f} | {row['content']:.3f} "
+                f"| {row['gram']:.4f} | {seconds:.1f} |",
+                flush=True,
+            )
     summarize(rows, [name for name, _ in configs])
     write_outputs(args.out, args.size, rows, images, configs, pairs, photos, paintings)
 
@@ -117,14 +135,18 @@ def summarize(rows: list[dict], names: list[str]) -> None:
         return float(np.mean([r[key] for r in rows if r["config"] == name]))
 
     base_style, base_seconds = mean(names[0], "style"), mean(names[0], "seconds")
-    print("\n| config | mean style | vs baseline | mean content | worst content | mean gram | s/pair "
-          "| time vs baseline |")
+    print(
+        "\n| config | mean style | vs baseline | mean content | worst content | mean gram | s/pair | time vs baseline |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name in names:
         worst = max(r["content"] for r in rows if r["config"] == name)
-        print(f"| {name} | {mean(name, 'style'):.3f} | {mean(name, 'style') / base_style:.2f}x "
-              f"| {mean(name, 'content'):.3f} | {worst:.3f} | {mean(name, 'gram'):.4f} "
-              f"| {mean(name, 'seconds'):.1f} | {mean(name, 'seconds') / base_seconds:.2f}x |", flush=True)
+        print(
+            f"| {name} | {mean(name, 'style'):.3f} | {mean(name, 'style') / base_style:.2f}x "
+            f"| {mean(name, 'content'):.3f} | {worst:.3f} | {mean(name, 'gram'):.4f} "
+            f"| {mean(name, 'seconds'):.1f} | {mean(name, 'seconds') / base_seconds:.2f}x |",
+            flush=True,
+        )
 
 
 def write_outputs(out: str, size: int, rows, images, configs, pairs, photos, paintings) -> None:
@@ -136,8 +158,11 @@ def write_outputs(out: str, size: int, rows, images, configs, pairs, photos, pai
     names = [name for name, _ in configs]
     sheet = draw_grid(
         [[paintings[painting], *(images[name, p, painting] for name in names)] for p, painting in pairs],
-        row_labels=[f"{p} x {painting}" for p, painting in pairs], col_labels=["painting", *names],
-        row_headers=[photos[p] for p, _ in pairs], options=GridOptions(cell=min(size, 256)))
+        row_labels=[f"{p} x {painting}" for p, painting in pairs],
+        col_labels=["painting", *names],
+        row_headers=[photos[p] for p, _ in pairs],
+        options=GridOptions(cell=min(size, 256)),
+    )
     sheet.save(f"{out}_{size}.png")
     print(f"\ncontact sheet: {out}_{size}.png, figures: {out}_{size}.csv")
 

@@ -63,8 +63,10 @@ class Row:
 def load_pair(content_name: str, style_name: str, side: int):
     """The 256 px samples up to 256 px; above, the shared paintings and scikit-image's photos."""
     if side <= 256:
-        return (load_image(str(SAMPLES / "content" / f"{content_name}.jpg"), max_side=side),
-                load_image(str(SAMPLES / "styles" / f"{style_name}.jpg"), max_side=side))
+        return (
+            load_image(str(SAMPLES / "content" / f"{content_name}.jpg"), max_side=side),
+            load_image(str(SAMPLES / "styles" / f"{style_name}.jpg"), max_side=side),
+        )
     import skimage.data
 
     content = getattr(skimage.data, content_name)()[..., :3].astype(np.float32) / 255.0
@@ -72,8 +74,12 @@ def load_pair(content_name: str, style_name: str, side: int):
 
 
 def schedule_params(size: int, fractions, coarse_iterations: int, iterations: int) -> StyleParams:
-    return StyleParams(size=size, scales=tuple(round(size * f) for f in fractions),
-                       coarse_iterations=coarse_iterations, iterations=iterations)
+    return StyleParams(
+        size=size,
+        scales=tuple(round(size * f) for f in fractions),
+        coarse_iterations=coarse_iterations,
+        iterations=iterations,
+    )
 
 
 def timed_run(content, style, params: StyleParams, weights: str):
@@ -81,8 +87,13 @@ def timed_run(content, style, params: StyleParams, weights: str):
     stylize(content, [style], params.replace(iterations=2, coarse_iterations=2), weights=weights)
     stamps = []
     started = time.perf_counter()
-    result = stylize(content, [style], params, weights=weights,
-                     callback=lambda scale, side, progress, image: stamps.append(time.perf_counter()))
+    result = stylize(
+        content,
+        [style],
+        params,
+        weights=weights,
+        callback=lambda scale, side, progress, image: stamps.append(time.perf_counter()),
+    )
     step_seconds = np.diff([started] + stamps)
     return result, step_seconds
 
@@ -91,11 +102,16 @@ def prefix_row(label, result, step_seconds, pixels_per_scale, final_steps: int) 
     """The figures a run would have ended with had its final phase stopped after `final_steps` steps."""
     coarse = sum(result.scale_iterations[:-1])
     taken = min(final_steps, result.scale_iterations[-1])
-    best = coarse + int(np.argmin(result.loss_history[coarse:coarse + taken]))
+    best = coarse + int(np.argmin(result.loss_history[coarse : coarse + taken]))
     steps = [*result.scale_iterations[:-1], taken]
-    return Row(label, sum(p * s for p, s in zip(pixels_per_scale, steps)) / 1e6,
-               float(step_seconds[:coarse + taken].sum()), result.loss_history[best],
-               result.content_loss_history[best], result.style_loss_history[best])
+    return Row(
+        label,
+        sum(p * s for p, s in zip(pixels_per_scale, steps)) / 1e6,
+        float(step_seconds[: coarse + taken].sum()),
+        result.loss_history[best],
+        result.content_loss_history[best],
+        result.style_loss_history[best],
+    )
 
 
 def measure_pair(content, style, size: int, weights: str, schedules, out: Path, name: str) -> list[Row]:
@@ -108,7 +124,7 @@ def measure_pair(content, style, size: int, weights: str, schedules, out: Path, 
         save_image(result.image, str(out / f"{name}-{'-'.join(map(str, sides))}-c{coarse_iterations}.png"))
         prefixes = FINAL_PREFIXES if params.scales else SINGLE_PREFIXES
         for final_steps in (p for p in prefixes if p <= iterations):
-            label = (" + ".join(f"{s}x{coarse_iterations}" for s in params.scales) + " + " if params.scales else "")
+            label = " + ".join(f"{s}x{coarse_iterations}" for s in params.scales) + " + " if params.scales else ""
             rows.append(prefix_row(f"{label}{size}x{final_steps}", result, step_seconds, pixels, final_steps))
         print(f"  {name}: {rows[-1].schedule} done, steps per scale {result.scale_iterations}", flush=True)
     return rows
@@ -119,13 +135,17 @@ def baseline_of(rows: list[Row], size: int) -> Row:
 
 
 def print_table(name: str, rows: list[Row], baseline: Row) -> None:
-    print(f"\n### {name}\n| schedule | megapixel-steps | of baseline | seconds | of baseline | total loss "
-          "| of baseline | content | style | reached |\n|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"\n### {name}\n| schedule | megapixel-steps | of baseline | seconds | of baseline | total loss "
+        "| of baseline | content | style | reached |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
     for row in rows:
         ratio = row.total / baseline.total
-        print(f"| {row.schedule} | {row.megapixel_steps:.2f} | {row.megapixel_steps / baseline.megapixel_steps:.2f} "
-              f"| {row.seconds:.1f} | {row.seconds / baseline.seconds:.2f} | {row.total:.4f} | {ratio:.3f} "
-              f"| {row.content:.3f} | {row.style:.4f} | {'yes' if ratio <= 1 + QUALITY_MARGIN else 'no'} |")
+        print(
+            f"| {row.schedule} | {row.megapixel_steps:.2f} | {row.megapixel_steps / baseline.megapixel_steps:.2f} "
+            f"| {row.seconds:.1f} | {row.seconds / baseline.seconds:.2f} | {row.total:.4f} | {ratio:.3f} "
+            f"| {row.content:.3f} | {row.style:.4f} | {'yes' if ratio <= 1 + QUALITY_MARGIN else 'no'} |"
+        )
 
 
 def main() -> None:
@@ -144,11 +164,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     print(f"target {args.size} px, {os.cpu_count()} CPU cores, weights {args.weights}, load {os.getloadavg()[0]:.1f}")
     tables = {}
-    for content_name, style_name in PAIRS[:args.pairs]:
+    for content_name, style_name in PAIRS[: args.pairs]:
         name = f"{content_name} x {style_name}"
         content, style = load_pair(content_name, style_name, args.size)
-        tables[name] = measure_pair(content, style, args.size, args.weights, schedules, out,
-                                    f"{content_name}-{style_name}")
+        tables[name] = measure_pair(
+            content, style, args.size, args.weights, schedules, out, f"{content_name}-{style_name}"
+        )
         print_table(name, tables[name], baseline_of(tables[name], args.size))  # each pair as soon as it is done
     reached = {row.schedule for row in next(iter(tables.values()))}
     for rows in tables.values():
@@ -156,8 +177,10 @@ def main() -> None:
         reached &= {r.schedule for r in rows if r.total <= (1 + QUALITY_MARGIN) * baseline.total}
     cost = {r.schedule: r.megapixel_steps for r in next(iter(tables.values()))}
     best = min(reached, key=cost.get)
-    print(f"\nfewest pixel-iterations reaching the baseline within {QUALITY_MARGIN:.0%} on every pair: {best} "
-          f"(load at the end {os.getloadavg()[0]:.1f})")
+    print(
+        f"\nfewest pixel-iterations reaching the baseline within {QUALITY_MARGIN:.0%} on every pair: {best} "
+        f"(load at the end {os.getloadavg()[0]:.1f})"
+    )
 
 
 if __name__ == "__main__":

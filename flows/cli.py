@@ -22,12 +22,14 @@ if TYPE_CHECKING:  # imported inside the commands, like every module they use
 S3_HELP = "S3: credentials come from the environment or the profile, never from flags"
 
 
-def add_param_flags(parser: argparse.ArgumentParser, defaults: StyleParams = StyleParams(), *,
-                    fast_only: bool = False) -> None:
+def add_param_flags(
+    parser: argparse.ArgumentParser, defaults: StyleParams = StyleParams(), *, fast_only: bool = False
+) -> None:
     """A flag per StyleParams field, its help the field's, its default as typed; `fast_only`: the fields
     the fast network uses (`param(..., fast=True)`), and no --weights (it needs no VGG)."""
-    group = parser.add_argument_group("stylization parameters (declared in nst_core/params.py)"
-                                      + (" that the fast network uses" if fast_only else ""))
+    group = parser.add_argument_group(
+        "stylization parameters (declared in nst_core/params.py)" + (" that the fast network uses" if fast_only else "")
+    )
     for spec in type(defaults).specs():
         if fast_only and not spec.fast:
             continue
@@ -35,8 +37,9 @@ def add_param_flags(parser: argparse.ArgumentParser, defaults: StyleParams = Sty
         shown = as_text(getattr(defaults, spec.name))  # as typed: block4_conv2, 256,362
         shown = {"": "''", None: "none"}.get(shown, shown)
         help_text = f"default: {shown}; {spec.help}".replace("%", "%%")  # argparse formats help with %
-        group.add_argument(f"--{spec.name.replace('_', '-')}", dest=spec.name, metavar=metavar, default=None,
-                           help=help_text)
+        group.add_argument(
+            f"--{spec.name.replace('_', '-')}", dest=spec.name, metavar=metavar, default=None, help=help_text
+        )
     if fast_only:
         return
     group.add_argument("--weights", help="VGG weights: 'imagenet' (download) or a .h5 file; default $NST_WEIGHTS")
@@ -46,14 +49,22 @@ def _add_output_format_flag(parser: argparse.ArgumentParser, names: str) -> None
     # How the output is written, not how it is made: not a StyleParams field, so no parameter hash changes.
     from nst_core.image_io import OUTPUT_FORMATS
 
-    parser.add_argument("--output-format", choices=OUTPUT_FORMATS, help=f"16 bits per channel: {names}; "
-                        "default: 8-bit, by the output's extension; the photo's EXIF is kept (not in TIFF)")
+    parser.add_argument(
+        "--output-format",
+        choices=OUTPUT_FORMATS,
+        help=f"16 bits per channel: {names}; "
+        "default: 8-bit, by the output's extension; the photo's EXIF is kept (not in TIFF)",
+    )
 
 
 def _add_s3_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(S3_HELP)
-    group.add_argument("--s3-endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"), metavar="URL",
-                       help="an S3-compatible endpoint, e.g. http://minio:9000 (default: $AWS_ENDPOINT_URL, else AWS)")
+    group.add_argument(
+        "--s3-endpoint-url",
+        default=os.environ.get("AWS_ENDPOINT_URL"),
+        metavar="URL",
+        help="an S3-compatible endpoint, e.g. http://minio:9000 (default: $AWS_ENDPOINT_URL, else AWS)",
+    )
     group.add_argument("--s3-profile", default=None, metavar="NAME", help="the AWS profile to take credentials from")
     group.add_argument("--s3-anon", action="store_true", help="read public buckets without credentials")
 
@@ -62,7 +73,8 @@ def param_overrides(args: argparse.Namespace) -> dict:
     """The parameter flags that were given, typed; ValueError names the flag."""
     return {
         name: StyleParams.parse(name, getattr(args, name))
-        for name in StyleParams.field_names() if getattr(args, name, None) is not None  # sheet: fast fields only
+        for name in StyleParams.field_names()
+        if getattr(args, name, None) is not None  # sheet: fast fields only
     }
 
 
@@ -119,26 +131,57 @@ def _add_run_flags(parser: argparse.ArgumentParser, since_last_default: bool) ->
     parser.add_argument("--out", required=True, help="output root: a folder or s3://bucket/prefix")
     parser.add_argument("--results", help="results table (default OUT/results)")
     parser.add_argument("--force", action="store_true", help="redo pairs a previous run finished")
-    parser.add_argument("--since-last", action=argparse.BooleanOptionalAction, default=since_last_default,
-                        help="also skip pairs that failed on bad input unchanged since (default: "
-                             f"{'on' if since_last_default else 'off'}); new and changed photos always run")
-    parser.add_argument("--concurrency", type=int, default=1, metavar="N", help="threads: pairs stylized at once (default 1)")
-    parser.add_argument("--task-runner", choices=("threads", "dask"), default="threads",
-                        help="threads in this process (default), or a Dask cluster")
+    parser.add_argument(
+        "--since-last",
+        action=argparse.BooleanOptionalAction,
+        default=since_last_default,
+        help="also skip pairs that failed on bad input unchanged since (default: "
+        f"{'on' if since_last_default else 'off'}); new and changed photos always run",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=1, metavar="N", help="threads: pairs stylized at once (default 1)"
+    )
+    parser.add_argument(
+        "--task-runner",
+        choices=("threads", "dask"),
+        default="threads",
+        help="threads in this process (default), or a Dask cluster",
+    )
     parser.add_argument("--dask-address", help="Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
-    parser.add_argument("--dask-workers", type=int, metavar="N", help="local Dask cluster: worker processes (default: one per "
-                        "GPU, else 1)")
-    parser.add_argument("--memory-limit-gb", type=float, metavar="GB", help="fill batches up to it, run pairs too "
-                        "large for one pass in tiles, refuse those too large even so (default: $NST_MEMORY_LIMIT_GB "
-                        "or two thirds of RAM)")
-    parser.add_argument("--batch-size", type=int, metavar="N", help="pairs of one size optimised together (default: "
-                        "flows.pipeline.BATCH_SIZE, 4; fewer when memory is short; 1: one at a time)")
-    parser.add_argument("--allow-empty", action="store_true", help="a manifest matching no images succeeds "
-                        "(default: an error naming its patterns)")
-    _add_output_format_flag(parser, "png16 (.png outputs) or tiff16 (outputs named .tif; a manifest's `output` "
-                            "cell must match)")
-    parser.add_argument("--sweep", metavar="NAME=V1,V2[;NAME=...]", help="several values of one or two parameters, "
-                        "for rows without a sweep cell (manifests/README.md)")
+    parser.add_argument(
+        "--dask-workers",
+        type=int,
+        metavar="N",
+        help="local Dask cluster: worker processes (default: one per GPU, else 1)",
+    )
+    parser.add_argument(
+        "--memory-limit-gb",
+        type=float,
+        metavar="GB",
+        help="fill batches up to it, run pairs too "
+        "large for one pass in tiles, refuse those too large even so (default: $NST_MEMORY_LIMIT_GB "
+        "or two thirds of RAM)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help="pairs of one size optimised together (default: "
+        "flows.pipeline.BATCH_SIZE, 4; fewer when memory is short; 1: one at a time)",
+    )
+    parser.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="a manifest matching no images succeeds (default: an error naming its patterns)",
+    )
+    _add_output_format_flag(
+        parser, "png16 (.png outputs) or tiff16 (outputs named .tif; a manifest's `output` cell must match)"
+    )
+    parser.add_argument(
+        "--sweep",
+        metavar="NAME=V1,V2[;NAME=...]",
+        help="several values of one or two parameters, for rows without a sweep cell (manifests/README.md)",
+    )
     add_param_flags(parser)
     _add_s3_flags(parser)
 
@@ -152,13 +195,20 @@ def flow_parameters(args: argparse.Namespace) -> dict:
 
     built = {"overrides": param_overrides(args), "storage_options": storage_from(args).options}
     names = inspect.signature(stylize_manifest.fn).parameters
-    return {name: built[name] if name in built else getattr(args, name)
-            for name in names if name in built or hasattr(args, name)}
+    return {
+        name: built[name] if name in built else getattr(args, name)
+        for name in names
+        if name in built or hasattr(args, name)
+    }
 
 
 def runner_options(args: argparse.Namespace) -> dict:
-    return {"concurrency": args.concurrency, "task_runner": args.task_runner, "dask_address": args.dask_address,
-            "dask_workers": args.dask_workers}
+    return {
+        "concurrency": args.concurrency,
+        "task_runner": args.task_runner,
+        "dask_address": args.dask_address,
+        "dask_workers": args.dask_workers,
+    }
 
 
 RUN_HELP = "RUN_ID, or 'all' for every pair in the table (default: the latest run)"
@@ -172,11 +222,19 @@ def _add_report_commands(commands) -> None:
     grid.add_argument("results", help="results table (OUT/results), local or s3://")
     grid.add_argument("-o", "--output", required=True, help="grid image: .png, or .jpg for very large grids")
     grid.add_argument("--rows", default="content", help="content, style or a parameter (default content)")
-    grid.add_argument("--cols", default="style", help="content, style or a parameter, e.g. style_weight (default style)")
+    grid.add_argument(
+        "--cols", default="style", help="content, style or a parameter, e.g. style_weight (default style)"
+    )
     grid.add_argument("--run", help=RUN_HELP)
-    grid.add_argument("--cell", type=int, default=defaults.cell, help=f"thumbnail size in pixels (default {defaults.cell})")
-    grid.add_argument("--padding", type=int, default=defaults.padding, help=f"pixels between cells (default {defaults.padding})")
-    grid.add_argument("--font-size", type=int, default=defaults.font_size, help=f"label size (default {defaults.font_size})")
+    grid.add_argument(
+        "--cell", type=int, default=defaults.cell, help=f"thumbnail size in pixels (default {defaults.cell})"
+    )
+    grid.add_argument(
+        "--padding", type=int, default=defaults.padding, help=f"pixels between cells (default {defaults.padding})"
+    )
+    grid.add_argument(
+        "--font-size", type=int, default=defaults.font_size, help=f"label size (default {defaults.font_size})"
+    )
     grid.add_argument("--background", default="#ffffff", help="background colour, e.g. '#202020' (default white)")
     _add_s3_flags(grid)
 
@@ -273,29 +331,39 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     _check_stylize_args(args, params)  # before any file is read, the network loaded or a bar drawn
     options = storage_from(args).options  # nst_core's functions take fsspec's options
     content = load_image(args.content, max_side=params.size, storage_options=options)
-    styles = [load_image(uri, max_side=style_side(params.size, params), storage_options=options)
-              for uri in args.styles]
+    styles = [load_image(uri, max_side=style_side(params.size, params), storage_options=options) for uri in args.styles]
     check_sides((args.content, content.shape), [(uri, s.shape) for uri, s in zip(args.styles, styles)], params)
     check_weights(args.weights, params.arch)  # after the inputs' checks: each names its own file
     bar = tqdm(total=params.steps(), unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: none
 
     def on_step(scale, side, progress, image):
         bar.update(1)
-        bar.set_postfix_str(f"{side}px loss {progress.total:.4g} content {progress.content:.3g} "
-                            f"style {progress.style:.3g} tv {progress.tv:.3g}")
+        bar.set_postfix_str(
+            f"{side}px loss {progress.total:.4g} content {progress.content:.3g} "
+            f"style {progress.style:.3g} tv {progress.tv:.3g}"
+        )
         if args.save_every and progress.iteration % args.save_every == 0:
-            save_image(np.asarray(image), _intermediate_uri(args.output, side, progress.iteration),
-                       storage_options=options)
+            save_image(
+                np.asarray(image), _intermediate_uri(args.output, side, progress.iteration), storage_options=options
+            )
 
-    result = stylize(content, styles, params, weights=args.weights, callback=on_step,
-                     checkpoint=checkpoint.path_for(args.output))
+    result = stylize(
+        content, styles, params, weights=args.weights, callback=on_step, checkpoint=checkpoint.path_for(args.output)
+    )
     bar.close()
     # The photo's EXIF (camera, date, place) stays with its stylized version.
-    save_image(result.image, args.output, storage_options=options, encoding=args.output_format,
-               exif=read_exif(args.content, options))
+    save_image(
+        result.image,
+        args.output,
+        storage_options=options,
+        encoding=args.output_format,
+        exif=read_exif(args.content, options),
+    )
     checkpoint.remove(args.output)
-    print(f"{args.output}: {result.iterations} steps, loss {result.total_loss:.4g} "
-          f"(content {result.content_loss:.3g}, style {result.style_loss:.3g}), {result.optimize_seconds:.1f} s")
+    print(
+        f"{args.output}: {result.iterations} steps, loss {result.total_loss:.4g} "
+        f"(content {result.content_loss:.3g}, style {result.style_loss:.3g}), {result.optimize_seconds:.1f} s"
+    )
     return 0
 
 
@@ -305,8 +373,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.results import results_location
 
     # Reject a bad manifest or a table in use here, in one message, before Prefect starts (tens of seconds).
-    validate_manifest(args.manifest, overrides=param_overrides(args), storage=storage_from(args),
-                      sweep=args.sweep, output_format=args.output_format)
+    validate_manifest(
+        args.manifest,
+        overrides=param_overrides(args),
+        storage=storage_from(args),
+        sweep=args.sweep,
+        output_format=args.output_format,
+    )
     check_free(results_location(args.out, args.results), storage_from(args))
     runtime.load()
     from nst_core.model import check_weights
@@ -328,8 +401,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"outputs: {args.out}\nresults: {outcome['results']}  (pandas.read_parquet)")
     if outcome["report"]:  # None when it could not be written (the run's log says why)
         print(f"report:  {outcome['report']}")
-    print(f"{outcome['succeeded']} succeeded, {outcome['skipped']} skipped, {outcome['failed']} failed "
-          f"({ledger_line(outcome)})")
+    print(
+        f"{outcome['succeeded']} succeeded, {outcome['skipped']} skipped, {outcome['failed']} failed "
+        f"({ledger_line(outcome)})"
+    )
     return 0
 
 
@@ -353,8 +428,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     # A deployment's runs need not start in this folder.
     args.manifest, args.out, args.results = absolute(args.manifest), absolute(args.out), absolute(args.results)
-    validate_manifest(args.manifest, overrides=param_overrides(args), storage=storage_from(args),
-                      sweep=args.sweep, output_format=args.output_format)
+    validate_manifest(
+        args.manifest,
+        overrides=param_overrides(args),
+        storage=storage_from(args),
+        sweep=args.sweep,
+        output_format=args.output_format,
+    )
     check_weights(args.weights, param_overrides(args).get("arch", "auto"))
     schedule = Cron(args.cron, timezone=args.timezone)  # ValueError for a bad cron string
     flow = configured_flow(**runner_options(args))
@@ -362,8 +442,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # A night that outlasts 24 h must not overlap the next: that one waits its turn (ENQUEUE),
     # rather than fighting over the results table's lock and exiting with an error.
     one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
-    flow.serve(name=args.name, schedules=[schedule], parameters=flow_parameters(args), global_limit=one_at_a_time,
-               print_starting_message=False)
+    flow.serve(
+        name=args.name,
+        schedules=[schedule],
+        parameters=flow_parameters(args),
+        global_limit=one_at_a_time,
+        print_starting_message=False,
+    )
     return 0
 
 
@@ -376,10 +461,21 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from nst_core.grid import GridOptions
 
     started = time.perf_counter()
-    options = GridOptions(cell=args.cell, padding=args.padding, font_size=args.font_size,
-                          background=ImageColor.getrgb(args.background)[:3])
-    grid = grid_from_results(args.results, args.output, rows=args.rows, cols=args.cols, run=args.run,
-                             options=options, storage=storage_from(args))
+    options = GridOptions(
+        cell=args.cell,
+        padding=args.padding,
+        font_size=args.font_size,
+        background=ImageColor.getrgb(args.background)[:3],
+    )
+    grid = grid_from_results(
+        args.results,
+        args.output,
+        rows=args.rows,
+        cols=args.cols,
+        run=args.run,
+        options=options,
+        storage=storage_from(args),
+    )
     for note in grid.notes:
         print(f"note: {note}", file=sys.stderr)
     width, height = grid.image.size
@@ -390,8 +486,9 @@ def cmd_grid(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from flows.report import report_from_results
 
-    report = report_from_results(args.results, args.output, run=args.run, rows=args.rows, cols=args.cols,
-                                 storage=storage_from(args))
+    report = report_from_results(
+        args.results, args.output, run=args.run, rows=args.rows, cols=args.cols, storage=storage_from(args)
+    )
     print(f"{args.output}: run {report.run}, {report.pairs} pairs, {report.failed} failed")
     return 0
 
@@ -433,8 +530,15 @@ def _console_without_tracebacks() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"stylize": cmd_stylize, "run": cmd_run, "serve": cmd_serve, "grid": cmd_grid, "report": cmd_report,
-                "curves": cmd_curves, "sheet": cmd_sheet}
+    commands = {
+        "stylize": cmd_stylize,
+        "run": cmd_run,
+        "serve": cmd_serve,
+        "grid": cmd_grid,
+        "report": cmd_report,
+        "curves": cmd_curves,
+        "sheet": cmd_sheet,
+    }
     try:
         return commands[args.command](args)
     except (ValueError, RuntimeError, OSError) as error:  # bad input: one line, no traceback

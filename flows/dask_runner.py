@@ -42,8 +42,12 @@ def worker_env(index: int, workers: int, gpus: list[str]) -> dict[str, str]:
     if gpus:
         return {"CUDA_VISIBLE_DEVICES": gpus[index % len(gpus)]}
     threads = str(max(1, (os.cpu_count() or 1) // workers))
-    return {"CUDA_VISIBLE_DEVICES": "-1", "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1",
-            "OMP_NUM_THREADS": threads}
+    return {
+        "CUDA_VISIBLE_DEVICES": "-1",
+        "TF_NUM_INTRAOP_THREADS": threads,
+        "TF_NUM_INTEROP_THREADS": "1",
+        "OMP_NUM_THREADS": threads,
+    }
 
 
 def local_cluster(n_workers: int | None = None) -> SpecCluster:

@@ -40,8 +40,9 @@ def select_pairs(table: pd.DataFrame, run: str | None = None) -> tuple[pd.DataFr
         raise ValueError(f"no run {run!r} in the results table (latest runs: {known}; or 'all')")
     in_run = _latest_per_pair(table[table["run_id"] == run])
     skipped = in_run["status"] == "skipped"
-    earlier = _latest_per_pair(table[table["pair_id"].isin(in_run.loc[skipped, "pair_id"])
-                                     & table["status"].isin(DECISIVE)])
+    earlier = _latest_per_pair(
+        table[table["pair_id"].isin(in_run.loc[skipped, "pair_id"]) & table["status"].isin(DECISIVE)]
+    )
     repeated = in_run[skipped & ~in_run["pair_id"].isin(earlier["pair_id"])]  # no earlier row left: keep as is
     return _in_order(pd.concat([in_run[~skipped], earlier, repeated])), run
 
@@ -49,7 +50,9 @@ def select_pairs(table: pd.DataFrame, run: str | None = None) -> tuple[pd.DataFr
 def _latest_per_pair(rows: pd.DataFrame) -> pd.DataFrame:
     """Each pair's latest decisive row, or its latest row when it has none."""
     rank = rows["status"].isin(DECISIVE).astype(int)
-    return rows.assign(_rank=rank).sort_values(["_rank", "finished_at"]).groupby("pair_id").tail(1).drop(columns="_rank")
+    return (
+        rows.assign(_rank=rank).sort_values(["_rank", "finished_at"]).groupby("pair_id").tail(1).drop(columns="_rank")
+    )
 
 
 def _in_order(rows: pd.DataFrame) -> pd.DataFrame:
@@ -58,12 +61,15 @@ def _in_order(rows: pd.DataFrame) -> pd.DataFrame:
 
 # ---- axes ---------------------------------------------------------------------------------------
 
+
 def axis_column(name: str, table: pd.DataFrame) -> str:
     """The table column an axis name means: content, style, or any column (a parameter, say)."""
     column = IMAGE_AXES.get(name, name)
     if column not in table.columns:
-        raise ValueError(f"cannot lay out {name!r}: use content, style or a column such as "
-                         f"{', '.join(StyleParams.field_names()[:8])}, ...")
+        raise ValueError(
+            f"cannot lay out {name!r}: use content, style or a column such as "
+            f"{', '.join(StyleParams.field_names()[:8])}, ..."
+        )
     return column
 
 
@@ -120,6 +126,7 @@ def _sort_key(value):
 
 # ---- grid ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class Grid:
     image: Image.Image
@@ -129,9 +136,16 @@ class Grid:
     areas: list[tuple[tuple[int, int, int, int], dict]] = field(default_factory=list)
 
 
-def build_grid(pairs: pd.DataFrame, rows: str = "content", cols: str = "style", *,
-               options: GridOptions = GridOptions(), storage: Storage = Storage(),
-               max_rows: int | None = None, load=None) -> Grid:
+def build_grid(
+    pairs: pd.DataFrame,
+    rows: str = "content",
+    cols: str = "style",
+    *,
+    options: GridOptions = GridOptions(),
+    storage: Storage = Storage(),
+    max_rows: int | None = None,
+    load=None,
+) -> Grid:
     """The grid of output thumbnails: one row per value of `rows`, one column per value of `cols`.
 
     A failed pair's cell says why; a cell no pair was asked for stays quiet (a faint outline).
@@ -145,13 +159,17 @@ def build_grid(pairs: pd.DataFrame, rows: str = "content", cols: str = "style", 
         row_values = row_values[:max_rows]
     by_cell, hidden = _cells(pairs, axis_column(rows, pairs), axis_column(cols, pairs))
     if hidden:
-        notes.append(f"{hidden} pair(s) share a cell with a later one (they differ in another parameter); "
-                     f"lay that parameter out on an axis to see them")
+        notes.append(
+            f"{hidden} pair(s) share a cell with a later one (they differ in another parameter); "
+            f"lay that parameter out on an axis to see them"
+        )
     load = load or thumbnail_loader(options.cell, storage)
     cells = [[_cell(by_cell.get((r, c)), load) for c in col_values] for r in row_values]
     headers = (rows in IMAGE_AXES, cols in IMAGE_AXES)
     image = draw_grid(
-        cells, row_labels=[axis_label(rows, v) for v in row_values], col_labels=[axis_label(cols, v) for v in col_values],
+        cells,
+        row_labels=[axis_label(rows, v) for v in row_values],
+        col_labels=[axis_label(cols, v) for v in col_values],
         row_headers=[load(v) for v in row_values] if headers[0] else None,
         col_headers=[load(v) for v in col_values] if headers[1] else None,
         options=options,
@@ -192,8 +210,9 @@ def thumbnail_loader(side: int, storage: Storage):
 def _side_by_side(images: list[np.ndarray]) -> np.ndarray:
     height = min(image.shape[0] for image in images)
     widths = [max(1, round(i.shape[1] * height / i.shape[0])) for i in images]
-    return np.concatenate([np.asarray(to_pil(i).resize((w, height)), np.float32) / 255.0
-                           for i, w in zip(images, widths)], axis=1)
+    return np.concatenate(
+        [np.asarray(to_pil(i).resize((w, height)), np.float32) / 255.0 for i, w in zip(images, widths)], axis=1
+    )
 
 
 def _cell(pair: dict | None, load) -> Cell:
@@ -209,9 +228,16 @@ def write_picture(picture: Image.Image, uri: str, storage: Storage = Storage(), 
     storage.write_atomic(uri, encode_picture(picture, uri, quality=quality))
 
 
-def grid_from_results(results: str, output: str, *, rows: str = "content", cols: str = "style",
-                      run: str | None = None, options: GridOptions = GridOptions(),
-                      storage: Storage = Storage()) -> Grid:
+def grid_from_results(
+    results: str,
+    output: str,
+    *,
+    rows: str = "content",
+    cols: str = "style",
+    run: str | None = None,
+    options: GridOptions = GridOptions(),
+    storage: Storage = Storage(),
+) -> Grid:
     """`nst grid`: read the table, draw the grid, write it to `output`."""
     pairs, _ = select_pairs(read_results(results, storage=storage), run)
     grid = build_grid(pairs, rows, cols, options=options, storage=storage)

@@ -38,8 +38,13 @@ class Ledger:
         return self.unchanged + self.earlier_defaults + self.still_failing
 
     def counts(self) -> dict[str, int]:
-        return {"new": len(self.new), "changed": len(self.changed), "unchanged": len(self.unchanged),
-                "earlier_defaults": len(self.earlier_defaults), "still_failing": len(self.still_failing)}
+        return {
+            "new": len(self.new),
+            "changed": len(self.changed),
+            "unchanged": len(self.unchanged),
+            "earlier_defaults": len(self.earlier_defaults),
+            "still_failing": len(self.still_failing),
+        }
 
 
 def _same_files(row: pd.Series, pair: Pair) -> bool:
@@ -60,14 +65,17 @@ def _done_earlier(pair: Pair, latest: pd.DataFrame, storage: Storage) -> Pair | 
     still there: changing a default does not redo a collection (`--force` does)."""
     for earlier_id, params in pair.earlier:
         last = latest.loc[earlier_id] if earlier_id in latest.index else None
-        if last is not None and last["status"] == "succeeded" and _same_files(last, pair) \
-                and storage.exists(last["output_uri"]):
+        if (
+            last is not None
+            and last["status"] == "succeeded"
+            and _same_files(last, pair)
+            and storage.exists(last["output_uri"])
+        ):
             return dataclasses.replace(pair, pair_id=earlier_id, params=params, output=last["output_uri"], earlier=())
     return None
 
 
-def classify(pairs: list[Pair], table: pd.DataFrame, storage: Storage = Storage(),
-             since_last: bool = False) -> Ledger:
+def classify(pairs: list[Pair], table: pd.DataFrame, storage: Storage = Storage(), since_last: bool = False) -> Ledger:
     """Sort pairs into new, changed and unchanged against the table.
 
     With `since_last`, a pair whose latest attempt failed on bad input (not a storage
@@ -78,13 +86,23 @@ def classify(pairs: list[Pair], table: pd.DataFrame, storage: Storage = Storage(
     latest, succeeded = latest_rows(table)
     for pair in pairs:
         last = latest.loc[pair.pair_id] if pair.pair_id in latest.index else None
-        if last is not None and last["status"] == "succeeded" and _same_files(last, pair) \
-                and last["output_uri"] == pair.output and storage.exists(pair.output):
+        if (
+            last is not None
+            and last["status"] == "succeeded"
+            and _same_files(last, pair)
+            and last["output_uri"] == pair.output
+            and storage.exists(pair.output)
+        ):
             ledger.unchanged.append(pair)
         elif (done := _done_earlier(pair, latest, storage)) is not None:
             ledger.earlier_defaults.append(done)
-        elif since_last and last is not None and last["status"] == "failed" and _bad_input(last) \
-                and _same_files(last, pair):
+        elif (
+            since_last
+            and last is not None
+            and last["status"] == "failed"
+            and _bad_input(last)
+            and _same_files(last, pair)
+        ):
             ledger.still_failing.append(pair)
         elif pair.pair_id in succeeded.index and not _same_files(succeeded.loc[pair.pair_id], pair):
             ledger.changed.append(pair)

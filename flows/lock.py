@@ -99,9 +99,11 @@ def _exclusive(fs, results_uri: str, path: str) -> bool:
         raise UnsafeLockStoreError(
             f"{results_uri}: the store at {endpoint} does not honour conditional creates (If-None-Match), so it cannot "
             f"keep two runs off one results table; put the table on AWS S3 or local disk (--results), or set "
-            f"{UNSAFE_ENV}=1 to lock it by look-then-write (two runs started within a second may both run)")
-    logging.getLogger(__name__).warning(f"{results_uri}: {endpoint} does not honour conditional creates; "
-                                        f"{UNSAFE_ENV}=1: locking by look-then-write")
+            f"{UNSAFE_ENV}=1 to lock it by look-then-write (two runs started within a second may both run)"
+        )
+    logging.getLogger(__name__).warning(
+        f"{results_uri}: {endpoint} does not honour conditional creates; {UNSAFE_ENV}=1: locking by look-then-write"
+    )
     return False
 
 
@@ -172,8 +174,13 @@ def check_free(results_uri: str, storage: Storage = Storage()) -> None:
 def run_lock(results_uri: str, run_id: str, storage: Storage = Storage()):
     """Hold the results table for this run, or raise RunLockedError naming the holder."""
     fs, path = _lock_path(results_uri, storage)
-    holder = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
-              "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "heartbeat": time.time()}
+    holder = {
+        "run_id": run_id,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "heartbeat": time.time(),
+    }
     exclusive = _exclusive(fs, results_uri, path)
     if not _take(fs, path, holder, exclusive):
         current = _read(fs, path)

@@ -36,11 +36,15 @@ class ManifestError(ValueError):
     def __init__(self, uri: str, problems: list[tuple[int | None, str]]):
         self.problems = problems
         rows = {row for row, _ in problems if row is not None}
-        head = f"{uri}: {len(rows)} bad row{'s' if len(rows) != 1 else ''}" if rows else f"{uri}: cannot use this manifest"
+        head = (
+            f"{uri}: {len(rows)} bad row{'s' if len(rows) != 1 else ''}" if rows else f"{uri}: cannot use this manifest"
+        )
         by_row: dict[int | None, list[str]] = {}
         for row, reason in sorted(problems, key=lambda p: -1 if p[0] is None else p[0]):  # stable: keeps reasons' order
             by_row.setdefault(row, []).append(reason)
-        lines = [f"  {'manifest' if row is None else f'row {row}'}: {'; '.join(reasons)}" for row, reasons in by_row.items()]
+        lines = [
+            f"  {'manifest' if row is None else f'row {row}'}: {'; '.join(reasons)}" for row, reasons in by_row.items()
+        ]
         super().__init__("\n".join([head + ":", *lines]))
 
 
@@ -121,15 +125,22 @@ def overridden_cells(rows: list[tuple[int, dict, StyleParams, str | None]], over
         count = sum(1 for _, cells, _, _ in rows if cells.get(name, "").strip())
         if count:
             shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
-            lines.append(f"--{name.replace('_', '-')} {shown} replaced the manifest's {name} on "
-                         f"{count} row{'s' if count > 1 else ''}")
+            lines.append(
+                f"--{name.replace('_', '-')} {shown} replaced the manifest's {name} on "
+                f"{count} row{'s' if count > 1 else ''}"
+            )
     return lines
 
 
 def _output_problem(output: str, output_format: str | None = None) -> str | None:
     normalized = posixpath.normpath(output.replace("\\", "/"))
-    if (output.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", output) or "://" in output
-            or normalized == ".." or normalized.startswith("../")):
+    if (
+        output.startswith(("/", "\\"))
+        or re.match(r"^[A-Za-z]:", output)
+        or "://" in output
+        or normalized == ".."
+        or normalized.startswith("../")
+    ):
         return f"output {output!r} must be a relative path inside the output root"
     if not normalized.lower().endswith(OUTPUT_EXTENSIONS):
         return f"output {output!r} needs an image extension ({', '.join(OUTPUT_EXTENSIONS)})"
@@ -149,8 +160,9 @@ def blend_problem(params: StyleParams, styles: int) -> str | None:
     return None
 
 
-def _check_row(cells: dict, base: StyleParams, overrides: dict, sweep: str | None = None,
-               output_format: str | None = None) -> tuple[StyleParams | None, list[str]]:
+def _check_row(
+    cells: dict, base: StyleParams, overrides: dict, sweep: str | None = None, output_format: str | None = None
+) -> tuple[StyleParams | None, list[str]]:
     """The row's parameters, and every reason the row cannot run."""
     reasons = [f"missing {name}" for name in REQUIRED if not cells.get(name, "").strip()]
     params, param_reasons = _row_params(cells, base, overrides)
@@ -169,9 +181,15 @@ def _check_row(cells: dict, base: StyleParams, overrides: dict, sweep: str | Non
     return params, reasons
 
 
-def validate_manifest(uri: str, *, defaults: StyleParams = StyleParams(), overrides: dict | None = None,
-                      storage: Storage = Storage(), sweep: str | None = None,
-                      output_format: str | None = None) -> list[tuple[int, dict, StyleParams, str | None]]:
+def validate_manifest(
+    uri: str,
+    *,
+    defaults: StyleParams = StyleParams(),
+    overrides: dict | None = None,
+    storage: Storage = Storage(),
+    sweep: str | None = None,
+    output_format: str | None = None,
+) -> list[tuple[int, dict, StyleParams, str | None]]:
     """(row number, cells, parameters, output) per row, or ManifestError listing every bad row.
 
     Parameters: defaults < the row's own cells < `overrides` (CLI flags: typed last). `sweep`
@@ -220,8 +238,9 @@ def fingerprint(info: dict) -> str:
     return f"size:{info.get('size')} mtime:{modified}"
 
 
-def list_images(uri: str, storage: Storage = Storage(), exclude: str | None = None
-                ) -> tuple[dict[str, str | None], list[str]]:
+def list_images(
+    uri: str, storage: Storage = Storage(), exclude: str | None = None
+) -> tuple[dict[str, str | None], list[str]]:
     """(every image a cell names, with its fingerprint; warnings): itself, everything under a
     folder or prefix, or a glob's matches. One listing per cell; the listing's details give the fingerprints.
 
@@ -244,8 +263,14 @@ def list_images(uri: str, storage: Storage = Storage(), exclude: str | None = No
         return {uri: None}, []
     protocol = uri.split("://")[0] + "://" if "://" in uri else ""
     found = {(protocol + m if protocol and not m.startswith(protocol) else m): info for m, info in matches.items()}
-    images = [u for u in sorted(found) if u.lower().endswith(IMAGE_EXTENSIONS) and found[u].get("type") != "directory"
-              and not posixpath.basename(u).startswith(".") and not (exclude and u.startswith(exclude))]
+    images = [
+        u
+        for u in sorted(found)
+        if u.lower().endswith(IMAGE_EXTENSIONS)
+        and found[u].get("type") != "directory"
+        and not posixpath.basename(u).startswith(".")
+        and not (exclude and u.startswith(exclude))
+    ]
     odd = [u for u in images if found[u].get("type") != "file"]
     warnings = [f"{u}: skipped, not a regular file (a FIFO, socket, device, or broken or looping link)" for u in odd]
     return {u: fingerprint(found[u]) for u in images if u not in odd}, warnings
@@ -261,9 +286,18 @@ def pair_id(content: str, styles: tuple[str, ...], params: StyleParams) -> str:
     return hashlib.sha256("\n".join([content, *styles, params.hash()]).encode()).hexdigest()[:16]
 
 
-def make_pair(row: int, content: str, styles: tuple[str, ...], params: StyleParams, out_root: str,
-              output: str | None = None, sweep: str = "",
-              fingerprints: dict[str, str | None] | None = None, explicit=frozenset(), extension: str = ".png") -> Pair:
+def make_pair(
+    row: int,
+    content: str,
+    styles: tuple[str, ...],
+    params: StyleParams,
+    out_root: str,
+    output: str | None = None,
+    sweep: str = "",
+    fingerprints: dict[str, str | None] | None = None,
+    explicit=frozenset(),
+    extension: str = ".png",
+) -> Pair:
     """A pair with its id (content, styles, parameters), deterministic output URI, the
     fingerprints of its files (`fingerprints`: URI -> fingerprint, from list_images), and its
     ids under earlier defaults (`explicit`: the fields the user set, which kept their value)."""
@@ -272,8 +306,18 @@ def make_pair(row: int, content: str, styles: tuple[str, ...], params: StylePara
     seen = fingerprints or {}
     style_fingerprint = " + ".join(str(seen.get(s)) for s in styles) if any(seen.get(s) for s in styles) else None
     earlier = tuple((pair_id(content, styles, old), old) for old in params.earlier(explicit))
-    return Pair(row, content, styles, params, digest, join_uri(absolute(out_root), name), sweep, seen.get(content),
-                style_fingerprint, earlier)
+    return Pair(
+        row,
+        content,
+        styles,
+        params,
+        digest,
+        join_uri(absolute(out_root), name),
+        sweep,
+        seen.get(content),
+        style_fingerprint,
+        earlier,
+    )
 
 
 def _row_images(number: int, cells: dict, base_dir: str, storage: Storage, exclude: str, warnings: list[str]):
@@ -287,28 +331,48 @@ def _row_images(number: int, cells: dict, base_dir: str, storage: Storage, exclu
     fingerprints = {k: v for images in [contents, *expanded] for k, v in images.items()}
     if len(parts) == 1:
         return list(contents), [(s,) for s in expanded[0]], fingerprints, []
-    problems = [(number, f"a blended style must name single images; {p!r} matches {len(e)}")
-                for p, e in zip(parts, expanded) if len(e) != 1]
+    problems = [
+        (number, f"a blended style must name single images; {p!r} matches {len(e)}")
+        for p, e in zip(parts, expanded)
+        if len(e) != 1
+    ]
     return list(contents), [] if problems else [tuple(next(iter(e)) for e in expanded)], fingerprints, problems
 
 
-def _row_pairs(number: int, cells: dict, params: StyleParams, output: str | None, base_dir: str,
-               out_root: str, storage: Storage, sweep: str | None, warnings: list[str], flags=frozenset(),
-               extension: str = ".png") -> tuple[list[Pair], list[tuple[int, str]]]:
+def _row_pairs(
+    number: int,
+    cells: dict,
+    params: StyleParams,
+    output: str | None,
+    base_dir: str,
+    out_root: str,
+    storage: Storage,
+    sweep: str | None,
+    warnings: list[str],
+    flags=frozenset(),
+    extension: str = ".png",
+) -> tuple[list[Pair], list[tuple[int, str]]]:
     """One row's pairs (contents crossed with styles crossed with swept values), or the reasons it has none."""
     exclude = f"{out_root.rstrip('/')}/" if "://" in out_root else os.path.join(os.path.abspath(out_root), "")
     contents, style_sets, fingerprints, problems = _row_images(number, cells, base_dir, storage, exclude, warnings)
     sweep = _sweep_text(cells, sweep)
     variants = swept_params(params, sweep)  # already checked by validate_manifest
-    explicit = {*flags, *(name for name, _ in parse_sweep(sweep)),
-                *(name for name in StyleParams.field_names() if cells.get(name, "").strip())}
+    explicit = {
+        *flags,
+        *(name for name, _ in parse_sweep(sweep)),
+        *(name for name in StyleParams.field_names() if cells.get(name, "").strip()),
+    }
     count = len(contents) * len(style_sets) * len(variants)
     if output and count > 1:
         problems.append((number, f"output {output!r} names one file, but the row expands to {count} pairs"))
     if problems:
         return [], problems
-    return [make_pair(number, c, s, v, out_root, output, sweep, fingerprints, explicit, extension)
-            for c in contents for s in style_sets for v in variants], []
+    return [
+        make_pair(number, c, s, v, out_root, output, sweep, fingerprints, explicit, extension)
+        for c in contents
+        for s in style_sets
+        for v in variants
+    ], []
 
 
 def _drop_duplicates(uri: str, pairs: list[Pair]) -> tuple[list[Pair], list[str], list[tuple[int, str]]]:
@@ -326,9 +390,17 @@ def _drop_duplicates(uri: str, pairs: list[Pair]) -> tuple[list[Pair], list[str]
     return list(kept.values()), warnings, problems
 
 
-def expand_manifest(uri: str, out_root: str, *, defaults: StyleParams = StyleParams(),
-                    overrides: dict | None = None, storage: Storage = Storage(), sweep: str | None = None,
-                    allow_empty: bool = True, output_format: str | None = None) -> tuple[list[Pair], list[str]]:
+def expand_manifest(
+    uri: str,
+    out_root: str,
+    *,
+    defaults: StyleParams = StyleParams(),
+    overrides: dict | None = None,
+    storage: Storage = Storage(),
+    sweep: str | None = None,
+    allow_empty: bool = True,
+    output_format: str | None = None,
+) -> tuple[list[Pair], list[str]]:
     """(pairs in row order, duplicates removed; warnings), or ManifestError listing every bad row.
 
     Outputs named here are `.png`, or `.tif` for `output_format` tiff16 (nst_core.image_io).
@@ -336,14 +408,25 @@ def expand_manifest(uri: str, out_root: str, *, defaults: StyleParams = StylePar
     A row matching no images is a warning; with `allow_empty` False, a manifest matching none
     at all is a ManifestError naming every row's patterns (a typo should not pass as "0 succeeded").
     """
-    rows = validate_manifest(uri, defaults=defaults, overrides=overrides, storage=storage,
-                             sweep=sweep, output_format=output_format)
+    rows = validate_manifest(
+        uri, defaults=defaults, overrides=overrides, storage=storage, sweep=sweep, output_format=output_format
+    )
     base_dir = uri.rsplit("/", 1)[0] if "://" in uri else os.path.dirname(os.path.abspath(uri))
     pairs, warnings, problems, unmatched = [], [], [], []
     for number, cells, params, output in rows:
-        row_pairs, row_problems = _row_pairs(number, cells, params, output, base_dir, out_root, storage,
-                                             sweep, warnings, frozenset(overrides or {}),
-                                             default_extension(output_format))
+        row_pairs, row_problems = _row_pairs(
+            number,
+            cells,
+            params,
+            output,
+            base_dir,
+            out_root,
+            storage,
+            sweep,
+            warnings,
+            frozenset(overrides or {}),
+            default_extension(output_format),
+        )
         if not row_pairs and not row_problems:
             unmatched.append((number, f"{cells['content'].strip()!r} x {cells['style'].strip()!r} matches no images"))
         pairs += row_pairs

@@ -34,8 +34,12 @@ from .storage import Storage
 # Errors that are the input's fault (and bad parameters, a ValueError): recorded as failed, never retried.
 PERMANENT_ERRORS = (InputError, ValueError)
 # Network errors as they reach us from s3fs, aiohttp and botocore: retried.
-TRANSIENT_ERRORS = (OSError, aiohttp.ClientError, botocore.exceptions.HTTPClientError,
-                    botocore.exceptions.ConnectionError)
+TRANSIENT_ERRORS = (
+    OSError,
+    aiohttp.ClientError,
+    botocore.exceptions.HTTPClientError,
+    botocore.exceptions.ConnectionError,
+)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -133,8 +137,9 @@ def check_memory(pair: Pair, content_shape, limit_gb: float) -> None:
     try:
         memory.check(scale_shapes(content_shape, pair.params), 1, limit_gb * 2**30, pair.params.arch)
     except memory.MemoryPlanError as error:
-        raise MemoryBudgetError(f"{pair.content}: size {pair.params.size} ({width} x {height}) {error}; "
-                                f"lower `size` for this pair") from None
+        raise MemoryBudgetError(
+            f"{pair.content}: size {pair.params.size} ({width} x {height}) {error}; lower `size` for this pair"
+        ) from None
 
 
 class ImageTooSmallError(ImageError):
@@ -146,14 +151,16 @@ def check_sides(content: tuple[str, tuple], styles: list[tuple[str, tuple]], par
     every scale the stylization uses (the style at style_side, so style_scale and its aspect count)."""
     least = min_input_side(params.content_layers + params.style_layers)
     for side in params.sides():
-        sized = [(content, side, "`size`")] + [(style, style_side(side, params), "`size` or `style_scale`")
-                                               for style in styles]
+        sized = [(content, side, "`size`")] + [
+            (style, style_side(side, params), "`size` or `style_scale`") for style in styles
+        ]
         for (uri, shape), longest, knob in sized:
             shorter = min(size_for(shape, longest))
             if shorter < least:
                 raise ImageTooSmallError(
                     f"{uri}: too thin for VGG: at {longest} px its shorter side is {shorter} px, under the minimum "
-                    f"of {least} px; raise {knob} or use a less elongated image")
+                    f"of {least} px; raise {knob} or use a less elongated image"
+                )
 
 
 @functools.cache
@@ -167,16 +174,25 @@ def _version(package: str) -> str | None:
 def base_row(pair: Pair, run_id: str) -> dict:
     """The cells every row of this pair has, whatever its outcome."""
     return {
-        "run_id": run_id, "pair_id": pair.pair_id, "row": pair.row, "content_uri": pair.content,
-        "style_uri": " + ".join(pair.styles), "output_uri": pair.output, "params_hash": pair.params.hash(),
+        "run_id": run_id,
+        "pair_id": pair.pair_id,
+        "row": pair.row,
+        "content_uri": pair.content,
+        "style_uri": " + ".join(pair.styles),
+        "output_uri": pair.output,
+        "params_hash": pair.params.hash(),
         "sweep": pair.sweep,
-        "content_fingerprint": pair.content_fingerprint, "style_fingerprint": pair.style_fingerprint,
+        "content_fingerprint": pair.content_fingerprint,
+        "style_fingerprint": pair.style_fingerprint,
         **params_columns(pair.params),
-        "host": socket.gethostname(), "nst_version": _version("nst-pipeline"),
-        "backend": runtime.name(), "backend_version": runtime.version(),
+        "host": socket.gethostname(),
+        "nst_version": _version("nst-pipeline"),
+        "backend": runtime.name(),
+        "backend_version": runtime.version(),
         "tensorflow_version": runtime.version() if runtime.name() == "tensorflow" else None,
         "keras_version": _version("keras"),
-        "prefect_version": _version("prefect"), "python_version": platform.python_version(),
+        "prefect_version": _version("prefect"),
+        "python_version": platform.python_version(),
     }
 
 
@@ -199,6 +215,7 @@ def plan_batches(pairs: list[Pair], batch_size: int, memory_limit_gb: float) -> 
     Pairs of one content image and one parameter set are kept together: they share an image
     size, which is what a batch needs (stylize_pairs splits any batch whose sizes differ).
     """
+
     def flow_key(pair: Pair) -> tuple:
         # batch_key() without the content's shape, unknown until the image is read.
         return batch_key((pair.params.size, pair.params.size), pair.params)
@@ -208,8 +225,9 @@ def plan_batches(pairs: list[Pair], batch_size: int, memory_limit_gb: float) -> 
         groups.setdefault(flow_key(pair), []).append(pair)
     batches = []
     for group in groups.values():
-        fits = min(batch_size, memory.batch_fits(group[0].params.size**2, memory_limit_gb * 2**30,
-                                                 group[0].params.arch))
+        fits = min(
+            batch_size, memory.batch_fits(group[0].params.size ** 2, memory_limit_gb * 2**30, group[0].params.arch)
+        )
         batches += [group[start : start + fits] for start in range(0, len(group), fits)]
     return batches
 
@@ -221,15 +239,25 @@ def _stylize_jobs(jobs: list[Job], weights: str | None, callback, memory_limit: 
         return stylize_batch(jobs, weights=weights, callback=callback, memory_limit=memory_limit)
     except Exception as error:  # noqa: BLE001 - sorted per pair by the caller
         if runtime.is_out_of_memory(error) and len(jobs) > 1:  # each job alone, still reported as itself
-            return [outcome for k, job in enumerate(jobs)
-                    for outcome in _stylize_jobs([job], weights, lambda _, *step, k=k: callback(k, *step),
-                                                 memory_limit)]
+            return [
+                outcome
+                for k, job in enumerate(jobs)
+                for outcome in _stylize_jobs([job], weights, lambda _, *step, k=k: callback(k, *step), memory_limit)
+            ]
         return [error] * len(jobs)
 
 
-def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: str | None = None,
-                  storage: Storage = Storage(), attempts: int = 1,
-                  memory_limit_gb: float | None = None, output_format: str | None = None) -> list[dict]:
+def stylize_pairs(
+    pairs: list[Pair],
+    run_id: str,
+    results_uri: str,
+    *,
+    weights: str | None = None,
+    storage: Storage = Storage(),
+    attempts: int = 1,
+    memory_limit_gb: float | None = None,
+    output_format: str | None = None,
+) -> list[dict]:
     """Stylize a batch of pairs (plan_batches) and append their rows to the results table; returns the rows.
 
     Pairs whose images turn out to differ in size run as separate batches. Bad input fails
@@ -240,8 +268,12 @@ def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: 
     writes 16 bits per channel.
     """
     started_at = datetime.now(timezone.utc)
-    common = {"started_at": started_at, "attempts": attempts, "device": runtime.device(),
-              "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    common = {
+        "started_at": started_at,
+        "attempts": attempts,
+        "device": runtime.device(),
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }
     rows = {pair.pair_id: {**base_row(pair, run_id), **common} for pair in pairs}
     _raise_if_stopped()
     loaded: dict[tuple, list[tuple[Pair, Job]]] = {}
@@ -250,10 +282,11 @@ def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: 
         try:
             content = load_image(pair.content, max_side=pair.params.size, storage_options=storage.options)
             check_memory(pair, content.shape, memory_limit_gb or default_memory_limit_gb())
-            styles = [load_image(uri, max_side=style_side(pair.params.size, pair.params),
-                                 storage_options=storage.options) for uri in pair.styles]
-            check_sides((pair.content, content.shape), [(u, s.shape) for u, s in zip(pair.styles, styles)],
-                        pair.params)
+            styles = [
+                load_image(uri, max_side=style_side(pair.params.size, pair.params), storage_options=storage.options)
+                for uri in pair.styles
+            ]
+            check_sides((pair.content, content.shape), [(u, s.shape) for u, s in zip(pair.styles, styles)], pair.params)
         except Exception as error:  # noqa: BLE001 - sorted into retry or record
             _fail_or_raise(rows[pair.pair_id], error, pair)
             continue
@@ -261,16 +294,25 @@ def stylize_pairs(pairs: list[Pair], run_id: str, results_uri: str, *, weights: 
         job = Job(content, styles, pair.params, checkpoint.path_for(pair.output))
         loaded.setdefault(batch_key(content.shape, pair.params), []).append((pair, job))
     for batch in loaded.values():
-        outcomes = _stylize_jobs([job for _, job in batch], weights, _on_step(run_id, [p.pair_id for p, _ in batch]),
-                                 (memory_limit_gb or default_memory_limit_gb()) * 2**30)
+        outcomes = _stylize_jobs(
+            [job for _, job in batch],
+            weights,
+            _on_step(run_id, [p.pair_id for p, _ in batch]),
+            (memory_limit_gb or default_memory_limit_gb()) * 2**30,
+        )
         for (pair, _), outcome in zip(batch, outcomes):
             row = rows[pair.pair_id]
             clock = time.perf_counter()
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
-                save_image(outcome.image, pair.output, storage_options=storage.options, encoding=output_format,
-                           exif=read_exif(pair.content, storage.options))  # camera, date, place stay
+                save_image(
+                    outcome.image,
+                    pair.output,
+                    storage_options=storage.options,
+                    encoding=output_format,
+                    exif=read_exif(pair.content, storage.options),
+                )  # camera, date, place stay
                 checkpoint.remove(pair.output)
             except Exception as error:  # noqa: BLE001 - sorted into retry or record
                 _fail_or_raise(row, error, pair)

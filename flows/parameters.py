@@ -46,8 +46,12 @@ class _Overrides(BaseModel):
         """Cells as text ("256,362"), as older deployments and manifests give them, typed."""
         if not isinstance(values, dict):
             return values
-        return {name: StyleParams.parse(name, value) if isinstance(value, str) and name in StyleParams.field_names()
-                else value for name, value in values.items()}
+        return {
+            name: StyleParams.parse(name, value)
+            if isinstance(value, str) and name in StyleParams.field_names()
+            else value
+            for name, value in values.items()
+        }
 
     @field_validator("*")
     @classmethod
@@ -60,19 +64,28 @@ class _Overrides(BaseModel):
 
     def given(self) -> dict:
         """The overridden fields, as StyleParams holds them (lists as tuples)."""
-        return {name: tuple(value) if isinstance(value, list) else value
-                for name, value in self.model_dump(exclude_none=True).items()}
+        return {
+            name: tuple(value) if isinstance(value, list) else value
+            for name, value in self.model_dump(exclude_none=True).items()
+        }
 
 
 _SPECS = {spec.name: spec for spec in StyleParams.specs()}
 
 StyleOverrides = create_model(
-    "StyleOverrides", __base__=_Overrides, __module__=__name__,
+    "StyleOverrides",
+    __base__=_Overrides,
+    __module__=__name__,
     __doc__="Stylization parameters for every pair; a row's own cell wins only where a field is left empty.",
-    **{spec.name: (Optional[_field_type(spec.hint)],
-                   Field(None, description=_description(spec),
-                         json_schema_extra=dict(spec.check.schema) if spec.check else None))
-       for spec in StyleParams.specs()},
+    **{
+        spec.name: (
+            Optional[_field_type(spec.hint)],
+            Field(
+                None, description=_description(spec), json_schema_extra=dict(spec.check.schema) if spec.check else None
+            ),
+        )
+        for spec in StyleParams.specs()
+    },
 )
 
 

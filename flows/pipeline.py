@@ -85,14 +85,32 @@ def batch_name(parameters: dict) -> str:
 
 
 @task(
-    name="stylize-batch", task_run_name=batch_name, cache_policy=NONE,
-    retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=_retry_transient,
+    name="stylize-batch",
+    task_run_name=batch_name,
+    cache_policy=NONE,
+    retries=len(RETRY_DELAYS),
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=_retry_transient,
 )
-def stylize_batch_task(pairs: list[Pair], run_id: str, results_uri: str, weights: str | None,
-                       storage: Storage, memory_limit_gb: float | None,
-                       output_format: str | None = None) -> list[dict]:
-    return stylize_pairs(pairs, run_id, results_uri, weights=weights, storage=storage,
-                         memory_limit_gb=memory_limit_gb, attempts=task_run.run_count, output_format=output_format)
+def stylize_batch_task(
+    pairs: list[Pair],
+    run_id: str,
+    results_uri: str,
+    weights: str | None,
+    storage: Storage,
+    memory_limit_gb: float | None,
+    output_format: str | None = None,
+) -> list[dict]:
+    return stylize_pairs(
+        pairs,
+        run_id,
+        results_uri,
+        weights=weights,
+        storage=storage,
+        memory_limit_gb=memory_limit_gb,
+        attempts=task_run.run_count,
+        output_format=output_format,
+    )
 
 
 @task(name="load-network", cache_policy=NONE)
@@ -105,20 +123,35 @@ def load_network_task(params: StyleParams, weights: str | None) -> None:
 def skipped_rows(ledger: Ledger, run_id: str) -> list[dict]:
     now = datetime.now(timezone.utc)
     failing = {p.pair_id for p in ledger.still_failing}
-    return [{**base_row(p, run_id), "status": "skipped", "started_at": now, "finished_at": now,
-             "error": "unchanged since its last attempt failed" if p.pair_id in failing else None}
-            for p in ledger.skipped]
+    return [
+        {
+            **base_row(p, run_id),
+            "status": "skipped",
+            "started_at": now,
+            "finished_at": now,
+            "error": "unchanged since its last attempt failed" if p.pair_id in failing else None,
+        }
+        for p in ledger.skipped
+    ]
 
 
 def summary_markdown(run_id: str, counts: Counter, failures: list[dict], seconds: list[float]) -> str:
-    lines = [f"# Run {run_id}", "", "| succeeded | failed | skipped |", "|---|---|---|",
-             f"| {counts['succeeded']} | {counts['failed']} | {counts['skipped']} |", "",
-             f"Pairs: {ledger_line(counts)}.", ""]
+    lines = [
+        f"# Run {run_id}",
+        "",
+        "| succeeded | failed | skipped |",
+        "|---|---|---|",
+        f"| {counts['succeeded']} | {counts['failed']} | {counts['skipped']} |",
+        "",
+        f"Pairs: {ledger_line(counts)}.",
+        "",
+    ]
     if seconds:
         lines.append(f"Stylization time: {sum(seconds):.1f} s in all, {sum(seconds) / len(seconds):.1f} s per pair.")
     if failures:
-        lines += ["", "## Failures", ""] + [f"- `{row['content_uri']}` x `{row['style_uri']}`: {row['error']}"
-                                           for row in failures]
+        lines += ["", "## Failures", ""] + [
+            f"- `{row['content_uri']}` x `{row['style_uri']}`: {row['error']}" for row in failures
+        ]
     return "\n".join(lines)
 
 
@@ -133,12 +166,23 @@ def ledger_line(counts: Counter) -> str:
 # Deployments served by `nst serve` or run by a Prefect worker use this default: one pair at a
 # time (Prefect's own default thread pool has no limit). `nst run` picks its runner per call.
 @flow(name="stylize-manifest", task_runner=ThreadPoolTaskRunner(max_workers=1))
-def stylize_manifest(manifest: str, out: str, results: str | None = None, force: bool = False,
-                     overrides: StyleOverrides | None = None, weights: str | None = None,
-                     storage_options: StorageOptions | None = None, progress: bool = False,
-                     memory_limit_gb: float | None = None, retry_delays: list[float] = RETRY_DELAYS,
-                     sweep: str | None = None, since_last: bool = False, batch_size: int | None = None,
-                     allow_empty: bool = False, output_format: OutputFormat | None = None) -> dict:
+def stylize_manifest(
+    manifest: str,
+    out: str,
+    results: str | None = None,
+    force: bool = False,
+    overrides: StyleOverrides | None = None,
+    weights: str | None = None,
+    storage_options: StorageOptions | None = None,
+    progress: bool = False,
+    memory_limit_gb: float | None = None,
+    retry_delays: list[float] = RETRY_DELAYS,
+    sweep: str | None = None,
+    since_last: bool = False,
+    batch_size: int | None = None,
+    allow_empty: bool = False,
+    output_format: OutputFormat | None = None,
+) -> dict:
     """Stylize every pair of `manifest` into `out`; rows go to `results` (default OUT/results).
 
     `overrides` (flows/parameters.py: a field per StyleParams field, or a plain dict) win over the
@@ -162,9 +206,14 @@ def stylize_manifest(manifest: str, out: str, results: str | None = None, force:
     """
     run = RunContext(
         run_id=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
-        out=out, results_uri=results_location(out, results), weights=weights,
-        storage=storage_of(storage_options), memory_limit_gb=memory_limit_gb, logger=get_run_logger(),
-        output_format=output_format)
+        out=out,
+        results_uri=results_location(out, results),
+        weights=weights,
+        storage=storage_of(storage_options),
+        memory_limit_gb=memory_limit_gb,
+        logger=get_run_logger(),
+        output_format=output_format,
+    )
     pairs = expand(run, manifest, overrides_dict(overrides), sweep, allow_empty)
     with run_lock(run.results_uri, run.run_id, run.storage):  # one run per results table at a time
         ledger = prepare(run, pairs, force, since_last)
@@ -193,11 +242,17 @@ class RunContext:
     output_format: str | None = None  # nst_core.image_io.OUTPUT_FORMATS; None: 8-bit, by extension
 
 
-def expand(run: RunContext, manifest: str, overrides: dict | None, sweep: str | None,
-           allow_empty: bool) -> list[Pair]:
+def expand(run: RunContext, manifest: str, overrides: dict | None, sweep: str | None, allow_empty: bool) -> list[Pair]:
     """The manifest's pairs, its warnings logged."""
-    pairs, warnings = expand_manifest(manifest, run.out, overrides=overrides, storage=run.storage,
-                                      sweep=sweep, allow_empty=allow_empty, output_format=run.output_format)
+    pairs, warnings = expand_manifest(
+        manifest,
+        run.out,
+        overrides=overrides,
+        storage=run.storage,
+        sweep=sweep,
+        allow_empty=allow_empty,
+        output_format=run.output_format,
+    )
     for warning in warnings:
         run.logger.warning(warning)
     return pairs
@@ -212,13 +267,15 @@ def prepare(run: RunContext, pairs: list[Pair], force: bool, since_last: bool) -
     table = read_results(run.results_uri, storage=run.storage)
     ledger = Ledger(new=pairs) if force else classify(pairs, table, run.storage, since_last)
     write_rows(run.results_uri, skipped_rows(ledger, run.run_id), storage=run.storage)
-    run.logger.info(f"run {run.run_id}: {len(pairs)} pairs: {ledger_line(Counter(ledger.counts()))}; "
-                    f"{len(ledger.todo)} to stylize")
+    run.logger.info(
+        f"run {run.run_id}: {len(pairs)} pairs: {ledger_line(Counter(ledger.counts()))}; {len(ledger.todo)} to stylize"
+    )
     return ledger
 
 
-def run_batches(run: RunContext, ledger: Ledger, tally: Tally, batch_size: int, retry_delays: list[float],
-                progress: bool) -> None:
+def run_batches(
+    run: RunContext, ledger: Ledger, tally: Tally, batch_size: int, retry_delays: list[float], progress: bool
+) -> None:
     """The pairs to do, in batches on the task runner, SUBMIT_WINDOW batches in flight at a time.
     Stops early at SIGINT/SIGTERM, counting the pairs left as stopped."""
     todo = ledger.todo
@@ -234,8 +291,12 @@ def run_batches(run: RunContext, ledger: Ledger, tally: Tally, batch_size: int, 
 
     with stop_on_signals(on_signal), steps_reported(run.run_id, shown.step):
         for start in range(0, len(batches), SUBMIT_WINDOW):
-            futures = {task.submit(batch, run.run_id, run.results_uri, run.weights, run.storage,
-                                   run.memory_limit_gb, run.output_format): batch for batch in batches[start : start + SUBMIT_WINDOW]}
+            futures = {
+                task.submit(
+                    batch, run.run_id, run.results_uri, run.weights, run.storage, run.memory_limit_gb, run.output_format
+                ): batch
+                for batch in batches[start : start + SUBMIT_WINDOW]
+            }
             _count_finished(run, futures, tally, shown, attempts=len(retry_delays) + 1)
             if stop_requested():
                 tally.counts["stopped"] = len(todo) - tally.finished()
@@ -258,11 +319,17 @@ class RunProgress:
         self.seen: Counter = Counter()
         self.total, self.done = len(self.budgets), len(ledger.skipped)
         self.lock = threading.Lock()  # steps arrive from the task runner's threads
-        self.bar = tqdm(total=sum(self.budgets.values()), initial=sum(self.budgets[p.pair_id] for p in ledger.skipped),
-                        unit="step", disable=not show, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=sum(self.budgets.values()),
+            initial=sum(self.budgets[p.pair_id] for p in ledger.skipped),
+            unit="step",
+            disable=not show,
+            dynamic_ncols=True,
+        )
         self.bar.set_postfix(pairs=f"{self.done}/{self.total}")
-        self.artifact = create_progress_artifact(self.percent(), key="stylize-progress",
-                                                 description=f"run {run.run_id}: percent of its pairs done")
+        self.artifact = create_progress_artifact(
+            self.percent(), key="stylize-progress", description=f"run {run.run_id}: percent of its pairs done"
+        )
 
     def percent(self) -> float:
         return 100.0 * self.done / self.total if self.total else 100.0
@@ -281,8 +348,12 @@ class RunProgress:
                 self.bar.update(self.budgets[row["pair_id"]] - self.seen[row["pair_id"]])
                 self.seen[row["pair_id"]] = self.budgets[row["pair_id"]]
                 self.done += 1
-            self.bar.set_postfix(pairs=f"{self.done}/{self.total}", done=counts["succeeded"],
-                                 failed=counts["failed"], skipped=counts["skipped"])
+            self.bar.set_postfix(
+                pairs=f"{self.done}/{self.total}",
+                done=counts["succeeded"],
+                failed=counts["failed"],
+                skipped=counts["skipped"],
+            )
         update_progress_artifact(self.artifact, self.percent())
 
     def close(self) -> None:
@@ -313,12 +384,29 @@ def finish(run: RunContext, tally: Tally, report: str | None, pair_count: int) -
     # Where to look, in the error too: a run with failures is when the report is wanted most.
     see = f"see {run.results_uri}" + (f" and the report {report}" if report else "")
     counts = tally.counts
-    outcome = {"run_id": run.run_id, "results": run.results_uri, "report": report,
-               **{k: counts[k] for k in ("succeeded", "failed", "skipped", "new", "changed", "unchanged",
-                                         "earlier_defaults", "still_failing")}}
+    outcome = {
+        "run_id": run.run_id,
+        "results": run.results_uri,
+        "report": report,
+        **{
+            k: counts[k]
+            for k in (
+                "succeeded",
+                "failed",
+                "skipped",
+                "new",
+                "changed",
+                "unchanged",
+                "earlier_defaults",
+                "still_failing",
+            )
+        },
+    }
     if stop_requested():
-        raise RunInterruptedError(f"stopped by a signal: {counts['succeeded']} succeeded, {counts['failed']} failed, "
-                                  f"{counts['stopped']} left for the next run; {see}")
+        raise RunInterruptedError(
+            f"stopped by a signal: {counts['succeeded']} succeeded, {counts['failed']} failed, "
+            f"{counts['stopped']} left for the next run; {see}"
+        )
     if counts["failed"]:
         raise PairsFailedError(f"{counts['failed']} of {pair_count} pairs failed ({ledger_line(counts)}); {see}")
     return outcome
@@ -352,8 +440,12 @@ class Tally:
 def remove_killed_writes(pairs: list[Pair], out: str, results_uri: str, logger) -> None:
     """Remove the hidden temporaries a killed run left mid-write beside the outputs, rows, spooled rows
     and reports (readers ignore them, but they would pile up night after night)."""
-    folders = {results_uri, str(spool_folder(results_uri)), join_uri(absolute(out), "reports"),
-               *(posixpath.dirname(pair.output) for pair in pairs)}
+    folders = {
+        results_uri,
+        str(spool_folder(results_uri)),
+        join_uri(absolute(out), "reports"),
+        *(posixpath.dirname(pair.output) for pair in pairs),
+    }
     removed = [path for folder in sorted(folders) for path in remove_orphan_temporaries(folder)]
     if removed:
         logger.info(f"removed {len(removed)} temporary file(s) left by a killed run")
@@ -382,9 +474,18 @@ def _finished_rows(future, pairs: list[Pair], run_id: str, attempts: int) -> tup
         return [None] * len(pairs), False
     except Exception as error:  # retries exhausted on a transient error: record it, don't lose it
         now = datetime.now(timezone.utc)
-        return [{**base_row(pair, run_id), "status": "failed", "error": failure_message(error, pair),
-                 "attempts": attempts, "transient": True, "started_at": now, "finished_at": now}
-                for pair in pairs], True
+        return [
+            {
+                **base_row(pair, run_id),
+                "status": "failed",
+                "error": failure_message(error, pair),
+                "attempts": attempts,
+                "transient": True,
+                "started_at": now,
+                "finished_at": now,
+            }
+            for pair in pairs
+        ], True
 
 
 def publish_summary(run_id: str, tally: Tally, logger) -> None:
@@ -394,13 +495,15 @@ def publish_summary(run_id: str, tally: Tally, logger) -> None:
     create_table_artifact(
         [{"content": r["content_uri"], "style": r["style_uri"], "error": r["error"]} for r in tally.failures]
         or [{"content": "", "style": "", "error": "no failures"}],
-        key="stylize-failures", description=f"run {run_id}",
+        key="stylize-failures",
+        description=f"run {run_id}",
     )
     logger.info(summary)
 
 
-def configured_flow(concurrency: int = 1, task_runner: str = "threads", dask_address: str | None = None,
-                    dask_workers: int | None = None):
+def configured_flow(
+    concurrency: int = 1, task_runner: str = "threads", dask_address: str | None = None, dask_workers: int | None = None
+):
     """The flow with its task runner: `concurrency` threads sharing one model in this process,
     or a Dask cluster (at `dask_address`, else local with `dask_workers` processes)."""
     if task_runner == "dask":
@@ -412,7 +515,15 @@ def configured_flow(concurrency: int = 1, task_runner: str = "threads", dask_add
     return stylize_manifest.with_options(task_runner=ThreadPoolTaskRunner(max_workers=max(1, concurrency)))
 
 
-def run_manifest(manifest: str, out: str, *, concurrency: int = 1, task_runner: str = "threads",
-                 dask_address: str | None = None, dask_workers: int | None = None, **kwargs) -> dict:
+def run_manifest(
+    manifest: str,
+    out: str,
+    *,
+    concurrency: int = 1,
+    task_runner: str = "threads",
+    dask_address: str | None = None,
+    dask_workers: int | None = None,
+    **kwargs,
+) -> dict:
     """Run the flow on the task runner configured_flow builds from the same arguments."""
     return configured_flow(concurrency, task_runner, dask_address, dask_workers)(manifest, out, **kwargs)

@@ -36,10 +36,13 @@ GRID_SIDE = 1600  # longest side of the embedded grid, in pixels
 REPORT_CELL = 128  # grid cell size on the page
 
 
-CURVES = (("loss_history", "total (weighted)", "log"), ("style_loss_history", "style", "log"),
-          # Linear: the content loss starts at 0 (init=content) and stays within a decade, so on a log
-          # axis shared with the others it was a flat line spread over five decades near zero.
-          ("content_loss_history", "content", "linear"))
+CURVES = (
+    ("loss_history", "total (weighted)", "log"),
+    ("style_loss_history", "style", "log"),
+    # Linear: the content loss starts at 0 (init=content) and stays within a decade, so on a log
+    # axis shared with the others it was a flat line spread over five decades near zero.
+    ("content_loss_history", "content", "linear"),
+)
 
 
 def loss_curves_figure(pair: dict) -> Figure:
@@ -65,13 +68,13 @@ def loss_curves_png(pair: dict) -> bytes:
 
 
 def _pair_title(pair: dict) -> str:
-    """"chelsea x starry_night", with the swept values when the pair is part of a sweep."""
+    """ "chelsea x starry_night", with the swept values when the pair is part of a sweep."""
     title = f"{axis_label('content', pair['content_uri'])} x {axis_label('style', pair['style_uri'])}"
     return ", ".join([title, *filter(None, [swept_values(pair)])])
 
 
 def swept_values(pair: dict) -> str:
-    """"style_weight=100, style_stat=bn": the pair's values of the parameters its sweep varies."""
+    """ "style_weight=100, style_stat=bn": the pair's values of the parameters its sweep varies."""
     sweep = pair.get("sweep")
     return ", ".join(axis_label(name, pair[name]) for name, _ in parse_sweep(sweep)) if isinstance(sweep, str) else ""
 
@@ -123,23 +126,37 @@ def report_grids(pairs: pd.DataFrame, rows: str | None = None, cols: str | None 
     if not swept or len(swept) > 2:  # rows sweeping different parameters: no common axes
         return [("", pairs, "content", "style")]
     if len(swept) == 1:
-        return [(axis_label("style", style), group, "content", swept[0])
-                for style, group in pairs.groupby("style_uri", sort=False)]
-    return [(f"{axis_label('content', content)} x {axis_label('style', style)}", group, swept[0], swept[1])
-            for (content, style), group in pairs.groupby(["content_uri", "style_uri"], sort=False)]
+        return [
+            (axis_label("style", style), group, "content", swept[0])
+            for style, group in pairs.groupby("style_uri", sort=False)
+        ]
+    return [
+        (f"{axis_label('content', content)} x {axis_label('style', style)}", group, swept[0], swept[1])
+        for (content, style), group in pairs.groupby(["content_uri", "style_uri"], sort=False)
+    ]
 
 
-def _grids_html(pairs: pd.DataFrame, rows: str | None, cols: str | None, storage: Storage,
-                load, links: "Links") -> tuple[str, list[Image.Image]]:
+def _grids_html(
+    pairs: pd.DataFrame, rows: str | None, cols: str | None, storage: Storage, load, links: "Links"
+) -> tuple[str, list[Image.Image]]:
     grids, parts, images = report_grids(pairs, rows, cols), [], []
     for title, group, row_axis, col_axis in grids[:MAX_GRIDS]:
-        grid = build_grid(group, row_axis, col_axis, options=GridOptions(cell=REPORT_CELL),
-                          storage=storage, max_rows=MAX_GRID_ROWS, load=load)
+        grid = build_grid(
+            group,
+            row_axis,
+            col_axis,
+            options=GridOptions(cell=REPORT_CELL),
+            storage=storage,
+            max_rows=MAX_GRID_ROWS,
+            load=load,
+        )
         images.append(grid.image)
-        parts += [f"<h3>{_e(title)}</h3>" if title else "",
-                  f'<div class="gridbox"><img class="grid" alt="grid of outputs" '
-                  f'src="{data_uri(grid.image, GRID_SIDE)}">{_grid_areas(grid, links)}</div>',
-                  *(f"<p class=note>{_e(note)}</p>" for note in grid.notes)]
+        parts += [
+            f"<h3>{_e(title)}</h3>" if title else "",
+            f'<div class="gridbox"><img class="grid" alt="grid of outputs" '
+            f'src="{data_uri(grid.image, GRID_SIDE)}">{_grid_areas(grid, links)}</div>',
+            *(f"<p class=note>{_e(note)}</p>" for note in grid.notes),
+        ]
     if len(grids) > MAX_GRIDS:
         parts.append(f"<p class=note>first {MAX_GRIDS} of {len(grids)} grids shown</p>")
     return "\n".join(parts), images
@@ -151,8 +168,10 @@ def _grid_areas(grid, links: "Links") -> str:
     width, height = grid.image.size
     areas = []
     for (left, top, right, bottom), pair in grid.areas:
-        place = (f"left:{100 * left / width:.3f}%;top:{100 * top / height:.3f}%;"
-                 f"width:{100 * (right - left) / width:.3f}%;height:{100 * (bottom - top) / height:.3f}%")
+        place = (
+            f"left:{100 * left / width:.3f}%;top:{100 * top / height:.3f}%;"
+            f"width:{100 * (right - left) / width:.3f}%;height:{100 * (bottom - top) / height:.3f}%"
+        )
         if pair["status"] == "failed":
             areas.append(f'<span class="area" style="{place}" title="{_e(pair["error"])}"></span>')
         else:
@@ -162,39 +181,61 @@ def _grid_areas(grid, links: "Links") -> str:
 
 def _zoom_link(pair: dict, links: "Links", attributes: str, inner: str) -> str:
     """A link to the output that, with scripts on, opens it large beside its content and style."""
-    data = {"title": _pair_title(pair), "output": links(pair["output_uri"]), "content": links(pair["content_uri"]),
-            "styles": [links(uri) for uri in str(pair["style_uri"]).split(" + ")]}
-    return (f'<a {attributes} href="{_e(data["output"])}" data-pair="{_e(json.dumps(data))}" '
-            f'title="{_e(data["title"])}">{inner}</a>')
+    data = {
+        "title": _pair_title(pair),
+        "output": links(pair["output_uri"]),
+        "content": links(pair["content_uri"]),
+        "styles": [links(uri) for uri in str(pair["style_uri"]).split(" + ")],
+    }
+    return (
+        f'<a {attributes} href="{_e(data["output"])}" data-pair="{_e(json.dumps(data))}" '
+        f'title="{_e(data["title"])}">{inner}</a>'
+    )
 
 
-def build_report(pairs: pd.DataFrame, run: str, *, page_uri: str = "report.html", rows: str | None = None,
-                 cols: str | None = None, storage: Storage = Storage()) -> Report:
+def build_report(
+    pairs: pd.DataFrame,
+    run: str,
+    *,
+    page_uri: str = "report.html",
+    rows: str | None = None,
+    cols: str | None = None,
+    storage: Storage = Storage(),
+) -> Report:
     """The page for these pairs (select_pairs' choice) of run `run`; axes as report_grids chooses."""
     failed = pairs[pairs["status"] == "failed"]
     links = Links(page_uri, storage)
     load = thumbnail_loader(REPORT_CELL, storage)  # one read per image, for the grid and the table
     grids_html, grids = _grids_html(pairs, rows, cols, storage, load, links)
     failures = [f"<h2>Failures ({len(failed)})</h2>", _failures(failed)]
-    body = "\n".join([
-        f"<h1>Run {_e(run)}</h1>",
-        _header_card(pairs, run),
-        *(failures if len(failed) else []),  # failures first: they are what needs doing
-        "<h2>Grid</h2>",
-        grids_html,
-        f"<h2>Pairs ({len(pairs)})</h2>",
-        _pairs_table(pairs, links, load),
-        "<h2>Loss curves</h2>",
-        _curves(pairs),
-        *([] if len(failed) else failures),
-        LIGHTBOX,
-    ])
+    body = "\n".join(
+        [
+            f"<h1>Run {_e(run)}</h1>",
+            _header_card(pairs, run),
+            *(failures if len(failed) else []),  # failures first: they are what needs doing
+            "<h2>Grid</h2>",
+            grids_html,
+            f"<h2>Pairs ({len(pairs)})</h2>",
+            _pairs_table(pairs, links, load),
+            "<h2>Loss curves</h2>",
+            _curves(pairs),
+            *([] if len(failed) else failures),
+            LIGHTBOX,
+        ]
+    )
     head, tail = PAGE.split("%BODY%")
     return Report(head.replace("%TITLE%", _e(f"nst run {run}")) + body + tail, run, len(pairs), len(failed), grids)
 
 
-def report_from_results(results: str, output: str, *, run: str | None = None, rows: str | None = None,
-                        cols: str | None = None, storage: Storage = Storage()) -> Report:
+def report_from_results(
+    results: str,
+    output: str,
+    *,
+    run: str | None = None,
+    rows: str | None = None,
+    cols: str | None = None,
+    storage: Storage = Storage(),
+) -> Report:
     """`nst report`: read the table, build the page, write it to `output` (local or S3)."""
     pairs, run = select_pairs(read_results(results, storage=storage), run)
     report = build_report(pairs, run, page_uri=output, rows=rows, cols=cols, storage=storage)
@@ -224,24 +265,35 @@ def publish_report(run_id: str, results_uri: str, out: str, storage: Storage, lo
     return page
 
 
-def _attach(run_id: str, pairs: pd.DataFrame, report: Report, page: str, grid_uri: str,
-            storage: Storage) -> None:
+def _attach(run_id: str, pairs: pd.DataFrame, report: Report, page: str, grid_uri: str, storage: Storage) -> None:
     links = Links(None, storage)  # absolute: the Prefect UI opens them, not the page
     link = storage.sign(page)
     picture = f"![grid of run {run_id}]({data_uri(report.grids[0], ARTIFACT_GRID_SIDE)})" if report.grids else ""
-    create_markdown_artifact(f"# Run {run_id}\n\n{picture}\n\nFull grid: `{grid_uri}`  \nReport: [{page}]({link})",
-                             key="stylize-grid", description=f"run {run_id}")
+    create_markdown_artifact(
+        f"# Run {run_id}\n\n{picture}\n\nFull grid: `{grid_uri}`  \nReport: [{page}]({link})",
+        key="stylize-grid",
+        description=f"run {run_id}",
+    )
     create_link_artifact(link, link_text=f"report of run {run_id}", key="stylize-report", description=f"run {run_id}")
-    create_table_artifact([_artifact_row(p, links) for p in pairs.to_dict("records")], key="stylize-pairs",
-                          description=f"run {run_id}")
+    create_table_artifact(
+        [_artifact_row(p, links) for p in pairs.to_dict("records")], key="stylize-pairs", description=f"run {run_id}"
+    )
 
 
 def _artifact_row(pair: dict, links: "Links") -> dict:
-    numbers = {name: None if pd.isna(pair[name]) else round(float(pair[name]), 4)
-               for name in ("total_loss", "content_loss", "style_loss", "total_seconds")}
-    return {"content": axis_label("content", pair["content_uri"]), "style": axis_label("style", pair["style_uri"]),
-            "swept": swept_values(pair), "status": pair["status"], **numbers, "error": "" if pd.isna(pair["error"]) else pair["error"],
-            "output": links(pair["output_uri"])}
+    numbers = {
+        name: None if pd.isna(pair[name]) else round(float(pair[name]), 4)
+        for name in ("total_loss", "content_loss", "style_loss", "total_seconds")
+    }
+    return {
+        "content": axis_label("content", pair["content_uri"]),
+        "style": axis_label("style", pair["style_uri"]),
+        "swept": swept_values(pair),
+        "status": pair["status"],
+        **numbers,
+        "error": "" if pd.isna(pair["error"]) else pair["error"],
+        "output": links(pair["output_uri"]),
+    }
 
 
 class Links:
@@ -269,8 +321,13 @@ def _counts(pairs: pd.DataFrame) -> str:
     return ", ".join(f"{counts.get(s, 0)} {s}" for s in ("succeeded", "failed", "skipped"))
 
 
-VERSIONS = (("nst", "nst_version"), ("TensorFlow", "tensorflow_version"), ("Keras", "keras_version"),
-            ("Prefect", "prefect_version"), ("Python", "python_version"))
+VERSIONS = (
+    ("nst", "nst_version"),
+    ("TensorFlow", "tensorflow_version"),
+    ("Keras", "keras_version"),
+    ("Prefect", "prefect_version"),
+    ("Python", "python_version"),
+)
 
 
 def _header_card(pairs: pd.DataFrame, run: str) -> str:
@@ -279,14 +336,20 @@ def _header_card(pairs: pd.DataFrame, run: str) -> str:
     wall = (own["finished_at"].max() - own["started_at"].min()).total_seconds() if len(own) else math.nan
     done = int((own["status"] == "succeeded").sum())
     pace = f"{done / wall * 3600:.0f} pairs per hour" if wall and wall > 0 else "no pairs stylized"
-    facts = [("pairs", _counts(pairs)), ("wall time", _duration(wall)), ("pace", pace),
-             ("device", _distinct(pairs["device"])), ("network", _distinct(pairs["network"])),
-             ("versions", ", ".join(f"{name} {_distinct(pairs[column])}" for name, column in VERSIONS)),
-             ("parameters changed", _non_defaults(pairs) or "none: the defaults")]
+    facts = [
+        ("pairs", _counts(pairs)),
+        ("wall time", _duration(wall)),
+        ("pace", pace),
+        ("device", _distinct(pairs["device"])),
+        ("network", _distinct(pairs["network"])),
+        ("versions", ", ".join(f"{name} {_distinct(pairs[column])}" for name, column in VERSIONS)),
+        ("parameters changed", _non_defaults(pairs) or "none: the defaults"),
+    ]
     urls = pairs["flow_run_url"].dropna().unique() if "flow_run_url" in pairs else []
     if len(urls):
-        facts.append(("Prefect", " ".join(f'<a href="{_e(u)}">flow run {_e(u.rsplit("/", 1)[-1][:8])}</a>'
-                                          for u in urls)))
+        facts.append(
+            ("Prefect", " ".join(f'<a href="{_e(u)}">flow run {_e(u.rsplit("/", 1)[-1][:8])}</a>' for u in urls))
+        )
     rows = "".join(f"<dt>{_e(k)}</dt><dd>{v if k == 'Prefect' else _e(v)}</dd>" for k, v in facts)
     return f'<dl class="card">{rows}</dl>'
 
@@ -303,7 +366,7 @@ def _distinct(values: pd.Series) -> str:
 
 
 def _non_defaults(pairs: pd.DataFrame) -> str:
-    """"size=512; style_weight: 100, 1000": the StyleParams fields whose values differ from the defaults."""
+    """ "size=512; style_weight: 100, 1000": the StyleParams fields whose values differ from the defaults."""
     defaults, parts = params_columns(StyleParams()), []
     for name in StyleParams.field_names():
         values = list(dict.fromkeys(pairs[name].dropna())) if name in pairs else []
@@ -315,13 +378,23 @@ def _non_defaults(pairs: pd.DataFrame) -> str:
 
 COLUMNS = [  # (heading, table column, format)
     ("output", "output_uri", "thumb"),
-    ("content", "content_uri", "stem"), ("style", "style_uri", "stem"), ("status", "status", "text"),
-    ("total loss", "total_loss", "{:.4g}"), ("content loss", "content_loss", "{:.4g}"),
-    ("style loss", "style_loss", "{:.4g}"), ("steps", "iterations_run", "{:.0f}"),
-    ("seconds", "total_seconds", "{:.1f}"), ("load s", "load_seconds", "{:.2f}"),
-    ("targets s", "targets_seconds", "{:.2f}"), ("optimize s", "optimize_seconds", "{:.1f}"),
-    ("save s", "save_seconds", "{:.2f}"), ("size", "size", "{:.0f}"), ("style weight", "style_weight", "{:g}"),
-    ("swept", "sweep", "swept"), ("run", "run_id", "text"), ("file", "output_uri", "link"),
+    ("content", "content_uri", "stem"),
+    ("style", "style_uri", "stem"),
+    ("status", "status", "text"),
+    ("total loss", "total_loss", "{:.4g}"),
+    ("content loss", "content_loss", "{:.4g}"),
+    ("style loss", "style_loss", "{:.4g}"),
+    ("steps", "iterations_run", "{:.0f}"),
+    ("seconds", "total_seconds", "{:.1f}"),
+    ("load s", "load_seconds", "{:.2f}"),
+    ("targets s", "targets_seconds", "{:.2f}"),
+    ("optimize s", "optimize_seconds", "{:.1f}"),
+    ("save s", "save_seconds", "{:.2f}"),
+    ("size", "size", "{:.0f}"),
+    ("style weight", "style_weight", "{:g}"),
+    ("swept", "sweep", "swept"),
+    ("run", "run_id", "text"),
+    ("file", "output_uri", "link"),
 ]
 THUMB_SIDE = 64  # pixels: the table's thumbnails, embedded
 
@@ -331,10 +404,14 @@ def _pairs_table(pairs: pd.DataFrame, links: Links, load) -> str:
     rows = "\n".join(
         f'<tr data-status="{_e(pair["status"])}" data-content="{_e(axis_label("content", pair["content_uri"]))}" '
         f'data-style="{_e(axis_label("style", pair["style_uri"]))}">'
-        + "".join(_td(pair, column, kind, links, load) for _, column, kind in COLUMNS) + "</tr>"
-        for pair in pairs.to_dict("records"))
-    return (_filters(pairs) + f'<table id="pairs"><thead><tr>{head}</tr></thead><tbody>\n{rows}\n</tbody></table>'
-            '<p class=note id="shown"></p>')
+        + "".join(_td(pair, column, kind, links, load) for _, column, kind in COLUMNS)
+        + "</tr>"
+        for pair in pairs.to_dict("records")
+    )
+    return (
+        _filters(pairs) + f'<table id="pairs"><thead><tr>{head}</tr></thead><tbody>\n{rows}\n</tbody></table>'
+        '<p class=note id="shown"></p>'
+    )
 
 
 def _filters(pairs: pd.DataFrame) -> str:
@@ -342,11 +419,14 @@ def _filters(pairs: pd.DataFrame) -> str:
         options = "".join(f'<option value="{_e(v)}">{_e(v)}</option>' for v in dict.fromkeys(values))
         return f'<label>{name} <select id="filter-{name}" onchange="filterRows()"><option value="">all</option>{options}</select></label>'
 
-    return ('<div class="filters">' + choice("status", pairs["status"])
-            + choice("content", (axis_label("content", v) for v in pairs["content_uri"]))
-            + choice("style", (axis_label("style", v) for v in pairs["style_uri"]))
-            + '<label>text <input id="filter-text" type="search" oninput="filterRows()" '
-              'placeholder="file, error, parameter..."></label></div>')
+    return (
+        '<div class="filters">'
+        + choice("status", pairs["status"])
+        + choice("content", (axis_label("content", v) for v in pairs["content_uri"]))
+        + choice("style", (axis_label("style", v) for v in pairs["style_uri"]))
+        + '<label>text <input id="filter-text" type="search" oninput="filterRows()" '
+        'placeholder="file, error, parameter..."></label></div>'
+    )
 
 
 def _td(pair: dict, column: str, kind: str, links: Links, load) -> str:
@@ -373,8 +453,11 @@ def _curves(pairs: pd.DataFrame) -> str:
     done = _with_curves(pairs)
     if not done:
         return "<p>No optimised pairs to plot.</p>"
-    figures = [f'<img class="curve" alt="loss curves" src="data:image/png;base64,'
-               f'{base64.b64encode(loss_curves_png(p)).decode()}">' for p in done[:MAX_CURVES]]
+    figures = [
+        f'<img class="curve" alt="loss curves" src="data:image/png;base64,'
+        f'{base64.b64encode(loss_curves_png(p)).decode()}">'
+        for p in done[:MAX_CURVES]
+    ]
     more = f"<p class=note>first {MAX_CURVES} of {len(done)} pairs shown</p>" if len(done) > MAX_CURVES else ""
     return f'<div class="curves">{"".join(figures)}</div>{more}'
 
@@ -382,8 +465,11 @@ def _curves(pairs: pd.DataFrame) -> str:
 def _failures(failed: pd.DataFrame) -> str:
     if failed.empty:
         return "<p>None.</p>"
-    items = "".join(f"<li><b>{_e(_pair_title(f))}</b>: {_e(f['error'])}<br><small>{_e(f['content_uri'])} x "
-                    f"{_e(f['style_uri'])}</small></li>" for f in failed.to_dict("records"))
+    items = "".join(
+        f"<li><b>{_e(_pair_title(f))}</b>: {_e(f['error'])}<br><small>{_e(f['content_uri'])} x "
+        f"{_e(f['style_uri'])}</small></li>"
+        for f in failed.to_dict("records")
+    )
     return f"<ul class=failures>{items}</ul>"
 
 

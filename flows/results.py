@@ -38,34 +38,55 @@ def param_fields(params_class: type = StyleParams) -> list[pa.Field]:
 
 SCHEMA = pa.schema(
     [
-        ("run_id", pa.string()), ("pair_id", pa.string()), ("row", pa.int64()),
-        ("content_uri", pa.string()), ("style_uri", pa.string()), ("output_uri", pa.string()),
-        ("status", pa.string()), ("error", pa.string()), ("attempts", pa.int64()),
+        ("run_id", pa.string()),
+        ("pair_id", pa.string()),
+        ("row", pa.int64()),
+        ("content_uri", pa.string()),
+        ("style_uri", pa.string()),
+        ("output_uri", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("attempts", pa.int64()),
         *param_fields(),
         ("params_hash", pa.string()),
-        ("content_loss", pa.float64()), ("style_loss", pa.float64()), ("tv_loss", pa.float64()),
-        ("total_loss", pa.float64()), ("loss_history", pa.list_(pa.float64())),
+        ("content_loss", pa.float64()),
+        ("style_loss", pa.float64()),
+        ("tv_loss", pa.float64()),
+        ("total_loss", pa.float64()),
+        ("loss_history", pa.list_(pa.float64())),
         # Unweighted content and style loss per step, beside the weighted total: the report's loss curves.
-        ("content_loss_history", pa.list_(pa.float64())), ("style_loss_history", pa.list_(pa.float64())),
+        ("content_loss_history", pa.list_(pa.float64())),
+        ("style_loss_history", pa.list_(pa.float64())),
         ("sweep", pa.string()),  # the sweep the pair's row asked for: the grid lays its values out in this order
         ("iterations_run", pa.int64()),  # steps taken; `iterations` is the budget parameter
-        ("load_seconds", pa.float64()), ("targets_seconds", pa.float64()), ("optimize_seconds", pa.float64()),
-        ("save_seconds", pa.float64()), ("total_seconds", pa.float64()),
+        ("load_seconds", pa.float64()),
+        ("targets_seconds", pa.float64()),
+        ("optimize_seconds", pa.float64()),
+        ("save_seconds", pa.float64()),
+        ("total_seconds", pa.float64()),
         ("batch_size", pa.int64()),  # pairs optimised together with this one; its seconds are its share
-        ("width", pa.int64()), ("height", pa.int64()), ("network", pa.string()),  # arch resolved: vgg16 or vgg19
-        ("device", pa.string()), ("host", pa.string()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("network", pa.string()),  # arch resolved: vgg16 or vgg19
+        ("device", pa.string()),
+        ("host", pa.string()),
         ("worker", pa.string()),  # host:pid of the process that stylized the pair (a Dask worker, or the run)
         # Which version of the input files the row saw (size + mtime, or S3 ETag): the ledger of --since-last.
-        ("content_fingerprint", pa.string()), ("style_fingerprint", pa.string()),
+        ("content_fingerprint", pa.string()),
+        ("style_fingerprint", pa.string()),
         ("transient", pa.bool_()),  # failed on a storage error that outlasted the retries: always retried
-        ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
         # The Prefect flow run that wrote the row, and its page in the Prefect UI (None outside a run).
-        ("flow_run_id", pa.string()), ("flow_run_url", pa.string()),
-        ("backend", pa.string()), ("backend_version", pa.string()),  # Keras' backend: tensorflow or jax
+        ("flow_run_id", pa.string()),
+        ("flow_run_url", pa.string()),
+        ("backend", pa.string()),
+        ("backend_version", pa.string()),  # Keras' backend: tensorflow or jax
         ("nst_version", pa.string()),
         ("tensorflow_version", pa.string()),  # null under JAX; kept for tables written before `backend`
         ("keras_version", pa.string()),
-        ("prefect_version", pa.string()), ("python_version", pa.string()),
+        ("prefect_version", pa.string()),
+        ("python_version", pa.string()),
     ]
 )
 

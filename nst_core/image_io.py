@@ -54,10 +54,24 @@ _SRGB = ImageCms.createProfile("sRGB")
 
 
 # OSErrors about the path or the disk, not the network: no retry can fix them.
-PERMANENT_ERRNOS = frozenset({
-    errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG,
-    errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EEXIST, errno.ENXIO, errno.ENODEV,
-})
+PERMANENT_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.EEXIST,
+        errno.ENXIO,
+        errno.ENODEV,
+    }
+)
 
 
 @contextlib.contextmanager
@@ -84,7 +98,9 @@ def _input_errors(uri: str) -> Iterator[None]:
         # its message has the pixel count (not the width and height).
         found = re.search(r"\((\d+) pixels\)", str(error))
         count = found.group(1) if found else "too many"
-        raise ImageError(f"{uri}: {count} pixels is over Pillow's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels") from error
+        raise ImageError(
+            f"{uri}: {count} pixels is over Pillow's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels"
+        ) from error
     except OSError as error:  # a symlink loop, a path through a file, ...: not the network
         if error.errno not in PERMANENT_ERRNOS:
             raise
@@ -140,8 +156,9 @@ def _to_srgb(uri: str, image: Image.Image, profile: bytes | None) -> Image.Image
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
         mode = "RGBA" if image.mode == "RGBA" else "RGB"
-        converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode=mode,
-                                              renderingIntent=ImageCms.Intent.PERCEPTUAL)
+        converted = ImageCms.profileToProfile(
+            image, source, _SRGB, outputMode=mode, renderingIntent=ImageCms.Intent.PERCEPTUAL
+        )
     except (ImageCms.PyCMSError, OSError, ValueError) as error:
         warnings.warn(f"{uri}: colour profile ignored ({_first_line(error)})", stacklevel=2)
         return image
@@ -187,8 +204,9 @@ def _to_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
-def load_image(uri: str, *, max_side: int | None = None, storage_options: dict | None = None,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_image(
+    uri: str, *, max_side: int | None = None, storage_options: dict | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """An image as float32 (H, W, 3) in [0, 1], upright, optionally resized so its longest side is max_side.
 
     Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS) still applies above max_pixels.
@@ -235,8 +253,9 @@ def read_exif(uri: str, storage_options: dict | None = None) -> bytes | None:
     return exif.tobytes()
 
 
-def encode_image(image: np.ndarray, uri: str, *, quality: int = 95, exif: bytes | None = None,
-                 encoding: str | None = None) -> bytes:
+def encode_image(
+    image: np.ndarray, uri: str, *, quality: int = 95, exif: bytes | None = None, encoding: str | None = None
+) -> bytes:
     """Float [0, 1] (H, W, 3) as file bytes: 8-bit in the format of uri's extension, or with
     `encoding` png16 or tiff16 (an OUTPUT_FORMATS name), 16 bits per channel. `exif` is kept where the format can hold it."""
     image = np.asarray(image)
@@ -263,26 +282,56 @@ def _png16(pixels: np.ndarray, exif: bytes | None) -> bytes:
     extra = [chunk(b"sRGB", b"\x00")]  # perceptual intent: the pixels are sRGB (see _to_srgb)
     if exif:  # eXIf holds the TIFF-structured data, without JPEG's "Exif\0\0" prefix
         extra.append(chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00")))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + b"".join(extra)
-            + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + b"".join(extra)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _tiff16(pixels: np.ndarray) -> bytes:
     """A baseline uncompressed RGB TIFF, one strip, big-endian."""
     height, width, _ = pixels.shape
     data = pixels.tobytes()
-    tags = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 3, None), (259, 3, 1, 1), (262, 3, 1, 2),
-            (273, 4, 1, None), (277, 3, 1, 3), (278, 4, 1, height), (279, 4, 1, len(data)), (284, 3, 1, 1)]
+    tags = [
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, 3, None),
+        (259, 3, 1, 1),
+        (262, 3, 1, 2),
+        (273, 4, 1, None),
+        (277, 3, 1, 3),
+        (278, 4, 1, height),
+        (279, 4, 1, len(data)),
+        (284, 3, 1, 1),
+    ]
     ifd_size = 2 + 12 * len(tags) + 4
     bits_at = 8 + ifd_size  # the three BitsPerSample values do not fit in their entry
     data_at = bits_at + 6
     entries = b"".join(
         struct.pack(">HHI", tag, kind, count)
-        + (struct.pack(">I", bits_at) if tag == 258 else struct.pack(">I", data_at) if tag == 273
-           else struct.pack(">HH", value, 0) if kind == 3 else struct.pack(">I", value))
-        for tag, kind, count, value in tags)
-    return (b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", len(tags)) + entries + struct.pack(">I", 0)
-            + struct.pack(">HHH", 16, 16, 16) + data)
+        + (
+            struct.pack(">I", bits_at)
+            if tag == 258
+            else struct.pack(">I", data_at)
+            if tag == 273
+            else struct.pack(">HH", value, 0)
+            if kind == 3
+            else struct.pack(">I", value)
+        )
+        for tag, kind, count, value in tags
+    )
+    return (
+        b"MM\x00\x2a"
+        + struct.pack(">I", 8)
+        + struct.pack(">H", len(tags))
+        + entries
+        + struct.pack(">I", 0)
+        + struct.pack(">HHH", 16, 16, 16)
+        + data
+    )
 
 
 def output_format(uri: str) -> str:
@@ -301,7 +350,9 @@ def encoding_problem(uri: str, encoding: str | None) -> str | None:
     wanted = {"png": "PNG", "png16": "PNG", "tiff16": "TIFF"}.get(encoding)
     if wanted is None or output_format(uri) == wanted:
         return None
-    return f"--output-format {encoding} writes {wanted}; name the output {'.png' if wanted == 'PNG' else '.tif or .tiff'}"
+    return (
+        f"--output-format {encoding} writes {wanted}; name the output {'.png' if wanted == 'PNG' else '.tif or .tiff'}"
+    )
 
 
 def default_extension(encoding: str | None) -> str:
@@ -318,8 +369,15 @@ def encode_picture(picture: Image.Image, uri: str, *, quality: int = 95, exif: b
     return buffer.getvalue()
 
 
-def save_image(image: np.ndarray, uri: str, *, storage_options: dict | None = None, quality: int = 95,
-               exif: bytes | None = None, encoding: str | None = None) -> None:
+def save_image(
+    image: np.ndarray,
+    uri: str,
+    *,
+    storage_options: dict | None = None,
+    quality: int = 95,
+    exif: bytes | None = None,
+    encoding: str | None = None,
+) -> None:
     """Write an image atomically: encoded fully in memory first, so a failure leaves no file behind."""
     data = encode_image(image, uri, quality=quality, exif=exif, encoding=encoding)
     write_bytes_atomic(uri, data, storage_options=storage_options)

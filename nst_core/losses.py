@@ -65,8 +65,7 @@ def style_context(stat: str, style_features: list, blend: list[float], seed: int
     if stat == "mmd-gauss":
         # E||y - y'||^2 = 2 (E||y||^2 - ||E y||^2), blended over the style images.
         spread = sum(
-            w * 2.0 * (_mean_sq_norm(f) - ops.sum(ops.mean(f, _POSITIONS) ** 2))
-            for f, w in zip(style_features, blend)
+            w * 2.0 * (_mean_sq_norm(f) - ops.sum(ops.mean(f, _POSITIONS) ** 2)) for f, w in zip(style_features, blend)
         )
         channels = int(style_features[0].shape[-1])
         rng = np.random.default_rng(seed)
@@ -170,8 +169,9 @@ def layer_style_loss(stat: str, features, target, context: dict):
 
 def style_loss(stat: str, features: list, targets: list, contexts: list[dict], layer_weights: list[float]):
     """Weighted mean over layers of the layers' style losses."""
-    return sum(w * layer_style_loss(stat, f, t, ctx)
-               for f, t, ctx, w in zip(features, targets, contexts, layer_weights))
+    return sum(
+        w * layer_style_loss(stat, f, t, ctx) for f, t, ctx, w in zip(features, targets, contexts, layer_weights)
+    )
 
 
 def total_variation_loss(images):

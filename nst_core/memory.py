@@ -65,8 +65,11 @@ def tiled_bytes(height: int, width: int, tile: int, batch: int = 1, arch: str = 
     """Peak memory of a scale of height x width optimised in tiles of `tile` px (plus halo)."""
     outer = min(height, tile + 2 * HALO) * min(width, tile + 2 * HALO)
     pixels = height * width
-    per_image = (outer * TILE_PASS_BYTES_PER_PIXEL[feature_dtype()] * _network(arch)
-                 + pixels * WHOLE_IMAGE_BYTES_PER_PIXEL + _history_bytes(pixels, PRINT_HISTORY))
+    per_image = (
+        outer * TILE_PASS_BYTES_PER_PIXEL[feature_dtype()] * _network(arch)
+        + pixels * WHOLE_IMAGE_BYTES_PER_PIXEL
+        + _history_bytes(pixels, PRINT_HISTORY)
+    )
     return BASE_BYTES + batch * per_image
 
 
@@ -109,8 +112,10 @@ def check(shapes: list[tuple[int, int]], batch: int, limit: float, arch: str = "
     plans = plan_pair(shapes, batch, limit, arch)
     worst = max(plans, key=lambda plan: plan.bytes)
     if not all(plan.fits for plan in plans):
-        raise MemoryPlanError(f"needs about {worst.bytes / 2**30:.1f} GB even in tiles of {worst.tile} px, "
-                              f"over the memory limit of {limit / 2**30:.1f} GB")
+        raise MemoryPlanError(
+            f"needs about {worst.bytes / 2**30:.1f} GB even in tiles of {worst.tile} px, "
+            f"over the memory limit of {limit / 2**30:.1f} GB"
+        )
     return worst.bytes
 
 

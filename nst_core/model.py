@@ -49,20 +49,22 @@ def infer_arch(weights_path: str) -> str:
         raise WeightsError(f"{weights_path}: cannot read VGG weights ({error})") from None
     arch = _ARCH_BY_CONV_COUNT.get(len(kernels))
     if arch is None:
-        raise WeightsError(
-            f"{weights_path}: holds {len(kernels)} 3x3 conv kernels; expected 13 (VGG16) or 16 (VGG19)"
-        )
+        raise WeightsError(f"{weights_path}: holds {len(kernels)} 3x3 conv kernels; expected 13 (VGG16) or 16 (VGG19)")
     return arch
 
 
 # Keras' own ImageNet VGG conv weights (keras.applications): name and md5 of each download.
-IMAGENET_NOTOP = {"vgg19": ("vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "253f8cb515780f3b799900260a226db6"),
-                  "vgg16": ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "6d6bbae143d832006294945121d1f1fc")}
+IMAGENET_NOTOP = {
+    "vgg19": ("vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "253f8cb515780f3b799900260a226db6"),
+    "vgg16": ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "6d6bbae143d832006294945121d1f1fc"),
+}
 
 
 def _offline(arch: str, error: Exception) -> WeightsError:
-    return WeightsError(f"Cannot get the ImageNet {arch.upper()} weights: the download failed ({error}). "
-                        f"Offline? Pass a local weights file with --weights PATH or set {WEIGHTS_ENV}=PATH.")
+    return WeightsError(
+        f"Cannot get the ImageNet {arch.upper()} weights: the download failed ({error}). "
+        f"Offline? Pass a local weights file with --weights PATH or set {WEIGHTS_ENV}=PATH."
+    )
 
 
 def fetch_imagenet(arch: str) -> None:
@@ -72,8 +74,12 @@ def fetch_imagenet(arch: str) -> None:
     was_interactive = keras.config.is_interactive_logging_enabled()
     keras.config.disable_interactive_logging()  # no "Downloading data from ..." line before the error
     try:
-        keras.utils.get_file(name, f"https://storage.googleapis.com/tensorflow/keras-applications/{arch}/{name}",
-                             cache_subdir="models", file_hash=md5)
+        keras.utils.get_file(
+            name,
+            f"https://storage.googleapis.com/tensorflow/keras-applications/{arch}/{name}",
+            cache_subdir="models",
+            file_hash=md5,
+        )
     except Exception as error:  # Keras raises plain Exception for a failed download
         raise _offline(arch, error) from None
     finally:
@@ -129,14 +135,19 @@ def _extractor(arch: str, weights: str, layers: tuple[str, ...], pooling: str, d
 
 
 def resolve_arch(arch: str, weights: str) -> str:
-    """"auto" means VGG19 for Keras' ImageNet download, else whatever the file holds."""
+    """ "auto" means VGG19 for Keras' ImageNet download, else whatever the file holds."""
     if arch != "auto":
         return arch
     return "vgg19" if weights == "imagenet" else infer_arch(weights)
 
 
-def feature_extractor(arch: str = "auto", weights: str | None = None,
-                      layers: tuple[str, ...] = ("block1_conv1",), pooling: str = "max", precision: str | None = None):
+def feature_extractor(
+    arch: str = "auto",
+    weights: str | None = None,
+    layers: tuple[str, ...] = ("block1_conv1",),
+    pooling: str = "max",
+    precision: str | None = None,
+):
     """A function from RGB images in [0, 1] (B, H, W, 3) to the listed layers' float32 features.
 
     Built once per process for each (arch, weights, layers, pooling, feature dtype) and

@@ -50,8 +50,12 @@ class Objective:
         n_content = len(self.params.content_layers)
         tv = losses.total_variation_loss(images)
         content = losses.content_loss(feats[:n_content], content_targets, self.content_layer_weights) + 0 * tv
-        style = losses.style_loss(self.params.style_stat, feats[n_content:], style_targets, contexts,
-                                  self.style_layer_weights) + 0 * tv  # (B,) even with no layers of a kind
+        style = (
+            losses.style_loss(
+                self.params.style_stat, feats[n_content:], style_targets, contexts, self.style_layer_weights
+            )
+            + 0 * tv
+        )  # (B,) even with no layers of a kind
         totals = loss_weights[:, 0] * content + loss_weights[:, 1] * style + loss_weights[:, 2] * tv
         return ops.sum(totals), (totals, content, style, tv)
 
@@ -71,6 +75,9 @@ def clear_compiled() -> None:
 def _compiled(key: StyleParams, weights: str, feature_dtype: str):
     objective = Objective(key, weights, feature_dtype)
     variables = objective.extract.model.variables
-    step = (make_lbfgs_step(objective, variables) if key.optimizer == "lbfgs"
-            else make_adam_step(objective, key.learning_rate, variables=variables))
+    step = (
+        make_lbfgs_step(objective, variables)
+        if key.optimizer == "lbfgs"
+        else make_adam_step(objective, key.learning_rate, variables=variables)
+    )
     return objective, step

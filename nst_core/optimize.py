@@ -143,8 +143,9 @@ def lbfgs_update(image, state, totals, grad):
     backtracks = ops.where(restart, 0, backtracks)
 
     first = ops.isinf(accepted_loss)  # the start image: keep the state's first length
-    length = ops.where(first, length,
-                       ops.where(accept | restart, 1.0, _backtracked(length, totals, accepted_loss, slope)))
+    length = ops.where(
+        first, length, ops.where(accept | restart, 1.0, _backtracked(length, totals, accepted_loss, slope))
+    )
     accepted_loss = ops.where(accept, totals, accepted_loss)
     accepted_grad = ops.where(accept[:, None], grad, accepted_grad)
     accepted = ops.where(accept[:, None, None, None], image, accepted)
@@ -165,12 +166,20 @@ def lbfgs_state(image, first_length=1.0, history=LBFGS_HISTORY):
     batch, size = image.shape[0], math.prod(image.shape[1:])
     pairs, flat = ops.zeros((history, batch, size)), ops.zeros((batch, size))
     lengths = ops.ones((batch,)) * ops.convert_to_tensor(first_length, "float32")
-    return (image, ops.full((batch,), float("inf")), flat, flat, lengths,
-            pairs, pairs, ops.zeros((batch,), "int32"), ops.zeros((batch,), "int32"))
+    return (
+        image,
+        ops.full((batch,), float("inf")),
+        flat,
+        flat,
+        lengths,
+        pairs,
+        pairs,
+        ops.zeros((batch,), "int32"),
+        ops.zeros((batch,), "int32"),
+    )
 
 
-def make_adam_step(loss_fn: Callable, learning_rate: float, betas=ADAM_BETAS, epsilon=ADAM_EPSILON,
-                   variables=()):
+def make_adam_step(loss_fn: Callable, learning_rate: float, betas=ADAM_BETAS, epsilon=ADAM_EPSILON, variables=()):
     """Compiled Adam step on the pixels (element-wise, so per image by nature)."""
     beta1, beta2 = betas
     loss_and_grad = backend.value_and_grad(loss_fn)
@@ -262,11 +271,20 @@ class Track:
             return None
         return NoProgressError(
             f"no progress: loss did not fall below its starting value ({start:.4g} -> {end:.4g} "
-            f"in {len(self.history)} steps); lower the style weight or the learning rate")
+            f"in {len(self.history)} steps); lower the style weight or the learning rate"
+        )
 
 
-def run_optimizer(step, state, images, loss_args, tracks: list[Track], *,
-                  callback: Optional[Callable[[int, Progress, object], None]] = None, first_iteration: int = 0) -> None:
+def run_optimizer(
+    step,
+    state,
+    images,
+    loss_args,
+    tracks: list[Track],
+    *,
+    callback: Optional[Callable[[int, Progress, object], None]] = None,
+    first_iteration: int = 0,
+) -> None:
     """Step the batch `images` until every image's track is done; the tracks keep the results.
 
     An image whose track is done (converged, out of iterations, or non-finite) rides

@@ -52,14 +52,24 @@ FRACTION = Check(lambda v: 0 <= v <= 1, "must be between 0 and 1", {"minimum": 0
 OFF_OR_AT_LEAST_16 = Check(lambda v: v == 0 or v >= 16, "must be 0 (off) or at least 16", {"minimum": 0})
 
 
-def param(default, help: str, *, graph: bool = False, check: Check | None = None, added_in: str = FIRST_TABLES,
-          neutral=_NO_NEUTRAL, fast: bool = False):
+def param(
+    default,
+    help: str,
+    *,
+    graph: bool = False,
+    check: Check | None = None,
+    added_in: str = FIRST_TABLES,
+    neutral=_NO_NEUTRAL,
+    fast: bool = False,
+):
     """A StyleParams field: `help` says what it is and why its default; `graph`: it changes the compiled
     objective (the compile key); `neutral`: for fields newer than the first results tables, the value that
     behaves as before the field existed (the hash leaves the field out at that value, keeping old pair ids);
     `fast`: the fast network's previews use it too (`nst sheet` offers only these)."""
-    return dataclasses.field(default=default, metadata={
-        "help": help, "graph": graph, "check": check, "added_in": added_in, "neutral": neutral, "fast": fast})
+    return dataclasses.field(
+        default=default,
+        metadata={"help": help, "graph": graph, "check": check, "added_in": added_in, "neutral": neutral, "fast": fast},
+    )
 
 
 @dataclass(frozen=True)
@@ -99,51 +109,90 @@ class StyleParams:
     """Everything that decides what a stylized image looks like (and nothing that does not)."""
 
     size: int = param(512, "longest side of the output, in pixels", check=AT_LEAST_16, fast=True)
-    iterations: int = param(300, "optimiser steps at the output size: L-BFGS passes the tutorial's 500-step Adam "
-                            "loss by step ~200 (bench_core)", check=COUNT)
-    method: Method = param("optimize", "Gatys' optimisation; fast: one pass of Ghiasi et al.'s network, previews "
-                           "([fast] extra)", added_in="0.1.0+fast", neutral="optimize")
-    optimizer: Optimizer = param("lbfgs", "L-BFGS reaches a given loss in far fewer steps than Adam (bench_core)",
-                                 graph=True)
-    learning_rate: float = param(0.02, "Adam only: step in [0, 1] pixel units, as in the TensorFlow tutorial",
-                                 graph=True, check=POSITIVE)
-    init: Init = param("content", "the starting image: content, over noise and fast (bench_defaults, bench_fast); "
-                       "noise, recolored: bench_quality")
-    content_weight: float = param(1.0, "losses are relative errors, so the ratio to style_weight is what matters",
-                                  check=NON_NEGATIVE)
-    style_weight: float = param(10.0, "strong, painterly, content still readable (sweep 3..100, bench_defaults)",
-                                check=NON_NEGATIVE)
-    tv_weight: float = param(1.0, "30-35% less pixel speckle (TV), content and style losses within 1% "
-                             "(bench_defaults)", check=NON_NEGATIVE)
-    content_layers: tuple[str, ...] = param(("block4_conv2",), "VGG layers of the content loss (Gatys et al. 2016)",
-                                            graph=True)
-    content_layer_weights: Optional[tuple[float, ...]] = param(None, "one per content layer; none: equal weights",
-                                                               graph=True)
-    style_layers: tuple[str, ...] = param(VGG_STYLE_LAYERS, "VGG layers of the style loss (Gatys et al. 2016)",
-                                          graph=True)
-    style_layer_weights: Optional[tuple[float, ...]] = param(None, "one per style layer; none: equal weights",
-                                                             graph=True)
-    style_stat: StyleStat = param("gram", "the style statistic: Gatys' Gram matrices; the others follow Li et al. "
-                                  "2017", graph=True)
+    iterations: int = param(
+        300,
+        "optimiser steps at the output size: L-BFGS passes the tutorial's 500-step Adam loss by step ~200 (bench_core)",
+        check=COUNT,
+    )
+    method: Method = param(
+        "optimize",
+        "Gatys' optimisation; fast: one pass of Ghiasi et al.'s network, previews ([fast] extra)",
+        added_in="0.1.0+fast",
+        neutral="optimize",
+    )
+    optimizer: Optimizer = param(
+        "lbfgs", "L-BFGS reaches a given loss in far fewer steps than Adam (bench_core)", graph=True
+    )
+    learning_rate: float = param(
+        0.02, "Adam only: step in [0, 1] pixel units, as in the TensorFlow tutorial", graph=True, check=POSITIVE
+    )
+    init: Init = param(
+        "content",
+        "the starting image: content, over noise and fast (bench_defaults, bench_fast); "
+        "noise, recolored: bench_quality",
+    )
+    content_weight: float = param(
+        1.0, "losses are relative errors, so the ratio to style_weight is what matters", check=NON_NEGATIVE
+    )
+    style_weight: float = param(
+        10.0, "strong, painterly, content still readable (sweep 3..100, bench_defaults)", check=NON_NEGATIVE
+    )
+    tv_weight: float = param(
+        1.0, "30-35% less pixel speckle (TV), content and style losses within 1% (bench_defaults)", check=NON_NEGATIVE
+    )
+    content_layers: tuple[str, ...] = param(
+        ("block4_conv2",), "VGG layers of the content loss (Gatys et al. 2016)", graph=True
+    )
+    content_layer_weights: Optional[tuple[float, ...]] = param(
+        None, "one per content layer; none: equal weights", graph=True
+    )
+    style_layers: tuple[str, ...] = param(
+        VGG_STYLE_LAYERS, "VGG layers of the style loss (Gatys et al. 2016)", graph=True
+    )
+    style_layer_weights: Optional[tuple[float, ...]] = param(
+        None, "one per style layer; none: equal weights", graph=True
+    )
+    style_stat: StyleStat = param(
+        "gram", "the style statistic: Gatys' Gram matrices; the others follow Li et al. 2017", graph=True
+    )
     style_blend: Optional[tuple[float, ...]] = param(None, "weights of several style images; none: equal")
     style_scale: float = param(1.0, "style image size relative to the output size", check=POSITIVE)
     preserve_colors: PreserveColors = param("none", "keep the content's colours (luminance or histogram)", fast=True)
-    style_strength: float = param(1.0, "both methods: the result blended with the content, 1 = all result, "
-                                  "0 = the photo", check=FRACTION, added_in="0.1.0+fast", neutral=1.0, fast=True)
-    scales: tuple[int, ...] = param((), "coarser sizes optimised first (coarse-to-fine), e.g. 256; set: min_scale "
-                                    "unused")
-    min_scale: int = param(512, "coarse-to-fine in sqrt(2) steps from about this side up to size (crowsonkb): "
-                           "print sizes get their large-scale structure at 512 px, where the other defaults were "
-                           "chosen; nothing changes at 512 px and below; 0: size only",
-                           check=OFF_OR_AT_LEAST_16, added_in="0.1.0+min-scale", neutral=0)
+    style_strength: float = param(
+        1.0,
+        "both methods: the result blended with the content, 1 = all result, 0 = the photo",
+        check=FRACTION,
+        added_in="0.1.0+fast",
+        neutral=1.0,
+        fast=True,
+    )
+    scales: tuple[int, ...] = param(
+        (), "coarser sizes optimised first (coarse-to-fine), e.g. 256; set: min_scale unused"
+    )
+    min_scale: int = param(
+        512,
+        "coarse-to-fine in sqrt(2) steps from about this side up to size (crowsonkb): "
+        "print sizes get their large-scale structure at 512 px, where the other defaults were "
+        "chosen; nothing changes at 512 px and below; 0: size only",
+        check=OFF_OR_AT_LEAST_16,
+        added_in="0.1.0+min-scale",
+        neutral=0,
+    )
     coarse_iterations: int = param(200, "optimiser steps at each coarser scale", check=COUNT)
-    average_decay: float = param(0.0, "> 0 returns a moving average of the iterates (crowsonkb's 0.99); 0: the "
-                                 "best one", check=BELOW_ONE, added_in="0.1.0+average", neutral=0.0)
-    tolerance: float = param(1e-3, "stop once the loss improved by less than this fraction over `patience` steps",
-                             check=NON_NEGATIVE)
+    average_decay: float = param(
+        0.0,
+        "> 0 returns a moving average of the iterates (crowsonkb's 0.99); 0: the best one",
+        check=BELOW_ONE,
+        added_in="0.1.0+average",
+        neutral=0.0,
+    )
+    tolerance: float = param(
+        1e-3, "stop once the loss improved by less than this fraction over `patience` steps", check=NON_NEGATIVE
+    )
     patience: int = param(20, "steps over which the loss must improve by `tolerance`", check=COUNT)
-    arch: Arch = param("auto", "VGG19 (Gatys) with ImageNet weights; a weights file says which VGG it holds",
-                       graph=True)
+    arch: Arch = param(
+        "auto", "VGG19 (Gatys) with ImageNet weights; a weights file says which VGG it holds", graph=True
+    )
     pooling: Pooling = param("max", "Keras' VGG; avg is Gatys' choice", graph=True)
     seed: int = param(0, "noise init and random features are seeded: same seed, same image on CPU")
 
@@ -210,8 +259,11 @@ class StyleParams:
         not set explicitly (`explicit`: names from the manifest, flags or a sweep) at its old value."""
         out = []
         for old in EARLIER_DEFAULTS:
-            changes = {name: value for name, value in old.items()
-                       if name not in explicit and getattr(self, name) == getattr(StyleParams, name)}
+            changes = {
+                name: value
+                for name, value in old.items()
+                if name not in explicit and getattr(self, name) == getattr(StyleParams, name)
+            }
             if changes and self.replace(**changes) not in out:
                 out.append(self.replace(**changes))
         return out
@@ -240,8 +292,20 @@ def _specs(cls: type) -> tuple[ParamSpec, ...]:
         if meta["added_in"] != FIRST_TABLES and meta["neutral"] is _NO_NEUTRAL:
             raise TypeError(f"{cls.__name__}.{f.name} is newer than the first results tables: give it a neutral value")
         choices = get_args(hints[f.name]) if get_origin(hints[f.name]) is Literal else ()
-        specs.append(ParamSpec(f.name, hints[f.name], f.default, meta["help"], choices, meta["graph"], meta["check"],
-                               meta["added_in"], meta["neutral"], meta.get("fast", False)))
+        specs.append(
+            ParamSpec(
+                f.name,
+                hints[f.name],
+                f.default,
+                meta["help"],
+                choices,
+                meta["graph"],
+                meta["check"],
+                meta["added_in"],
+                meta["neutral"],
+                meta.get("fast", False),
+            )
+        )
     return tuple(specs)
 
 

@@ -53,6 +53,8 @@ class VggDistances:
 
     def gram_distance(self, output: np.ndarray, style: np.ndarray) -> float:
         output_features, style_features = self._features(output)[1:], self._features(style)[1:]
-        errors = [losses.relative_error(losses.gram_matrix(o), losses.gram_matrix(s))
-                  for o, s in zip(output_features, style_features)]
+        errors = [
+            losses.relative_error(losses.gram_matrix(o), losses.gram_matrix(s))
+            for o, s in zip(output_features, style_features)
+        ]
         return float(np.mean([ops.convert_to_numpy(e)[0] for e in errors]))

@@ -13,8 +13,10 @@ import os
 import sys
 from importlib import metadata
 
-INSTALL_HINT = ('no Keras backend is installed: pip install "nst-pipeline[tensorflow]" (the default), '
-                '"nst-pipeline[jax]" (CPU) or "nst-pipeline[jax-cuda]" (NVIDIA GPU)')
+INSTALL_HINT = (
+    'no Keras backend is installed: pip install "nst-pipeline[tensorflow]" (the default), '
+    '"nst-pipeline[jax]" (CPU) or "nst-pipeline[jax-cuda]" (NVIDIA GPU)'
+)
 
 
 def _installed(module: str) -> bool:

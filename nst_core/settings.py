@@ -25,26 +25,64 @@ def setting(variable: str, default, help: str, parse=str):
 
 @dataclass(frozen=True)
 class Settings:
-    weights: Optional[str] = setting("NST_WEIGHTS", None, "VGG weights file used when `--weights` is not given; "
-                                     "unset: Keras downloads the ImageNet VGG19 weights")
-    precision: str = setting("NST_PRECISION", "auto", "VGG features in `float32` or `bfloat16`; `auto`: bfloat16 on "
-                             "a GPU and, under TensorFlow, on a CPU with AVX512_BF16 or AMX_BF16, else float32 "
-                             "(Gram matrices and losses stay float32)")
-    jit: bool = setting("NST_JIT", False, "`1`: TensorFlow compiles the steps with XLA (0.72-0.79x the speed of "
-                        "graph mode on a CPU, bench_core); JAX always does", parse=_flag)
-    memory_limit_gb: Optional[float] = setting("NST_MEMORY_LIMIT_GB", None, "`nst run`'s memory budget when "
-                                               "`--memory-limit-gb` is not given; unset: two thirds of RAM", parse=float)
-    spool: str = setting("NST_SPOOL", "~/.cache/nst/spool", "where rows wait while their results table cannot be "
-                         "reached; the next run delivers them", parse=os.path.expanduser)
-    tile: Optional[int] = setting("NST_TILE", None, "tile core side in px: forces tiles at every scale larger than "
-                                  "one tile (tests, debugging); unset: the memory plan decides", parse=int)
-    checkpoint_seconds: float = setting("NST_CHECKPOINT_SECONDS", 300.0, "how often a running pair saves its image "
-                                        "and optimiser state beside its output: a killed pair loses at most this "
-                                        "much work", parse=float)
-    unsafe_lock: bool = setting("NST_UNSAFE_LOCK", False, "`1`: lock a results table on a store that ignores "
-                                "conditional creates by look-then-write", parse=_flag)
-    fault_write_delay: float = setting("NST_FAULT_WRITE_DELAY", 0.0, "tests only: seconds between writing a "
-                                       "temporary file and renaming it into place", parse=float)
+    weights: Optional[str] = setting(
+        "NST_WEIGHTS",
+        None,
+        "VGG weights file used when `--weights` is not given; unset: Keras downloads the ImageNet VGG19 weights",
+    )
+    precision: str = setting(
+        "NST_PRECISION",
+        "auto",
+        "VGG features in `float32` or `bfloat16`; `auto`: bfloat16 on "
+        "a GPU and, under TensorFlow, on a CPU with AVX512_BF16 or AMX_BF16, else float32 "
+        "(Gram matrices and losses stay float32)",
+    )
+    jit: bool = setting(
+        "NST_JIT",
+        False,
+        "`1`: TensorFlow compiles the steps with XLA (0.72-0.79x the speed of "
+        "graph mode on a CPU, bench_core); JAX always does",
+        parse=_flag,
+    )
+    memory_limit_gb: Optional[float] = setting(
+        "NST_MEMORY_LIMIT_GB",
+        None,
+        "`nst run`'s memory budget when `--memory-limit-gb` is not given; unset: two thirds of RAM",
+        parse=float,
+    )
+    spool: str = setting(
+        "NST_SPOOL",
+        "~/.cache/nst/spool",
+        "where rows wait while their results table cannot be reached; the next run delivers them",
+        parse=os.path.expanduser,
+    )
+    tile: Optional[int] = setting(
+        "NST_TILE",
+        None,
+        "tile core side in px: forces tiles at every scale larger than "
+        "one tile (tests, debugging); unset: the memory plan decides",
+        parse=int,
+    )
+    checkpoint_seconds: float = setting(
+        "NST_CHECKPOINT_SECONDS",
+        300.0,
+        "how often a running pair saves its image "
+        "and optimiser state beside its output: a killed pair loses at most this "
+        "much work",
+        parse=float,
+    )
+    unsafe_lock: bool = setting(
+        "NST_UNSAFE_LOCK",
+        False,
+        "`1`: lock a results table on a store that ignores conditional creates by look-then-write",
+        parse=_flag,
+    )
+    fault_write_delay: float = setting(
+        "NST_FAULT_WRITE_DELAY",
+        0.0,
+        "tests only: seconds between writing a temporary file and renaming it into place",
+        parse=float,
+    )
 
     @classmethod
     def from_environment(cls, environ) -> "Settings":

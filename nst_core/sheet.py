@@ -16,6 +16,8 @@ from .params import SHEET_PARAMS, StyleParams
 from .stylize import fast_preview
 
 Input = tuple[str, Union[np.ndarray, str]]  # (label, the image or the reason it could not be read)
+
+
 def _cell(content, style, params: StyleParams):
     if isinstance(content, str) or isinstance(style, str):
         return "input not readable"
@@ -25,8 +27,13 @@ def _cell(content, style, params: StyleParams):
         return str(error)
 
 
-def contact_sheet(contents: Sequence[Input], styles: Sequence[Input], params: StyleParams = SHEET_PARAMS,
-                  options: GridOptions = GridOptions(), on_cell: Optional[Callable[[], None]] = None) -> Image.Image:
+def contact_sheet(
+    contents: Sequence[Input],
+    styles: Sequence[Input],
+    params: StyleParams = SHEET_PARAMS,
+    options: GridOptions = GridOptions(),
+    on_cell: Optional[Callable[[], None]] = None,
+) -> Image.Image:
     """The sheet as an RGB image; `params` (method aside) decide size, strength and colours."""
     rows = []
     for _, content in contents:
@@ -36,6 +43,11 @@ def contact_sheet(contents: Sequence[Input], styles: Sequence[Input], params: St
             if on_cell:
                 on_cell()
         rows.append(row)
-    return draw_grid(rows, row_labels=[label for label, _ in contents], col_labels=[label for label, _ in styles],
-                     row_headers=[image for _, image in contents], col_headers=[image for _, image in styles],
-                     options=options)
+    return draw_grid(
+        rows,
+        row_labels=[label for label, _ in contents],
+        col_labels=[label for label, _ in styles],
+        row_headers=[image for _, image in contents],
+        col_headers=[image for _, image in styles],
+        options=options,
+    )

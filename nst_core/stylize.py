@@ -47,12 +47,20 @@ class StylizeResult:
     def to_row(self) -> dict:
         """The results table's cells this result fills (flows/results.py's SCHEMA names them)."""
         return {
-            "content_loss": self.content_loss, "style_loss": self.style_loss, "tv_loss": self.tv_loss,
-            "total_loss": self.total_loss, "loss_history": self.loss_history,
-            "content_loss_history": self.content_loss_history, "style_loss_history": self.style_loss_history,
-            "iterations_run": self.iterations, "network": self.arch, "batch_size": self.batch_size,
-            "height": self.image.shape[0], "width": self.image.shape[1],
-            "targets_seconds": self.targets_seconds, "optimize_seconds": self.optimize_seconds,
+            "content_loss": self.content_loss,
+            "style_loss": self.style_loss,
+            "tv_loss": self.tv_loss,
+            "total_loss": self.total_loss,
+            "loss_history": self.loss_history,
+            "content_loss_history": self.content_loss_history,
+            "style_loss_history": self.style_loss_history,
+            "iterations_run": self.iterations,
+            "network": self.arch,
+            "batch_size": self.batch_size,
+            "height": self.image.shape[0],
+            "width": self.image.shape[1],
+            "targets_seconds": self.targets_seconds,
+            "optimize_seconds": self.optimize_seconds,
         }
 
 
@@ -122,8 +130,16 @@ def scale_shapes(content_shape, params: StyleParams) -> list[tuple[int, int]]:
 def _result(image: np.ndarray, parts, params: StyleParams, history: list[float], **fields) -> StylizeResult:
     content_loss, style_loss, tv_loss = (float(p) for p in parts)
     total = params.content_weight * content_loss + params.style_weight * style_loss + params.tv_weight * tv_loss
-    return StylizeResult(image=image, content_loss=content_loss, style_loss=style_loss, tv_loss=tv_loss,
-                         total_loss=total, loss_history=history, iterations=len(history), **fields)
+    return StylizeResult(
+        image=image,
+        content_loss=content_loss,
+        style_loss=style_loss,
+        tv_loss=tv_loss,
+        total_loss=total,
+        loss_history=history,
+        iterations=len(history),
+        **fields,
+    )
 
 
 def _fast(objective: Objective, job: Job) -> StylizeResult:
@@ -135,8 +151,14 @@ def _fast(objective: Objective, job: Job) -> StylizeResult:
     made = time.perf_counter()
     _, content, style, tv = objective(ops.convert_to_tensor(image[None]), *args)[1]
     targets_seconds = measured - started + time.perf_counter() - made
-    return _result(image, (content[0], style[0], tv[0]), job.params, [], targets_seconds=targets_seconds,
-                   optimize_seconds=made - measured)
+    return _result(
+        image,
+        (content[0], style[0], tv[0]),
+        job.params,
+        [],
+        targets_seconds=targets_seconds,
+        optimize_seconds=made - measured,
+    )
 
 
 def _start_image(job: Job, content_at: np.ndarray, previous: Optional[np.ndarray]) -> np.ndarray:
@@ -178,11 +200,17 @@ class _JobState:
             return self.error
         tracks = self.tracks
         return _result(
-            self.image, self.parts, self.job.params, [loss for t in tracks for loss in t.history],
-            targets_seconds=self.targets_seconds, optimize_seconds=self.optimize_seconds, batch_size=batch_size,
+            self.image,
+            self.parts,
+            self.job.params,
+            [loss for t in tracks for loss in t.history],
+            targets_seconds=self.targets_seconds,
+            optimize_seconds=self.optimize_seconds,
+            batch_size=batch_size,
             scale_iterations=[len(t.history) for t in tracks],
             content_loss_history=[c for t in tracks for c, _ in t.part_history],
-            style_loss_history=[s for t in tracks for _, s in t.part_history])
+            style_loss_history=[s for t in tracks for _, s in t.part_history],
+        )
 
 
 @dataclass(frozen=True)
@@ -206,8 +234,9 @@ def _optimized(objective: Objective, step, jobs: list[Job], callback, memory_lim
     states = [_JobState(index, job) for index, job in enumerate(jobs)]
     saver = checkpoint.Checkpointer(jobs, [job.checkpoint for job in jobs])
     resumed = saver.resume(list(range(len(jobs))))
-    plans = memory.plan_pair(scale_shapes(jobs[0].content.shape, jobs[0].params), len(jobs), memory_limit,
-                             objective.arch)
+    plans = memory.plan_pair(
+        scale_shapes(jobs[0].content.shape, jobs[0].params), len(jobs), memory_limit, objective.arch
+    )
     for index, side in enumerate(sides):
         live = [state for state in states if state.error is None]
         if not live:
@@ -215,14 +244,23 @@ def _optimized(objective: Objective, step, jobs: list[Job], callback, memory_lim
         if resumed and index < resumed.scale_index:  # done before the kill
             continue
         scale = _Scale(index, side, index == len(sides) - 1, plans[index].tile)
-        _optimize_scale(objective, step, states, live, scale, saver, resumed,
-                        on_step=_job_callback(callback, live, index, side))
+        _optimize_scale(
+            objective, step, states, live, scale, saver, resumed, on_step=_job_callback(callback, live, index, side)
+        )
         resumed = None
     return [state.outcome(len(jobs)) for state in states]
 
 
-def _optimize_scale(objective: Objective, step, states: list[_JobState], live: list[_JobState], scale: _Scale,
-                    saver: checkpoint.Checkpointer, resumed: Optional[checkpoint.Resumed], on_step) -> None:
+def _optimize_scale(
+    objective: Objective,
+    step,
+    states: list[_JobState],
+    live: list[_JobState],
+    scale: _Scale,
+    saver: checkpoint.Checkpointer,
+    resumed: Optional[checkpoint.Resumed],
+    on_step,
+) -> None:
     """One scale of the jobs still running, each from its previous scale's image (or its init image,
     or the checkpoint's), in one pass or over tiles; each is charged an equal share of the seconds."""
     jobs = [state.job for state in live]
@@ -232,10 +270,14 @@ def _optimize_scale(objective: Objective, step, states: list[_JobState], live: l
     targets_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    images = ops.convert_to_tensor(np.stack(
-        [_start_image(state.job, content_at, state.image) for state, content_at in zip(live, contents)]))
-    optimizer_state = (lbfgs_state(images, history=tiled.history if tiled else LBFGS_HISTORY)
-                       if jobs[0].params.optimizer == "lbfgs" else adam_state(images))
+    images = ops.convert_to_tensor(
+        np.stack([_start_image(state.job, content_at, state.image) for state, content_at in zip(live, contents)])
+    )
+    optimizer_state = (
+        lbfgs_state(images, history=tiled.history if tiled else LBFGS_HISTORY)
+        if jobs[0].params.optimizer == "lbfgs"
+        else adam_state(images)
+    )
     tracks = [_track(job.params, scale.last) for job in jobs]
     indices, done_steps = [state.index for state in live], 0
     if resumed:  # the scale a killed run saved last: on from its step
@@ -251,8 +293,9 @@ def _optimize_scale(objective: Objective, step, states: list[_JobState], live: l
 
 def _track(params: StyleParams, last: bool) -> Track:
     """The stopping rule at one scale: `iterations` at the output size, `coarse_iterations` before."""
-    return Track(params.iterations if last else params.coarse_iterations, params.tolerance, params.patience,
-                 params.average_decay)
+    return Track(
+        params.iterations if last else params.coarse_iterations, params.tolerance, params.patience, params.average_decay
+    )
 
 
 def _final_images(objective, tracks: list[Track], images, args) -> list:
@@ -274,9 +317,13 @@ def _job_callback(callback, live: list[_JobState], scale_index: int, side: int):
     return lambda k, progress, image: callback(live[k].index, scale_index, side, progress, image)
 
 
-def stylize_batch(jobs: list[Job], *, weights: str | None = None,
-                  callback: Optional[Callable[[int, int, int, Progress, object], None]] = None,
-                  memory_limit: float | None = None) -> list:
+def stylize_batch(
+    jobs: list[Job],
+    *,
+    weights: str | None = None,
+    callback: Optional[Callable[[int, int, int, Progress, object], None]] = None,
+    memory_limit: float | None = None,
+) -> list:
     """Stylize several jobs with equal batch_key()s as one batch; a StylizeResult or an exception per job.
 
     Each job's result is the one stylize() gives it alone, to float rounding: a job that
@@ -295,11 +342,13 @@ def stylize_batch(jobs: list[Job], *, weights: str | None = None,
     weights = resolve_weights(weights)
     memory_limit = memory_limit or memory.default_limit_bytes()
     if params.method == "optimize":
-        memory.check(scale_shapes(jobs[0].content.shape, params), len(jobs), memory_limit,
-                     resolve_arch(params.arch, weights))
+        memory.check(
+            scale_shapes(jobs[0].content.shape, params), len(jobs), memory_limit, resolve_arch(params.arch, weights)
+        )
     objective, step = compiled_objective(params, weights, backend.feature_dtype())
-    jobs = [Job(job.content, styles_for(job.content, job.styles, job.params), job.params, job.checkpoint)
-            for job in jobs]
+    jobs = [
+        Job(job.content, styles_for(job.content, job.styles, job.params), job.params, job.checkpoint) for job in jobs
+    ]
     if params.method == "fast":
         outcomes = [_fast(objective, job) for job in jobs]
     else:
@@ -312,10 +361,15 @@ def stylize_batch(jobs: list[Job], *, weights: str | None = None,
     return outcomes
 
 
-def stylize(content: np.ndarray, styles: list[np.ndarray], params: StyleParams = StyleParams(), *,
-            weights: str | None = None,
-            callback: Optional[Callable[[int, int, Progress, object], None]] = None,
-            checkpoint: Optional[str] = None) -> StylizeResult:
+def stylize(
+    content: np.ndarray,
+    styles: list[np.ndarray],
+    params: StyleParams = StyleParams(),
+    *,
+    weights: str | None = None,
+    callback: Optional[Callable[[int, int, Progress, object], None]] = None,
+    checkpoint: Optional[str] = None,
+) -> StylizeResult:
     """Stylize `content` (H, W, 3 in [0, 1]) with one or more style images.
 
     `weights` is "imagenet", a weights file, or None for $NST_WEIGHTS / "imagenet".

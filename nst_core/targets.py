@@ -85,11 +85,18 @@ def loss_args(objective: Objective, jobs: list, side: int):
     contents = [resize_longest(job.content, side) for job in jobs]
     per_job = [style_targets(objective, job.styles, job.params, side) for job in jobs]
     content_targets = objective.features(np.stack(contents), objective.params.content_layers)
-    targets = [ops.concatenate([job_targets[layer] for job_targets, _ in per_job], 0)
-               for layer in range(len(objective.params.style_layers))]
-    contexts = [{key: ops.concatenate([job_contexts[layer][key] for _, job_contexts in per_job], 0)
-                 for key in per_job[0][1][layer]}
-                for layer in range(len(objective.params.style_layers))]
+    targets = [
+        ops.concatenate([job_targets[layer] for job_targets, _ in per_job], 0)
+        for layer in range(len(objective.params.style_layers))
+    ]
+    contexts = [
+        {
+            key: ops.concatenate([job_contexts[layer][key] for _, job_contexts in per_job], 0)
+            for key in per_job[0][1][layer]
+        }
+        for layer in range(len(objective.params.style_layers))
+    ]
     loss_weights = ops.convert_to_tensor(
-        [[job.params.content_weight, job.params.style_weight, job.params.tv_weight] for job in jobs], "float32")
+        [[job.params.content_weight, job.params.style_weight, job.params.tv_weight] for job in jobs], "float32"
+    )
     return contents, (content_targets, targets, contexts, loss_weights)

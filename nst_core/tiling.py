@@ -62,9 +62,11 @@ def grid(height: int, width: int, tile: int, halo: int = HALO, offset: tuple[int
     """Tiles whose cores partition the image. `tile`, `halo` and `offset` are multiples of the
     network's stride (16 px for block5), so each tile's pooling windows are the whole image's."""
     rows, cols = _cuts(height, tile, offset[0]), _cuts(width, tile, offset[1])
-    return [Tile((y0, y1, x0, x1),
-                 (max(0, y0 - halo), min(height, y1 + halo), max(0, x0 - halo), min(width, x1 + halo)))
-            for y0, y1 in zip(rows, rows[1:]) for x0, x1 in zip(cols, cols[1:])]
+    return [
+        Tile((y0, y1, x0, x1), (max(0, y0 - halo), min(height, y1 + halo), max(0, x0 - halo), min(width, x1 + halo)))
+        for y0, y1 in zip(rows, rows[1:])
+        for x0, x1 in zip(cols, cols[1:])
+    ]
 
 
 def _core_of(features, tile: Tile, stride: int, full_shape: tuple[int, int]):
@@ -94,8 +96,10 @@ class TiledObjective:
     def __init__(self, objective, tile: int, halo: int = HALO, seed: int = 0):
         params = objective.params
         if params.style_stat != "gram":
-            raise TilingError(f"style_stat {params.style_stat} cannot be computed over tiles (only gram can); "
-                              f"lower `size` or use style_stat=gram")
+            raise TilingError(
+                f"style_stat {params.style_stat} cannot be computed over tiles (only gram can); "
+                f"lower `size` or use style_stat=gram"
+            )
         if params.optimizer != "lbfgs":
             raise TilingError("tiled scales run L-BFGS only; use optimizer=lbfgs or lower `size`")
         self.objective, self.params = objective, params
@@ -111,8 +115,11 @@ class TiledObjective:
 
     def tiles(self, height: int, width: int, move: bool = False) -> list[Tile]:
         """The grid, shifted by a random multiple of the stride when `move`."""
-        offset = tuple(int(self.rng.integers(0, self.tile // self.stride)) * self.stride for _ in range(2)) \
-            if move else (0, 0)
+        offset = (
+            tuple(int(self.rng.integers(0, self.tile // self.stride)) * self.stride for _ in range(2))
+            if move
+            else (0, 0)
+        )
         return grid(height, width, self.tile, self.halo, offset)
 
     def _cores(self, images, names, tile: Tile, strides):
@@ -121,21 +128,23 @@ class TiledObjective:
 
     def content_features(self, images) -> list[np.ndarray]:
         """The content layers' features of the whole `images`, assembled from tiles' cores."""
-        names, strides = self.params.content_layers, self.strides[:len(self.params.content_layers)]
+        names, strides = self.params.content_layers, self.strides[: len(self.params.content_layers)]
         height, width = images.shape[1:3]
         out = None
         for tile in self.tiles(height, width):
             cores = self._cores(images, names, tile, strides)
             if out is None:
-                out = [np.zeros((images.shape[0], height // s, width // s, int(f.shape[-1])), np.float32)
-                       for (f, _), s in zip(cores, strides)]
+                out = [
+                    np.zeros((images.shape[0], height // s, width // s, int(f.shape[-1])), np.float32)
+                    for (f, _), s in zip(cores, strides)
+                ]
             for target, (features, (rows, cols)) in zip(out, cores):
                 target[:, rows, cols] = ops.convert_to_numpy(features)
         return out
 
     def grams(self, images) -> list:
         """The style layers' Gram matrices of the whole `images`: sums over tiles' cores / positions."""
-        names, strides = self.params.style_layers, self.strides[len(self.params.content_layers):]
+        names, strides = self.params.style_layers, self.strides[len(self.params.content_layers) :]
         height, width = images.shape[1:3]
         sums = [0.0] * len(names)
         for tile in self.tiles(height, width):
@@ -149,11 +158,14 @@ class TiledObjective:
         contents = [resize(job.content, size_for(job.content.shape, side)) for job in jobs]
         content_targets = [ops.convert_to_tensor(t) for t in self.content_features(np.stack(contents))]
         per_job = [self._style_targets(job, side) for job in jobs]
-        targets = [ops.concatenate([job_targets[layer] for job_targets in per_job], 0)
-                   for layer in range(len(self.params.style_layers))]
+        targets = [
+            ops.concatenate([job_targets[layer] for job_targets in per_job], 0)
+            for layer in range(len(self.params.style_layers))
+        ]
         norms = [ops.sum(t**2, (1, 2, 3)) for t in content_targets]
         loss_weights = ops.convert_to_tensor(
-            [[job.params.content_weight, job.params.style_weight, job.params.tv_weight] for job in jobs], "float32")
+            [[job.params.content_weight, job.params.style_weight, job.params.tv_weight] for job in jobs], "float32"
+        )
         return contents, (content_targets, targets, norms, loss_weights)
 
     def _style_targets(self, job, side: int) -> list:
@@ -186,8 +198,10 @@ class TiledObjective:
         """(totals, content, style, tv), each (B,), and the whole-image Gram matrices."""
         content_targets, targets, norms, loss_weights = loss_args
         grams, errors = self._pass_one(images, content_targets, tiles)
-        content = sum(w * e / (n + losses._EPS)
-                      for w, e, n in zip(self.objective.content_layer_weights, errors, norms)) + 0 * norms[0]
+        content = (
+            sum(w * e / (n + losses._EPS) for w, e, n in zip(self.objective.content_layer_weights, errors, norms))
+            + 0 * norms[0]
+        )
         style, tv = self._style_loss(grams, targets), losses.total_variation_loss(images)
         totals = loss_weights[:, 0] * content + loss_weights[:, 1] * style + loss_weights[:, 2] * tv
         return (totals, content, style, tv), grams
@@ -215,13 +229,15 @@ class TiledObjective:
         tiles = self.tiles(*full_shape, move=move)
         (totals, *parts), grams = self._losses(images, loss_args, tiles)
         _, gram_grads = backend.value_and_grad(
-            lambda g: (ops.sum(loss_weights[:, 1] * self._style_loss(g, targets)), ()))(grams)
+            lambda g: (ops.sum(loss_weights[:, 1] * self._style_loss(g, targets)), ())
+        )(grams)
         _, tv_grad = self.tv_and_grad(images)
         grad = ops.convert_to_numpy(tv_grad * loss_weights[:, 2][:, None, None, None])
         for tile in tiles:
             y0, y1, x0, x1 = tile.outer
             _, tile_grad = self.content_and_style_grad(
-                _crop(images, tile), tile, gram_grads, content_targets, norms, loss_weights, full_shape)
+                _crop(images, tile), tile, gram_grads, content_targets, norms, loss_weights, full_shape
+            )
             grad[:, y0:y1, x0:x1] += ops.convert_to_numpy(tile_grad)
         return totals, tuple(parts), ops.convert_to_tensor(grad)
 

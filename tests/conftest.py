@@ -46,19 +46,20 @@ S3_TEST_ENV = {
 def weights_path() -> str:
     """Real ImageNet VGG weights: NST_TEST_WEIGHTS (CI passes ../shared), else the
     shared file, else "imagenet" (Keras downloads it on a user's machine)."""
-    path = os.environ.get("NST_TEST_WEIGHTS") or (
-        str(SHARED_WEIGHTS) if SHARED_WEIGHTS.exists() else "imagenet"
-    )
+    path = os.environ.get("NST_TEST_WEIGHTS") or (str(SHARED_WEIGHTS) if SHARED_WEIGHTS.exists() else "imagenet")
     return path
 
 
 def png_header(width: int, height: int) -> bytes:
     """A well-formed 1-bit PNG that claims width x height but holds a few bytes of data."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="session")
@@ -165,10 +166,13 @@ def s3_iam_enforced(s3):
     fs.pipe_file("nst-test/private/a.jpg", (SAMPLES / "content" / "chelsea.jpg").read_bytes())
     iam = boto3.client("iam", endpoint_url=endpoint)
     iam.create_user(UserName="reader")
-    policy = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
-        {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::nst-test/private/*"},
-    ]}
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+            {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::nst-test/private/*"},
+        ],
+    }
     iam.put_user_policy(UserName="reader", PolicyName="no-private", PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName="reader")["AccessKey"]
     requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
@@ -197,5 +201,6 @@ def artifacts(key: str):
     from prefect.client.schemas.sorting import ArtifactSort
 
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-                                     sort=ArtifactSort.CREATED_DESC)
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC
+        )

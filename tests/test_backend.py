@@ -16,11 +16,12 @@ from nst_core.stylize import stylize
 @pytest.mark.backends
 def test_the_core_does_not_import_tensorflow_on_jax():
     """A GPU image with JAX but no TensorFlow can run the core."""
-    check = ("import sys, nst_core.stylize, nst_core.image_io, nst_core.grid; "
-             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    check = (
+        "import sys, nst_core.stylize, nst_core.image_io, nst_core.grid; "
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    )
     env = {**os.environ, "KERAS_BACKEND": "jax"}
-    done = subprocess.run([sys.executable, "-c", check], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([sys.executable, "-c", check], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -40,8 +41,9 @@ def _without_tensorflow(code: str, **env) -> subprocess.CompletedProcess:
     """`python -c code` in a process that cannot import TensorFlow (tests/no_tensorflow)."""
     environ = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
     environ["PYTHONPATH"] = os.pathsep.join([str(NO_TENSORFLOW), str(REPO)])
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**environ, **env}, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env={**environ, **env}, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.backends
@@ -49,8 +51,10 @@ def test_without_tensorflow_jax_is_chosen_and_without_either_the_cli_names_the_e
     chosen = _without_tensorflow("import os, nst_core; print(os.environ['KERAS_BACKEND'])")
     assert chosen.returncode == 0 and chosen.stdout.strip() == "jax", chosen.stderr[-2000:]
     # Asked for TensorFlow where it is missing: the one-line reason says what to install.
-    cli = _without_tensorflow("import sys; from flows.cli import main; "
-                              "sys.exit(main(['stylize', 'a.jpg', 'b.jpg', '-o', 'c.png']))", KERAS_BACKEND="tensorflow")
+    cli = _without_tensorflow(
+        "import sys; from flows.cli import main; sys.exit(main(['stylize', 'a.jpg', 'b.jpg', '-o', 'c.png']))",
+        KERAS_BACKEND="tensorflow",
+    )
     lines = cli.stderr.strip().splitlines()
     assert cli.returncode == 2 and len(lines) == 1, cli.stderr[-2000:]
     assert lines[0].startswith("nst: no Keras backend is installed") and '"nst-pipeline[jax]"' in lines[0]
@@ -79,6 +83,8 @@ def test_bfloat16_features_keep_the_final_losses(weights_path, monkeypatch):
         results[precision] = stylize(content, [style], params, weights=weights_path)
     full, mixed = results["float32"], results["bfloat16"]
     assert (mixed.image != full.image).any()  # bfloat16 really ran
-    numbers = {name: (getattr(full, name), getattr(mixed, name)) for name in ("total_loss", "content_loss", "style_loss")}
+    numbers = {
+        name: (getattr(full, name), getattr(mixed, name)) for name in ("total_loss", "content_loss", "style_loss")
+    }
     for f32, bf16 in numbers.values():
         assert bf16 == pytest.approx(f32, rel=0.05), numbers

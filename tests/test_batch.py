@@ -33,9 +33,11 @@ def jobs():
     chelsea, coffee = chelsea[:height, :width], coffee[:height, :width]
     styles = [_load("styles", name) for name in ("starry_night.jpg", "the_scream.jpg", "shipwreck.jpg")]
     params = StyleParams(size=SIZE, iterations=25, tolerance=0)
-    return [Job(chelsea, [styles[0]], params),
-            Job(coffee, [styles[1]], params.replace(style_weight=30.0, seed=3)),
-            Job(chelsea, [styles[2]], params.replace(style_weight=3.0, tv_weight=0.0))]
+    return [
+        Job(chelsea, [styles[0]], params),
+        Job(coffee, [styles[1]], params.replace(style_weight=30.0, seed=3)),
+        Job(chelsea, [styles[2]], params.replace(style_weight=3.0, tv_weight=0.0)),
+    ]
 
 
 def _assert_same(batched, alone):

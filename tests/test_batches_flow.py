@@ -17,14 +17,25 @@ from nst_core.params import StyleParams
 
 
 def _pair(row: int, content: str, **params) -> Pair:
-    return Pair(row=row, content=content, styles=("s.jpg",), params=StyleParams(**params),
-                pair_id=f"{content}-{row}", output=f"out/{content}-{row}.png")
+    return Pair(
+        row=row,
+        content=content,
+        styles=("s.jpg",),
+        params=StyleParams(**params),
+        pair_id=f"{content}-{row}",
+        output=f"out/{content}-{row}.png",
+    )
 
 
 def test_batches_hold_pairs_that_can_share_one_optimisation():
-    pairs = [_pair(0, "b.jpg", size=64), _pair(1, "a.jpg", size=64), _pair(2, "a.jpg", size=64, style_weight=3.0),
-             _pair(3, "a.jpg", size=128), _pair(4, "c.jpg", size=64, content_layers=("block3_conv2",)),
-             _pair(5, "a.jpg", size=64, seed=4)]
+    pairs = [
+        _pair(0, "b.jpg", size=64),
+        _pair(1, "a.jpg", size=64),
+        _pair(2, "a.jpg", size=64, style_weight=3.0),
+        _pair(3, "a.jpg", size=128),
+        _pair(4, "c.jpg", size=64, content_layers=("block3_conv2",)),
+        _pair(5, "a.jpg", size=64, seed=4),
+    ]
     batches = plan_batches(pairs, batch_size=3, memory_limit_gb=100)
     as_rows = sorted(sorted(p.row for p in batch) for batch in batches)
     # Loss weights and seeds may differ in a batch; size and layers may not. One content stays together.
@@ -55,9 +66,11 @@ def two_photos(tmp_path):
 def test_the_flow_batches_pairs_and_records_each(prefect_api, two_photos, weights_path):
     """6 pairs, 2 photos of different shapes: each photo's 3 styles share one optimisation."""
     manifest = two_photos / "m.csv"
-    manifest.write_text("content,style\nchelsea.jpg,starry_night.jpg\nastronaut.jpg,starry_night.jpg\n"
-                        "chelsea.jpg,the_scream.jpg\nastronaut.jpg,the_scream.jpg\n"
-                        "chelsea.jpg,shipwreck.jpg\nastronaut.jpg,missing.jpg\n")
+    manifest.write_text(
+        "content,style\nchelsea.jpg,starry_night.jpg\nastronaut.jpg,starry_night.jpg\n"
+        "chelsea.jpg,the_scream.jpg\nastronaut.jpg,the_scream.jpg\n"
+        "chelsea.jpg,shipwreck.jpg\nastronaut.jpg,missing.jpg\n"
+    )
     overrides = {"size": 48, "iterations": 6, "tolerance": 0.0}
     with pytest.raises(PairsFailedError, match="1 of 6 pairs failed"):
         run_manifest(str(manifest), str(two_photos / "out"), overrides=overrides, weights=weights_path, batch_size=8)
@@ -74,8 +87,13 @@ def test_the_flow_batches_pairs_and_records_each(prefect_api, two_photos, weight
 def test_batch_size_one_runs_pairs_one_at_a_time(prefect_api, two_photos, weights_path):
     manifest = two_photos / "m.csv"
     manifest.write_text("content,style\nchelsea.jpg,starry_night.jpg\nchelsea.jpg,the_scream.jpg\n")
-    outcome = run_manifest(str(manifest), str(two_photos / "out"), overrides={"size": 32, "iterations": 3},
-                           weights=weights_path, batch_size=1)
+    outcome = run_manifest(
+        str(manifest),
+        str(two_photos / "out"),
+        overrides={"size": 32, "iterations": 3},
+        weights=weights_path,
+        batch_size=1,
+    )
     assert outcome["succeeded"] == 2
     table = pd.read_parquet(two_photos / "out" / "results")
     assert (table.batch_size == 1).all() and table.finished_at.nunique() == 2
@@ -99,8 +117,17 @@ def test_a_batch_out_of_memory_is_redone_one_pair_at_a_time(two_photos, weights_
 
     monkeypatch.setattr(pairs_module, "stylize_batch", short_of_memory)
     params = StyleParams(size=32, iterations=3)
-    batch = [Pair(row, str(two_photos / "chelsea.jpg"), (str(two_photos / style),), params, f"p{row}",
-                  str(two_photos / f"p{row}.png")) for row, style in enumerate(("starry_night.jpg", "shipwreck.jpg"))]
+    batch = [
+        Pair(
+            row,
+            str(two_photos / "chelsea.jpg"),
+            (str(two_photos / style),),
+            params,
+            f"p{row}",
+            str(two_photos / f"p{row}.png"),
+        )
+        for row, style in enumerate(("starry_night.jpg", "shipwreck.jpg"))
+    ]
     rows = pairs_module.stylize_pairs(batch, "run", str(two_photos / "results"), weights=weights_path)
     assert [(row["status"], row["batch_size"]) for row in rows] == [("succeeded", 1), ("succeeded", 1)]
     assert len(read_results(str(two_photos / "results"))) == 2

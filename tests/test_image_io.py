@@ -163,8 +163,12 @@ def test_s3_missing_object_or_bucket(s3, uri):
 def test_unreachable_endpoint_propagates_for_retry():
     import botocore.exceptions
 
-    options = {"endpoint_url": "http://127.0.0.1:9", "key": "k", "secret": "s",
-               "config_kwargs": {"connect_timeout": 0.2, "retries": {"max_attempts": 1}}}
+    options = {
+        "endpoint_url": "http://127.0.0.1:9",
+        "key": "k",
+        "secret": "s",
+        "config_kwargs": {"connect_timeout": 0.2, "retries": {"max_attempts": 1}},
+    }
     with pytest.raises(botocore.exceptions.EndpointConnectionError):
         load_image("s3://nst-test/a.jpg", storage_options=options)
 
@@ -193,7 +197,9 @@ def test_one_pixel_image_is_upscaled(tmp_path):
 
 def test_animated_gif_gives_its_first_frame(tmp_path):
     frames = [Image.new("RGB", (8, 8), RED), Image.new("RGB", (8, 8), BLUE)]
-    uri = _write(tmp_path / "anim.gif", _encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100))
+    uri = _write(
+        tmp_path / "anim.gif", _encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    )
     assert Image.open(uri).n_frames == 2
     image = load_image(uri)
     assert image.shape == (8, 8, 3)
@@ -258,11 +264,14 @@ def test_path_with_spaces_and_non_ascii(tmp_path):
     np.testing.assert_allclose(image, 64 / 255, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode, colour, expected", [
-    ("RGBA", (0, 0, 0, 0), (1, 1, 1)),  # fully transparent black: white paper
-    ("RGBA", (255, 0, 0, 128), (1, 127 / 255, 127 / 255)),  # half red over white
-    ("LA", (0, 0), (1, 1, 1)),
-])
+@pytest.mark.parametrize(
+    "mode, colour, expected",
+    [
+        ("RGBA", (0, 0, 0, 0), (1, 1, 1)),  # fully transparent black: white paper
+        ("RGBA", (255, 0, 0, 128), (1, 127 / 255, 127 / 255)),  # half red over white
+        ("LA", (0, 0), (1, 1, 1)),
+    ],
+)
 def test_alpha_is_composited_over_white(tmp_path, mode, colour, expected):
     uri = _write(tmp_path / "alpha.png", _encoded(Image.new(mode, (4, 4), colour), "PNG"))
     np.testing.assert_allclose(load_image(uri)[0, 0], expected, atol=1.5 / 255)
@@ -302,12 +311,15 @@ def test_sample_images_load():
 # --- resizing -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size, max_side, expected", [
-    ((256, 170), 128, (128, 85)),  # wide, down
-    ((201, 256), 64, (50, 64)),  # tall, down
-    ((20, 10), 64, (64, 32)),  # up
-    ((1000, 1), 10, (10, 1)),  # a side never drops to 0
-])
+@pytest.mark.parametrize(
+    "size, max_side, expected",
+    [
+        ((256, 170), 128, (128, 85)),  # wide, down
+        ((201, 256), 64, (50, 64)),  # tall, down
+        ((20, 10), 64, (64, 32)),  # up
+        ((1000, 1), 10, (10, 1)),  # a side never drops to 0
+    ],
+)
 def test_max_side_sets_the_longest_side_and_keeps_aspect(tmp_path, size, max_side, expected):
     uri = _write(tmp_path / "any.png", _encoded(Image.new("RGB", size, (10, 200, 30)), "PNG"))
     image = load_image(uri, max_side=max_side)
@@ -329,8 +341,9 @@ def _gradient(height=32, width=48) -> np.ndarray:
     return np.stack([x / (width - 1), y / (height - 1), 1 - x / (width - 1)], axis=-1)
 
 
-@pytest.mark.parametrize("name, tolerance", [("a.png", 0.5 / 255), ("a.tif", 0.5 / 255), ("a.webp", 0.03),
-                                             ("a.jpg", 0.03), ("a.JPEG", 0.03)])
+@pytest.mark.parametrize(
+    "name, tolerance", [("a.png", 0.5 / 255), ("a.tif", 0.5 / 255), ("a.webp", 0.03), ("a.jpg", 0.03), ("a.JPEG", 0.03)]
+)
 def test_save_and_load_roundtrip(tmp_path, name, tolerance):
     original = _gradient()
     save_image(original, str(tmp_path / name))
@@ -356,7 +369,7 @@ def test_save_writes_through_a_hidden_temporary_in_the_same_directory(tmp_path, 
     real_replace = os.replace
     monkeypatch.setattr(image_io.os, "replace", lambda src, dst: (replaced.append((src, dst)), real_replace(src, dst)))
     save_image(_gradient(), str(tmp_path / "a.png"))
-    (source, destination), = replaced
+    ((source, destination),) = replaced
     assert os.path.dirname(source) == str(tmp_path) and os.path.basename(source).startswith(".")
     assert destination.endswith("a.png")
 
@@ -389,9 +402,16 @@ def test_failed_write_removes_the_temporary_and_keeps_the_old_file(tmp_path, mon
 def test_temporaries_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
     """A real writer held mid-write (NST_FAULT_WRITE_DELAY): its temporary is kept while it lives,
     removed once it is SIGKILLed; another host's is kept unless an hour old."""
-    writer = subprocess.Popen([sys.executable, "-c", "import sys; from nst_core.image_io import write_bytes_atomic; "
-                               "write_bytes_atomic(sys.argv[1], b'row')", str(tmp_path / "part-1.parquet")],
-                              cwd=REPO, env={**os.environ, image_io.FAULT_WRITE_DELAY_ENV: "60"})
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from nst_core.image_io import write_bytes_atomic; write_bytes_atomic(sys.argv[1], b'row')",
+            str(tmp_path / "part-1.parquet"),
+        ],
+        cwd=REPO,
+        env={**os.environ, image_io.FAULT_WRITE_DELAY_ENV: "60"},
+    )
     deadline = time.time() + 30
     while time.time() < deadline and not list(tmp_path.glob(".part-1.parquet.*.tmp")):
         time.sleep(0.05)
@@ -448,6 +468,7 @@ def test_write_bytes_atomic_to_s3(s3):
 
 # ---- photo libraries: HEIC, colour profiles, EXIF, 16-bit outputs ------------------------------
 
+
 def test_heic_photos_read_and_folders_list_them(tmp_path):
     import pillow_heif
 
@@ -467,22 +488,34 @@ def test_heic_photos_read_and_folders_list_them(tmp_path):
 def _icc_profile(primaries, gamma: float) -> bytes:
     """A matrix/TRC RGB ICC v2 profile (what Adobe RGB is): D50-adapted XYZ of the three primaries
     and one gamma for all channels. LittleCMS reads it like any camera's or editor's profile."""
+
     def xyz(values):
         return b"XYZ \0\0\0\0" + b"".join(struct.pack(">i", round(v * 65536)) for v in values)
 
     desc_text = b"synthetic wide-gamut RGB\0"
-    tags = [(b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(desc_text)) + desc_text + b"\0" * 79),
-            (b"wtpt", xyz((0.9642, 1.0, 0.8249))),
-            *((name, xyz(p)) for name, p in zip((b"rXYZ", b"gXYZ", b"bXYZ"), primaries)),
-            *((name, b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256))) for name in (b"rTRC", b"gTRC", b"bTRC"))]
+    tags = [
+        (b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(desc_text)) + desc_text + b"\0" * 79),
+        (b"wtpt", xyz((0.9642, 1.0, 0.8249))),
+        *((name, xyz(p)) for name, p in zip((b"rXYZ", b"gXYZ", b"bXYZ"), primaries)),
+        *((name, b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256))) for name in (b"rTRC", b"gTRC", b"bTRC")),
+    ]
     offset, table, body = 128 + 4 + 12 * len(tags), b"", b""
     for name, data in tags:
         data += b"\0" * (-len(data) % 4)
         table += name + struct.pack(">II", offset + len(body), len(data))
         body += data
     size = offset + len(body)
-    header = (struct.pack(">I", size) + b"lcms" + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ " + b"\0" * 12
-              + b"acsp" + b"\0" * 28 + struct.pack(">iii", 63190, 65536, 54061) + b"\0" * 48)
+    header = (
+        struct.pack(">I", size)
+        + b"lcms"
+        + struct.pack(">I", 0x02100000)
+        + b"mntrRGB XYZ "
+        + b"\0" * 12
+        + b"acsp"
+        + b"\0" * 28
+        + struct.pack(">iii", 63190, 65536, 54061)
+        + b"\0" * 48
+    )
     return header + struct.pack(">I", len(tags)) + table + body
 
 
@@ -494,17 +527,18 @@ def test_a_photos_colour_profile_is_converted_to_srgb(tmp_path):
 
     profile = _icc_profile(ADOBE_RGB_D50, 2.2)
     raw = Image.fromarray((_gradient(24, 32) * 255).astype(np.uint8), "RGB")
-    uri = _write(tmp_path / "adobe.jpg", _encoded(raw, "JPEG", quality=100, subsampling=0,
-                                                          icc_profile=profile))
+    uri = _write(tmp_path / "adobe.jpg", _encoded(raw, "JPEG", quality=100, subsampling=0, icc_profile=profile))
     untagged = _write(tmp_path / "untagged.jpg", _encoded(raw, "JPEG", quality=100, subsampling=0))
-    expected = ImageCms.profileToProfile(raw, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
-                                         ImageCms.createProfile("sRGB"), outputMode="RGB")
+    expected = ImageCms.profileToProfile(
+        raw, ImageCms.ImageCmsProfile(io.BytesIO(profile)), ImageCms.createProfile("sRGB"), outputMode="RGB"
+    )
     loaded, plain = load_image(uri), load_image(untagged)
     assert np.abs(loaded - np.asarray(expected) / 255.0).mean() < 0.01  # converted like LittleCMS does
     # Adobe RGB's primaries are wider than sRGB's: the same numbers mean other colours, so the pixels change.
     assert np.abs(loaded - plain).mean() > 0.02 and np.abs(plain - np.asarray(raw) / 255.0).mean() < 0.01
-    broken = _write(tmp_path / "broken-profile.jpg", _encoded(raw, "JPEG", quality=100, subsampling=0,
-                                                                 icc_profile=b"junk" * 40))
+    broken = _write(
+        tmp_path / "broken-profile.jpg", _encoded(raw, "JPEG", quality=100, subsampling=0, icc_profile=b"junk" * 40)
+    )
     with pytest.warns(UserWarning, match="colour profile ignored"):
         assert np.abs(load_image(broken) - plain).mean() < 0.01  # taken as sRGB, like a browser does
 
@@ -546,8 +580,9 @@ def test_sixteen_bit_outputs_keep_sixteen_bits(tmp_path):
         assert png.size == (30, 20) and png.getexif()[0x0110] == "Pixel 9"
         assert np.abs(np.asarray(png.convert("RGB"), np.float32) - expected / 257.0).max() <= 1.0
     idat = data.index(b"IDAT")
-    rows = np.frombuffer(zlib.decompress(data[idat + 4 : idat + 4 + int.from_bytes(data[idat - 4 : idat], "big")]),
-                         np.uint8).reshape(20, 1 + 30 * 6)
+    rows = np.frombuffer(
+        zlib.decompress(data[idat + 4 : idat + 4 + int.from_bytes(data[idat - 4 : idat], "big")]), np.uint8
+    ).reshape(20, 1 + 30 * 6)
     assert np.array_equal(rows[:, 1:].copy().view(">u2").reshape(20, 30, 3), expected)  # every 16-bit sample
     assert (expected % 257 != 0).any()  # the test image really uses the 16 bits
 
@@ -560,8 +595,10 @@ def test_nst_stylize_writes_sixteen_bits_with_the_photos_exif(tmp_path, weights_
 
     exif = Image.Exif()
     exif[ExifTags.Base.Model] = "Pixel 9"
-    photo = _write(tmp_path / "photo.jpg", _encoded(Image.open(SAMPLES / "content" / "chelsea.jpg").convert("RGB"),
-                                                    "JPEG", exif=exif.tobytes()))
+    photo = _write(
+        tmp_path / "photo.jpg",
+        _encoded(Image.open(SAMPLES / "content" / "chelsea.jpg").convert("RGB"), "JPEG", exif=exif.tobytes()),
+    )
     style = str(SAMPLES / "styles" / "the_scream.jpg")
     flags = ["--size", "32", "--iterations", "2", "--weights", weights_path]
     assert main(["stylize", photo, style, "-o", str(tmp_path / "o.png"), "--output-format", "tiff16", *flags]) == 2

@@ -62,8 +62,7 @@ def test_only_new_and_changed_photos_are_redone(prefect_api, tmp_path, weights_p
     assert _counts(run()) == (0, 4, 0, 4, 0, 0)
 
 
-def test_since_last_leaves_unchanged_failures_alone_until_the_file_changes(prefect_api, tmp_path, weights_path,
-                                                                           capsys):
+def test_since_last_leaves_unchanged_failures_alone_until_the_file_changes(prefect_api, tmp_path, weights_path, capsys):
     photos, out = tmp_path / "photos", tmp_path / "out"
     photos.mkdir()
     shutil.copy(SAMPLES / "content" / "coffee.jpg", photos / "coffee.jpg")
@@ -83,8 +82,26 @@ def test_since_last_leaves_unchanged_failures_alone_until_the_file_changes(prefe
         run()
 
     shutil.copy(SAMPLES / "content" / "rocket.jpg", photos / "broken.jpg")  # fixed under the same name
-    assert main(["run", str(manifest), "--out", str(out), "--since-last", "--size", "32", "--iterations", "3",
-                 "--tolerance", "0", "--weights", weights_path]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(manifest),
+                "--out",
+                str(out),
+                "--since-last",
+                "--size",
+                "32",
+                "--iterations",
+                "3",
+                "--tolerance",
+                "0",
+                "--weights",
+                weights_path,
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-1] == "1 succeeded, 1 skipped, 0 failed (1 new, 0 changed, 1 unchanged (skipped))"
     report = next(line for line in printed if line.startswith("report:")).split()[1]  # next to outputs, results
@@ -103,8 +120,13 @@ def test_s3_fingerprints_are_etags_from_the_listing(prefect_api, s3, weights_pat
     fs.pipe("nst-test/in/manifest.csv", b"content,style\nphotos/,styles/shipwreck.jpg\n")
 
     def run():
-        return run_manifest("s3://nst-test/in/manifest.csv", "s3://nst-test/out", overrides=FAST,
-                            weights=weights_path, storage_options=options)
+        return run_manifest(
+            "s3://nst-test/in/manifest.csv",
+            "s3://nst-test/out",
+            overrides=FAST,
+            weights=weights_path,
+            storage_options=options,
+        )
 
     assert _counts(run()) == (2, 0, 0, 2, 0, 0)
     fs.put(str(SAMPLES / "content" / "rocket.jpg"), "nst-test/in/photos/coffee.jpg")  # replaced: a new ETag

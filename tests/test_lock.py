@@ -52,13 +52,23 @@ def test_a_silent_lock_from_another_host_is_taken_over_but_a_fresh_one_is_not(tm
 
 def test_nst_run_refuses_a_held_table_within_seconds_before_starting_prefect(tmp_path):
     (tmp_path / "out" / "results").mkdir(parents=True)
-    holder = {"run_id": "nightly-1", "host": socket.gethostname(), "pid": os.getpid(), "started_at": "02:00",
-              "heartbeat": time.time()}  # this test's process: alive
+    holder = {
+        "run_id": "nightly-1",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_at": "02:00",
+        "heartbeat": time.time(),
+    }  # this test's process: alive
     (tmp_path / "out" / "results" / LOCK_NAME).write_text(json.dumps(holder))
     (tmp_path / "m.csv").write_text(f"content,style\n{SAMPLES / 'content' / 'chelsea.jpg'},{SAMPLES / 'styles'}\n")
     started = time.time()
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(tmp_path / "m.csv"), "--out",
-                             str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", str(tmp_path / "m.csv"), "--out", str(tmp_path / "out")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert time.time() - started < 5, "the lock must be checked before Prefect's server starts"
     assert result.returncode == 2 and "is in use by run nightly-1" in result.stderr
     assert "Starting temporary server" not in result.stderr + result.stdout
@@ -101,8 +111,9 @@ def test_a_store_ignoring_conditional_creates_is_refused_naming_its_endpoint(s3,
         pass
 
 
-def test_with_the_opt_out_a_store_ignoring_conditions_is_locked_by_look_then_write(s3, s3_ignoring_conditions,
-                                                                                    monkeypatch):
+def test_with_the_opt_out_a_store_ignoring_conditions_is_locked_by_look_then_write(
+    s3, s3_ignoring_conditions, monkeypatch
+):
     fs, _ = s3
     options, _ = s3_ignoring_conditions
     monkeypatch.setenv(UNSAFE_ENV, "1")
@@ -116,15 +127,29 @@ def test_with_the_opt_out_a_store_ignoring_conditions_is_locked_by_look_then_wri
     assert fs.find("nst-test/res") == []
 
 
-def test_nst_run_refuses_a_store_ignoring_conditional_creates_before_starting_prefect(s3_ignoring_conditions,
-                                                                                      tmp_path):
+def test_nst_run_refuses_a_store_ignoring_conditional_creates_before_starting_prefect(s3_ignoring_conditions, tmp_path):
     options, _ = s3_ignoring_conditions
     (tmp_path / "m.csv").write_text(f"content,style\n{SAMPLES / 'content' / 'chelsea.jpg'},{SAMPLES / 'styles'}\n")
     env = {key: value for key, value in os.environ.items() if key != UNSAFE_ENV}
     started = time.time()
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(tmp_path / "m.csv"), "--out",
-                             "s3://nst-test/out", "--s3-endpoint-url", options["endpoint_url"]],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "run",
+            str(tmp_path / "m.csv"),
+            "--out",
+            "s3://nst-test/out",
+            "--s3-endpoint-url",
+            options["endpoint_url"],
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert time.time() - started < 10, "the store must be probed before Prefect's server starts"
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
@@ -139,10 +164,25 @@ def test_two_runs_at_once_on_one_output_root(prefect_api, tmp_path, weights_path
         (tmp_path / "photos" / f"{name}.jpg").write_bytes((SAMPLES / "content" / f"{name}.jpg").read_bytes())
     (tmp_path / "m.csv").write_text(f"content,style\nphotos,{SAMPLES / 'styles' / 'shipwreck.jpg'}\n")
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "NST_WEIGHTS": weights_path}
-    command = [sys.executable, "-m", "flows.cli", "run", str(tmp_path / "m.csv"), "--out", str(tmp_path / "out"),
-               "--size", "32", "--iterations", "200", "--tolerance", "0"]  # holds the lock for seconds
-    runs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)]
+    command = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "run",
+        str(tmp_path / "m.csv"),
+        "--out",
+        str(tmp_path / "out"),
+        "--size",
+        "32",
+        "--iterations",
+        "200",
+        "--tolerance",
+        "0",
+    ]  # holds the lock for seconds
+    runs = [
+        subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
     codes = sorted(code for code, _ in results)
     assert codes == [0, 2], [err[-1500:] for _, err in results]

@@ -48,8 +48,13 @@ def test_mmd_gauss_approximates_the_gaussian_kernel_mmd():
     x = _features(h=10, w=10, c=4)
     y = _features(h=10, w=10, c=4) * 2.0 + 1.0  # a different distribution
     context = losses.style_context("mmd-gauss", [ops.convert_to_tensor(y)], [1.0], seed=3)
-    estimate = np.sum((ops.convert_to_numpy(losses.style_statistic("mmd-gauss", ops.convert_to_tensor(x), context))
-                       - ops.convert_to_numpy(losses.style_statistic("mmd-gauss", ops.convert_to_tensor(y), context))) ** 2)
+    estimate = np.sum(
+        (
+            ops.convert_to_numpy(losses.style_statistic("mmd-gauss", ops.convert_to_tensor(x), context))
+            - ops.convert_to_numpy(losses.style_statistic("mmd-gauss", ops.convert_to_tensor(y), context))
+        )
+        ** 2
+    )
     xs, ys = x.reshape(-1, 4).astype(np.float64), y.reshape(-1, 4).astype(np.float64)
     sigma2 = np.mean(np.sum((ys[:, None] - ys[None]) ** 2, -1))  # E||y - y'||^2
     kernel = lambda a, b: np.exp(-np.sum((a[:, None] - b[None]) ** 2, -1) / (2 * sigma2))  # noqa: E731
@@ -75,16 +80,29 @@ def test_relative_error_and_content_loss():
     target = _features()
     value = target * 1.5
     # ||0.5 t||^2 / ||t||^2 = 0.25
-    assert float(losses.relative_error(ops.convert_to_tensor(value), ops.convert_to_tensor(target))[0]) == pytest.approx(0.25, rel=1e-5)
-    loss = losses.content_loss([ops.convert_to_tensor(value), ops.convert_to_tensor(target)], [ops.convert_to_tensor(target)] * 2, [0.5, 0.5])
+    assert float(
+        losses.relative_error(ops.convert_to_tensor(value), ops.convert_to_tensor(target))[0]
+    ) == pytest.approx(0.25, rel=1e-5)
+    loss = losses.content_loss(
+        [ops.convert_to_tensor(value), ops.convert_to_tensor(target)], [ops.convert_to_tensor(target)] * 2, [0.5, 0.5]
+    )
     assert float(loss[0]) == pytest.approx(0.125, rel=1e-5)
 
 
 def test_style_loss_is_zero_at_the_target_and_weighted_by_layer():
     a, b = _features(), _features(c=2)
     stats = [losses.style_statistic("gram", ops.convert_to_tensor(f), {}) for f in (a, b)]
-    assert float(losses.style_loss("gram", [ops.convert_to_tensor(a), ops.convert_to_tensor(b)], stats, [{}, {}], [0.5, 0.5])[0]) == 0.0
-    moved = losses.style_loss("gram", [ops.convert_to_tensor(a * 2), ops.convert_to_tensor(b)], stats, [{}, {}], [1.0, 0.0])
+    assert (
+        float(
+            losses.style_loss(
+                "gram", [ops.convert_to_tensor(a), ops.convert_to_tensor(b)], stats, [{}, {}], [0.5, 0.5]
+            )[0]
+        )
+        == 0.0
+    )
+    moved = losses.style_loss(
+        "gram", [ops.convert_to_tensor(a * 2), ops.convert_to_tensor(b)], stats, [{}, {}], [1.0, 0.0]
+    )
     assert float(moved[0]) == pytest.approx(9.0, rel=1e-4)  # (4G - G)^2 / G^2
 
 
@@ -94,7 +112,6 @@ def test_total_variation_against_numpy():
     assert float(losses.total_variation_loss(ops.convert_to_tensor(image))[0]) == pytest.approx(expected, rel=1e-5)
     flat = np.full((1, 6, 7, 3), 0.3, np.float32)
     assert float(losses.total_variation_loss(ops.convert_to_tensor(flat))[0]) == 0.0
-
 
 
 def _w2_squared_reference(x, y, eps=losses.W2_EPSILON):

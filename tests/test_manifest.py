@@ -33,8 +33,13 @@ def test_folder_crossed_with_folder_relative_to_the_manifest_not_the_cwd(tree, t
     pairs, warnings = _expand(tree, "content,style\nphotos,styles\n")
     assert not warnings
     assert [(_names([p.content])[0], _names(p.styles)[0]) for p in pairs] == [
-        ("a.png", "x.png"), ("a.png", "y.png"), ("b.png", "x.png"), ("b.png", "y.png"),
-        ("c.png", "x.png"), ("c.png", "y.png")]
+        ("a.png", "x.png"),
+        ("a.png", "y.png"),
+        ("b.png", "x.png"),
+        ("b.png", "y.png"),
+        ("c.png", "x.png"),
+        ("c.png", "y.png"),
+    ]
     assert all(p.content.startswith(str(tree / "photos")) and p.row == 1 for p in pairs)
 
 
@@ -49,11 +54,16 @@ def test_a_relative_manifest_path_still_gives_absolute_uris(tree, monkeypatch):
 def test_glob_and_single_file(tree):
     pairs, _ = _expand(tree, "content,style\nphotos/[ab].png,styles/x.png\nphotos/*.png,styles/y.png\n")
     assert [(_names([p.content])[0], _names(p.styles)[0], p.row) for p in pairs] == [
-        ("a.png", "x.png", 1), ("b.png", "x.png", 1), ("a.png", "y.png", 2), ("b.png", "y.png", 2), ("c.png", "y.png", 2)]
+        ("a.png", "x.png", 1),
+        ("b.png", "x.png", 1),
+        ("a.png", "y.png", 2),
+        ("b.png", "y.png", 2),
+        ("c.png", "y.png", 2),
+    ]
 
 
 def test_blended_styles_are_one_pair(tree):
-    text = "content,style,style_blend\nphotos/a.png,styles/x.png + styles/y.png,\"0.7,0.3\"\n"
+    text = 'content,style,style_blend\nphotos/a.png,styles/x.png + styles/y.png,"0.7,0.3"\n'
     (pair,), _ = _expand(tree, text)
     assert _names(pair.styles) == ["x.png", "y.png"] and pair.params.style_blend == (0.7, 0.3)
     assert _names([pair.output])[0].startswith("a--x+y--")
@@ -63,19 +73,28 @@ def test_a_blend_needs_single_images_and_one_weight_each(tree):
     with pytest.raises(ManifestError, match=r"row 1: a blended style must name single images; '.*styles' matches 2"):
         _expand(tree, "content,style\nphotos/a.png,styles + styles/x.png\n")
     with pytest.raises(ManifestError, match=r"row 1: style_blend has 3 weights for 2 style image\(s\)"):
-        _expand(tree, "content,style,style_blend\nphotos/a.png,styles/x.png + styles/y.png,\"1,2,3\"\n")
+        _expand(tree, 'content,style,style_blend\nphotos/a.png,styles/x.png + styles/y.png,"1,2,3"\n')
 
 
 def test_precedence_defaults_then_cells_then_flags_typed(tree):
-    text = ("content,style,size,style_weight,style_layers,init,seed,iterations\n"
-            "photos/a.png,styles/x.png,64,1e3,\"block1_conv1, block2_conv1\",,7,not-a-number\n"
-            "photos/b.png,styles/x.png,,,,noise,,\n")
+    text = (
+        "content,style,size,style_weight,style_layers,init,seed,iterations\n"
+        'photos/a.png,styles/x.png,64,1e3,"block1_conv1, block2_conv1",,7,not-a-number\n'
+        "photos/b.png,styles/x.png,,,,noise,,\n"
+    )
     defaults = StyleParams(size=300, tv_weight=5.0, iterations=11)
     (first, second), warnings = _expand(tree, text, defaults=defaults, overrides={"size": 96, "iterations": 7})
     # The flag wins over the cell (and a replaced cell is not judged), and the run says so once per flag.
-    assert (first.params.size, first.params.style_weight, first.params.iterations, first.params.seed) == (96, 1000.0, 7, 7)
-    assert warnings[:2] == ["--size 96 replaced the manifest's size on 1 row",
-                            "--iterations 7 replaced the manifest's iterations on 1 row"]
+    assert (first.params.size, first.params.style_weight, first.params.iterations, first.params.seed) == (
+        96,
+        1000.0,
+        7,
+        7,
+    )
+    assert warnings[:2] == [
+        "--size 96 replaced the manifest's size on 1 row",
+        "--iterations 7 replaced the manifest's iterations on 1 row",
+    ]
     assert type(first.params.size) is int and type(first.params.style_weight) is float
     assert first.params.style_layers == ("block1_conv1", "block2_conv1") and first.params.init == "content"
     assert (second.params.size, second.params.init, second.params.tv_weight) == (96, "noise", 5.0)
@@ -83,19 +102,34 @@ def test_precedence_defaults_then_cells_then_flags_typed(tree):
 
 def test_parquet_manifest_with_typed_and_missing_values(tree):
     path = tree / "m.pq"
-    pd.DataFrame({"content": ["photos/a.png", "photos/b.png"], "style": ["styles/y.png", "styles/x.png"],
-                  "size": [48, None], "style_weight": [2.5, None]}).to_parquet(path)  # size becomes float64
+    pd.DataFrame(
+        {
+            "content": ["photos/a.png", "photos/b.png"],
+            "style": ["styles/y.png", "styles/x.png"],
+            "size": [48, None],
+            "style_weight": [2.5, None],
+        }
+    ).to_parquet(path)  # size becomes float64
     first, second = expand_manifest(str(path), str(tree / "out"))[0]
     assert (first.params.size, first.params.style_weight) == (48, 2.5) and first.styles[0].endswith("y.png")
     assert second.params.size == StyleParams().size
     assert read_manifest(str(path)).to_dict("records")[1] == {
-        "content": "photos/b.png", "style": "styles/x.png", "size": "", "style_weight": ""}
+        "content": "photos/b.png",
+        "style": "styles/x.png",
+        "size": "",
+        "style_weight": "",
+    }
 
 
 def test_duplicates_run_once_and_missing_files_stay_as_pairs(tree):
     text = "content,style\nphotos/a.png,styles/x.png\nphotos,styles/x.png\nphotos/gone.png,styles/x.png\n"
     pairs, warnings = _expand(tree, text)
-    assert [(p.row, _names([p.content])[0]) for p in pairs] == [(1, "a.png"), (2, "b.png"), (2, "c.png"), (3, "gone.png")]
+    assert [(p.row, _names([p.content])[0]) for p in pairs] == [
+        (1, "a.png"),
+        (2, "b.png"),
+        (2, "c.png"),
+        (3, "gone.png"),
+    ]
     assert pairs[3].content == str(tree / "photos" / "gone.png")
     assert warnings == [f"{tree / 'm.csv'}: row 2 repeats 1 pair(s) of earlier rows; each runs once"]
 
@@ -127,15 +161,19 @@ def test_fifos_and_broken_links_in_a_folder_or_glob_are_skipped_with_a_warning(t
     for cell in ("photos", "photos/*.png"):
         pairs, warnings = _expand(tree, f"content,style\n{cell},styles/x.png\n")
         assert _names(p.content for p in pairs) == ["a.png", "b.png", "c.png"]
-        assert sorted(warnings) == [f"{tree / 'photos' / name}: skipped, not a regular file (a FIFO, socket, device, "
-                                    "or broken or looping link)" for name in ("loop.png", "pipe.png")]
+        assert sorted(warnings) == [
+            f"{tree / 'photos' / name}: skipped, not a regular file (a FIFO, socket, device, or broken or looping link)"
+            for name in ("loop.png", "pipe.png")
+        ]
 
 
 def test_outputs_under_a_content_folder_are_not_stylized_again(tree):
     Image.new("RGB", (8, 6)).save(tree / "photos" / "old-output.png")
     (tree / "photos" / "out").mkdir()
     Image.new("RGB", (8, 6)).save(tree / "photos" / "out" / "a--x--12345678.png")
-    pairs, _ = expand_manifest(_csv(tree / "m.csv", "content,style\nphotos,styles/x.png\n"), str(tree / "photos" / "out"))
+    pairs, _ = expand_manifest(
+        _csv(tree / "m.csv", "content,style\nphotos,styles/x.png\n"), str(tree / "photos" / "out")
+    )
     assert _names(p.content for p in pairs) == ["a.png", "b.png", "c.png", "old-output.png"]
 
 
@@ -164,25 +202,30 @@ def test_explicit_output_inside_the_root(tree):
 
 
 def test_two_pairs_cannot_share_an_output(tree):
-    text = ("content,style,output\nphotos/a.png,styles/x.png,same.png\nphotos/b.png,styles/x.png,same.png\n"
-            "photos,styles/y.png,one.png\n")
+    text = (
+        "content,style,output\nphotos/a.png,styles/x.png,same.png\nphotos/b.png,styles/x.png,same.png\n"
+        "photos,styles/y.png,one.png\n"
+    )
     with pytest.raises(ManifestError) as caught:
         _expand(tree, text)
     assert str(caught.value).splitlines()[1:] == [  # in row order, though found in different passes
         f"  row 2: output {tree / 'out' / 'same.png'} is also written by row 1",
-        "  row 3: output 'one.png' names one file, but the row expands to 3 pairs"]
+        "  row 3: output 'one.png' names one file, but the row expands to 3 pairs",
+    ]
 
 
 def test_every_bad_row_is_reported_at_once(tree):
-    text = ("content,style,size,style_weight,output\n"
-            "photos/a.png,styles/x.png,64,1,\n"              # row 1: fine
-            "photos/a.png,styles/x.png,-3,1,\n"              # row 2: negative size
-            "photos/a.png,styles/x.png,64,abc,\n"            # row 3: not a number
-            ",styles/x.png,64,1,\n"                          # row 4: missing content
-            "photos/a.png,styles/x.png,64,1,../../etc/x.png\n"  # row 5: escapes the root
-            "photos/a.png,styles/x.png,64,1,/etc/x.png\n"    # row 6: absolute
-            "photos/a.png,styles/x.png,64,1,out/notes.txt\n"  # row 7: not an image
-            "photos/a.png,,1.5,-1,\n")                       # row 8: three problems in one row
+    text = (
+        "content,style,size,style_weight,output\n"
+        "photos/a.png,styles/x.png,64,1,\n"  # row 1: fine
+        "photos/a.png,styles/x.png,-3,1,\n"  # row 2: negative size
+        "photos/a.png,styles/x.png,64,abc,\n"  # row 3: not a number
+        ",styles/x.png,64,1,\n"  # row 4: missing content
+        "photos/a.png,styles/x.png,64,1,../../etc/x.png\n"  # row 5: escapes the root
+        "photos/a.png,styles/x.png,64,1,/etc/x.png\n"  # row 6: absolute
+        "photos/a.png,styles/x.png,64,1,out/notes.txt\n"  # row 7: not an image
+        "photos/a.png,,1.5,-1,\n"
+    )  # row 8: three problems in one row
     with pytest.raises(ManifestError) as caught:
         validate_manifest(_csv(tree / "m.csv", text))
     lines = str(caught.value).splitlines()
@@ -201,16 +244,26 @@ def test_every_bad_row_is_reported_at_once(tree):
     assert isinstance(caught.value, ValueError)
 
 
-@pytest.mark.parametrize("name, text, expected", [
-    ("m.csv", "content\nphotos/a.png\n", "manifest: missing required column 'style'"),
-    ("m.csv", "content,style,colour,Size\nphotos/a.png,styles/x.png,red,5\n",
-     "manifest: unknown column(s) 'colour', 'Size'; allowed: content, style, output, sweep, size, iterations,"),
-    ("m.csv", "content,style\n", "manifest: the manifest has no rows"),
-    ("m.csv", "", "manifest: the manifest is empty"),
-    ("m.txt", "content,style\nphotos/a.png,styles/x.png\n", "manifest: unknown manifest type"),
-    ("m.parquet", "content,style\nphotos/a.png,styles/x.png\n", "manifest: cannot read it as parquet"),
-    ("m.csv", "content,style,init\nphotos/a.png,styles/x.png,sideways\n", "row 1: init must be one of noise, content, style"),
-])
+@pytest.mark.parametrize(
+    "name, text, expected",
+    [
+        ("m.csv", "content\nphotos/a.png\n", "manifest: missing required column 'style'"),
+        (
+            "m.csv",
+            "content,style,colour,Size\nphotos/a.png,styles/x.png,red,5\n",
+            "manifest: unknown column(s) 'colour', 'Size'; allowed: content, style, output, sweep, size, iterations,",
+        ),
+        ("m.csv", "content,style\n", "manifest: the manifest has no rows"),
+        ("m.csv", "", "manifest: the manifest is empty"),
+        ("m.txt", "content,style\nphotos/a.png,styles/x.png\n", "manifest: unknown manifest type"),
+        ("m.parquet", "content,style\nphotos/a.png,styles/x.png\n", "manifest: cannot read it as parquet"),
+        (
+            "m.csv",
+            "content,style,init\nphotos/a.png,styles/x.png,sideways\n",
+            "row 1: init must be one of noise, content, style",
+        ),
+    ],
+)
 def test_file_level_and_value_problems(tree, name, text, expected):
     with pytest.raises(ManifestError, match=re.escape(name)) as caught:
         validate_manifest(_csv(tree / name, text))
@@ -257,7 +310,6 @@ def test_defaults_are_the_dataclass_defaults(tree):
     assert pair.params == StyleParams()
 
 
-
 def test_a_folder_that_cannot_be_listed_stays_one_path(tree, monkeypatch):
     from fsspec.implementations.local import LocalFileSystem
 
@@ -276,15 +328,18 @@ def test_the_readme_parameter_table_matches_style_params():
 
     readme = (Path(__file__).resolve().parents[1] / "manifests" / "README.md").read_text()
     section = readme.split("## Parameters", 1)[1].split("\n## ", 1)[0]
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines()
-            if line.startswith("| `")]
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| `")
+    ]
     table = {name.strip("`"): (kind, default.strip("`")) for name, kind, default, _ in rows}
     assert list(table) == list(StyleParams.field_names())
     hints = get_type_hints(StyleParams)
     for field in dataclasses.fields(StyleParams):
         kind, default = table[field.name]
         value = field.default
-        expected = "(empty)" if value in (None, ()) else ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        expected = (
+            "(empty)" if value in (None, ()) else ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        )
         assert default == expected, field.name
         choices = get_args(hints[field.name]) if get_origin(hints[field.name]) is Literal else ()
         assert all(f"`{choice}`" in kind for choice in choices), field.name
@@ -295,7 +350,10 @@ def test_the_readme_parameter_table_matches_style_params():
 def test_the_example_manifest_is_small_and_expands_as_its_readme_says(tmp_path):
     pairs, warnings = expand_manifest(str(SAMPLES.parent / "example.csv"), str(tmp_path))
     assert not warnings and [(_names([p.content])[0], tuple(_names(p.styles))) for p in pairs] == [
-        ("chelsea.jpg", ("starry_night.jpg",)), ("chelsea.jpg", ("the_scream.jpg",)), ("coffee.jpg", ("the_scream.jpg",)),
-        ("rocket.jpg", ("shipwreck.jpg", "starry_night.jpg"))]
+        ("chelsea.jpg", ("starry_night.jpg",)),
+        ("chelsea.jpg", ("the_scream.jpg",)),
+        ("coffee.jpg", ("the_scream.jpg",)),
+        ("rocket.jpg", ("shipwreck.jpg", "starry_night.jpg")),
+    ]
     assert {(p.params.size, p.params.iterations) for p in pairs} == {(128, 100)}
     assert pairs[3].params.style_blend == (0.6, 0.4)

@@ -85,8 +85,11 @@ def test_a_wrong_curvature_pair_does_not_send_the_run_uphill():
     wrong_step = np.ones((SHAPE[0], flat), "float32")
     history = ops.convert_to_numpy(state[5]).copy(), ops.convert_to_numpy(state[6]).copy()
     history[0][-1], history[1][-1] = wrong_step, wrong_step * 1e-6  # s.y > 0, tiny curvature
-    state = state[:5] + tuple(ops.convert_to_tensor(h) for h in history) + (
-        ops.convert_to_tensor(np.ones(SHAPE[0], "int32")), state[8])
+    state = (
+        state[:5]
+        + tuple(ops.convert_to_tensor(h) for h in history)
+        + (ops.convert_to_tensor(np.ones(SHAPE[0], "int32")), state[8])
+    )
     losses = []
     for _ in range(15):
         images, state, totals, _ = step(images, state, args)
@@ -131,16 +134,20 @@ def test_style_weights_from_1_to_10000_stylize_or_fail_loudly(weights_path):
     for photo_name, style_names in pairs:
         content = load_image(str(SAMPLES / "content" / f"{photo_name}.jpg"), max_side=256)
         styles = [load_image(str(SAMPLES / "styles" / f"{name}.jpg"), max_side=256) for name in style_names]
-        jobs = [Job(content, styles, StyleParams(size=256, iterations=MIN_JUDGED_STEPS, style_weight=weight))
-                for weight in (1.0, 10.0, 100.0, 1000.0, 10000.0)]
+        jobs = [
+            Job(content, styles, StyleParams(size=256, iterations=MIN_JUDGED_STEPS, style_weight=weight))
+            for weight in (1.0, 10.0, 100.0, 1000.0, 10000.0)
+        ]
         for job, outcome in zip(jobs, stylize_batch(jobs, weights=weights_path)):
             weight = job.params.style_weight
             if isinstance(outcome, Exception):
                 assert str(outcome), (photo_name, weight)
                 continue
             strong = weight >= 100  # the style term dominates: the loss halves within these steps
-            assert outcome.total_loss < (0.5 if strong else 1 - MIN_PROGRESS) * outcome.loss_history[0], \
-                (photo_name, weight)
+            assert outcome.total_loss < (0.5 if strong else 1 - MIN_PROGRESS) * outcome.loss_history[0], (
+                photo_name,
+                weight,
+            )
             photo = resize(content, outcome.image.shape[:2])
             distance = min(quality.style_distance(outcome.image, style, photo) for style in styles)
             assert distance < (0.85 if strong else 1.0), (photo_name, weight, distance)

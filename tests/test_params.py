@@ -15,8 +15,12 @@ def test_params_parse_lists_with_spaces_and_reject_bad_blends():
 def test_every_problem_is_reported_at_once():
     with pytest.raises(ValueError) as error:
         StyleParams(size=8, optimizer="sgd", style_weight=-1, content_layer_weights=(1.0, 2.0))
-    for fragment in ("size must be at least 16", "optimizer must be one of lbfgs, adam",
-                     "style_weight must be a non-negative number", "content_layer_weights needs one weight per layer"):
+    for fragment in (
+        "size must be at least 16",
+        "optimizer must be one of lbfgs, adam",
+        "style_weight must be a non-negative number",
+        "content_layer_weights needs one weight per layer",
+    ):
         assert fragment in str(error.value)
 
 
@@ -40,11 +44,20 @@ def test_pair_ids_of_earlier_tables_are_pinned():
     assert StyleParams(min_scale=0).hash() == "484c699a88"
     assert [old.hash() for old in StyleParams().earlier()] == ["484c699a88"]  # found by the ledger, not redone
     assert StyleParams().earlier(explicit={"min_scale"}) == []  # asked for: the new value's pair
-    assert StyleParams(size=256, style_weight=100.0, style_layers=("block1_conv1", "block2_conv1"),
-                       scales=(128,), min_scale=0).hash() == "a6070bbe78"
+    assert (
+        StyleParams(
+            size=256, style_weight=100.0, style_layers=("block1_conv1", "block2_conv1"), scales=(128,), min_scale=0
+        ).hash()
+        == "a6070bbe78"
+    )
     assert StyleParams(method="fast", style_strength=0.5, min_scale=0).hash() == "31d2e95d41"
-    assert StyleParams(average_decay=0.99, style_layer_weights=(1.0, 2.0, 3.0, 4.0, 5.0), min_scale=0).hash() == "e37bd5b71e"
-    assert StyleParams(init="noise", optimizer="adam", seed=3, style_blend=(0.7, 0.3), min_scale=0).hash() == "65b0444a08"
+    assert (
+        StyleParams(average_decay=0.99, style_layer_weights=(1.0, 2.0, 3.0, 4.0, 5.0), min_scale=0).hash()
+        == "e37bd5b71e"
+    )
+    assert (
+        StyleParams(init="noise", optimizer="adam", seed=3, style_blend=(0.7, 0.3), min_scale=0).hash() == "65b0444a08"
+    )
 
 
 def test_a_field_declared_once_is_everywhere():
@@ -60,8 +73,9 @@ def test_a_field_declared_once_is_everywhere():
 
     @dataclass(frozen=True)
     class WithGlow(StyleParams):
-        glow: float = param(0.0, "how much the output glows", graph=True, check=NON_NEGATIVE, added_in="9.9.9",
-                            neutral=0.0)
+        glow: float = param(
+            0.0, "how much the output glows", graph=True, check=NON_NEGATIVE, added_in="9.9.9", neutral=0.0
+        )
 
     assert WithGlow().hash() == StyleParams().hash()  # at its neutral value: earlier pair ids are kept
     assert WithGlow(glow=0.5).hash() != StyleParams().hash()

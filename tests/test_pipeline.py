@@ -102,20 +102,31 @@ def test_the_flows_parameters_are_typed_fields_with_choices_and_ranges():
     storage = schema["definitions"]["StorageOptions"]["properties"]
     assert {"endpoint_url", "profile", "anon"} <= set(storage)
 
-    given = stylize_manifest.validate_parameters({"manifest": "m.csv", "out": "out", "overrides": {
-        "size": "32", "scales": [16], "style_layers": "block1_conv1,block2_conv1", "init": "noise"},
-        "storage_options": {"endpoint_url": "http://127.0.0.1:9", "key": "k"}})
-    assert given["overrides"].given() == {"size": 32, "scales": (16,), "init": "noise",
-                                          "style_layers": ("block1_conv1", "block2_conv1")}
+    given = stylize_manifest.validate_parameters(
+        {
+            "manifest": "m.csv",
+            "out": "out",
+            "overrides": {"size": "32", "scales": [16], "style_layers": "block1_conv1,block2_conv1", "init": "noise"},
+            "storage_options": {"endpoint_url": "http://127.0.0.1:9", "key": "k"},
+        }
+    )
+    assert given["overrides"].given() == {
+        "size": 32,
+        "scales": (16,),
+        "init": "noise",
+        "style_layers": ("block1_conv1", "block2_conv1"),
+    }
     assert given["storage_options"].given() == {"endpoint_url": "http://127.0.0.1:9", "key": "k"}
-    for bad, named in (({"size": 8}, "size must be at least 16"), ({"init": "paint"}, "overrides.init"),
-                       ({"stlye_weight": 1}, "overrides.stlye_weight")):
+    for bad, named in (
+        ({"size": 8}, "size must be at least 16"),
+        ({"init": "paint"}, "overrides.init"),
+        ({"stlye_weight": 1}, "overrides.stlye_weight"),
+    ):
         with pytest.raises(ParameterTypeError, match=re.escape(named)):
             stylize_manifest.validate_parameters({"manifest": "m.csv", "out": "out", "overrides": bad})
 
 
-def test_progress_shows_per_step_on_the_bar_and_per_batch_in_the_ui(prefect_api, photo_dir, weights_path,
-                                                                    monkeypatch):
+def test_progress_shows_per_step_on_the_bar_and_per_batch_in_the_ui(prefect_api, photo_dir, weights_path, monkeypatch):
     """`nst run`'s bar moves with every optimiser step, not only when a batch ends, and ends full;
     the run's `stylize-progress` artifact in the Prefect UI ends at 100 percent."""
     import flows.pipeline
@@ -129,16 +140,18 @@ def test_progress_shows_per_step_on_the_bar_and_per_batch_in_the_ui(prefect_api,
 
     monkeypatch.setattr(flows.pipeline, "tqdm", CountingBar)
     manifest = _write_manifest(photo_dir / "m.csv", ["photos/*.jpg,styles/scream.jpg"])
-    outcome = _run(manifest, photo_dir / "out", weights_path, overrides={**FAST, "iterations": 5},
-                   batch_size=2, progress=True)
+    outcome = _run(
+        manifest, photo_dir / "out", weights_path, overrides={**FAST, "iterations": 5}, batch_size=2, progress=True
+    )
     assert outcome["succeeded"] == 3  # in 2 batches
     assert sum(updates) == 3 * 5 and len([n for n in updates if n]) >= 3 * 5  # one update per step
     (progress,) = [a for a in artifacts("stylize-progress") if outcome["run_id"] in a.description]
     assert progress.type == "progress" and progress.data == 100
 
 
-def test_outputs_keep_the_photos_exif_and_sixteen_bit_formats_run_through_the_flow(prefect_api, photo_dir,
-                                                                                    weights_path):
+def test_outputs_keep_the_photos_exif_and_sixteen_bit_formats_run_through_the_flow(
+    prefect_api, photo_dir, weights_path
+):
     """Photo libraries: a camera JPEG's EXIF stays on its stylized output; `output_format` png16 writes
     16-bit PNGs (named .png), tiff16 16-bit TIFFs (named .tif); an `output` cell must fit the format."""
     import tifffile
@@ -179,7 +192,9 @@ def test_outputs_keep_the_photos_exif_and_sixteen_bit_formats_run_through_the_fl
 @pytest.mark.backends
 def test_a_corrupt_image_fails_alone(prefect_api, photo_dir, weights_path):
     (photo_dir / "photos" / "broken.jpg").write_bytes((SAMPLES / "content" / "chelsea.jpg").read_bytes()[:300])
-    manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles/scream.jpg", "photos/missing.jpg,styles/scream.jpg"])
+    manifest = _write_manifest(
+        photo_dir / "m.csv", ["photos,styles/scream.jpg", "photos/missing.jpg,styles/scream.jpg"]
+    )
     with pytest.raises(PairsFailedError, match="2 of 5 pairs failed"):
         _run(manifest, photo_dir / "out", weights_path)
     table = read_results(str(photo_dir / "out" / "results"))
@@ -227,8 +242,13 @@ def test_everything_on_s3(prefect_api, s3, weights_path, caplog):
         fs.put(str(SAMPLES / "content" / f"{name}.jpg"), f"nst-test/in/photos/{name}.jpg")
     fs.put(str(SAMPLES / "styles" / "shipwreck.jpg"), "nst-test/in/styles/shipwreck.jpg")
     fs.pipe("nst-test/in/manifest.csv", b"content,style\nphotos/,styles/shipwreck.jpg\n")
-    outcome = run_manifest("s3://nst-test/in/manifest.csv", "s3://nst-test/out", overrides=FAST,
-                           weights=weights_path, storage_options=options)
+    outcome = run_manifest(
+        "s3://nst-test/in/manifest.csv",
+        "s3://nst-test/out",
+        overrides=FAST,
+        weights=weights_path,
+        storage_options=options,
+    )
     assert outcome["succeeded"] == 2
     table = read_results("s3://nst-test/out/results", storage=Storage(options))
     assert len(table) == 2 and table.output_uri.str.startswith("s3://nst-test/out/").all()
@@ -280,8 +300,9 @@ def _descendants(pid: int) -> dict:
     return found
 
 
-def _run_and_kill(command: list[str], env: dict, out: Path, log: Path, point: str | None = None,
-                  delay: float = 0.0) -> tuple[subprocess.Popen, dict]:
+def _run_and_kill(
+    command: list[str], env: dict, out: Path, log: Path, point: str | None = None, delay: float = 0.0
+) -> tuple[subprocess.Popen, dict]:
     """Start `nst run`; SIGKILL it at `point` (None: let it finish). Returns it and the processes it started."""
     with open(log, "w") as stderr:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -292,8 +313,11 @@ def _run_and_kill(command: list[str], env: dict, out: Path, log: Path, point: st
             polled = time.time()
         if locked_at is None and _holds_lock(out, process.pid):
             locked_at = time.time()
-        due = (locked_at is not None and time.time() - locked_at >= delay) if point == "stylizing" else (
-            point is not None and _writing(out, point, process.pid))
+        due = (
+            (locked_at is not None and time.time() - locked_at >= delay)
+            if point == "stylizing"
+            else (point is not None and _writing(out, point, process.pid))
+        )
         if due:
             started.update(_descendants(process.pid))
             process.kill()
@@ -335,10 +359,30 @@ def test_killed_at_ten_random_points_then_resumed_every_pair_whole_once(prefect_
     added before each run, then a complete rerun: checked after every kill and at the end."""
     manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles"])  # 2 styles per photo
     out = photo_dir / "out"
-    command = [sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(out), "--size", "32",
-               "--iterations", "5", "--tolerance", "0", "--batch-size", "2"]
-    shared = {**os.environ, "PREFECT_API_URL": prefect_api, "NST_WEIGHTS": weights_path,
-              "NST_SPOOL": str(photo_dir / "spool"), FAULT_WRITE_DELAY_ENV: WRITE_WINDOW_SECONDS}
+    command = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "run",
+        manifest,
+        "--out",
+        str(out),
+        "--size",
+        "32",
+        "--iterations",
+        "5",
+        "--tolerance",
+        "0",
+        "--batch-size",
+        "2",
+    ]
+    shared = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "NST_WEIGHTS": weights_path,
+        "NST_SPOOL": str(photo_dir / "spool"),
+        FAULT_WRITE_DELAY_ENV: WRITE_WINDOW_SECONDS,
+    }
     own_server = {key: value for key, value in shared.items() if key != "PREFECT_API_URL"}
     photos = sorted((SAMPLES / "content").glob("*.jpg"))
     finished: set[str] = set()
@@ -366,8 +410,13 @@ def test_killed_at_ten_random_points_then_resumed_every_pair_whole_once(prefect_
 def test_cli_exits_nonzero_with_every_bad_row_named(photo_dir):
     path = photo_dir / "bad.csv"
     path.write_text("content,style,colour\nphotos/chelsea.jpg,styles,red\n")
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(path), "--out", str(photo_dir / "o")],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", str(path), "--out", str(photo_dir / "o")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "colour" in result.stderr and "Traceback" not in result.stderr
 
@@ -405,29 +454,67 @@ def test_every_flag_says_what_it_does_with_its_choices_and_defaults_as_typed(cap
 def test_cli_stylize_one_pair(photo_dir, weights_path):
     out = photo_dir / "one.png"
     result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "stylize", str(photo_dir / "photos" / "chelsea.jpg"),
-         str(photo_dir / "styles" / "scream.jpg"), "-o", str(out), "--size", "32", "--iterations", "6",
-         "--save-every", "3", "--weights", weights_path],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "stylize",
+            str(photo_dir / "photos" / "chelsea.jpg"),
+            str(photo_dir / "styles" / "scream.jpg"),
+            "-o",
+            str(out),
+            "--size",
+            "32",
+            "--iterations",
+            "6",
+            "--save-every",
+            "3",
+            "--weights",
+            weights_path,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert max(Image.open(out).size) == 32 and "6 steps" in result.stdout
     assert len(list(photo_dir.glob("one.scale32.iter*.png"))) == 2
-    bad = subprocess.run([sys.executable, "-m", "flows.cli", "stylize", str(photo_dir / "nope.jpg"),
-                          str(photo_dir / "styles" / "scream.jpg"), "-o", str(out), "--weights", weights_path],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "stylize",
+            str(photo_dir / "nope.jpg"),
+            str(photo_dir / "styles" / "scream.jpg"),
+            "-o",
+            str(out),
+            "--weights",
+            weights_path,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "nope.jpg" in bad.stderr and "Traceback" not in bad.stderr
 
 
-@pytest.mark.parametrize("extra, expected", [
-    (["-o", "OUT/out.xyz"], "out.xyz: unknown image extension '.xyz'"),
-    (["-o", "OUT/"], "a folder, not an image file"),
-    (["-o", "OUT/taken.png"], "taken.png: is a directory"),
-    (["-o", "OUT/o.png", "--style-blend", "1"], "--style-blend: style_blend has 1 weights for 2 style image(s)"),
-    (["-o", "OUT/o.png", "--style-blend", "1,2,3"], "style_blend has 3 weights for 2 style image(s)"),
-    (["-o", "OUT/o.png", "--size", "16"], "chelsea.jpg: too thin for VGG: at 16 px its shorter side is 11 px, "
-                                          "under the minimum of 16 px"),
-])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["-o", "OUT/out.xyz"], "out.xyz: unknown image extension '.xyz'"),
+        (["-o", "OUT/"], "a folder, not an image file"),
+        (["-o", "OUT/taken.png"], "taken.png: is a directory"),
+        (["-o", "OUT/o.png", "--style-blend", "1"], "--style-blend: style_blend has 1 weights for 2 style image(s)"),
+        (["-o", "OUT/o.png", "--style-blend", "1,2,3"], "style_blend has 3 weights for 2 style image(s)"),
+        (
+            ["-o", "OUT/o.png", "--size", "16"],
+            "chelsea.jpg: too thin for VGG: at 16 px its shorter side is 11 px, under the minimum of 16 px",
+        ),
+    ],
+)
 def test_cli_stylize_refuses_bad_arguments_before_any_work(photo_dir, capsys, extra, expected):
     from flows.cli import main
 
@@ -443,8 +530,19 @@ def test_cli_stylize_refuses_bad_arguments_before_any_work(photo_dir, capsys, ex
 def test_cli_stylize_blend_weights_must_match_one_style(photo_dir, capsys):
     from flows.cli import main
 
-    code = main(["stylize", str(photo_dir / "photos" / "chelsea.jpg"), str(photo_dir / "styles" / "scream.jpg"),
-                 "-o", str(photo_dir / "o.png"), "--style-blend", "1,1", "--weights", str(photo_dir / "none.h5")])
+    code = main(
+        [
+            "stylize",
+            str(photo_dir / "photos" / "chelsea.jpg"),
+            str(photo_dir / "styles" / "scream.jpg"),
+            "-o",
+            str(photo_dir / "o.png"),
+            "--style-blend",
+            "1,1",
+            "--weights",
+            str(photo_dir / "none.h5"),
+        ]
+    )
     assert code == 2 and "style_blend has 2 weights for 1 style image(s)" in capsys.readouterr().err
 
 
@@ -468,10 +566,17 @@ def test_offline_without_weights_every_command_says_so_in_one_line(photo_dir, mo
     monkeypatch.delenv(model.WEIGHTS_ENV, raising=False)
     manifest = photo_dir / "m.csv"
     manifest.write_text("content,style\nphotos/chelsea.jpg,styles/scream.jpg\n")
-    args = {"run": ["run", str(manifest), "--out", str(photo_dir / "out")],
-            "serve": ["serve", str(manifest), "--out", str(photo_dir / "out"), "--cron", "0 2 * * *"],
-            "stylize": ["stylize", str(photo_dir / "photos" / "chelsea.jpg"), str(photo_dir / "styles" / "scream.jpg"),
-                        "-o", str(photo_dir / "o.png")]}[command]
+    args = {
+        "run": ["run", str(manifest), "--out", str(photo_dir / "out")],
+        "serve": ["serve", str(manifest), "--out", str(photo_dir / "out"), "--cron", "0 2 * * *"],
+        "stylize": [
+            "stylize",
+            str(photo_dir / "photos" / "chelsea.jpg"),
+            str(photo_dir / "styles" / "scream.jpg"),
+            "-o",
+            str(photo_dir / "o.png"),
+        ],
+    }[command]
     try:
         model.fetch_imagenet("vgg19")
     except model.WeightsError:
@@ -488,9 +593,26 @@ def test_offline_without_weights_every_command_says_so_in_one_line(photo_dir, mo
 def test_cli_exits_one_when_a_pair_failed(prefect_api, photo_dir, weights_path):
     manifest = _write_manifest(photo_dir / "m.csv", ["photos/missing.jpg,styles/scream.jpg"])
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(photo_dir / "o"),
-                             "--size", "32", "--weights", weights_path],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "run",
+            manifest,
+            "--out",
+            str(photo_dir / "o"),
+            "--size",
+            "32",
+            "--weights",
+            weights_path,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 1
     assert "1 of 1 pairs failed" in result.stderr
     # Only the message: Prefect's traceback stays in its own log, TensorFlow's start-up banner is hidden.
@@ -508,8 +630,14 @@ def test_cli_exits_one_when_a_pair_failed(prefect_api, photo_dir, weights_path):
 def test_cli_a_manifest_matching_no_images_fails_naming_its_patterns_unless_allowed(prefect_api, photo_dir):
     manifest = _write_manifest(photo_dir / "m.csv", ["photos/*.png,styles/scream.jpg"])
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(photo_dir / "o")],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(photo_dir / "o")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 2 and "'photos/*.png' x 'styles/scream.jpg' matches no images" in result.stderr
     assert "--allow-empty" in result.stderr and "Traceback" not in result.stderr
     allowed = run_manifest(manifest, str(photo_dir / "o"), allow_empty=True)  # what --allow-empty passes
@@ -532,8 +660,9 @@ def test_transient_errors_are_retried_and_bad_input_is_not():
     assert not is_transient(ValueError("size must be at least 16"))
 
 
-@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EISDIR, errno.ELOOP, errno.ENOTDIR, errno.EACCES,
-                                  errno.ENAMETOOLONG])
+@pytest.mark.parametrize(
+    "code", [errno.EROFS, errno.ENOSPC, errno.EISDIR, errno.ELOOP, errno.ENOTDIR, errno.EACCES, errno.ENAMETOOLONG]
+)
 def test_storage_errors_about_a_path_or_disk_are_not_retried(code):
     from flows.pairs import is_transient
 
@@ -543,13 +672,17 @@ def test_storage_errors_about_a_path_or_disk_are_not_retried(code):
 
 def test_a_diverging_pair_fails_clearly_and_alone(prefect_api, photo_dir, weights_path):
     manifest = photo_dir / "m.csv"
-    manifest.write_text("content,style,style_weight,content_weight\n"
-                        "photos/chelsea.jpg,styles/scream.jpg,1e39,1e39\n"
-                        "photos/coffee.jpg,styles/scream.jpg,,\n")
+    manifest.write_text(
+        "content,style,style_weight,content_weight\n"
+        "photos/chelsea.jpg,styles/scream.jpg,1e39,1e39\n"
+        "photos/coffee.jpg,styles/scream.jpg,,\n"
+    )
     with pytest.raises(PairsFailedError, match="1 of 2 pairs failed"):
         _run(str(manifest), photo_dir / "out", weights_path)
     table = read_results(str(photo_dir / "out" / "results")).set_index("status")
-    assert "the loss became" in table.loc["failed", "error"] and "lower the loss weights" in table.loc["failed", "error"]
+    assert (
+        "the loss became" in table.loc["failed", "error"] and "lower the loss weights" in table.loc["failed", "error"]
+    )
     assert table.loc["succeeded", "content_uri"].endswith("coffee.jpg")
 
 
@@ -562,10 +695,24 @@ def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes_it(prefect_api, pho
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "NST_WEIGHTS": weights_path}
     if signum == signal.SIGINT:
         del env["PREFECT_API_URL"]
-    command = [sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(out), "--size", "32",
-               "--iterations", "150", "--tolerance", "0"]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)  # a process group of its own, as a terminal gives it
+    command = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "run",
+        manifest,
+        "--out",
+        str(out),
+        "--size",
+        "32",
+        "--iterations",
+        "150",
+        "--tolerance",
+        "0",
+    ]
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )  # a process group of its own, as a terminal gives it
     deadline = time.time() + 240
     while time.time() < deadline and not list((out / "results").glob("part-*.parquet")):
         time.sleep(0.2)
@@ -581,8 +728,9 @@ def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes_it(prefect_api, pho
     table = read_results(str(out / "results"))
     assert set(table.status) == {"succeeded"} and 1 <= len(table) < 6  # nothing recorded as failed
     assert not list(out.glob(".*.tmp"))  # no temporary file left behind
-    rerun = subprocess.run(command, cwd=REPO, env={**env, "PREFECT_API_URL": prefect_api}, capture_output=True,
-                           text=True, timeout=300)
+    rerun = subprocess.run(
+        command, cwd=REPO, env={**env, "PREFECT_API_URL": prefect_api}, capture_output=True, text=True, timeout=300
+    )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     final = read_results(str(out / "results"))
     assert set(final[final.status == "skipped"].pair_id) == set(table.pair_id)
@@ -594,9 +742,25 @@ def test_a_sigkilled_run_leaves_no_temporary_prefect_server_behind(photo_dir, we
 
     manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles"])
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}  # the run starts its own
-    process = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(photo_dir / "out"),
-                                "--size", "32", "--weights", weights_path], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "run",
+            manifest,
+            "--out",
+            str(photo_dir / "out"),
+            "--size",
+            "32",
+            "--weights",
+            weights_path,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline, servers = time.time() + 120, []
     while time.time() < deadline and not servers:
         servers = [child for child in psutil.Process(process.pid).children() if "uvicorn" in child.cmdline()]
@@ -624,14 +788,20 @@ def test_bad_files_fail_their_own_pairs_with_the_file_named(prefect_api, photo_d
     (bad / "notes.jpg").write_text("this is text, not a JPEG")
     (bad / "cut.jpg").write_bytes((SAMPLES / "content" / "coffee.jpg").read_bytes()[:2000])
     (bad / "bomb.png").write_bytes(png_header(100_000, 100_000))  # claims 10^10 pixels in a few bytes
-    manifest = _write_manifest(photo_dir / "m.csv", ["bad,styles/scream.jpg", "photos/chelsea.jpg,styles/scream.jpg",
-                                                      "bad/gone.jpg,styles/scream.jpg"])
+    manifest = _write_manifest(
+        photo_dir / "m.csv",
+        ["bad,styles/scream.jpg", "photos/chelsea.jpg,styles/scream.jpg", "bad/gone.jpg,styles/scream.jpg"],
+    )
     with pytest.raises(PairsFailedError, match="5 of 6 pairs failed"):
         _run(manifest, photo_dir / "out", weights_path)
     errors = read_results(str(photo_dir / "out" / "results")).set_index("content_uri")["error"]
-    expected = {"empty.jpg": "empty file (0 bytes)", "notes.jpg": "not an image Pillow can read",
-                "cut.jpg": "truncated or corrupt image data", "bomb.png": "10000000000 pixels is over",
-                "gone.jpg": "file not found"}
+    expected = {
+        "empty.jpg": "empty file (0 bytes)",
+        "notes.jpg": "not an image Pillow can read",
+        "cut.jpg": "truncated or corrupt image data",
+        "bomb.png": "10000000000 pixels is over",
+        "gone.jpg": "file not found",
+    }
     for name, reason in expected.items():
         message = errors[str(bad / name)]
         assert name in message and reason in message, message
@@ -644,8 +814,10 @@ def test_one_pairs_file_system_error_fails_that_pair_alone_in_its_batch(prefect_
     loop.symlink_to(loop.name)
     (photo_dir / "out" / "taken.png").mkdir(parents=True)
     manifest = photo_dir / "m.csv"
-    manifest.write_text("content,style,output\nphotos/chelsea.jpg,styles/scream.jpg,\n"
-                        "photos/loop1.jpg,styles/scream.jpg,\nphotos/coffee.jpg,styles/scream.jpg,taken.png\n")
+    manifest.write_text(
+        "content,style,output\nphotos/chelsea.jpg,styles/scream.jpg,\n"
+        "photos/loop1.jpg,styles/scream.jpg,\nphotos/coffee.jpg,styles/scream.jpg,taken.png\n"
+    )
     with pytest.raises(PairsFailedError, match="2 of 3 pairs failed"):
         _run(str(manifest), photo_dir / "out", weights_path)  # one batch of 3 (default batch size 4)
     table = read_results(str(photo_dir / "out" / "results")).set_index("content_uri")
@@ -661,17 +833,24 @@ def test_images_too_thin_for_vgg_fail_alone_and_the_minimum_side_works(prefect_a
     shutil.copy(SAMPLES / "content" / "astronaut.jpg", photo_dir / "photos" / "astronaut.jpg")  # square
     Image.open(SAMPLES / "styles" / "starry_night.jpg").crop((0, 0, 160, 160)).save(photo_dir / "styles" / "square.png")
     manifest = photo_dir / "m.csv"
-    manifest.write_text("content,style,size\nphotos/thin.png,styles/scream.jpg,32\n"
-                        "photos/chelsea.jpg,styles/starry night.jpg,24\nphotos/astronaut.jpg,styles/square.png,16\n")
+    manifest.write_text(
+        "content,style,size\nphotos/thin.png,styles/scream.jpg,32\n"
+        "photos/chelsea.jpg,styles/starry night.jpg,24\nphotos/astronaut.jpg,styles/square.png,16\n"
+    )
     with pytest.raises(PairsFailedError, match="2 of 3 pairs failed"):
         _run(str(manifest), photo_dir / "out", weights_path, overrides=STEPS)  # the size cells are read
     table = read_results(str(photo_dir / "out" / "results")).set_index("content_uri")
     assert table.loc[str(photo_dir / "photos" / "thin.png"), "error"] == (
         f"{photo_dir / 'photos' / 'thin.png'}: too thin for VGG: at 32 px its shorter side is 1 px, under the "
-        "minimum of 16 px; raise `size` or use a less elongated image")
+        "minimum of 16 px; raise `size` or use a less elongated image"
+    )
     style_error = table.loc[str(photo_dir / "photos" / "chelsea.jpg"), "error"]
-    assert style_error.startswith(f"{photo_dir / 'styles' / 'starry night.jpg'}: too thin for VGG: at 24 px its "
-                                  "shorter side is 15 px") and "raise `size` or `style_scale`" in style_error
+    assert (
+        style_error.startswith(
+            f"{photo_dir / 'styles' / 'starry night.jpg'}: too thin for VGG: at 24 px its shorter side is 15 px"
+        )
+        and "raise `size` or `style_scale`" in style_error
+    )
     square = table.loc[str(photo_dir / "photos" / "astronaut.jpg")]
     assert square.status == "succeeded" and (square.width, square.height) == (16, 16)  # 16 px is the minimum
     assert (table.attempts == 1).all()
@@ -680,12 +859,18 @@ def test_images_too_thin_for_vgg_fail_alone_and_the_minimum_side_works(prefect_a
 def test_a_pair_too_large_for_the_memory_limit_fails_alone(prefect_api, photo_dir, weights_path):
     """Too large even in tiles: refused before any work, with the memory it would need."""
     manifest = photo_dir / "m.csv"
-    manifest.write_text("content,style,size\nphotos/chelsea.jpg,styles/scream.jpg,1024\n"
-                        "photos/coffee.jpg,styles/scream.jpg,32\n")
+    manifest.write_text(
+        "content,style,size\nphotos/chelsea.jpg,styles/scream.jpg,1024\nphotos/coffee.jpg,styles/scream.jpg,32\n"
+    )
     limit_gb = round(0.95 * memory.tiled_bytes(680, 1024, memory.MIN_TILE, 1, "auto") / 2**30, 2)
     with pytest.raises(PairsFailedError, match="1 of 2 pairs failed"):
-        run_manifest(str(manifest), str(photo_dir / "out"), overrides={"iterations": 2}, weights=weights_path,
-                     memory_limit_gb=limit_gb)
+        run_manifest(
+            str(manifest),
+            str(photo_dir / "out"),
+            overrides={"iterations": 2},
+            weights=weights_path,
+            memory_limit_gb=limit_gb,
+        )
     table = read_results(str(photo_dir / "out" / "results")).set_index("status")
     message = table.loc["failed", "error"]
     assert "chelsea.jpg: size 1024 (1024 x 680) needs about" in message and "GB even in tiles of 128 px" in message
@@ -722,9 +907,15 @@ def test_an_s3_outage_mid_run_is_ridden_out_by_retries(prefect_api, s3, weights_
 
     breaker = threading.Thread(target=break_and_restore, daemon=True)
     breaker.start()
-    outcome = run_manifest("s3://nst-test/in/manifest.csv", "s3://nst-test/out",
-                           overrides={**FAST, "iterations": 60}, weights=weights_path, storage_options=options,
-                           retry_delays=[2, 4, 8], batch_size=1)  # one pair a task: the outage lands mid-run
+    outcome = run_manifest(
+        "s3://nst-test/in/manifest.csv",
+        "s3://nst-test/out",
+        overrides={**FAST, "iterations": 60},
+        weights=weights_path,
+        storage_options=options,
+        retry_delays=[2, 4, 8],
+        batch_size=1,
+    )  # one pair a task: the outage lands mid-run
     breaker.join(timeout=30)
     outage["replacement"].stop()
     assert "started" in outage, "the outage never happened"
@@ -734,8 +925,9 @@ def test_an_s3_outage_mid_run_is_ridden_out_by_retries(prefect_api, s3, weights_
     assert table.attempts.max() >= 2  # the pair caught by the outage was retried, then succeeded
 
 
-def test_an_s3_object_without_read_permission_fails_its_pair_alone(prefect_api, s3_iam_enforced, weights_path,
-                                                                   monkeypatch):
+def test_an_s3_object_without_read_permission_fails_its_pair_alone(
+    prefect_api, s3_iam_enforced, weights_path, monkeypatch
+):
     import s3fs
 
     # The run uses the restricted user's keys from the environment, as a user's run would.
@@ -746,18 +938,22 @@ def test_an_s3_object_without_read_permission_fails_its_pair_alone(prefect_api, 
     fs = s3fs.S3FileSystem(**options)
     fs.put(str(SAMPLES / "content" / "coffee.jpg"), "nst-test/public/coffee.jpg")
     fs.put(str(SAMPLES / "styles" / "shipwreck.jpg"), "nst-test/public/shipwreck.jpg")
-    fs.pipe("nst-test/m.csv", b"content,style\nprivate/a.jpg,public/shipwreck.jpg\npublic/coffee.jpg,public/shipwreck.jpg\n")
+    fs.pipe(
+        "nst-test/m.csv", b"content,style\nprivate/a.jpg,public/shipwreck.jpg\npublic/coffee.jpg,public/shipwreck.jpg\n"
+    )
     with pytest.raises(PairsFailedError, match="1 of 2 pairs failed"):
-        run_manifest("s3://nst-test/m.csv", "s3://nst-test/out", overrides=FAST, weights=weights_path,
-                     storage_options=options)
+        run_manifest(
+            "s3://nst-test/m.csv", "s3://nst-test/out", overrides=FAST, weights=weights_path, storage_options=options
+        )
     table = read_results("s3://nst-test/out/results", storage=Storage(options)).set_index("status")
     assert "s3://nst-test/private/a.jpg: permission denied" in table.loc["failed", "error"]
     assert table.loc["failed", "attempts"] == 1  # not retried
     assert table.loc["succeeded", "content_uri"] == "s3://nst-test/public/coffee.jpg"
 
 
-def test_when_s3_stays_down_failures_are_spooled_and_delivered_by_the_next_run(prefect_api, s3, weights_path,
-                                                                                 tmp_path, monkeypatch):
+def test_when_s3_stays_down_failures_are_spooled_and_delivered_by_the_next_run(
+    prefect_api, s3, weights_path, tmp_path, monkeypatch
+):
     import threading
 
     from moto.server import ThreadedMotoServer
@@ -780,12 +976,24 @@ def test_when_s3_stays_down_failures_are_spooled_and_delivered_by_the_next_run(p
 
     threading.Thread(target=break_for_good, daemon=True).start()
     with pytest.raises(PairsFailedError, match="1 of 2 pairs failed"):
-        run_manifest("s3://nst-test/in/manifest.csv", "s3://nst-test/out", overrides={**FAST, "iterations": 60},
-                     weights=weights_path, storage_options=options, retry_delays=[0.5], batch_size=1)
+        run_manifest(
+            "s3://nst-test/in/manifest.csv",
+            "s3://nst-test/out",
+            overrides={**FAST, "iterations": 60},
+            weights=weights_path,
+            storage_options=options,
+            retry_delays=[0.5],
+            batch_size=1,
+        )
     assert len(list((tmp_path / "spool").rglob("part-*.parquet"))) == 1  # kept locally, not lost
 
-    outcome = run_manifest("s3://nst-test/in/manifest.csv", "s3://nst-test/out", overrides={**FAST, "iterations": 60},
-                           weights=weights_path, storage_options=fixture_options)  # S3 is reachable again
+    outcome = run_manifest(
+        "s3://nst-test/in/manifest.csv",
+        "s3://nst-test/out",
+        overrides={**FAST, "iterations": 60},
+        weights=weights_path,
+        storage_options=fixture_options,
+    )  # S3 is reachable again
     assert (outcome["succeeded"], outcome["skipped"]) == (1, 1)
     assert not list((tmp_path / "spool").rglob("part-*.parquet"))
     table = read_results("s3://nst-test/out/results", storage=Storage(fixture_options))

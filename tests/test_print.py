@@ -87,8 +87,11 @@ def test_forced_tiles_leave_no_seam_and_the_measure_sees_one_without_a_halo(imag
     monkeypatch.setenv("NST_TILE", "32")
     ratios = {}
     for halo in (tiling.HALO, 0):
-        monkeypatch.setattr(tiling.TiledObjective, "tiles",
-                            lambda self, height, width, move=False, halo=halo: tiling.grid(height, width, 32, halo))
+        monkeypatch.setattr(
+            tiling.TiledObjective,
+            "tiles",
+            lambda self, height, width, move=False, halo=halo: tiling.grid(height, width, 32, halo),
+        )
         result = stylize(content, [style], StyleParams(size=192, iterations=20, tolerance=0), weights=weights_path)
         ratios[halo] = tiling.seam_ratio(result.image, 32)
     assert 0.9 <= ratios[tiling.HALO] <= 1.1 and ratios[0] > 1.1, ratios
@@ -100,8 +103,11 @@ def test_a_scale_runs_in_one_pass_in_tiles_or_is_refused_by_the_memory_model():
     plan = memory.plan_scale(2731, 4096, 1, 16 * 2**30)
     assert plan.tile and plan.fits and plan.bytes <= 16 * 2**30 < one_pass
     assert memory.batch_fits(512 * 512, 16 * 2**30) > memory.batch_fits(1024 * 1024, 16 * 2**30) >= 1
-    with pytest.raises(memory.MemoryPlanError, match=r"needs about \d+\.\d GB even in tiles of 128 px, over the "
-                                                     r"memory limit of 2.0 GB"):
+    with pytest.raises(
+        memory.MemoryPlanError,
+        match=r"needs about \d+\.\d GB even in tiles of 128 px, over the "
+        r"memory limit of 2.0 GB",
+    ):
         memory.check([(2731, 4096)], 1, 2 * 2**30)
 
 
@@ -132,9 +138,11 @@ def test_a_resumed_pair_continues_from_its_checkpoint_to_the_same_image(images, 
     with pytest.raises(_Killed):
         stylize_batch([Job(content, [style], params, path)], weights=weights_path, callback=stop_at_second_scale)
     steps = []
-    (resumed,) = stylize_batch([Job(content, [style], params, path)], weights=weights_path,
-                               callback=lambda index, scale_index, side, progress, image: steps.append(
-                                   (scale_index, progress.iteration)))
+    (resumed,) = stylize_batch(
+        [Job(content, [style], params, path)],
+        weights=weights_path,
+        callback=lambda index, scale_index, side, progress, image: steps.append((scale_index, progress.iteration)),
+    )
     assert steps[0] == (1, 5) and len(steps) == 8  # the 5th step of the second scale redone (it was unsaved), on to 12
     assert resumed.loss_history == pytest.approx(whole.loss_history, rel=1e-5)
     np.testing.assert_allclose(resumed.image, whole.image, atol=1e-4)
@@ -147,8 +155,11 @@ def test_a_checkpoint_of_another_job_is_ignored(images, weights_path, tmp_path, 
     params = StyleParams(size=48, iterations=4, tolerance=0)
     stylize_batch([Job(content, [style], params, path)], weights=weights_path)
     steps = []
-    stylize_batch([Job(content, [style], params.replace(style_weight=3.0), path)], weights=weights_path,
-                  callback=lambda *args: steps.append(args[3].iteration))
+    stylize_batch(
+        [Job(content, [style], params.replace(style_weight=3.0), path)],
+        weights=weights_path,
+        callback=lambda *args: steps.append(args[3].iteration),
+    )
     assert steps[0] == 1
 
 
@@ -169,10 +180,24 @@ def test_a_sigkilled_long_pair_resumes_and_other_pairs_are_not_redone(prefect_ap
     manifest = tmp_path / "m.csv"
     manifest.write_text("content,style\nphotos/chelsea.jpg,style.jpg\nphotos/coffee.jpg,style.jpg\n")
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "flows.cli", "run", str(manifest), "--out", str(out), "--size", "96",
-               "--iterations", "150", "--tolerance", "0", "--batch-size", "1"]
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "NST_WEIGHTS": weights_path,
-           "NST_CHECKPOINT_SECONDS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "run",
+        str(manifest),
+        "--out",
+        str(out),
+        "--size",
+        "96",
+        "--iterations",
+        "150",
+        "--tolerance",
+        "0",
+        "--batch-size",
+        "1",
+    ]
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "NST_WEIGHTS": weights_path, "NST_CHECKPOINT_SECONDS": "1"}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline, saved = time.time() + 300, []
     while process.poll() is None and time.time() < deadline and not saved:

@@ -38,6 +38,8 @@ def test_content_distance_is_0_at_the_photo_and_grows_away_from_it(pair, weights
 
 
 def test_the_optimisation_never_imports_the_measure():
-    code = ("import sys; import nst_core.stylize, nst_core.optimize, nst_core.losses; "
-            "assert 'nst_core.quality' not in sys.modules, 'the objective must not see the quality measure'")
+    code = (
+        "import sys; import nst_core.stylize, nst_core.optimize, nst_core.losses; "
+        "assert 'nst_core.quality' not in sys.modules, 'the objective must not see the quality measure'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

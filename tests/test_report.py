@@ -68,13 +68,21 @@ def _record(pairs, results: str, run_id: str, start: int, failed=(), skipped=(),
             row.update(status="failed", error=BROKEN, total_seconds=0.1)
         else:
             tint = np.array([(index * 67) % 256, (index * 139) % 256, (index * 29 + 80) % 256]) / 255.0
-            save_image(load_image(pair.content, max_side=40) * 0.5 + tint * 0.5, pair.output,
-                       storage_options=storage.options)
+            save_image(
+                load_image(pair.content, max_side=40) * 0.5 + tint * 0.5, pair.output, storage_options=storage.options
+            )
             history = list(np.geomspace(10.0, 1.0 + index, 12))
-            row.update(status="succeeded", total_loss=history[-1], content_loss=0.5, style_loss=0.05 * (index + 1),
-                       loss_history=history, content_loss_history=list(np.linspace(0.0, 0.5, 12)),
-                       style_loss_history=list(np.geomspace(1.0, 0.05, 12)), iterations_run=12,
-                       total_seconds=1.0 + index)
+            row.update(
+                status="succeeded",
+                total_loss=history[-1],
+                content_loss=0.5,
+                style_loss=0.05 * (index + 1),
+                loss_history=history,
+                content_loss_history=list(np.linspace(0.0, 0.5, 12)),
+                style_loss_history=list(np.geomspace(1.0, 0.05, 12)),
+                iterations_run=12,
+                total_seconds=1.0 + index,
+            )
         rows.append(row)
     write_rows(results, rows, storage=storage)
 
@@ -122,8 +130,11 @@ def test_content_by_style_grid_from_a_results_table(photos):
 
 def test_cells_nothing_asked_for_are_quiet_and_failures_red(photos):
     """3 photos x 2 paintings with 3 of the 6 combinations asked for, one of them failed."""
-    pairs = _pairs(photos, "content,style\nphotos/chelsea.jpg,styles/starry_night.jpg\n"
-                           "photos/coffee.jpg,styles/the_scream.jpg\nphotos/rocket.jpg,styles/the_scream.jpg\n")
+    pairs = _pairs(
+        photos,
+        "content,style\nphotos/chelsea.jpg,styles/starry_night.jpg\n"
+        "photos/coffee.jpg,styles/the_scream.jpg\nphotos/rocket.jpg,styles/the_scream.jpg\n",
+    )
     results = str(photos / "out" / "results")
     _record(pairs, results, "r1", 0, failed={pairs[1].pair_id})
     grid = build_grid(select_pairs(read_results(results))[0], options=OPTIONS)
@@ -171,10 +182,14 @@ def _swept_grid(photos, manifest: str, rows: str, cols: str):
 
 
 def test_a_sweep_lays_its_values_out_along_an_axis_in_the_given_order(photos):
-    pairs, grid = _swept_grid(photos, 'content,style,sweep\n'
-                                      'photos/rocket.jpg,styles/the_scream.jpg,"style_weight=1e4,1e2,1e3"\n'
-                                      'photos/chelsea.jpg,styles/the_scream.jpg,"style_weight=1e4,1e2,1e3"\n',
-                              "content", "style_weight")
+    pairs, grid = _swept_grid(
+        photos,
+        "content,style,sweep\n"
+        'photos/rocket.jpg,styles/the_scream.jpg,"style_weight=1e4,1e2,1e3"\n'
+        'photos/chelsea.jpg,styles/the_scream.jpg,"style_weight=1e4,1e2,1e3"\n',
+        "content",
+        "style_weight",
+    )
     assert grid.size == grid_size(2, 3, row_headers=True, col_headers=False, options=OPTIONS)
     for r, name in enumerate(("rocket", "chelsea")):  # manifest order
         for c, weight in enumerate((1e4, 1e2, 1e3)):  # the sweep's order, not sorted
@@ -183,9 +198,13 @@ def test_a_sweep_lays_its_values_out_along_an_axis_in_the_given_order(photos):
 
 
 def test_a_two_parameter_sweep_fills_both_axes(photos):
-    pairs, grid = _swept_grid(photos, 'content,style,sweep\nphotos/chelsea.jpg,styles/the_scream.jpg,'
-                                      '"style_stat=mmd-poly,gram;content_layers=block4_conv2|block2_conv2,block4_conv2"\n',
-                              "style_stat", "content_layers")
+    pairs, grid = _swept_grid(
+        photos,
+        "content,style,sweep\nphotos/chelsea.jpg,styles/the_scream.jpg,"
+        '"style_stat=mmd-poly,gram;content_layers=block4_conv2|block2_conv2,block4_conv2"\n',
+        "style_stat",
+        "content_layers",
+    )
     for r, stat in enumerate(("mmd-poly", "gram")):
         for c, layers in enumerate((("block4_conv2",), ("block2_conv2", "block4_conv2"))):
             pair = next(p for p in pairs if p.params.style_stat == stat and p.params.content_layers == layers)
@@ -195,13 +214,18 @@ def test_a_two_parameter_sweep_fills_both_axes(photos):
 def test_the_report_lays_a_sweep_out_by_itself(photos):
     from flows.report import report_grids
 
-    pairs = _pairs(photos, 'content,style,sweep\nphotos,styles,"style_weight=1e3,10"\n'
-                           'photos/chelsea.jpg,styles/the_scream.jpg,"init=noise,style;seed=1,2"\n')
+    pairs = _pairs(
+        photos,
+        'content,style,sweep\nphotos,styles,"style_weight=1e3,10"\n'
+        'photos/chelsea.jpg,styles/the_scream.jpg,"init=noise,style;seed=1,2"\n',
+    )
     _record(pairs, str(photos / "out" / "results"), "r1", 0)
     table = select_pairs(read_results(str(photos / "out" / "results")))[0]
     one = report_grids(table[table.sweep.str.startswith("style_weight")])
     assert [(title, len(group), rows, cols) for title, group, rows, cols in one] == [
-        ("starry_night", 6, "content", "style_weight"), ("the_scream", 6, "content", "style_weight")]
+        ("starry_night", 6, "content", "style_weight"),
+        ("the_scream", 6, "content", "style_weight"),
+    ]
     (two,) = report_grids(table[table.sweep.str.startswith("init")])
     assert (two[0], len(two[1]), two[2], two[3]) == ("chelsea x the_scream", 4, "init", "seed")
     assert [(t, r, c) for t, _, r, c in report_grids(table, cols="seed")] == [("", "content", "seed")]
@@ -270,10 +294,24 @@ def _chromium(*arguments: str) -> subprocess.CompletedProcess:
     if executable is None:
         pytest.skip("chromium is not installed and could not be (make test installs Debian's chromium package)")
     with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                               "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                               "--disable-sync", f"--user-data-dir={profile}", *arguments],
-                              capture_output=True, text=True, timeout=90)
+        return subprocess.run(
+            [
+                executable,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                *arguments,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
 
 
 def test_the_report_page_in_headless_chromium(photos):
@@ -323,8 +361,9 @@ def test_grid_and_report_read_and_write_s3(photos, s3):
     fs, options = s3
     pairs = _on_s3(_pairs(photos, "content,style\nphotos/chelsea.jpg,styles\n"))
     _record(pairs, "s3://nst-test/results", "r1", 0, storage=Storage(options))
-    grid = grid_from_results("s3://nst-test/results", "s3://nst-test/grids/grid.jpg", options=OPTIONS,
-                             storage=Storage(options))
+    grid = grid_from_results(
+        "s3://nst-test/results", "s3://nst-test/grids/grid.jpg", options=OPTIONS, storage=Storage(options)
+    )
     assert Image.open(io.BytesIO(fs.cat("nst-test/grids/grid.jpg"))).size == grid.image.size
     report_from_results("s3://nst-test/results", "s3://nst-test/grids/report.html", storage=Storage(options))
     page = fs.cat("nst-test/grids/report.html").decode()
@@ -347,7 +386,9 @@ def test_the_report_artifact_links_a_presigned_page_on_s3(prefect_api, photos, s
     fs, options = s3
     pairs = _on_s3(_pairs(photos, "content,style\nphotos/chelsea.jpg,styles\n"))
     _record(pairs, "s3://nst-test/results", "r-s3", 0, storage=Storage(options))
-    page = publish_report("r-s3", "s3://nst-test/results", "s3://nst-test/styled", Storage(options), logging.getLogger())
+    page = publish_report(
+        "r-s3", "s3://nst-test/results", "s3://nst-test/styled", Storage(options), logging.getLogger()
+    )
     assert page == "s3://nst-test/styled/reports/r-s3.html"
     link = artifacts("stylize-report")[0].data
     signed = re.search(r"\((http[^)]+)\)", link).group(1)
@@ -360,8 +401,19 @@ def test_the_report_artifact_links_a_presigned_page_on_s3(prefect_api, photos, s
 def test_the_cli_writes_grids_and_names_bad_axes(photos):
     pairs = _pairs(photos, "content,style\nphotos,styles/the_scream.jpg\n")
     _record(pairs, str(photos / "out" / "results"), "r1", 0)
-    command = [sys.executable, "-m", "flows.cli", "grid", str(photos / "out" / "results"), "-o",
-               str(photos / "g.png"), "--cell", "40", "--background", "#202020"]
+    command = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "grid",
+        str(photos / "out" / "results"),
+        "-o",
+        str(photos / "g.png"),
+        "--cell",
+        "40",
+        "--background",
+        "#202020",
+    ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     grid = Image.open(photos / "g.png").convert("RGB")
@@ -375,11 +427,17 @@ def test_the_cli_writes_grids_and_names_bad_axes(photos):
 def test_the_flow_attaches_its_grid_report_and_pairs(prefect_api, photos, weights_path):
     from flows.pipeline import PairsFailedError, run_manifest
 
-    (photos / "m.csv").write_text('content,style,sweep\nphotos/chelsea.jpg,styles/the_scream.jpg,"style_weight=1,100"\n'
-                                  "photos/missing.jpg,styles/the_scream.jpg,\n")
+    (photos / "m.csv").write_text(
+        'content,style,sweep\nphotos/chelsea.jpg,styles/the_scream.jpg,"style_weight=1,100"\n'
+        "photos/missing.jpg,styles/the_scream.jpg,\n"
+    )
     with pytest.raises(PairsFailedError):
-        run_manifest(str(photos / "m.csv"), str(photos / "out"), weights=weights_path,
-                     overrides={"size": 32, "iterations": 4, "tolerance": 0.0})
+        run_manifest(
+            str(photos / "m.csv"),
+            str(photos / "out"),
+            weights=weights_path,
+            overrides={"size": 32, "iterations": 4, "tolerance": 0.0},
+        )
     table = read_results(str(photos / "out" / "results"))
     run_id = table.run_id.iloc[0]
     grid = artifacts("stylize-grid")[0]
@@ -387,8 +445,10 @@ def test_the_flow_attaches_its_grid_report_and_pairs(prefect_api, photos, weight
     encoded = re.search(r"\(data:image/jpeg;base64,([A-Za-z0-9+/=]+)\)", grid.data).group(1)
     thumbnail = Image.open(io.BytesIO(base64.b64decode(encoded)))
     full = Image.open(photos / "out" / "reports" / f"{run_id}-grid.jpg")
-    assert max(thumbnail.size) == min(640, max(full.size)) and abs(thumbnail.width / thumbnail.height
-                                                                   - full.width / full.height) < 0.02
+    assert (
+        max(thumbnail.size) == min(640, max(full.size))
+        and abs(thumbnail.width / thumbnail.height - full.width / full.height) < 0.02
+    )
     link = artifacts("stylize-report")[0]
     page = photos / "out" / "reports" / f"{run_id}.html"
     assert link.type == "markdown" and f"({page.as_uri()})" in link.data and page.exists()  # a link artifact
@@ -418,7 +478,8 @@ def test_a_report_that_cannot_be_written_does_not_fail_the_run(prefect_api, phot
     (photos / "out").mkdir()
     (photos / "out" / "reports").write_text("a file where the reports folder would go")
     (photos / "m.csv").write_text("content,style\nphotos/chelsea.jpg,styles/the_scream.jpg\n")
-    outcome = run_manifest(str(photos / "m.csv"), str(photos / "out"), weights=weights_path,
-                           overrides={"size": 32, "iterations": 2})
+    outcome = run_manifest(
+        str(photos / "m.csv"), str(photos / "out"), weights=weights_path, overrides={"size": 32, "iterations": 2}
+    )
     assert outcome["succeeded"] == 1
     assert "run report not written" in caplog.text

@@ -31,12 +31,21 @@ def prefect_server(tmp_path_factory):
     """`prefect server start` on a free loopback port; yields its API URL."""
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_UI_ENABLED": "false", "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/p.db",
-           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/p.db",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+    }
     env.pop("PREFECT_API_URL", None)
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     api = f"http://127.0.0.1:{port}/api"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -105,15 +114,43 @@ def test_serve_registers_a_cron_deployment_whose_runs_stylize(prefect_server, tm
     out = tmp_path / "out"
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     serve = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "serve", "m.csv", "--out", "out", "--cron", "0 2 * * *",
-         "--timezone", "Europe/Paris", "--name", "nightly-test", "--size", "32", "--iterations", "3",
-         "--tolerance", "0", "--weights", weights_path],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "serve",
+            "m.csv",
+            "--out",
+            "out",
+            "--cron",
+            "0 2 * * *",
+            "--timezone",
+            "Europe/Paris",
+            "--name",
+            "nightly-test",
+            "--size",
+            "32",
+            "--iterations",
+            "3",
+            "--tolerance",
+            "0",
+            "--weights",
+            weights_path,
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deployment = _wait_for(lambda: _deployment(prefect_server, DEPLOYMENT), 120, "no deployment")
         (schedule,) = deployment.schedules
-        assert (schedule.schedule.cron, schedule.schedule.timezone, schedule.active) == ("0 2 * * *", "Europe/Paris", True)
+        assert (schedule.schedule.cron, schedule.schedule.timezone, schedule.active) == (
+            "0 2 * * *",
+            "Europe/Paris",
+            True,
+        )
         parameters = deployment.parameters
         assert parameters["manifest"] == str(tmp_path / "m.csv") and parameters["out"] == str(out)  # made absolute
         assert parameters["overrides"] == {"size": 32, "iterations": 3, "tolerance": 0.0}
@@ -125,8 +162,11 @@ def test_serve_registers_a_cron_deployment_whose_runs_stylize(prefect_server, tm
 
         def scheduled_runs():  # the real server's scheduler fills in the nights ahead
             with _client(prefect_server) as client:
-                return client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                    deployment_id={"any_": [deployment.id]}, state={"type": {"any_": ["SCHEDULED"]}}))
+                return client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(
+                        deployment_id={"any_": [deployment.id]}, state={"type": {"any_": ["SCHEDULED"]}}
+                    )
+                )
 
         runs = _wait_for(scheduled_runs, 60, "no scheduled runs")
         for run in runs:
@@ -157,8 +197,10 @@ def test_serve_rejects_a_bad_cron_or_timezone_before_registering(tmp_path, capsy
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m.csv").write_text("content,style\na.jpg,b.jpg\n")
-    for flags, message in ((["--cron", "0 25 * * *"], "Invalid cron"),
-                           (["--cron", "0 2 * * *", "--timezone", "Mars/Olympus"], "unknown timezone 'Mars/Olympus'")):
+    for flags, message in (
+        (["--cron", "0 25 * * *"], "Invalid cron"),
+        (["--cron", "0 2 * * *", "--timezone", "Mars/Olympus"], "unknown timezone 'Mars/Olympus'"),
+    ):
         assert main(["serve", "m.csv", "--out", "out", *flags]) == 2
         assert message in capsys.readouterr().err
 
@@ -186,8 +228,14 @@ def test_prefect_yaml_deploys_the_nightly_flow(prefect_server, tmp_path):
 
     with _client(prefect_server) as client:
         client.create_work_pool(WorkPoolCreate(name="nst", type="process"), overwrite=True)
-    deploy = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    deploy = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
     deployment = _deployment(prefect_server, "stylize-manifest/nightly")
     (registered,) = deployment.schedules

@@ -36,14 +36,18 @@ def style_distance(weights, image, style):
     extract = feature_extractor("auto", weights, VGG_STYLE_LAYERS)
     ours = extract(ops.convert_to_tensor(image[None]))
     theirs = extract(ops.convert_to_tensor(resize(style, size_for(style.shape, max(image.shape[:2])))[None]))
-    grams = [(losses.style_statistic("gram", a, {}), losses.style_statistic("gram", b, {})) for a, b in zip(ours, theirs)]
+    grams = [
+        (losses.style_statistic("gram", a, {}), losses.style_statistic("gram", b, {})) for a, b in zip(ours, theirs)
+    ]
     return float(np.mean([losses.relative_error(a, b)[0] for a, b in grams]))
 
 
 def structure_similarity(image, reference):
     """Correlation of the 4x-downsampled luminance: 1 for the same picture, ~0 for noise."""
+
     def small_luma(x):
         return resize(x, (x.shape[0] // 4, x.shape[1] // 4)) @ np.array([0.299, 0.587, 0.114])
+
     return float(np.corrcoef(small_luma(image).ravel(), small_luma(reference).ravel())[0, 1])
 
 
@@ -65,8 +69,14 @@ def test_content_reconstruction_from_noise(images, weights_path):
 
 def test_content_reconstruction_from_several_layers(images, weights_path):
     content, style = images
-    params = _params(style_weight=0, tv_weight=0, init="noise", iterations=40,
-                     content_layers=("block2_conv2", "block4_conv2"), content_layer_weights=(1.0, 1.0))
+    params = _params(
+        style_weight=0,
+        tv_weight=0,
+        init="noise",
+        iterations=40,
+        content_layers=("block2_conv2", "block4_conv2"),
+        content_layer_weights=(1.0, 1.0),
+    )
     result = stylize(content, [style], params, weights=weights_path)
     assert result.loss_history[0] / result.content_loss >= 10
 
@@ -93,15 +103,17 @@ def test_transfer_moves_style_and_keeps_content(images, weights_path):
 @pytest.mark.parametrize("stat", ["mmd-poly", "mmd-gauss", "bn", "w2", "swd"])
 def test_every_style_statistic_lowers_its_loss(images, weights_path, stat):
     content, style = images
-    result = stylize(content, [style], _params(style_stat=stat, content_weight=0, init="noise", iterations=30),
-                     weights=weights_path)
+    result = stylize(
+        content, [style], _params(style_stat=stat, content_weight=0, init="noise", iterations=30), weights=weights_path
+    )
     assert result.loss_history[0] / result.loss_history[-1] >= 5
 
 
 def test_adam_lowers_the_loss_too(images, weights_path):
     content, style = images
-    result = stylize(content, [style], _params(optimizer="adam", learning_rate=0.05, iterations=40),
-                     weights=weights_path)
+    result = stylize(
+        content, [style], _params(optimizer="adam", learning_rate=0.05, iterations=40), weights=weights_path
+    )
     assert result.total_loss < 0.5 * result.loss_history[0]
 
 
@@ -215,8 +227,9 @@ def test_content_and_style_losses_are_recorded_per_step(images, weights_path):
     params = _params(tv_weight=0, iterations=6, scales=(32,), coarse_iterations=3)
     result = stylize(content, [style], params, weights=weights_path)
     assert len(result.content_loss_history) == len(result.style_loss_history) == len(result.loss_history) == 9
-    weighted = (params.content_weight * np.array(result.content_loss_history)
-                + params.style_weight * np.array(result.style_loss_history))
+    weighted = params.content_weight * np.array(result.content_loss_history) + params.style_weight * np.array(
+        result.style_loss_history
+    )
     np.testing.assert_allclose(weighted, result.loss_history, rtol=1e-4)  # no TV: the parts make the total
     # Starts at the content: 0, up to bfloat16 features' rounding (the compiled step's and the targets' differ).
     assert result.content_loss_history[0] < 1e-4 < result.content_loss_history[-1]

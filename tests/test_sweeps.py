@@ -15,7 +15,7 @@ def _expand(tree, text, **kwargs):
 
 
 def test_one_parameter_gives_one_pair_per_value_in_the_given_order(tree):
-    pairs, _ = _expand(tree, "content,style,sweep\nphotos/a.png,styles/x.png,\"style_weight=1e4,1e2,1e3\"\n")
+    pairs, _ = _expand(tree, 'content,style,sweep\nphotos/a.png,styles/x.png,"style_weight=1e4,1e2,1e3"\n')
     assert [p.params.style_weight for p in pairs] == [1e4, 1e2, 1e3]
     assert len({p.pair_id for p in pairs}) == 3 and len({p.output for p in pairs}) == 3
     assert all(p.sweep == "style_weight=1e4,1e2,1e3" for p in pairs)
@@ -24,7 +24,7 @@ def test_one_parameter_gives_one_pair_per_value_in_the_given_order(tree):
 
 def test_two_parameters_give_every_combination_crossed_with_the_images(tree):
     sweep = "style_weight=1,10;style_stat=gram,mmd-poly,bn"
-    pairs, _ = _expand(tree, f"content,style,sweep,size\nphotos,styles/x.png,\"{sweep}\",64\n")
+    pairs, _ = _expand(tree, f'content,style,sweep,size\nphotos,styles/x.png,"{sweep}",64\n')
     assert len(pairs) == 3 * 2 * 3  # three photos x one style x 2 x 3 values
     first = [(p.params.style_weight, p.params.style_stat) for p in pairs if p.content.endswith("a.png")]
     assert first == [(1, "gram"), (1, "mmd-poly"), (1, "bn"), (10, "gram"), (10, "mmd-poly"), (10, "bn")]
@@ -42,34 +42,45 @@ def test_the_command_line_sweep_applies_to_rows_without_their_own(tree):
     text = 'content,style,sweep\nphotos/a.png,styles/x.png,\nphotos/b.png,styles/x.png,"init=noise,style"\n'
     pairs, _ = _expand(tree, text, sweep="style_weight=1,2")
     assert [(p.content[-5:], p.params.style_weight, p.params.init) for p in pairs] == [
-        ("a.png", 1, "content"), ("a.png", 2, "content"), ("b.png", 10, "noise"), ("b.png", 10, "style")]
+        ("a.png", 1, "content"),
+        ("a.png", 2, "content"),
+        ("b.png", 10, "noise"),
+        ("b.png", 10, "style"),
+    ]
 
 
 def test_bad_sweeps_are_manifest_errors_naming_their_rows(tree):
-    text = ("content,style,sweep\n"
-            'photos/a.png,styles/x.png,"style_weight=1e2,abc"\n'
-            'photos/a.png,styles/x.png,"colour=red,blue"\n'
-            'photos/a.png,styles/x.png,size=64;size=32\n'
-            'photos/a.png,styles/x.png,"style_weight=-1,2"\n'
-            'photos/a.png,styles/x.png,"style_stat=gram,fancy"\n'
-            'photos/a.png,styles/x.png,iterations=1;seed=1;size=64\n'
-            'photos/a.png,styles/x.png,style_weight\n'
-            'photos/b.png,styles/x.png,"style_weight=1,2"\n')
+    text = (
+        "content,style,sweep\n"
+        'photos/a.png,styles/x.png,"style_weight=1e2,abc"\n'
+        'photos/a.png,styles/x.png,"colour=red,blue"\n'
+        "photos/a.png,styles/x.png,size=64;size=32\n"
+        'photos/a.png,styles/x.png,"style_weight=-1,2"\n'
+        'photos/a.png,styles/x.png,"style_stat=gram,fancy"\n'
+        "photos/a.png,styles/x.png,iterations=1;seed=1;size=64\n"
+        "photos/a.png,styles/x.png,style_weight\n"
+        'photos/b.png,styles/x.png,"style_weight=1,2"\n'
+    )
     with pytest.raises(ManifestError) as caught:
         _expand(tree, text)
     message = str(caught.value)
     assert "7 bad rows" in message and "row 8" not in message
-    for row, reason in [(1, "style_weight must be a number, got 'abc'"), (2, "'colour' is not a parameter"),
-                        (3, "size is given twice"), (4, "style_weight must be a non-negative number, got -1.0"),
-                        (5, "style_stat must be one of gram, mmd-poly, mmd-gauss, bn, w2, swd, got 'fancy'"),
-                        (6, "at most 2 parameters, got 3"), (7, "must look like NAME=V1,V2")]:
+    for row, reason in [
+        (1, "style_weight must be a number, got 'abc'"),
+        (2, "'colour' is not a parameter"),
+        (3, "size is given twice"),
+        (4, "style_weight must be a non-negative number, got -1.0"),
+        (5, "style_stat must be one of gram, mmd-poly, mmd-gauss, bn, w2, swd, got 'fancy'"),
+        (6, "at most 2 parameters, got 3"),
+        (7, "must look like NAME=V1,V2"),
+    ]:
         line = next(line for line in message.splitlines() if line.strip().startswith(f"row {row}:"))
         assert "sweep" in line and reason in line, line
 
 
 def test_a_sweep_with_an_output_cell_is_refused(tree):
     with pytest.raises(ManifestError, match="row 1: output 'one.png' names one file, but the row expands to 2 pairs"):
-        _expand(tree, "content,style,output,sweep\nphotos/a.png,styles/x.png,one.png,\"seed=1,2\"\n")
+        _expand(tree, 'content,style,output,sweep\nphotos/a.png,styles/x.png,one.png,"seed=1,2"\n')
 
 
 def test_a_bad_command_line_sweep_is_one_error(tree):
