@@ -367,12 +367,10 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from flows.lock import check_free
+def _validate_manifest(args: argparse.Namespace) -> None:
+    """`run`'s and `serve`'s manifest with their flags: every bad row in one message, before Prefect starts."""
     from flows.manifest import validate_manifest
-    from flows.results import results_location
 
-    # Reject a bad manifest or a table in use here, in one message, before Prefect starts (tens of seconds).
     validate_manifest(
         args.manifest,
         overrides=param_overrides(args),
@@ -380,6 +378,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         sweep=args.sweep,
         output_format=args.output_format,
     )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.lock import check_free
+    from flows.results import results_location
+
+    # Reject a bad manifest or a table in use here, in one message, before Prefect starts (tens of seconds).
+    _validate_manifest(args)
     check_free(results_location(args.out, args.results), storage_from(args))
     runtime.load()
     from nst_core.model import check_weights
@@ -414,8 +420,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
 
-    from flows.manifest import validate_manifest
-
     runtime.load()
     from flows.pipeline import configured_flow
     from nst_core.model import check_weights
@@ -428,13 +432,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     # A deployment's runs need not start in this folder.
     args.manifest, args.out, args.results = absolute(args.manifest), absolute(args.out), absolute(args.results)
-    validate_manifest(
-        args.manifest,
-        overrides=param_overrides(args),
-        storage=storage_from(args),
-        sweep=args.sweep,
-        output_format=args.output_format,
-    )
+    _validate_manifest(args)
     check_weights(args.weights, param_overrides(args).get("arch", "auto"))
     schedule = Cron(args.cron, timezone=args.timezone)  # ValueError for a bad cron string
     flow = configured_flow(**runner_options(args))
