@@ -50,6 +50,11 @@ def weights_path() -> str:
     return path
 
 
+def nst(*args) -> list[str]:
+    """The command line of `nst` run by this Python, arguments as text: nst("run", manifest, "--size", 32)."""
+    return [sys.executable, "-m", "flows.cli", *map(str, args)]
+
+
 def png_header(width: int, height: int) -> bytes:
     """A well-formed 1-bit PNG that claims width x height but holds a few bytes of data."""
 

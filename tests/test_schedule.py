@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from conftest import REPO, SAMPLES
+from conftest import REPO, SAMPLES, nst
 from flows.results import read_results
 from flows.server import free_port
 
@@ -114,10 +114,7 @@ def test_serve_registers_a_cron_deployment_whose_runs_stylize(prefect_server, tm
     out = tmp_path / "out"
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     serve = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
+        nst(
             "serve",
             "m.csv",
             "--out",
@@ -136,7 +133,7 @@ def test_serve_registers_a_cron_deployment_whose_runs_stylize(prefect_server, tm
             "0",
             "--weights",
             weights_path,
-        ],
+        ),
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
