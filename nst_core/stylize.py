@@ -115,16 +115,15 @@ class Job:
     checkpoint: Optional[str] = None  # where a long run saves its progress (nst_core.checkpoint); None: never
 
 
-def batch_key(content_shape, params: StyleParams) -> tuple:
-    """Pairs with equal keys can share one batch: the same compiled objective, method and schedule,
-    and the same image size at every scale."""
-    sides = params.sides()
-    return params.compile_key(), params.method, sides, tuple(size_for(content_shape, side) for side in sides)
-
-
 def scale_shapes(content_shape, params: StyleParams) -> list[tuple[int, int]]:
     """(height, width) of every scale, coarse to fine."""
     return [size_for(content_shape, side) for side in params.sides()]
+
+
+def batch_key(content_shape, params: StyleParams) -> tuple:
+    """Pairs with equal keys can share one batch: the same compiled objective, method and schedule,
+    and the same image size at every scale."""
+    return params.compile_key(), params.method, params.sides(), tuple(scale_shapes(content_shape, params))
 
 
 def _result(image: np.ndarray, parts, params: StyleParams, history: list[float], **fields) -> StylizeResult:
