@@ -55,6 +55,11 @@ def nst(*args) -> list[str]:
     return [sys.executable, "-m", "flows.cli", *map(str, args)]
 
 
+def tiny_run(weights_path: str, iterations: int = 3) -> list[str]:
+    """Flags for the cheapest real stylization: 32 px, a few steps, never stopped early."""
+    return ["--size", "32", "--iterations", str(iterations), "--tolerance", "0", "--weights", weights_path]
+
+
 def png_header(width: int, height: int) -> bytes:
     """A well-formed 1-bit PNG that claims width x height but holds a few bytes of data."""
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import SAMPLES, nst
+from conftest import SAMPLES, nst, tiny_run
 from flows.dask_runner import worker_env
 from flows.pipeline import run_manifest
 from flows.results import read_results
@@ -44,14 +44,7 @@ def test_two_dask_workers_share_the_pairs_and_the_table_is_complete(collection, 
             "2",
             "--batch-size",
             "2",
-            "--size",
-            "32",
-            "--iterations",
-            "5",
-            "--tolerance",
-            "0",
-            "--weights",
-            weights_path,
+            *tiny_run(weights_path, iterations=5),
         ),
         cwd=collection,
         env=env,

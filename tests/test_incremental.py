@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from conftest import SAMPLES
+from conftest import SAMPLES, tiny_run
 from flows.cli import main
 from flows.pipeline import PairsFailedError, run_manifest
 from flows.results import read_results
@@ -90,14 +90,7 @@ def test_since_last_leaves_unchanged_failures_alone_until_the_file_changes(prefe
                 "--out",
                 str(out),
                 "--since-last",
-                "--size",
-                "32",
-                "--iterations",
-                "3",
-                "--tolerance",
-                "0",
-                "--weights",
-                weights_path,
+                *tiny_run(weights_path),
             ]
         )
         == 0

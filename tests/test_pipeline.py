@@ -438,45 +438,18 @@ def test_every_flag_says_what_it_does_with_its_choices_and_defaults_as_typed(cap
 
 def test_cli_stylize_one_pair(photo_dir, weights_path):
     out = photo_dir / "one.png"
-    result = subprocess.run(
-        nst(
-            "stylize",
-            str(photo_dir / "photos" / "chelsea.jpg"),
-            str(photo_dir / "styles" / "scream.jpg"),
-            "-o",
-            str(out),
-            "--size",
-            "32",
-            "--iterations",
-            "6",
-            "--save-every",
-            "3",
-            "--weights",
-            weights_path,
-        ),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+
+    def stylize(content: str, *flags):
+        command = nst("stylize", photo_dir / content, photo_dir / "styles" / "scream.jpg", "-o", out, *flags)
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    result = stylize(
+        "photos/chelsea.jpg", "--size", 32, "--iterations", 6, "--save-every", 3, "--weights", weights_path
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert max(Image.open(out).size) == 32 and "6 steps" in result.stdout
     assert len(list(photo_dir.glob("one.scale32.iter*.png"))) == 2
-    bad = subprocess.run(
-        nst(
-            "stylize",
-            str(photo_dir / "nope.jpg"),
-            str(photo_dir / "styles" / "scream.jpg"),
-            "-o",
-            str(out),
-            "--weights",
-            weights_path,
-        ),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = stylize("nope.jpg", "--weights", weights_path)
     assert bad.returncode == 2 and "nope.jpg" in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from conftest import REPO, SAMPLES, nst
+from conftest import REPO, SAMPLES, nst, tiny_run
 from flows.results import read_results
 from flows.server import free_port
 
@@ -125,14 +125,7 @@ def test_serve_registers_a_cron_deployment_whose_runs_stylize(prefect_server, tm
             "Europe/Paris",
             "--name",
             "nightly-test",
-            "--size",
-            "32",
-            "--iterations",
-            "3",
-            "--tolerance",
-            "0",
-            "--weights",
-            weights_path,
+            *tiny_run(weights_path),
         ),
         cwd=tmp_path,
         env=env,
