@@ -27,8 +27,12 @@ Pooling = Literal["max", "avg"]
 
 # Each earlier set of defaults, as the fields that have changed since: a pair made under them
 # is recognised by the ledger and not redone unless asked (`--force`); newest first.
-EARLIER_DEFAULTS: tuple[dict, ...] = ({"min_scale": 0},)
+_BEFORE_ISSUE_13 = {"style_weight": 10.0, "style_layer_weights": None, "coarse_iterations": 200}
+EARLIER_DEFAULTS: tuple[dict, ...] = ({**_BEFORE_ISSUE_13, "min_scale": 512}, {**_BEFORE_ISSUE_13, "min_scale": 0})
 VGG_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
+# jcjohnson/neural-style divides each Gram matrix by C*H*W and sums squared errors, so its layers
+# count by their activations' size; measured on the three paintings, our relative errors need these.
+JCJOHNSON_LAYER_WEIGHTS = (0.002, 0.49, 0.49, 0.012, 0.0001)
 # The version of the first results tables: a field added later needs a `neutral` value.
 FIRST_TABLES = "0.1.0"
 _NO_NEUTRAL = object()
@@ -135,7 +139,10 @@ class StyleParams:
         1.0, "losses are relative errors, so the ratio to style_weight is what matters", check=NON_NEGATIVE
     )
     style_weight: float = param(
-        10.0, "strong, painterly, content still readable (sweep 3..100, bench_defaults)", check=NON_NEGATIVE
+        100.0,
+        "with jcjohnson's layer weights: closest to the painting by the independent measure, content kept "
+        "(bench_quality)",
+        check=NON_NEGATIVE,
     )
     tv_weight: float = param(
         1.0, "30-35% less pixel speckle (TV), content and style losses within 1% (bench_defaults)", check=NON_NEGATIVE
@@ -150,7 +157,10 @@ class StyleParams:
         VGG_STYLE_LAYERS, "VGG layers of the style loss (Gatys et al. 2016)", graph=True
     )
     style_layer_weights: Optional[tuple[float, ...]] = param(
-        None, "one per style layer; none: equal weights", graph=True
+        JCJOHNSON_LAYER_WEIGHTS,
+        "one per style layer; default: jcjohnson's effective weights (for the default layers only: "
+        "other layers start equal); none: equal",
+        graph=True,
     )
     style_stat: StyleStat = param(
         "gram", "the style statistic: Gatys' Gram matrices; the others follow Li et al. 2017", graph=True
@@ -170,15 +180,18 @@ class StyleParams:
         (), "coarser sizes optimised first (coarse-to-fine), e.g. 256; set: min_scale unused"
     )
     min_scale: int = param(
-        512,
-        "coarse-to-fine in sqrt(2) steps from about this side up to size (crowsonkb): "
-        "print sizes get their large-scale structure at 512 px, where the other defaults were "
-        "chosen; nothing changes at 512 px and below; 0: size only",
+        128,
+        "coarse-to-fine in sqrt(2) steps from about this side up to size (crowsonkb's 128): the "
+        "painting's large-scale structure, the measure's largest gain (bench_quality); 0: size only",
         check=OFF_OR_AT_LEAST_16,
         added_in="0.1.0+min-scale",
         neutral=0,
     )
-    coarse_iterations: int = param(200, "optimiser steps at each coarser scale", check=COUNT)
+    coarse_iterations: int = param(
+        60,
+        "optimiser steps at each coarser scale: enough to carry structure up (100 and 200 scored alike)",
+        check=COUNT,
+    )
     average_decay: float = param(
         0.0,
         "> 0 returns a moving average of the iterates (crowsonkb's 0.99); 0: the best one",
@@ -197,6 +210,9 @@ class StyleParams:
     seed: int = param(0, "noise init and random features are seeded: same seed, same image on CPU")
 
     def __post_init__(self) -> None:
+        if self.style_layer_weights == JCJOHNSON_LAYER_WEIGHTS and self.style_layers != VGG_STYLE_LAYERS:
+            # The default weights were measured for the default layers; other layers start equal.
+            object.__setattr__(self, "style_layer_weights", None)
         problems = self.problems()
         if problems:
             raise ValueError("; ".join(problems))

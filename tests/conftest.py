@@ -50,6 +50,17 @@ def weights_path() -> str:
     return path
 
 
+# The defaults of the first results tables, before issue 13 moved these: pinned pair ids are of them.
+FIRST_DEFAULTS = {"style_weight": 10.0, "style_layer_weights": None, "coarse_iterations": 200, "min_scale": 0}
+
+
+def first(**fields):
+    """StyleParams as the first tables' defaults made them, with `fields` set."""
+    from nst_core.params import StyleParams
+
+    return StyleParams(**{**FIRST_DEFAULTS, **fields})
+
+
 def nst(*args) -> list[str]:
     """The command line of `nst` run by this Python, arguments as text: nst("run", manifest, "--size", 32)."""
     return [sys.executable, "-m", "flows.cli", *map(str, args)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from conftest import SAMPLES
+from conftest import SAMPLES, first
 from nst_core import quality
 from nst_core.image_io import load_image
 from nst_core.optimize import (
@@ -20,7 +20,6 @@ from nst_core.optimize import (
     make_lbfgs_step,
     run_optimizer,
 )
-from nst_core.params import StyleParams
 from nst_core.stylize import Job, resize, stylize_batch
 
 SHAPE = (2, 8, 8, 3)
@@ -135,7 +134,7 @@ def test_style_weights_from_1_to_10000_stylize_or_fail_loudly(weights_path):
         content = load_image(str(SAMPLES / "content" / f"{photo_name}.jpg"), max_side=256)
         styles = [load_image(str(SAMPLES / "styles" / f"{name}.jpg"), max_side=256) for name in style_names]
         jobs = [
-            Job(content, styles, StyleParams(size=256, iterations=MIN_JUDGED_STEPS, style_weight=weight))
+            Job(content, styles, first(size=256, iterations=MIN_JUDGED_STEPS, style_weight=weight))
             for weight in (1.0, 10.0, 100.0, 1000.0, 10000.0)
         ]
         for job, outcome in zip(jobs, stylize_batch(jobs, weights=weights_path)):

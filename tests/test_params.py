@@ -2,7 +2,8 @@
 
 import pytest
 
-from nst_core.params import StyleParams
+from conftest import first
+from nst_core.params import JCJOHNSON_LAYER_WEIGHTS, StyleParams
 
 
 def test_params_parse_lists_with_spaces_and_reject_bad_blends():
@@ -40,24 +41,26 @@ def test_numbers_parse_from_manifest_text():
 
 def test_pair_ids_of_earlier_tables_are_pinned():
     # Computed before the fields carried metadata (issue 14): results tables written since keep their pair ids.
-    # min_scale=0 is the value before it existed (EARLIER_DEFAULTS): the default's pairs of then.
-    assert StyleParams(min_scale=0).hash() == "484c699a88"
-    assert [old.hash() for old in StyleParams().earlier()] == ["484c699a88"]  # found by the ledger, not redone
-    assert StyleParams().earlier(explicit={"min_scale"}) == []  # asked for: the new value's pair
-    assert (
-        StyleParams(
-            size=256, style_weight=100.0, style_layers=("block1_conv1", "block2_conv1"), scales=(128,), min_scale=0
-        ).hash()
-        == "a6070bbe78"
+    assert first().hash() == "484c699a88"
+    # Each earlier set of defaults (EARLIER_DEFAULTS, newest first) is found by the ledger, not redone.
+    assert [old.hash() for old in StyleParams().earlier()] == [first(min_scale=512).hash(), "484c699a88"]
+    changed = {"min_scale", "style_weight", "style_layer_weights", "coarse_iterations"}
+    assert StyleParams().earlier(explicit=changed) == []  # asked for: the new values' pair
+    assert first(size=256, style_weight=100.0, style_layers=("block1_conv1", "block2_conv1"), scales=(128,)).hash() == (
+        "a6070bbe78"
     )
-    assert StyleParams(method="fast", style_strength=0.5, min_scale=0).hash() == "31d2e95d41"
-    assert (
-        StyleParams(average_decay=0.99, style_layer_weights=(1.0, 2.0, 3.0, 4.0, 5.0), min_scale=0).hash()
-        == "e37bd5b71e"
-    )
-    assert (
-        StyleParams(init="noise", optimizer="adam", seed=3, style_blend=(0.7, 0.3), min_scale=0).hash() == "65b0444a08"
-    )
+    assert first(method="fast", style_strength=0.5).hash() == "31d2e95d41"
+    assert first(average_decay=0.99, style_layer_weights=(1.0, 2.0, 3.0, 4.0, 5.0)).hash() == "e37bd5b71e"
+    assert first(init="noise", optimizer="adam", seed=3, style_blend=(0.7, 0.3)).hash() == "65b0444a08"
+
+
+def test_the_default_layer_weights_belong_to_the_default_layers():
+    assert StyleParams().style_layer_weights == JCJOHNSON_LAYER_WEIGHTS
+    assert StyleParams(style_layers=("block1_conv1", "block2_conv1")).style_layer_weights is None  # equal
+    assert StyleParams().replace(style_layers=("block3_conv1",)).style_layer_weights is None
+    assert StyleParams(style_layer_weights=None).style_layer_weights is None  # asked for: equal
+    with pytest.raises(ValueError, match="style_layer_weights needs one weight per layer"):
+        StyleParams(style_layers=("block1_conv1",), style_layer_weights=(1.0, 2.0))
 
 
 def test_a_field_declared_once_is_everywhere():

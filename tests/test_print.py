@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from conftest import REPO, SAMPLES, nst
+from conftest import REPO, SAMPLES, first, nst
 from nst_core import backend, checkpoint, memory, tiling
 from nst_core.image_io import load_image
 from nst_core.objective import compiled_objective
@@ -41,7 +41,7 @@ def test_tiled_loss_and_gradient_match_the_whole_images(images, weights_path):
     """Whole-image Gram statistics over tiles: with the default halo the loss and gradient are the
     untiled ones to rounding, wherever the grid lies; a thin halo only approximates them."""
     content, style = images
-    params = StyleParams(size=256)
+    params = first(size=256)  # the layer weights these halo figures were measured with
     objective, _ = compiled_objective(params, weights_path)
     job = Job(content, [style], params)
     contents, whole_args = loss_args(objective, [job], 256)
@@ -91,7 +91,7 @@ def test_forced_tiles_leave_no_seam_and_the_measure_sees_one_without_a_halo(imag
             "tiles",
             lambda self, height, width, move=False, halo=halo: tiling.grid(height, width, 32, halo),
         )
-        result = stylize(content, [style], StyleParams(size=192, iterations=20, tolerance=0), weights=weights_path)
+        result = stylize(content, [style], first(size=192, iterations=20, tolerance=0), weights=weights_path)
         ratios[halo] = tiling.seam_ratio(result.image, 32)
     assert 0.9 <= ratios[tiling.HALO] <= 1.1 and ratios[0] > 1.1, ratios
 
