@@ -54,6 +54,14 @@ def compile(step_fn: Callable, variables=()) -> Callable:  # noqa: A001 - the ba
     return tf.function(step_fn, jit_compile=settings().jit)
 
 
+def compile_under_jax(fn: Callable, variables=()) -> Callable:
+    """`fn`, called outside a compiled step, as one program per input shape under JAX, where each of
+    its eager operations would otherwise compile on its own for every new shape (VGG's forward pass:
+    about 40 for each style or content size); unchanged under TensorFlow, whose eager operations
+    need no compiling."""
+    return compile(fn, variables) if NAME == "jax" else fn
+
+
 def gpu_names() -> list[str]:
     """The GPUs the backend computes on, by the backend's own names."""
     if NAME == "jax":

@@ -4,7 +4,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from keras import ops
 
 from conftest import NO_TENSORFLOW, REPO, SAMPLES
 from nst_core import backend, runtime
@@ -88,3 +90,16 @@ def test_bfloat16_features_keep_the_final_losses(weights_path, monkeypatch):
     }
     for f32, bf16 in numbers.values():
         assert bf16 == pytest.approx(f32, rel=0.05), numbers
+
+
+@pytest.mark.backends
+def test_the_targets_features_are_the_steps(weights_path):
+    """Objective.measure (compiled on its own under JAX) gives the features the step computes."""
+    from nst_core.objective import compiled_objective
+
+    objective, _ = compiled_objective(StyleParams(size=32), weights_path)
+    images = np.random.default_rng(0).random((2, 32, 40, 3), np.float32)
+    names = objective.params.content_layers + objective.params.style_layers
+    for measured, traced in zip(objective.measure(images, names), objective.features(images, names)):
+        traced = ops.convert_to_numpy(traced)  # float rounding: to 1e-5 of the layer's largest feature
+        np.testing.assert_allclose(ops.convert_to_numpy(measured), traced, rtol=0, atol=1e-5 * np.abs(traced).max())
