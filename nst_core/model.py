@@ -10,7 +10,7 @@ import h5py
 import keras
 from keras import ops
 
-from .backend import feature_dtype
+from .backend import building_loaded_model, feature_dtype
 from .errors import WeightsError
 from .settings import settings, variable
 
@@ -104,7 +104,8 @@ def _load_vgg(arch: str, weights: str) -> keras.Model:
         if found != arch:
             raise WeightsError(f"{weights}: holds {found.upper()} weights, but arch is {arch}; pass --arch {found}")
     try:
-        return constructor(include_top=False, weights=weights)
+        with building_loaded_model():
+            return constructor(include_top=False, weights=weights)
     except Exception as error:  # Keras raises plain Exception for a failed download
         if weights != "imagenet":
             raise WeightsError(f"{weights}: cannot load into {arch.upper()} ({error})") from None
