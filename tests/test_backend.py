@@ -103,3 +103,27 @@ def test_the_targets_features_are_the_steps(weights_path):
     for measured, traced in zip(objective.measure(images, names), objective.features(images, names)):
         traced = ops.convert_to_numpy(traced)  # float rounding: to 1e-5 of the layer's largest feature
         np.testing.assert_allclose(ops.convert_to_numpy(measured), traced, rtol=0, atol=1e-5 * np.abs(traced).max())
+
+
+TINY_STYLIZE = (
+    "import numpy as np; from nst_core.params import StyleParams; from nst_core.stylize import stylize; "
+    "noise = np.random.default_rng(0).random((32, 32, 3), np.float32); "
+    "stylize(noise, [noise[::-1]], StyleParams(size=32, iterations=2, tolerance=0))"
+)
+CACHE_FOLDER = "import jax, nst_core.backend; print(jax.config.jax_compilation_cache_dir)"
+
+
+@pytest.mark.backends
+def test_jax_keeps_compiled_programs_for_the_next_run_unless_told_not_to(tmp_path, weights_path):
+    """Under JAX a run leaves what it compiled in NST_JAX_CACHE (default ~/.cache/nst/jax) for the next
+    run to load; `off` keeps nothing, and JAX's own JAX_COMPILATION_CACHE_DIR wins."""
+    if backend.NAME != "jax":
+        pytest.skip("JAX's compilation cache: the JAX line of `make test` runs this")
+    home = tmp_path / "home"
+    run = _without_tensorflow(TINY_STYLIZE, HOME=str(home), NST_WEIGHTS=weights_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert len(list((home / ".cache" / "nst" / "jax").iterdir())) > 1  # the step, the VGG passes, ...
+    off = _without_tensorflow(CACHE_FOLDER, HOME=str(home), NST_JAX_CACHE="off")
+    assert off.returncode == 0 and off.stdout.strip() == "None", off.stderr[-2000:]
+    theirs = _without_tensorflow(CACHE_FOLDER, NST_JAX_CACHE=str(tmp_path), JAX_COMPILATION_CACHE_DIR="/their/cache")
+    assert theirs.returncode == 0 and theirs.stdout.strip() == "/their/cache", theirs.stderr[-2000:]
