@@ -12,6 +12,7 @@ import os
 from typing import Callable
 
 import keras
+from keras import ops
 
 from .settings import settings
 
@@ -94,6 +95,28 @@ def building_loaded_model():
 
         return jax.threefry_partitionable(False)
     return contextlib.nullcontext()
+
+
+class _PairMaxPooling(keras.layers.Layer):
+    """2 x 2 max pooling, stride 2, no padding, as the maximum over a reshape."""
+
+    def call(self, x):
+        height, width = x.shape[1] // 2, x.shape[2] // 2
+        pairs = ops.reshape(x[:, : 2 * height, : 2 * width], (-1, height, 2, width, 2, x.shape[3]))
+        return ops.max(pairs, axis=(2, 4))
+
+    def compute_output_shape(self, shape):
+        return (shape[0], *(None if side is None else side // 2 for side in shape[1:3]), shape[3])
+
+
+def max_pooling(layer: keras.layers.MaxPooling2D) -> keras.layers.Layer:
+    """VGG's max pooling `layer` as this backend computes it fastest. Under JAX, as the maximum over a
+    reshape: the gradient of Keras' pooling (reduce_window) becomes a scatter that took a fifth of
+    an L-BFGS step on a CPU, the reshape's is elementwise; the same values, and the same gradient
+    but where a window's largest values tie (a step's CPU time: 8% less). TensorFlow's is kept."""
+    if NAME != "jax" or not (layer.pool_size == layer.strides == (2, 2) and layer.padding == "valid"):
+        return layer
+    return _PairMaxPooling(name=layer.name, dtype=layer.dtype_policy)
 
 
 def gpu_names() -> list[str]:

@@ -127,3 +127,24 @@ def test_jax_keeps_compiled_programs_for_the_next_run_unless_told_not_to(tmp_pat
     assert off.returncode == 0 and off.stdout.strip() == "None", off.stderr[-2000:]
     theirs = _without_tensorflow(CACHE_FOLDER, NST_JAX_CACHE=str(tmp_path), JAX_COMPILATION_CACHE_DIR="/their/cache")
     assert theirs.returncode == 0 and theirs.stdout.strip() == "/their/cache", theirs.stderr[-2000:]
+
+
+@pytest.mark.backends
+def test_the_jax_max_pooling_is_keras_max_pooling_with_its_gradient():
+    """backend.max_pooling's reshape (under JAX) against Keras' MaxPooling2D, odd sides cropped alike."""
+    import keras
+
+    keras_pooling = keras.layers.MaxPooling2D()
+    ours = backend._PairMaxPooling()
+    images = ops.convert_to_tensor(np.random.default_rng(0).random((2, 7, 9, 3), np.float32))
+    weights = ops.convert_to_tensor(np.random.default_rng(1).random((2, 3, 4, 3), np.float32))
+
+    def weighted_sum(layer):
+        return backend.value_and_grad(lambda x: (ops.sum(layer(x) * weights), ()))(images)
+
+    (theirs_total, _), theirs_grad = weighted_sum(keras_pooling)
+    (ours_total, _), ours_grad = weighted_sum(ours)
+    np.testing.assert_allclose(ops.convert_to_numpy(ours(images)), ops.convert_to_numpy(keras_pooling(images)))
+    np.testing.assert_allclose(float(ours_total), float(theirs_total), rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(ours_grad), ops.convert_to_numpy(theirs_grad))
+    assert (backend.max_pooling(keras_pooling) is keras_pooling) == (backend.NAME == "tensorflow")
