@@ -8,10 +8,12 @@ JAX (`KERAS_BACKEND=jax`, e.g. a GPU image with JAX but no TensorFlow).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Callable
 
 import keras
+import numpy as np
 from keras import ops
 
 from .settings import settings
@@ -109,14 +111,69 @@ class _PairMaxPooling(keras.layers.Layer):
         return (shape[0], *(None if side is None else side // 2 for side in shape[1:3]), shape[3])
 
 
-def max_pooling(layer: keras.layers.MaxPooling2D) -> keras.layers.Layer:
-    """VGG's max pooling `layer` as this backend computes it fastest. Under JAX, as the maximum over a
-    reshape: the gradient of Keras' pooling (reduce_window) becomes a scatter that took a fifth of
-    an L-BFGS step on a CPU, the reshape's is elementwise; the same values, and the same gradient
-    but where a window's largest values tie (a step's CPU time: 8% less). TensorFlow's is kept."""
-    if NAME != "jax" or not (layer.pool_size == layer.strides == (2, 2) and layer.padding == "valid"):
+@functools.cache
+def _convolution_with_stored_flip() -> Callable:
+    """JAX: `f(x, kernel, flipped)`, a stride 1, "same" convolution whose input gradient convolves with
+    `flipped` (the kernel reversed in space, input and output channels swapped). No gradient for
+    the kernel: the network is frozen."""
+    import jax
+    from jax import lax
+
+    def convolve(x, kernel):
+        return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    @jax.custom_vjp
+    def convolution(x, kernel, flipped):
+        return convolve(x, kernel)
+
+    def forward(x, kernel, flipped):
+        return convolve(x, kernel), flipped
+
+    def backward(flipped, gradient):
+        return convolve(gradient, flipped), None, None
+
+    convolution.defvjp(forward, backward)
+    return convolution
+
+
+class _StoredFlipConv(keras.layers.Layer):
+    """A frozen Conv2D (stride 1, "same", odd kernel) that keeps its kernel flipped as a second weight."""
+
+    def __init__(self, conv: keras.layers.Conv2D):
+        super().__init__(name=conv.name, dtype=conv.dtype_policy)
+        self.conv = conv
+        flipped = np.ascontiguousarray(np.flip(ops.convert_to_numpy(conv.kernel), (0, 1)).swapaxes(2, 3))
+        self.flipped = self.add_weight(
+            shape=flipped.shape, initializer=lambda shape, dtype=None: flipped, trainable=False, name="flipped_kernel"
+        )
+
+    def call(self, x):
+        kernel, flipped = ops.convert_to_tensor(self.conv.kernel), ops.convert_to_tensor(self.flipped)
+        return self.conv.activation(_convolution_with_stored_flip()(x, kernel, flipped) + self.conv.bias)
+
+    def compute_output_shape(self, shape):
+        return self.conv.compute_output_shape(shape)
+
+
+def faster_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A frozen VGG `layer` as this backend computes its gradient faster: the same values, the same
+    input gradient. Under JAX, on this 2-core CPU (XLA), an L-BFGS step took:
+    - max pooling (2 x 2, stride 2) as the maximum over a reshape: the gradient of Keras' pooling
+      (reduce_window) is a scatter, a fifth of a step; the reshape's is elementwise (CPU time 8%
+      less; the gradient differs only where a window's largest values tie);
+    - convolutions with a stored copy of the kernel flipped for the input gradient, which XLA
+      otherwise copies out of the kernel every step, a sixth of it (14% less; VGG16: 38 MB more).
+    TensorFlow's layers are kept."""
+    if NAME != "jax":
         return layer
-    return _PairMaxPooling(name=layer.name, dtype=layer.dtype_policy)
+    if isinstance(layer, keras.layers.MaxPooling2D):
+        if layer.pool_size == layer.strides == (2, 2) and layer.padding == "valid":
+            return _PairMaxPooling(name=layer.name, dtype=layer.dtype_policy)
+    elif isinstance(layer, keras.layers.Conv2D):
+        plain = layer.strides == layer.dilation_rate == (1, 1) and layer.groups == 1 and layer.use_bias
+        if plain and layer.padding == "same" and all(side % 2 for side in layer.kernel_size):
+            return _StoredFlipConv(layer)
+    return layer
 
 
 def gpu_names() -> list[str]:

@@ -10,7 +10,7 @@ import h5py
 import keras
 from keras import ops
 
-from .backend import building_loaded_model, feature_dtype, max_pooling
+from .backend import building_loaded_model, faster_layer, feature_dtype
 from .errors import WeightsError
 from .settings import settings, variable
 
@@ -124,15 +124,14 @@ def _extractor(arch: str, weights: str, layers: tuple[str, ...], pooling: str, d
     if unknown:
         raise ValueError(f"unknown {arch} layer(s): {', '.join(unknown)}")
     deepest = max(known.index(name) for name in layers)
-    # Rebuild the graph only up to the deepest layer needed; swap pooling if asked (max pooling for the backend's).
+    # Rebuild the graph only up to the deepest layer needed; swap pooling if asked, and layers for the
+    # backend's faster ones.
     inputs = keras.Input((None, None, 3))
     x, outputs = inputs, {}
     for layer in vgg.layers[1 : deepest + 1]:
         if pooling == "avg" and isinstance(layer, keras.layers.MaxPooling2D):
             layer = keras.layers.AveragePooling2D(layer.pool_size, layer.strides, name=layer.name)
-        elif isinstance(layer, keras.layers.MaxPooling2D):
-            layer = max_pooling(layer)
-        x = layer(x)
+        x = faster_layer(layer)(x)
         outputs[layer.name] = x
     return keras.Model(inputs, [outputs[name] for name in layers], name=f"{arch}_features")
 

@@ -130,21 +130,28 @@ def test_jax_keeps_compiled_programs_for_the_next_run_unless_told_not_to(tmp_pat
 
 
 @pytest.mark.backends
-def test_the_jax_max_pooling_is_keras_max_pooling_with_its_gradient():
-    """backend.max_pooling's reshape (under JAX) against Keras' MaxPooling2D, odd sides cropped alike."""
+@pytest.mark.parametrize("kind", ["pooling", "convolution"])
+def test_the_faster_layers_give_the_keras_layers_values_and_input_gradients(kind):
+    """backend.faster_layer's swaps (under JAX) against the Keras layers they replace, on odd sides."""
     import keras
 
-    keras_pooling = keras.layers.MaxPooling2D()
-    ours = backend._PairMaxPooling()
-    images = ops.convert_to_tensor(np.random.default_rng(0).random((2, 7, 9, 3), np.float32))
-    weights = ops.convert_to_tensor(np.random.default_rng(1).random((2, 3, 4, 3), np.float32))
+    rng = np.random.default_rng(0)
+    if kind == "pooling":
+        layer, out_shape = keras.layers.MaxPooling2D(), (2, 3, 4, 5)
+    else:
+        layer, out_shape = keras.layers.Conv2D(5, 3, padding="same", activation="relu"), (2, 7, 9, 5)
+        layer.build((None, None, None, 5))
+        layer.set_weights([rng.normal(size=(3, 3, 5, 5)).astype("float32"), rng.normal(size=5).astype("float32")])
+    faster = backend.faster_layer(layer)
+    assert (faster is layer) == (backend.NAME == "tensorflow")
+    images = ops.convert_to_tensor(rng.normal(size=(2, 7, 9, 5)).astype("float32"))
+    weights = ops.convert_to_tensor(rng.random(out_shape).astype("float32"))
 
-    def weighted_sum(layer):
-        return backend.value_and_grad(lambda x: (ops.sum(layer(x) * weights), ()))(images)
+    def value_and_input_gradient(layer):
+        (total, _), gradient = backend.value_and_grad(lambda x: (ops.sum(layer(x) * weights), ()))(images)
+        return float(total), ops.convert_to_numpy(gradient)
 
-    (theirs_total, _), theirs_grad = weighted_sum(keras_pooling)
-    (ours_total, _), ours_grad = weighted_sum(ours)
-    np.testing.assert_allclose(ops.convert_to_numpy(ours(images)), ops.convert_to_numpy(keras_pooling(images)))
-    np.testing.assert_allclose(float(ours_total), float(theirs_total), rtol=1e-6)
-    np.testing.assert_allclose(ops.convert_to_numpy(ours_grad), ops.convert_to_numpy(theirs_grad))
-    assert (backend.max_pooling(keras_pooling) is keras_pooling) == (backend.NAME == "tensorflow")
+    (total, gradient), (expected_total, expected_gradient) = map(value_and_input_gradient, (faster, layer))
+    np.testing.assert_allclose(ops.convert_to_numpy(faster(images)), ops.convert_to_numpy(layer(images)), atol=1e-5)
+    assert total == pytest.approx(expected_total, rel=1e-5)
+    np.testing.assert_allclose(gradient, expected_gradient, atol=1e-5)
