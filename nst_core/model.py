@@ -10,7 +10,7 @@ import h5py
 import keras
 from keras import ops
 
-from .backend import feature_dtype
+from .backend import building_loaded_model, faster_layer, feature_dtype
 from .errors import WeightsError
 from .settings import settings, variable
 
@@ -104,7 +104,8 @@ def _load_vgg(arch: str, weights: str) -> keras.Model:
         if found != arch:
             raise WeightsError(f"{weights}: holds {found.upper()} weights, but arch is {arch}; pass --arch {found}")
     try:
-        return constructor(include_top=False, weights=weights)
+        with building_loaded_model():
+            return constructor(include_top=False, weights=weights)
     except Exception as error:  # Keras raises plain Exception for a failed download
         if weights != "imagenet":
             raise WeightsError(f"{weights}: cannot load into {arch.upper()} ({error})") from None
@@ -123,13 +124,14 @@ def _extractor(arch: str, weights: str, layers: tuple[str, ...], pooling: str, d
     if unknown:
         raise ValueError(f"unknown {arch} layer(s): {', '.join(unknown)}")
     deepest = max(known.index(name) for name in layers)
-    # Rebuild the graph only up to the deepest layer needed; swap pooling if asked.
+    # Rebuild the graph only up to the deepest layer needed; swap pooling if asked, and layers for the
+    # backend's faster ones.
     inputs = keras.Input((None, None, 3))
     x, outputs = inputs, {}
     for layer in vgg.layers[1 : deepest + 1]:
         if pooling == "avg" and isinstance(layer, keras.layers.MaxPooling2D):
             layer = keras.layers.AveragePooling2D(layer.pool_size, layer.strides, name=layer.name)
-        x = layer(x)
+        x = faster_layer(layer)(x)
         outputs[layer.name] = x
     return keras.Model(inputs, [outputs[name] for name in layers], name=f"{arch}_features")
 

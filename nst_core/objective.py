@@ -12,7 +12,7 @@ import functools
 import numpy as np
 from keras import ops
 
-from . import losses
+from . import backend, losses
 from .model import feature_extractor, resolve_arch
 from .optimize import make_adam_step, make_lbfgs_step
 from .params import StyleParams
@@ -32,13 +32,22 @@ class Objective:
     def __init__(self, params: StyleParams, weights: str, feature_dtype: str):
         self.layers = tuple(dict.fromkeys(params.content_layers + params.style_layers))
         self.extract = feature_extractor(params.arch, weights, self.layers, params.pooling, feature_dtype)
+        self._extract_now = backend.compile_under_jax(self.extract, self.extract.model.variables)
         self.params = params
         self.arch = resolve_arch(params.arch, weights)  # the memory plan's network
         self.content_layer_weights = normalized(params.content_layer_weights, len(params.content_layers))
         self.style_layer_weights = normalized(params.style_layer_weights, len(params.style_layers))
 
     def features(self, images, names):
-        by_name = dict(zip(self.layers, self.extract(images)))
+        """`names`' features of `images`, inside the compiled step."""
+        return self._named(self.extract(images), names)
+
+    def measure(self, images, names):
+        """`names`' features of `images` computed now, outside any step: the targets."""
+        return self._named(self._extract_now(images), names)
+
+    def _named(self, features, names):
+        by_name = dict(zip(self.layers, features))
         return [by_name[name] for name in names]
 
     def __call__(self, images, content_targets, style_targets, contexts, loss_weights):

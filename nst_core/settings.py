@@ -44,6 +44,13 @@ class Settings:
         "graph mode on a CPU, bench_core); JAX always does",
         parse=_flag,
     )
+    jax_cache: str = setting(
+        "NST_JAX_CACHE",
+        "~/.cache/nst/jax",
+        "under JAX, the folder where compiled programs are kept between runs, so a rerun skips "
+        "compiling them (some hundred KB per image size; safe to delete); `off`: none kept; "
+        "`JAX_COMPILATION_CACHE_DIR`, when set, wins",
+    )
     memory_limit_gb: Optional[float] = setting(
         "NST_MEMORY_LIMIT_GB",
         None,

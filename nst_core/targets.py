@@ -66,7 +66,7 @@ def style_targets(objective: Objective, styles: list[np.ndarray], params: StyleP
     key = (digest, tuple(blend), style_longest, params.compile_key(), params.seed, id(objective))
 
     def compute():
-        per_style = [objective.features(resize_longest(s, style_longest)[None], params.style_layers) for s in styles]
+        per_style = [objective.measure(resize_longest(s, style_longest)[None], params.style_layers) for s in styles]
         targets, contexts = [], []
         for index in range(len(params.style_layers)):
             layer_feats = [feats[index] for feats in per_style]
@@ -84,7 +84,7 @@ def loss_args(objective: Objective, jobs: list, side: int):
     (stylize.Job: content, styles, params)."""
     contents = [resize_longest(job.content, side) for job in jobs]
     per_job = [style_targets(objective, job.styles, job.params, side) for job in jobs]
-    content_targets = objective.features(np.stack(contents), objective.params.content_layers)
+    content_targets = objective.measure(np.stack(contents), objective.params.content_layers)
     targets = [
         ops.concatenate([job_targets[layer] for job_targets, _ in per_job], 0)
         for layer in range(len(objective.params.style_layers))

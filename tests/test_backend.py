@@ -4,7 +4,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from keras import ops
 
 from conftest import NO_TENSORFLOW, REPO, SAMPLES
 from nst_core import backend, runtime
@@ -88,3 +90,68 @@ def test_bfloat16_features_keep_the_final_losses(weights_path, monkeypatch):
     }
     for f32, bf16 in numbers.values():
         assert bf16 == pytest.approx(f32, rel=0.05), numbers
+
+
+@pytest.mark.backends
+def test_the_targets_features_are_the_steps(weights_path):
+    """Objective.measure (compiled on its own under JAX) gives the features the step computes."""
+    from nst_core.objective import compiled_objective
+
+    objective, _ = compiled_objective(StyleParams(size=32), weights_path)
+    images = np.random.default_rng(0).random((2, 32, 40, 3), np.float32)
+    names = objective.params.content_layers + objective.params.style_layers
+    for measured, traced in zip(objective.measure(images, names), objective.features(images, names)):
+        traced = ops.convert_to_numpy(traced)  # float rounding: to 1e-5 of the layer's largest feature
+        np.testing.assert_allclose(ops.convert_to_numpy(measured), traced, rtol=0, atol=1e-5 * np.abs(traced).max())
+
+
+TINY_STYLIZE = (
+    "import numpy as np; from nst_core.params import StyleParams; from nst_core.stylize import stylize; "
+    "noise = np.random.default_rng(0).random((32, 32, 3), np.float32); "
+    "stylize(noise, [noise[::-1]], StyleParams(size=32, iterations=2, tolerance=0))"
+)
+CACHE_FOLDER = "import jax, nst_core.backend; print(jax.config.jax_compilation_cache_dir)"
+
+
+@pytest.mark.backends
+def test_jax_keeps_compiled_programs_for_the_next_run_unless_told_not_to(tmp_path, weights_path):
+    """Under JAX a run leaves what it compiled in NST_JAX_CACHE (default ~/.cache/nst/jax) for the next
+    run to load; `off` keeps nothing, and JAX's own JAX_COMPILATION_CACHE_DIR wins."""
+    if backend.NAME != "jax":
+        pytest.skip("JAX's compilation cache: the JAX line of `make test` runs this")
+    home = tmp_path / "home"
+    run = _without_tensorflow(TINY_STYLIZE, HOME=str(home), NST_WEIGHTS=weights_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert len(list((home / ".cache" / "nst" / "jax").iterdir())) > 1  # the step, the VGG passes, ...
+    off = _without_tensorflow(CACHE_FOLDER, HOME=str(home), NST_JAX_CACHE="off")
+    assert off.returncode == 0 and off.stdout.strip() == "None", off.stderr[-2000:]
+    theirs = _without_tensorflow(CACHE_FOLDER, NST_JAX_CACHE=str(tmp_path), JAX_COMPILATION_CACHE_DIR="/their/cache")
+    assert theirs.returncode == 0 and theirs.stdout.strip() == "/their/cache", theirs.stderr[-2000:]
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("kind", ["pooling", "convolution"])
+def test_the_faster_layers_give_the_keras_layers_values_and_input_gradients(kind):
+    """backend.faster_layer's swaps (under JAX) against the Keras layers they replace, on odd sides."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    if kind == "pooling":
+        layer, out_shape = keras.layers.MaxPooling2D(), (2, 3, 4, 5)
+    else:
+        layer, out_shape = keras.layers.Conv2D(5, 3, padding="same", activation="relu"), (2, 7, 9, 5)
+        layer.build((None, None, None, 5))
+        layer.set_weights([rng.normal(size=(3, 3, 5, 5)).astype("float32"), rng.normal(size=5).astype("float32")])
+    faster = backend.faster_layer(layer)
+    assert (faster is layer) == (backend.NAME == "tensorflow")
+    images = ops.convert_to_tensor(rng.normal(size=(2, 7, 9, 5)).astype("float32"))
+    weights = ops.convert_to_tensor(rng.random(out_shape).astype("float32"))
+
+    def value_and_input_gradient(layer):
+        (total, _), gradient = backend.value_and_grad(lambda x: (ops.sum(layer(x) * weights), ()))(images)
+        return float(total), ops.convert_to_numpy(gradient)
+
+    (total, gradient), (expected_total, expected_gradient) = map(value_and_input_gradient, (faster, layer))
+    np.testing.assert_allclose(ops.convert_to_numpy(faster(images)), ops.convert_to_numpy(layer(images)), atol=1e-5)
+    assert total == pytest.approx(expected_total, rel=1e-5)
+    np.testing.assert_allclose(gradient, expected_gradient, atol=1e-5)

@@ -37,6 +37,11 @@ def _cosine(a, b) -> float:
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
+@pytest.mark.skipif(
+    backend.NAME == "jax",
+    reason="tiles are TensorFlow-only for now: under JAX each eager operation compiles anew for every tile "
+    "shape, and this test ran past its 300 s timeout (README: print sizes on JAX are not usable yet)",
+)
 def test_tiled_loss_and_gradient_match_the_whole_images(images, weights_path):
     """Whole-image Gram statistics over tiles: with the default halo the loss and gradient are the
     untiled ones to rounding, wherever the grid lies; a thin halo only approximates them."""
