@@ -156,13 +156,14 @@ class _StoredFlipConv(keras.layers.Layer):
 
 
 def faster_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """A frozen VGG `layer` as this backend computes its gradient faster: the same values, the same
-    input gradient. Under JAX, on this 2-core CPU (XLA), an L-BFGS step took:
+    """A frozen VGG `layer` with the same values and input gradient, in the form whose gradient this
+    backend computes fastest. Under JAX (XLA on a 2-core CPU; docs/benchmarks.md):
     - max pooling (2 x 2, stride 2) as the maximum over a reshape: the gradient of Keras' pooling
-      (reduce_window) is a scatter, a fifth of a step; the reshape's is elementwise (CPU time 8%
-      less; the gradient differs only where a window's largest values tie);
-    - convolutions with a stored copy of the kernel flipped for the input gradient, which XLA
-      otherwise copies out of the kernel every step, a sixth of it (14% less; VGG16: 38 MB more).
+      (reduce_window) compiles to a scatter, a fifth of an L-BFGS step, the reshape's is
+      elementwise (8% less CPU time per step; the gradient differs only where a window's largest
+      values tie);
+    - a convolution with a stored copy of its kernel flipped for the input gradient, which XLA
+      otherwise copies out of the kernel in every step, a sixth of it (14% less; VGG16: 38 MB more).
     TensorFlow's layers are kept."""
     if NAME != "jax":
         return layer

@@ -110,7 +110,7 @@ TINY_STYLIZE = (
     "noise = np.random.default_rng(0).random((32, 32, 3), np.float32); "
     "stylize(noise, [noise[::-1]], StyleParams(size=32, iterations=2, tolerance=0))"
 )
-CACHE_FOLDER = "import jax, nst_core.backend; print(jax.config.jax_compilation_cache_dir)"
+CACHE_FOLDER = "import jax, nst_core.backend; print(jax.config.jax_compilation_cache_dir or 'none')"
 
 
 @pytest.mark.backends
@@ -119,12 +119,12 @@ def test_jax_keeps_compiled_programs_for_the_next_run_unless_told_not_to(tmp_pat
     run to load; `off` keeps nothing, and JAX's own JAX_COMPILATION_CACHE_DIR wins."""
     if backend.NAME != "jax":
         pytest.skip("JAX's compilation cache: the JAX line of `make test` runs this")
-    home = tmp_path / "home"
-    run = _without_tensorflow(TINY_STYLIZE, HOME=str(home), NST_WEIGHTS=weights_path)
+    home, defaults = tmp_path / "home", {"NST_JAX_CACHE": "", "JAX_COMPILATION_CACHE_DIR": ""}  # "": unset
+    run = _without_tensorflow(TINY_STYLIZE, HOME=str(home), NST_WEIGHTS=weights_path, **defaults)
     assert run.returncode == 0, run.stderr[-2000:]
     assert len(list((home / ".cache" / "nst" / "jax").iterdir())) > 1  # the step, the VGG passes, ...
-    off = _without_tensorflow(CACHE_FOLDER, HOME=str(home), NST_JAX_CACHE="off")
-    assert off.returncode == 0 and off.stdout.strip() == "None", off.stderr[-2000:]
+    off = _without_tensorflow(CACHE_FOLDER, **{**defaults, "NST_JAX_CACHE": "off"})
+    assert off.returncode == 0 and off.stdout.strip() == "none", off.stderr[-2000:]
     theirs = _without_tensorflow(CACHE_FOLDER, NST_JAX_CACHE=str(tmp_path), JAX_COMPILATION_CACHE_DIR="/their/cache")
     assert theirs.returncode == 0 and theirs.stdout.strip() == "/their/cache", theirs.stderr[-2000:]
 
