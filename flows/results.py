@@ -129,7 +129,7 @@ def write_rows(results_uri: str, rows: Iterable[dict], *, storage: Storage = Sto
 def spool_folder(results_uri: str) -> Path:
     """Where rows wait, on local disk, while their results table cannot be reached."""
     digest = hashlib.sha256(results_uri.encode()).hexdigest()[:16]
-    return Path(settings().spool) / digest
+    return Path(settings().spool).expanduser() / digest
 
 
 def spool_rows(results_uri: str, rows: list[dict]) -> str:

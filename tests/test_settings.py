@@ -17,3 +17,11 @@ def test_every_setting_is_in_the_readme_table():
     from conftest import REPO
 
     assert settings_table() in (REPO / "README.md").read_text()
+
+
+def test_the_default_spool_is_in_the_users_cache_not_a_folder_named_tilde(monkeypatch, tmp_path):
+    from flows.results import spool_folder
+
+    monkeypatch.delenv("NST_SPOOL", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert spool_folder("s3://bucket/results").parent == tmp_path / ".cache" / "nst" / "spool"
