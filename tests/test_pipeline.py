@@ -234,13 +234,40 @@ def test_a_bad_manifest_is_rejected_before_any_work(prefect_api, photo_dir, weig
     assert not (photo_dir / "out").exists()
 
 
-def test_everything_on_s3(prefect_api, s3, weights_path, caplog):
-    fs, options = s3
-    secret = os.environ["AWS_SECRET_ACCESS_KEY"]
-    for name in ("chelsea", "coffee"):
+def _put_s3_collection(fs, photos: tuple[str, ...]) -> None:
+    """The sample `photos` and Shipwreck on moto, and a manifest pairing every photo with it."""
+    for name in photos:
         fs.put(str(SAMPLES / "content" / f"{name}.jpg"), f"nst-test/in/photos/{name}.jpg")
     fs.put(str(SAMPLES / "styles" / "shipwreck.jpg"), "nst-test/in/styles/shipwreck.jpg")
     fs.pipe("nst-test/in/manifest.csv", b"content,style\nphotos/,styles/shipwreck.jpg\n")
+
+
+def _second_endpoint():
+    """A second moto server on its own port, sharing the fixture's state: one a test may stop."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server, port, {"endpoint_url": f"http://127.0.0.1:{port}"}
+
+
+def _run_s3_collection(options: dict, weights_path: str, **kwargs) -> dict:
+    """The collection above, 60 steps a pair so an outage can land mid-run."""
+    return run_manifest(
+        "s3://nst-test/in/manifest.csv",
+        "s3://nst-test/out",
+        overrides={**FAST, "iterations": 60},
+        weights=weights_path,
+        storage_options=options,
+        **kwargs,
+    )
+
+
+def test_everything_on_s3(prefect_api, s3, weights_path, caplog):
+    fs, options = s3
+    secret = os.environ["AWS_SECRET_ACCESS_KEY"]
+    _put_s3_collection(fs, ("chelsea", "coffee"))
     outcome = run_manifest(
         "s3://nst-test/in/manifest.csv",
         "s3://nst-test/out",
@@ -799,14 +826,8 @@ def test_an_s3_outage_mid_run_is_ridden_out_by_retries(prefect_api, s3, weights_
     from moto.server import ThreadedMotoServer
 
     fs, fixture_options = s3
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # shares moto's state
-    server.start()
-    options = {"endpoint_url": f"http://127.0.0.1:{port}"}
-    for name in ("chelsea", "coffee", "rocket"):
-        fs.put(str(SAMPLES / "content" / f"{name}.jpg"), f"nst-test/in/photos/{name}.jpg")
-    fs.put(str(SAMPLES / "styles" / "shipwreck.jpg"), "nst-test/in/styles/shipwreck.jpg")
-    fs.pipe("nst-test/in/manifest.csv", b"content,style\nphotos/,styles/shipwreck.jpg\n")
+    server, port, options = _second_endpoint()
+    _put_s3_collection(fs, ("chelsea", "coffee", "rocket"))
     outage = {}
 
     def break_and_restore():
@@ -821,14 +842,8 @@ def test_an_s3_outage_mid_run_is_ridden_out_by_retries(prefect_api, s3, weights_
 
     breaker = threading.Thread(target=break_and_restore, daemon=True)
     breaker.start()
-    outcome = run_manifest(
-        "s3://nst-test/in/manifest.csv",
-        "s3://nst-test/out",
-        overrides={**FAST, "iterations": 60},
-        weights=weights_path,
-        storage_options=options,
-        retry_delays=[2, 4, 8],
-        batch_size=1,
+    outcome = _run_s3_collection(
+        options, weights_path, retry_delays=[2, 4, 8], batch_size=1
     )  # one pair a task: the outage lands mid-run
     breaker.join(timeout=30)
     outage["replacement"].stop()
@@ -870,18 +885,10 @@ def test_when_s3_stays_down_failures_are_spooled_and_delivered_by_the_next_run(
 ):
     import threading
 
-    from moto.server import ThreadedMotoServer
-
     monkeypatch.setenv("NST_SPOOL", str(tmp_path / "spool"))
     fs, fixture_options = s3
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # shares moto's state
-    server.start()
-    options = {"endpoint_url": f"http://127.0.0.1:{port}"}
-    for name in ("chelsea", "coffee"):
-        fs.put(str(SAMPLES / "content" / f"{name}.jpg"), f"nst-test/in/photos/{name}.jpg")
-    fs.put(str(SAMPLES / "styles" / "shipwreck.jpg"), "nst-test/in/styles/shipwreck.jpg")
-    fs.pipe("nst-test/in/manifest.csv", b"content,style\nphotos/,styles/shipwreck.jpg\n")
+    server, _, options = _second_endpoint()
+    _put_s3_collection(fs, ("chelsea", "coffee"))
 
     def break_for_good():
         while not fs.glob("nst-test/out/results/part-*.parquet"):
@@ -890,24 +897,10 @@ def test_when_s3_stays_down_failures_are_spooled_and_delivered_by_the_next_run(
 
     threading.Thread(target=break_for_good, daemon=True).start()
     with pytest.raises(PairsFailedError, match="1 of 2 pairs failed"):
-        run_manifest(
-            "s3://nst-test/in/manifest.csv",
-            "s3://nst-test/out",
-            overrides={**FAST, "iterations": 60},
-            weights=weights_path,
-            storage_options=options,
-            retry_delays=[0.5],
-            batch_size=1,
-        )
+        _run_s3_collection(options, weights_path, retry_delays=[0.5], batch_size=1)
     assert len(list((tmp_path / "spool").rglob("part-*.parquet"))) == 1  # kept locally, not lost
 
-    outcome = run_manifest(
-        "s3://nst-test/in/manifest.csv",
-        "s3://nst-test/out",
-        overrides={**FAST, "iterations": 60},
-        weights=weights_path,
-        storage_options=fixture_options,
-    )  # S3 is reachable again
+    outcome = _run_s3_collection(fixture_options, weights_path)  # S3 is reachable again
     assert (outcome["succeeded"], outcome["skipped"]) == (1, 1)
     assert not list((tmp_path / "spool").rglob("part-*.parquet"))
     table = read_results("s3://nst-test/out/results", storage=Storage(fixture_options))
