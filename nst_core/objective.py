@@ -33,6 +33,7 @@ class Objective:
         self.layers = tuple(dict.fromkeys(params.content_layers + params.style_layers))
         self.extract = feature_extractor(params.arch, weights, self.layers, params.pooling, feature_dtype)
         self._extract_now = backend.compile_under_jax(self.extract, self.extract.model.variables)
+        self._statistics_now = backend.compile_under_jax(self._statistics)
         self.params = params
         self.arch = resolve_arch(params.arch, weights)  # the memory plan's network
         self.content_layer_weights = normalized(params.content_layer_weights, len(params.content_layers))
@@ -45,6 +46,14 @@ class Objective:
     def measure(self, images, names):
         """`names`' features of `images` computed now, outside any step: the targets."""
         return self._named(self._extract_now(images), names)
+
+    def style_statistics(self, features: list, contexts: list[dict]) -> list:
+        """The style statistic of each style layer's measured `features`, computed now: the targets
+        (one program per image size under JAX, not a dozen eager operations each compiled alone)."""
+        return self._statistics_now(features, contexts)
+
+    def _statistics(self, features, contexts):
+        return [losses.style_statistic(self.params.style_stat, f, c) for f, c in zip(features, contexts)]
 
     def _named(self, features, names):
         by_name = dict(zip(self.layers, features))

@@ -67,13 +67,12 @@ def style_targets(objective: Objective, styles: list[np.ndarray], params: StyleP
 
     def compute():
         per_style = [objective.measure(resize_longest(s, style_longest)[None], params.style_layers) for s in styles]
-        targets, contexts = [], []
-        for index in range(len(params.style_layers)):
-            layer_feats = [feats[index] for feats in per_style]
-            context = losses.style_context(params.style_stat, layer_feats, blend, params.seed + index)
-            stats = [losses.style_statistic(params.style_stat, f, context) for f in layer_feats]
-            targets.append(sum(w * s for w, s in zip(blend, stats)))
-            contexts.append(context)
+        contexts = [
+            losses.style_context(params.style_stat, [feats[index] for feats in per_style], blend, params.seed + index)
+            for index in range(len(params.style_layers))
+        ]
+        stats = [objective.style_statistics(feats, contexts) for feats in per_style]
+        targets = [sum(w * style[index] for w, style in zip(blend, stats)) for index in range(len(params.style_layers))]
         return targets, contexts
 
     return _style_targets.get(key, compute)
