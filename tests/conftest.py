@@ -50,15 +50,12 @@ def weights_path() -> str:
     return path
 
 
-# The defaults of the first results tables, before issue 13 moved these: pinned pair ids are of them.
-FIRST_DEFAULTS = {"style_weight": 10.0, "style_layer_weights": None, "coarse_iterations": 200, "min_scale": 0}
-
-
 def first(**fields):
-    """StyleParams as the first tables' defaults made them, with `fields` set."""
-    from nst_core.params import StyleParams
+    """StyleParams as the first tables' defaults made them (the oldest of params.EARLIER_DEFAULTS:
+    pinned pair ids are of them), with `fields` set."""
+    from nst_core.params import EARLIER_DEFAULTS, StyleParams
 
-    return StyleParams(**{**FIRST_DEFAULTS, **fields})
+    return StyleParams(**{**EARLIER_DEFAULTS[-1], **fields})
 
 
 def nst(*args) -> list[str]:
