@@ -242,11 +242,12 @@ def _put_s3_collection(fs, photos: tuple[str, ...]) -> None:
     fs.pipe("nst-test/in/manifest.csv", b"content,style\nphotos/,styles/shipwreck.jpg\n")
 
 
-def _second_endpoint():
-    """A second moto server on its own port, sharing the fixture's state: one a test may stop."""
+def _second_endpoint(port: int | None = None):
+    """A second moto server on its own port (a free one unless given), sharing the fixture's state:
+    one a test may stop, and start again on the same port."""
     from moto.server import ThreadedMotoServer
 
-    port = free_port()
+    port = port or free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return server, port, {"endpoint_url": f"http://127.0.0.1:{port}"}
@@ -823,8 +824,6 @@ def test_an_s3_outage_mid_run_is_ridden_out_by_retries(prefect_api, s3, weights_
     """The S3 endpoint goes away for a few seconds mid-run and comes back: every pair succeeds."""
     import threading
 
-    from moto.server import ThreadedMotoServer
-
     fs, fixture_options = s3
     server, port, options = _second_endpoint()
     _put_s3_collection(fs, ("chelsea", "coffee", "rocket"))
@@ -836,9 +835,7 @@ def test_an_s3_outage_mid_run_is_ridden_out_by_retries(prefect_api, s3, weights_
         server.stop()
         outage["started"] = time.time()
         time.sleep(15)  # longer than s3fs's and botocore's own retries: the task's retries must act
-        replacement = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        replacement.start()
-        outage["replacement"] = replacement
+        outage["replacement"], _, _ = _second_endpoint(port)
 
     breaker = threading.Thread(target=break_and_restore, daemon=True)
     breaker.start()
