@@ -282,13 +282,13 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     from nst_core.fast import check_installed
     from nst_core.grid import GridOptions
     from nst_core.sheet import contact_sheet
-    from nst_core.targets import style_side
+    from nst_core.targets import style_load_side
 
     params = SHEET_PARAMS.replace(**{**param_overrides(args), "method": "fast"})
     check_installed(params.method, params.init)  # before any file is read or bar drawn
     storage = storage_from(args)
     photos = _labelled_images(args.photos, params.size, storage)
-    styles = _labelled_images(args.styles, style_side(params.size, params), storage)
+    styles = _labelled_images(args.styles, style_load_side(params.size, params), storage)
     with tqdm(total=len(photos) * len(styles), unit="cell", dynamic_ncols=True) as bar:
         sheet = contact_sheet(photos, styles, params, GridOptions(cell=args.cell or params.size), on_cell=bar.update)
     write_picture(sheet, args.output, storage)
@@ -325,13 +325,15 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from nst_core.image_io import load_image, read_exif, save_image
     from nst_core.model import check_weights
     from nst_core.stylize import stylize
-    from nst_core.targets import style_side
+    from nst_core.targets import style_load_side
 
     params = StyleParams().replace(**param_overrides(args))
     _check_stylize_args(args, params)  # before any file is read, the network loaded or a bar drawn
     options = storage_from(args).options  # nst_core's functions take fsspec's options
     content = load_image(args.content, max_side=params.size, storage_options=options)
-    styles = [load_image(uri, max_side=style_side(params.size, params), storage_options=options) for uri in args.styles]
+    styles = [
+        load_image(uri, max_side=style_load_side(params.size, params), storage_options=options) for uri in args.styles
+    ]
     check_sides((args.content, content.shape), [(uri, s.shape) for uri, s in zip(args.styles, styles)], params)
     check_weights(args.weights, params.arch)  # after the inputs' checks: each names its own file
     bar = tqdm(total=params.steps(), unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: none

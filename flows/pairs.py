@@ -25,7 +25,7 @@ from nst_core.image_io import PERMANENT_ERRNOS, load_image, read_exif, save_imag
 from nst_core.model import min_input_side
 from nst_core.params import StyleParams
 from nst_core.stylize import Job, batch_key, scale_shapes, stylize_batch
-from nst_core.targets import style_side
+from nst_core.targets import style_load_side, style_shape
 
 from .manifest import Pair
 from .results import params_columns, write_rows
@@ -148,14 +148,15 @@ class ImageTooSmallError(ImageError):
 
 def check_sides(content: tuple[str, tuple], styles: list[tuple[str, tuple]], params: StyleParams) -> None:
     """Refuse a photo or painting too thin for the network, before any work: (uri, shape) each, at
-    every scale the stylization uses (the style at style_side, so style_scale and its aspect count)."""
+    every scale the stylization uses (the style at style_shape, so style_scale and its aspect count)."""
     least = min_input_side(params.content_layers + params.style_layers)
     for side in params.sides():
-        sized = [(content, side, "`size`")] + [
-            (style, style_side(side, params), "`size` or `style_scale`") for style in styles
+        output = size_for(content[1], side)
+        sized = [(content, output, "`size`")] + [
+            (style, style_shape(style[1], output, params), "`size` or `style_scale`") for style in styles
         ]
-        for (uri, shape), longest, knob in sized:
-            shorter = min(size_for(shape, longest))
+        for (uri, _), (height, width), knob in sized:
+            longest, shorter = max(height, width), min(height, width)
             if shorter < least:
                 raise ImageTooSmallError(
                     f"{uri}: too thin for VGG: at {longest} px its shorter side is {shorter} px, under the minimum "
@@ -283,7 +284,9 @@ def stylize_pairs(
             content = load_image(pair.content, max_side=pair.params.size, storage_options=storage.options)
             check_memory(pair, content.shape, memory_limit_gb or default_memory_limit_gb())
             styles = [
-                load_image(uri, max_side=style_side(pair.params.size, pair.params), storage_options=storage.options)
+                load_image(
+                    uri, max_side=style_load_side(pair.params.size, pair.params), storage_options=storage.options
+                )
                 for uri in pair.styles
             ]
             check_sides((pair.content, content.shape), [(u, s.shape) for u, s in zip(pair.styles, styles)], pair.params)

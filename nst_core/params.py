@@ -24,6 +24,7 @@ StyleStat = Literal["gram", "mmd-poly", "mmd-gauss", "bn", "w2", "swd"]
 PreserveColors = Literal["none", "luminance", "histogram"]
 Arch = Literal["auto", "vgg19", "vgg16"]
 Pooling = Literal["max", "avg"]
+StyleFit = Literal["long", "short"]
 
 # Each earlier set of defaults, as the fields that have changed since: a pair made under them
 # is recognised by the ledger and not redone unless asked (`--force`); newest first.
@@ -167,6 +168,14 @@ class StyleParams:
     )
     style_blend: Optional[tuple[float, ...]] = param(None, "weights of several style images; none: equal")
     style_scale: float = param(1.0, "style image size relative to the output size", check=POSITIVE)
+    style_fit: StyleFit = param(
+        "long",
+        "long: longest side to longest (jcjohnson's); short: the painting's short side to the output's, "
+        "larger strokes from a wide painting on a square photo (its long side at most twice the output's); "
+        "the measure rates both alike at 512 px (bench_quality)",
+        added_in="0.1.0+style-fit",
+        neutral="long",
+    )
     preserve_colors: PreserveColors = param("none", "keep the content's colours (luminance or histogram)", fast=True)
     style_strength: float = param(
         1.0,

@@ -53,20 +53,33 @@ class _StyleTargetCache:
 _style_targets = _StyleTargetCache(_TARGET_CACHE_SIZE)
 
 
-def style_side(side: int, params: StyleParams) -> int:
-    """The style image's longest side for an output of longest side `side`."""
-    return max(16, round(side * params.style_scale))
+def style_shape(shape, output_shape, params: StyleParams) -> tuple[int, int]:
+    """The (height, width) a style image of `shape` is measured at for an output of `output_shape`:
+    its short side style_scale times the output's short side (`style_fit` short), its long side at most
+    twice the long fit's; or its long side style_scale times the output's long side (long)."""
+    longest = round(max(output_shape[:2]) * params.style_scale)
+    if params.style_fit == "short":
+        height, width = shape[:2]
+        fitted = round(min(output_shape[:2]) * params.style_scale * max(height, width) / min(height, width))
+        longest = min(fitted, 2 * longest)
+    return size_for(shape, max(16, longest))
 
 
-def style_targets(objective: Objective, styles: list[np.ndarray], params: StyleParams, side: int):
-    """Blended style statistics and their constants, per style layer, at output size `side`."""
+def style_load_side(side: int, params: StyleParams) -> int:
+    """The longest side to load a style image at, for outputs of longest side `side`: style_shape
+    never needs more."""
+    return max(16, round(side * params.style_scale)) * (2 if params.style_fit == "short" else 1)
+
+
+def style_targets(objective: Objective, styles: list[np.ndarray], params: StyleParams, output_shape):
+    """Blended style statistics and their constants, per style layer, for an output of `output_shape`."""
     blend = normalized(params.style_blend, len(styles))
-    style_longest = style_side(side, params)
+    shapes = [style_shape(s.shape, output_shape, params) for s in styles]
     digest = hashlib.sha1(b"".join(np.ascontiguousarray(s).tobytes() for s in styles)).hexdigest()
-    key = (digest, tuple(blend), style_longest, params.compile_key(), params.seed, id(objective))
+    key = (digest, tuple(blend), tuple(shapes), params.compile_key(), params.seed, id(objective))
 
     def compute():
-        per_style = [objective.measure(resize_longest(s, style_longest)[None], params.style_layers) for s in styles]
+        per_style = [objective.measure(resize(s, shape)[None], params.style_layers) for s, shape in zip(styles, shapes)]
         contexts = [
             losses.style_context(params.style_stat, [feats[index] for feats in per_style], blend, params.seed + index)
             for index in range(len(params.style_layers))
@@ -82,7 +95,7 @@ def loss_args(objective: Objective, jobs: list, side: int):
     """The contents at `side`, and the loss's targets and weights for that size, stacked per job
     (stylize.Job: content, styles, params)."""
     contents = [resize_longest(job.content, side) for job in jobs]
-    per_job = [style_targets(objective, job.styles, job.params, side) for job in jobs]
+    per_job = [style_targets(objective, job.styles, job.params, content.shape) for job, content in zip(jobs, contents)]
     content_targets = objective.measure(np.stack(contents), objective.params.content_layers)
     targets = [
         ops.concatenate([job_targets[layer] for job_targets, _ in per_job], 0)

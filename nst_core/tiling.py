@@ -30,7 +30,7 @@ from .model import min_input_side
 from .objective import normalized
 from .optimize import lbfgs_update
 from .settings import settings
-from .targets import resize, style_side
+from .targets import resize, style_shape
 
 HALO = 64  # px of context on each side: half of block5_conv1's 132 px receptive field, whose effective field is smaller
 PRINT_HISTORY = 5  # L-BFGS pairs kept at tiled scales: each is an image of memory; 5, 10, 20 took 201, 203, 194 steps
@@ -157,7 +157,7 @@ class TiledObjective:
         content target norms, loss weights), every figure the whole image's."""
         contents = [resize(job.content, size_for(job.content.shape, side)) for job in jobs]
         content_targets = [ops.convert_to_tensor(t) for t in self.content_features(np.stack(contents))]
-        per_job = [self._style_targets(job, side) for job in jobs]
+        per_job = [self._style_targets(job, content.shape) for job, content in zip(jobs, contents)]
         targets = [
             ops.concatenate([job_targets[layer] for job_targets in per_job], 0)
             for layer in range(len(self.params.style_layers))
@@ -168,11 +168,10 @@ class TiledObjective:
         )
         return contents, (content_targets, targets, norms, loss_weights)
 
-    def _style_targets(self, job, side: int) -> list:
-        """The blended Gram matrices of a job's style image(s), at the style's side for `side`."""
-        longest = style_side(side, job.params)
+    def _style_targets(self, job, output_shape) -> list:
+        """The blended Gram matrices of a job's style image(s), at their shapes for `output_shape`."""
         blend = normalized(job.params.style_blend, len(job.styles))
-        per_style = [self.grams(resize(s, size_for(s.shape, longest))[None]) for s in job.styles]
+        per_style = [self.grams(resize(s, style_shape(s.shape, output_shape, job.params))[None]) for s in job.styles]
         return [sum(w * grams[layer] for w, grams in zip(blend, per_style)) for layer in range(len(per_style[0]))]
 
     def _pass_one(self, images, content_targets, tiles):

@@ -778,8 +778,8 @@ def test_images_too_thin_for_vgg_fail_alone_and_the_minimum_side_works(prefect_a
     Image.open(SAMPLES / "styles" / "starry_night.jpg").crop((0, 0, 160, 160)).save(photo_dir / "styles" / "square.png")
     manifest = photo_dir / "m.csv"
     manifest.write_text(
-        "content,style,size\nphotos/thin.png,styles/scream.jpg,32\n"
-        "photos/chelsea.jpg,styles/starry night.jpg,24\nphotos/astronaut.jpg,styles/square.png,16\n"
+        "content,style,size,style_scale\nphotos/thin.png,styles/scream.jpg,32,\n"
+        "photos/chelsea.jpg,styles/starry night.jpg,24,0.5\nphotos/astronaut.jpg,styles/square.png,16,\n"
     )
     with pytest.raises(PairsFailedError, match="2 of 3 pairs failed"):
         _run(str(manifest), photo_dir / "out", weights_path, overrides=STEPS)  # the size cells are read
@@ -791,7 +791,7 @@ def test_images_too_thin_for_vgg_fail_alone_and_the_minimum_side_works(prefect_a
     style_error = table.loc[str(photo_dir / "photos" / "chelsea.jpg"), "error"]
     assert (
         style_error.startswith(
-            f"{photo_dir / 'styles' / 'starry night.jpg'}: too thin for VGG: at 24 px its shorter side is 15 px"
+            f"{photo_dir / 'styles' / 'starry night.jpg'}: too thin for VGG: at 16 px its shorter side is 10 px"
         )
         and "raise `size` or `style_scale`" in style_error
     )

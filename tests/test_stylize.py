@@ -15,6 +15,7 @@ from nst_core.image_io import load_image
 from nst_core.model import feature_extractor
 from nst_core.params import VGG_STYLE_LAYERS, StyleParams
 from nst_core.stylize import initial_image, resize, size_for, stylize
+from nst_core.targets import style_load_side, style_shape
 
 SIZE = 64
 # Tests marked `backends` run on TensorFlow and, in `make test`, again on JAX.
@@ -208,6 +209,18 @@ def test_non_finite_loss_fails_clearly(images, weights_path):
         stylize(content, [style], _params(style_weight=1e39, content_weight=1e39, iterations=5), weights=weights_path)
 
 
+def test_the_painting_is_fitted_by_its_short_side_to_the_outputs():
+    """style_fit short: the painting's short side is the output's (x style_scale) whatever the two shapes,
+    its long side at most twice the long fit's, within what is loaded; long: longest to longest."""
+    starry, scream, strip = (640, 1024, 3), (1528, 1200, 3), (100, 1000, 3)
+    short, long = StyleParams(style_fit="short"), StyleParams()
+    assert style_shape(starry, (512, 512), short) == (512, 819)  # a landscape painting on a square photo
+    assert style_shape(scream, (340, 512), short) == (433, 340)  # a portrait painting on a landscape photo
+    assert style_shape(starry, (512, 512), short.replace(style_scale=0.5)) == (256, 410)
+    assert style_shape(strip, (512, 512), short) == (102, 1024) and style_load_side(512, short) == 1024  # capped
+    assert style_shape(starry, (512, 512), long) == (320, 512) and style_load_side(512, long) == 512
+
+
 def test_style_statistics_are_computed_once_per_style(images, weights_path, monkeypatch):
     from nst_core import losses
 
@@ -221,6 +234,8 @@ def test_style_statistics_are_computed_once_per_style(images, weights_path, monk
     assert len(calls) == len(params.style_layers)  # one computation, then two cache hits
     stylize(content, [style], params.replace(style_scale=0.5), weights=weights_path)
     assert len(calls) == 2 * len(params.style_layers)  # a different style size is a new entry
+    stylize(content, [style], params.replace(style_fit="short"), weights=weights_path)
+    assert len(calls) == 3 * len(params.style_layers)  # so is the other fit (the two images' shapes differ)
 
 
 @pytest.mark.backends
