@@ -41,11 +41,13 @@ chromium:
 # cannot import TensorFlow (tests/no_tensorflow): the core, and the flow (bad file, resume, report, `nst run`).
 JAX_TESTS := tests/test_losses.py tests/test_stylize.py tests/test_batch.py tests/test_backend.py tests/test_optimize.py \
 	tests/test_pipeline.py tests/test_report.py tests/test_batches_flow.py tests/test_schedule.py
-# Two workers (pytest-xdist), each with its own Prefect server and moto: the suite in 10 minutes on 2 cores.
+# Two workers (pytest-xdist), each with its own Prefect server and moto; an idle worker takes tests
+# from the other's queue (worksteal), so a long test near the end does not leave one waiting.
 TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist worksteal
 test: setup-test chromium lint
-	$(PY) -m pytest -q -ra -n $(TEST_WORKERS)
-	NST_BLOCK_TENSORFLOW=1 KERAS_BACKEND=jax $(PY) -m pytest -q -ra -n $(TEST_WORKERS) -m backends $(JAX_TESTS)
+	$(PYTEST)
+	NST_BLOCK_TENSORFLOW=1 KERAS_BACKEND=jax $(PYTEST) -m backends $(JAX_TESTS)
 
 # Lint (pyflakes, pycodestyle, import order, likely bugs; pyproject.toml's [tool.ruff]) and check the
 # formatting before the tests; `make format` formats.

@@ -42,12 +42,6 @@ S3_TEST_ENV = {
 }
 
 
-def pytest_collection_modifyitems(items):
-    """Tests marked `long(seconds)` first, longest first: `make test`'s two workers are dealt the first
-    tests in turn, so each starts on a long one and both finish together."""
-    items.sort(key=lambda item: -(marker.args[0] if (marker := item.get_closest_marker("long")) else 0))
-
-
 @pytest.fixture(scope="session")
 def weights_path() -> str:
     """Real ImageNet VGG weights: NST_TEST_WEIGHTS (CI passes ../shared), else the

@@ -28,7 +28,6 @@ def collection(tmp_path):
     return tmp_path
 
 
-@pytest.mark.long(35)
 def test_two_dask_workers_share_the_pairs_and_the_table_is_complete(collection, weights_path):
     """`nst run --task-runner dask` with Prefect's temporary server: the workers report to it too."""
     out = collection / "out"

@@ -122,7 +122,6 @@ def test_short_runs_and_real_progress_are_not_judged():
     assert falling.done and falling.error is None
 
 
-@pytest.mark.long(25)
 @pytest.mark.slow
 def test_style_weights_from_1_to_10000_stylize_or_fail_loudly(weights_path):
     """A sweep of style weights 1 to 10^4 at 256 px on the shipped pairs: each picture moves

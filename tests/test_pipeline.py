@@ -381,7 +381,6 @@ def _assert_finished_pairs_whole(out: Path) -> set[str]:
     return set(succeeded.pair_id)
 
 
-@pytest.mark.long(120)
 def test_killed_at_ten_random_points_then_resumed_every_pair_whole_once(prefect_api, photo_dir, weights_path):
     """SIGKILL of a real `nst run` at 10 seeded points (stylizing, mid row write, mid report write), a photo
     added before each run, then a complete rerun: checked after every kill and at the end."""
@@ -655,7 +654,6 @@ def test_a_diverging_pair_fails_clearly_and_alone(prefect_api, photo_dir, weight
     assert table.loc["succeeded", "content_uri"].endswith("coffee.jpg")
 
 
-@pytest.mark.long(35)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes_it(prefect_api, photo_dir, weights_path, signum):
     """SIGTERM to the run (a service manager), or Ctrl-C in a terminal: SIGINT to its whole process
@@ -822,7 +820,6 @@ def test_a_pair_too_large_for_the_memory_limit_fails_alone(prefect_api, photo_di
     assert table.loc["succeeded", "content_uri"].endswith("coffee.jpg")
 
 
-@pytest.mark.long(25)
 def test_an_s3_outage_mid_run_is_ridden_out_by_retries(prefect_api, s3, weights_path):
     """The S3 endpoint goes away for a few seconds mid-run and comes back: every pair succeeds."""
     import threading
@@ -880,7 +877,6 @@ def test_an_s3_object_without_read_permission_fails_its_pair_alone(
     assert table.loc["succeeded", "content_uri"] == "s3://nst-test/public/coffee.jpg"
 
 
-@pytest.mark.long(45)
 def test_when_s3_stays_down_failures_are_spooled_and_delivered_by_the_next_run(
     prefect_api, s3, weights_path, tmp_path, monkeypatch
 ):

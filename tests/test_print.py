@@ -81,7 +81,6 @@ def test_statistics_that_cannot_be_tiled_are_refused_clearly(weights_path, stat)
         tiling.TiledObjective(objective, tile=64)
 
 
-@pytest.mark.long(150)
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # 24 tiles a step, each read with its halo: 2 to 5 minutes on 2 cores
 def test_forced_tiles_leave_no_seam_and_the_measure_sees_one_without_a_halo(images, weights_path, monkeypatch):
@@ -174,7 +173,6 @@ def _results(out: Path):
     return read_results(str(out / "results"))
 
 
-@pytest.mark.long(25)
 def test_a_sigkilled_long_pair_resumes_and_other_pairs_are_not_redone(prefect_api, tmp_path, weights_path):
     """SIGKILL of a real `nst run` once the second pair has saved a checkpoint (the first pair
     finished), then a rerun: the second resumes from the saved step and finishes; the first is
