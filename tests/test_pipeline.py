@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import random
 import re
@@ -821,27 +822,41 @@ def test_a_pair_too_large_for_the_memory_limit_fails_alone(prefect_api, photo_di
 
 
 def test_an_s3_outage_mid_run_is_ridden_out_by_retries(prefect_api, s3, weights_path):
-    """The S3 endpoint goes away for a few seconds mid-run and comes back: every pair succeeds."""
+    """The S3 endpoint goes away mid-run, until s3fs's and botocore's own retries have given up and the
+    task's retry is scheduled, then comes back: every pair succeeds."""
     import threading
 
     fs, fixture_options = s3
     server, port, options = _second_endpoint()
     _put_s3_collection(fs, ("chelsea", "coffee", "rocket"))
-    outage = {}
+    outage, retried = {}, threading.Event()
+
+    class OnRetry(logging.Handler):
+        def emit(self, record):
+            if " - Retry " in record.getMessage():  # Prefect's "Task run failed with ... - Retry 1/3 will start"
+                retried.set()
 
     def break_and_restore():
         while not fs.glob("nst-test/out/results/part-*.parquet"):  # the outage starts after the first pair
             time.sleep(0.1)
         server.stop()
         outage["started"] = time.time()
-        time.sleep(15)  # longer than s3fs's and botocore's own retries: the task's retries must act
+        # Down until a pair has met it (however long its stylizing takes on a loaded machine) and its task's
+        # retry is scheduled; bounded, so a run that never retries fails the assertions below, not hangs.
+        retried.wait(timeout=180)
         outage["replacement"], _, _ = _second_endpoint(port)
 
+    on_retry = OnRetry()
+    logging.getLogger("prefect.task_runs").addHandler(on_retry)
     breaker = threading.Thread(target=break_and_restore, daemon=True)
     breaker.start()
-    outcome = _run_s3_collection(
-        options, weights_path, retry_delays=[2, 4, 8], batch_size=1
-    )  # one pair a task: the outage lands mid-run
+    try:
+        outcome = _run_s3_collection(
+            options, weights_path, retry_delays=[2, 4, 8], batch_size=1
+        )  # one pair a task: the outage lands mid-run
+    finally:
+        logging.getLogger("prefect.task_runs").removeHandler(on_retry)
+        retried.set()  # a run that ended without a retry: end the outage too
     breaker.join(timeout=30)
     outage["replacement"].stop()
     assert "started" in outage, "the outage never happened"
