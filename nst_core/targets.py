@@ -18,6 +18,7 @@ from .objective import Objective, normalized
 from .params import StyleParams
 
 _TARGET_CACHE_SIZE = 32
+SHORT_FIT_MAX = 2  # style_fit short: the painting's long side at most this times the long fit's (a panorama)
 
 
 def resize(image, height_width) -> np.ndarray:
@@ -61,14 +62,14 @@ def style_shape(shape, output_shape, params: StyleParams) -> tuple[int, int]:
     if params.style_fit == "short":
         height, width = shape[:2]
         fitted = round(min(output_shape[:2]) * params.style_scale * max(height, width) / min(height, width))
-        longest = min(fitted, 2 * longest)
+        longest = min(fitted, SHORT_FIT_MAX * longest)
     return size_for(shape, max(16, longest))
 
 
 def style_load_side(side: int, params: StyleParams) -> int:
     """The longest side to load a style image at, for outputs of longest side `side`: style_shape
     never needs more."""
-    return max(16, round(side * params.style_scale)) * (2 if params.style_fit == "short" else 1)
+    return max(16, round(side * params.style_scale)) * (SHORT_FIT_MAX if params.style_fit == "short" else 1)
 
 
 def style_targets(objective: Objective, styles: list[np.ndarray], params: StyleParams, output_shape):
