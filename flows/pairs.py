@@ -150,10 +150,12 @@ def check_sides(content: tuple[str, tuple], styles: list[tuple[str, tuple]], par
     """Refuse a photo or painting too thin for the network, before any work: (uri, shape) each, at
     every scale the stylization uses (the style at style_shape, so style_scale and its aspect count)."""
     least = min_input_side(params.content_layers + params.style_layers)
+    # The short fit never makes a painting thinner than the output times style_scale.
+    style_knob = "`size` or `style_scale`" + (", set `style_fit` short," if params.style_fit == "long" else "")
     for side in params.sides():
         output = size_for(content[1], side)
         sized = [(content, output, "`size`")] + [
-            (style, style_shape(style[1], output, params), "`size` or `style_scale`") for style in styles
+            (style, style_shape(style[1], output, params), style_knob) for style in styles
         ]
         for (uri, _), (height, width), knob in sized:
             longest, shorter = max(height, width), min(height, width)

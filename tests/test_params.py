@@ -43,9 +43,10 @@ def test_pair_ids_of_earlier_tables_are_pinned():
     # Computed before the fields carried metadata (issue 14): results tables written since keep their pair ids.
     assert first().hash() == "484c699a88"
     # Each earlier set of defaults (EARLIER_DEFAULTS, newest first) is found by the ledger, not redone.
-    assert [old.hash() for old in StyleParams().earlier()] == [first(min_scale=512).hash(), "484c699a88"]
-    assert StyleParams().hash() == "2a9c70ba84"  # issue 13's defaults
-    changed = {"min_scale", "style_weight", "style_layer_weights", "coarse_iterations"}
+    earlier = ["2a9c70ba84", first(min_scale=512).hash(), "484c699a88"]  # issue 13's first defaults, then before
+    assert [old.hash() for old in StyleParams().earlier()] == earlier
+    assert StyleParams().hash() == "d4eb9f638f"  # issue 13's defaults: style_weight 500, the short fit
+    changed = {"min_scale", "style_weight", "style_layer_weights", "coarse_iterations", "style_fit"}
     assert StyleParams().earlier(explicit=changed) == []  # asked for: the new values' pair
     assert first(size=256, style_weight=100.0, style_layers=("block1_conv1", "block2_conv1"), scales=(128,)).hash() == (
         "a6070bbe78"

@@ -774,13 +774,15 @@ def test_one_pairs_file_system_error_fails_that_pair_alone_in_its_batch(prefect_
 def test_images_too_thin_for_vgg_fail_alone_and_the_minimum_side_works(prefect_api, photo_dir, weights_path):
     Image.new("RGB", (4000, 10), "red").save(photo_dir / "photos" / "thin.png")
     shutil.copy(SAMPLES / "content" / "astronaut.jpg", photo_dir / "photos" / "astronaut.jpg")  # square
+    shutil.copy(photo_dir / "photos" / "chelsea.jpg", photo_dir / "photos" / "cat.jpg")
     Image.open(SAMPLES / "styles" / "starry_night.jpg").crop((0, 0, 160, 160)).save(photo_dir / "styles" / "square.png")
     manifest = photo_dir / "m.csv"
     manifest.write_text(
-        "content,style,size,style_scale\nphotos/thin.png,styles/scream.jpg,32,\n"
-        "photos/chelsea.jpg,styles/starry night.jpg,24,0.5\nphotos/astronaut.jpg,styles/square.png,16,\n"
+        "content,style,size,style_scale,style_fit\nphotos/thin.png,styles/scream.jpg,32,,\n"
+        "photos/chelsea.jpg,styles/starry night.jpg,24,0.5,\nphotos/astronaut.jpg,styles/square.png,16,,\n"
+        "photos/cat.jpg,styles/starry night.jpg,24,0.5,long\n"
     )
-    with pytest.raises(PairsFailedError, match="2 of 3 pairs failed"):
+    with pytest.raises(PairsFailedError, match="3 of 4 pairs failed"):
         _run(str(manifest), photo_dir / "out", weights_path, overrides=STEPS)  # the size cells are read
     table = read_results(str(photo_dir / "out" / "results")).set_index("content_uri")
     assert table.loc[str(photo_dir / "photos" / "thin.png"), "error"] == (
@@ -792,8 +794,10 @@ def test_images_too_thin_for_vgg_fail_alone_and_the_minimum_side_works(prefect_a
         style_error.startswith(
             f"{photo_dir / 'styles' / 'starry night.jpg'}: too thin for VGG: at 16 px its shorter side is 10 px"
         )
-        and "raise `size` or `style_scale`" in style_error
+        and "raise `size` or `style_scale` or use" in style_error  # the short fit (the default) cannot help
     )
+    long_fit_error = table.loc[str(photo_dir / "photos" / "cat.jpg"), "error"]
+    assert "raise `size` or `style_scale`, set `style_fit` short, or use a less elongated image" in long_fit_error
     square = table.loc[str(photo_dir / "photos" / "astronaut.jpg")]
     assert square.status == "succeeded" and (square.width, square.height) == (16, 16)  # 16 px is the minimum
     assert (table.attempts == 1).all()

@@ -213,7 +213,7 @@ def test_the_painting_is_fitted_by_its_short_side_to_the_outputs():
     """style_fit short: the painting's short side is the output's (x style_scale) whatever the two shapes,
     its long side at most twice the long fit's, within what is loaded; long: longest to longest."""
     starry, scream, strip = (640, 1024, 3), (1528, 1200, 3), (100, 1000, 3)
-    short, long = StyleParams(style_fit="short"), StyleParams()
+    short, long = StyleParams(style_fit="short"), StyleParams(style_fit="long")
     assert style_shape(starry, (512, 512), short) == (512, 819)  # a landscape painting on a square photo
     assert style_shape(scream, (340, 512), short) == (433, 340)  # a portrait painting on a landscape photo
     assert style_shape(starry, (512, 512), short.replace(style_scale=0.5)) == (256, 410)
@@ -234,7 +234,8 @@ def test_style_statistics_are_computed_once_per_style(images, weights_path, monk
     assert len(calls) == len(params.style_layers)  # one computation, then two cache hits
     stylize(content, [style], params.replace(style_scale=0.5), weights=weights_path)
     assert len(calls) == 2 * len(params.style_layers)  # a different style size is a new entry
-    stylize(content, [style], params.replace(style_fit="short"), weights=weights_path)
+    other_fit = "long" if params.style_fit == "short" else "short"
+    stylize(content, [style], params.replace(style_fit=other_fit), weights=weights_path)
     assert len(calls) == 3 * len(params.style_layers)  # so is the other fit (the two images' shapes differ)
 
 
