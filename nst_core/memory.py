@@ -7,6 +7,10 @@ on CPU, VGG16, one scale, batch 1, 256 to 2048 px, per feature precision; README
                              + pixels * (WHOLE_IMAGE_BYTES_PER_PIXEL + L-BFGS history))
 L-BFGS history is 2 * pairs kept * 3 channels * 4 bytes per pixel (20 pairs in one pass,
 tiling.PRINT_HISTORY in tiles). A pair's peak is its largest scale's.
+The style targets are not counted: a forward pass, measured at 1.2 KB per style pixel (1024 px
+square output, Starry Night short-fitted to 1024 x 1638: 2.8 GB peak against the pass's 4.0), so
+even the short fit's largest painting (twice the output's pixels) stays under a pass; in tiles
+they are measured tile by tile.
 """
 
 from __future__ import annotations
