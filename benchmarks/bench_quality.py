@@ -13,7 +13,7 @@ then each configuration) and a CSV of every figure.
 
 A configuration is NAME:FIELD=VALUE;FIELD=VALUE... over StyleParams (size comes from
 --size), e.g. "w2:style_stat=w2;style_weight=30".
-Usage: python benchmarks/bench_quality.py [--size 256] [--config SPEC ...] [--pairs 12]
+Usage: python benchmarks/bench_quality.py [--size 256] [--config SPEC ...] [--pairs 12] [--skip 0]
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ def main() -> None:
         help="the reference configuration; '' for none (the first --config is then the reference)",
     )
     parser.add_argument("--pairs", type=int, default=12, help="the first N of photo x painting")
+    parser.add_argument("--skip", type=int, default=0, help="of those, leave out the first K (a later slice)")
     parser.add_argument(
         "--weights",
         default=os.environ.get("NST_WEIGHTS") or str(SHARED / "weights" / "vgg16_imagenet_notop.weights.h5"),
@@ -101,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
 
     configs = [parse_config(spec, args.size) for spec in [args.baseline, *args.config] if spec]
-    pairs = [(p, s) for p in PHOTOS for s in PAINTINGS][: args.pairs]
+    pairs = [(p, s) for p in PHOTOS for s in PAINTINGS][args.skip : args.pairs]
     photos = {name: photo(name, args.size) for name in PHOTOS}
     paintings = {name: load_painting(name, args.size) for name in PAINTINGS}  # what the measure compares with
     vgg = quality.VggDistances(args.weights)
