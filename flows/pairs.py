@@ -150,7 +150,8 @@ def check_sides(content: tuple[str, tuple], styles: list[tuple[str, tuple]], par
     """Refuse a photo or painting too thin for the network, before any work: (uri, shape) each, at
     every scale the stylization uses (the style at style_shape, so style_scale and its aspect count)."""
     least = min_input_side(params.content_layers + params.style_layers)
-    # The short fit never makes a painting thinner than the output times style_scale.
+    # Under the long fit the short fit is a remedy: it widens the painting's short side to the output's
+    # (up to targets.SHORT_FIT_MAX); under the short fit only `size` and `style_scale` remain.
     style_knob = "`size` or `style_scale`" + (", set `style_fit` short," if params.style_fit == "long" else "")
     for side in params.sides():
         output = size_for(content[1], side)
