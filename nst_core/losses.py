@@ -75,10 +75,9 @@ def style_context(stat: str, style_features: list, blend: list[float], seed: int
             "phase": ops.convert_to_tensor(rng.uniform(0, 2 * np.pi, (1, RANDOM_FEATURES)), "float32"),
         }
     if stat == "w2":
-        moments = sum(w * ops.convert_to_numpy(style_statistic("w2", f, {})) for f, w in zip(style_features, blend))
-        _, covariance = _gaussian(ops.convert_to_tensor(moments, "float32"))
-        root = sqrt_psd(ops.convert_to_numpy(covariance[0]).astype(np.float64)).astype(np.float32)
-        return {"root": ops.convert_to_tensor(root)[None]}
+        return w2_context(
+            sum(w * ops.convert_to_numpy(style_statistic("w2", f, {})) for f, w in zip(style_features, blend))
+        )
     if stat == "swd":
         # Fixed directions, not redrawn each step as Heitz et al.: L-BFGS needs one objective.
         channels = int(style_features[0].shape[-1])
@@ -87,20 +86,31 @@ def style_context(stat: str, style_features: list, blend: list[float], seed: int
     return {}
 
 
+def w2_context(moments) -> dict:
+    """w2's constant: the square root of the covariance of the (blended) style moments (1, D)."""
+    _, covariance = _gaussian(ops.convert_to_tensor(moments, "float32"))
+    root = sqrt_psd(ops.convert_to_numpy(covariance[0]).astype(np.float64)).astype(np.float32)
+    return {"root": ops.convert_to_tensor(root)[None]}
+
+
+def _w2_channels(moments) -> int:
+    """C, from w2's statistic (B, C + C^2)."""
+    return int((np.sqrt(1 + 4 * int(moments.shape[-1])) - 1) / 2)
+
+
 def _gaussian(moments):
     """(mean (B, C), covariance + W2_EPSILON I (B, C, C)) from w2's statistic [mean, E[x x^T]]."""
-    total = int(moments.shape[-1])
-    channels = int((np.sqrt(1 + 4 * total) - 1) / 2)  # total = C + C^2
+    channels = _w2_channels(moments)
     mean = moments[:, :channels]
     second = ops.reshape(moments[:, channels:], (-1, channels, channels))
     covariance = second - mean[:, :, None] * mean[:, None, :] + W2_EPSILON * ops.eye(channels)
     return mean, covariance
 
 
-def _w2_squared(features, target, root):
-    """Squared W2 between the Gaussian fits of `features` and of the target moments, per image:
+def _w2_squared(moments, target, root):
+    """Squared W2 between the Gaussian fits of two sets of moments, per image:
     |m_x - m_y|^2 + tr(S_x) + tr(S_y) - 2 tr((S_y^1/2 S_x S_y^1/2)^1/2)."""
-    (mean_x, cov_x), (mean_y, cov_y) = _gaussian(style_statistic("w2", features, {})), _gaussian(target)
+    (mean_x, cov_x), (mean_y, cov_y) = _gaussian(moments), _gaussian(target)
     product = root @ cov_x @ root
     eigenvalues, _ = ops.eigh((product + ops.transpose(product, (0, 2, 1))) / 2)  # symmetric up to rounding
     cross = ops.sum(ops.sqrt(ops.maximum(eigenvalues, 0.0) + _EPS), -1)
@@ -156,15 +166,21 @@ def content_loss(features: list, targets: list, layer_weights: list[float]):
 
 def layer_style_loss(stat: str, features, target, context: dict):
     """One layer's style loss per image: (B,), relative to the style features' scale."""
-    if stat == "w2":
-        channels = int(features.shape[-1])
-        second_moment = ops.trace(ops.reshape(target[:, channels:], (-1, channels, channels)), axis1=1, axis2=2)
-        return _w2_squared(features, target, context["root"]) / (second_moment + _EPS)
     if stat == "swd":
         ordered = _sorted_projections(features, context["projection"])
         expected = _quantiles(ops.reshape(target, (-1, int(ordered.shape[1]), SWD_QUANTILES)), int(ordered.shape[-1]))
         return relative_error(ordered, expected)
-    return relative_error(style_statistic(stat, features, context), target)
+    return statistic_loss(stat, style_statistic(stat, features, context), target, context)
+
+
+def statistic_loss(stat: str, statistic, target, context: dict):
+    """layer_style_loss from the features' statistic (B, D), for every statistic but swd, whose loss
+    needs the features themselves (tiles compute statistics, not features, of the whole image)."""
+    if stat == "w2":
+        channels = _w2_channels(target)
+        second_moment = ops.trace(ops.reshape(target[:, channels:], (-1, channels, channels)), axis1=1, axis2=2)
+        return _w2_squared(statistic, target, context["root"]) / (second_moment + _EPS)
+    return relative_error(statistic, target)
 
 
 def style_loss(stat: str, features: list, targets: list, contexts: list[dict], layer_weights: list[float]):

@@ -13,8 +13,9 @@ The optimiser sees one loss and one gradient of the whole image, as at a scale t
 The grid moves by a random offset every step, so whatever error the halo leaves at a tile
 border is never at the same place twice. TV is the whole image's (no network: cheap).
 
-Only the Gram statistic (the default) is tiled: it is a mean over positions of a per-position
-product. The others sort (swd) or need their own algebra over the sums (w2, bn, ...).
+Gram and w2 statistics are tiled: each is a mean over positions of per-position terms (x x^T,
+and x for w2's mean), so its sums over tiles' cores are the whole image's. swd sorts every
+position's projections together; the others are not offered over tiles.
 """
 
 from __future__ import annotations
@@ -85,9 +86,14 @@ def _crop(images, tile: Tile):
     return images[:, y0:y1, x0:x1, :]
 
 
-def _gram_sum(features):
-    """Sum over positions of x x^T: (B, C, C); the Gram matrix times the positions."""
-    return ops.einsum("bhwc,bhwd->bcd", features, features)
+TILED_STATS = ("gram", "w2")
+
+
+def _statistic_sum(stat: str, features):
+    """The statistic times the positions, flattened (B, D): sums over positions of x x^T (gram),
+    and of x before them (w2), as losses.style_statistic's means are laid out."""
+    gram_sum = ops.reshape(ops.einsum("bhwc,bhwd->bcd", features, features), (-1, int(features.shape[-1]) ** 2))
+    return ops.concatenate([ops.sum(features, (1, 2)), gram_sum], -1) if stat == "w2" else gram_sum
 
 
 class TiledObjective:
@@ -95,10 +101,10 @@ class TiledObjective:
 
     def __init__(self, objective, tile: int, halo: int = HALO, seed: int = 0):
         params = objective.params
-        if params.style_stat != "gram":
+        if params.style_stat not in TILED_STATS:
             raise TilingError(
-                f"style_stat {params.style_stat} cannot be computed over tiles (only gram can); "
-                f"lower `size` or use style_stat=gram"
+                f"style_stat {params.style_stat} cannot be computed over tiles (only {' and '.join(TILED_STATS)} "
+                f"can); lower `size` or use style_stat=gram"
             )
         if params.optimizer != "lbfgs":
             raise TilingError("tiled scales run L-BFGS only; use optimizer=lbfgs or lower `size`")
@@ -142,19 +148,19 @@ class TiledObjective:
                 target[:, rows, cols] = ops.convert_to_numpy(features)
         return out
 
-    def grams(self, images) -> list:
-        """The style layers' Gram matrices of the whole `images`: sums over tiles' cores / positions."""
+    def statistics(self, images) -> list:
+        """The style layers' statistics of the whole `images`: sums over tiles' cores / positions."""
         names, strides = self.params.style_layers, self.strides[len(self.params.content_layers) :]
         height, width = images.shape[1:3]
         sums = [0.0] * len(names)
         for tile in self.tiles(height, width):
             for index, (features, _) in enumerate(self._cores(images, names, tile, strides)):
-                sums[index] = sums[index] + _gram_sum(features)
-        return [_flat_mean(total, (height // s) * (width // s)) for total, s in zip(sums, strides)]
+                sums[index] = sums[index] + _statistic_sum(self.params.style_stat, features)
+        return [total / float((height // s) * (width // s)) for total, s in zip(sums, strides)]
 
     def loss_args(self, jobs, side: int):
-        """As stylize._loss_args: the contents at `side` and (content targets, style targets,
-        content target norms, loss weights), every figure the whole image's."""
+        """As targets.loss_args: the contents at `side` and (content targets, style targets, their
+        contexts, content target norms, loss weights), every figure the whole image's."""
         contents = [resize(job.content, size_for(job.content.shape, side)) for job in jobs]
         content_targets = [ops.convert_to_tensor(t) for t in self.content_features(np.stack(contents))]
         per_job = [self._style_targets(job, content.shape) for job, content in zip(jobs, contents)]
@@ -162,20 +168,29 @@ class TiledObjective:
             ops.concatenate([job_targets[layer] for job_targets in per_job], 0)
             for layer in range(len(self.params.style_layers))
         ]
+        contexts = [self._contexts([job_targets[layer] for job_targets in per_job]) for layer in range(len(targets))]
         norms = [ops.sum(t**2, (1, 2, 3)) for t in content_targets]
         loss_weights = ops.convert_to_tensor(
             [[job.params.content_weight, job.params.style_weight, job.params.tv_weight] for job in jobs], "float32"
         )
-        return contents, (content_targets, targets, norms, loss_weights)
+        return contents, (content_targets, targets, contexts, norms, loss_weights)
 
     def _style_targets(self, job, output_shape) -> list:
-        """The blended Gram matrices of a job's style image(s), at their shapes for `output_shape`."""
+        """The blended statistics of a job's style image(s), at their shapes for `output_shape`."""
         blend = normalized(job.params.style_blend, len(job.styles))
-        per_style = [self.grams(resize(s, style_shape(s.shape, output_shape, job.params))[None]) for s in job.styles]
-        return [sum(w * grams[layer] for w, grams in zip(blend, per_style)) for layer in range(len(per_style[0]))]
+        per_style = [
+            self.statistics(resize(s, style_shape(s.shape, output_shape, job.params))[None]) for s in job.styles
+        ]
+        return [sum(w * stats[layer] for w, stats in zip(blend, per_style)) for layer in range(len(per_style[0]))]
+
+    def _contexts(self, job_targets: list) -> dict:
+        """One layer's statistic constants, stacked over jobs (each job's (1, D) target): w2's roots."""
+        if self.params.style_stat != "w2":
+            return {}
+        return {"root": ops.concatenate([losses.w2_context(target)["root"] for target in job_targets], 0)}
 
     def _pass_one(self, images, content_targets, tiles):
-        """Whole-image Gram matrices and content squared errors per layer, summed over tiles."""
+        """Whole-image style statistics and content squared errors per layer, summed over tiles."""
         names = self.params.content_layers + self.params.style_layers
         n_content = len(self.params.content_layers)
         sums, errors = [0.0] * len(self.params.style_layers), [0.0] * n_content
@@ -184,29 +199,32 @@ class TiledObjective:
             for index, (core, target) in enumerate(zip(cores[:n_content], content_targets)):
                 errors[index] = errors[index] + _squared_error(core, target)
             for index, (features, _) in enumerate(cores[n_content:]):
-                sums[index] = sums[index] + _gram_sum(features)
+                sums[index] = sums[index] + _statistic_sum(self.params.style_stat, features)
         positions = [(images.shape[1] // s) * (images.shape[2] // s) for s in self.strides[n_content:]]
-        return [_flat_mean(total, count) for total, count in zip(sums, positions)], errors
+        return [total / float(count) for total, count in zip(sums, positions)], errors
 
-    def _style_loss(self, grams, targets):
-        """Per-image style loss (B,) of whole-image Gram matrices."""
-        weights = self.objective.style_layer_weights
-        return sum(w * losses.relative_error(g, t) for g, t, w in zip(grams, targets, weights)) + 0 * targets[0][:, 0]
+    def _style_loss(self, stats, targets, contexts):
+        """Per-image style loss (B,) of whole-image statistics."""
+        weights, stat = self.objective.style_layer_weights, self.params.style_stat
+        return (
+            sum(w * losses.statistic_loss(stat, s, t, c) for s, t, c, w in zip(stats, targets, contexts, weights))
+            + 0 * targets[0][:, 0]
+        )
 
     def _losses(self, images, loss_args, tiles):
-        """(totals, content, style, tv), each (B,), and the whole-image Gram matrices."""
-        content_targets, targets, norms, loss_weights = loss_args
-        grams, errors = self._pass_one(images, content_targets, tiles)
+        """(totals, content, style, tv), each (B,), and the whole-image style statistics."""
+        content_targets, targets, contexts, norms, loss_weights = loss_args
+        stats, errors = self._pass_one(images, content_targets, tiles)
         content = (
             sum(w * e / (n + losses._EPS) for w, e, n in zip(self.objective.content_layer_weights, errors, norms))
             + 0 * norms[0]
         )
-        style, tv = self._style_loss(grams, targets), losses.total_variation_loss(images)
+        style, tv = self._style_loss(stats, targets, contexts), losses.total_variation_loss(images)
         totals = loss_weights[:, 0] * content + loss_weights[:, 1] * style + loss_weights[:, 2] * tv
-        return (totals, content, style, tv), grams
+        return (totals, content, style, tv), stats
 
-    def _surrogate(self, tile_images, tile, gram_grads, content_targets, norms, loss_weights, full_shape):
-        """A tile's share of the loss: its Gram sums against dL/dG, plus its content errors."""
+    def _surrogate(self, tile_images, tile, stat_grads, content_targets, norms, loss_weights, full_shape):
+        """A tile's share of the loss: its statistic sums against dL/d(statistic), plus its content errors."""
         names = self.params.content_layers + self.params.style_layers
         n_content = len(self.params.content_layers)
         feats = self.objective.features(tile_images, names)
@@ -216,26 +234,26 @@ class TiledObjective:
         for core, target, norm, w in zip(cores[:n_content], content_targets, norms, weights):
             content = content + w * _squared_error(core, target) / (norm + losses._EPS)
         style = 0.0
-        for (features, _), grad, s in zip(cores[n_content:], gram_grads, self.strides[n_content:]):
+        for (features, _), grad, s in zip(cores[n_content:], stat_grads, self.strides[n_content:]):
             positions = (full_shape[0] // s) * (full_shape[1] // s)
-            style = style + ops.sum(ops.reshape(_gram_sum(features), ops.shape(grad)) * grad, 1) / positions
-        return ops.sum(loss_weights[:, 0] * content + style), ()  # gram_grads carry the style weight
+            style = style + ops.sum(_statistic_sum(self.params.style_stat, features) * grad, 1) / positions
+        return ops.sum(loss_weights[:, 0] * content + style), ()  # stat_grads carry the style weight
 
     def value_and_grad(self, images, loss_args, move: bool = True):
         """(totals, (content, style, tv), gradient) of the whole `images`: each (B,), and (B, H, W, 3)."""
-        content_targets, targets, norms, loss_weights = loss_args
+        content_targets, targets, contexts, norms, loss_weights = loss_args
         full_shape = tuple(images.shape[1:3])
         tiles = self.tiles(*full_shape, move=move)
-        (totals, *parts), grams = self._losses(images, loss_args, tiles)
-        _, gram_grads = backend.value_and_grad(
-            lambda g: (ops.sum(loss_weights[:, 1] * self._style_loss(g, targets)), ())
-        )(grams)
+        (totals, *parts), stats = self._losses(images, loss_args, tiles)
+        _, stat_grads = backend.value_and_grad(
+            lambda s: (ops.sum(loss_weights[:, 1] * self._style_loss(s, targets, contexts)), ())
+        )(stats)
         _, tv_grad = self.tv_and_grad(images)
         grad = ops.convert_to_numpy(tv_grad * loss_weights[:, 2][:, None, None, None])
         for tile in tiles:
             y0, y1, x0, x1 = tile.outer
             _, tile_grad = self.content_and_style_grad(
-                _crop(images, tile), tile, gram_grads, content_targets, norms, loss_weights, full_shape
+                _crop(images, tile), tile, stat_grads, content_targets, norms, loss_weights, full_shape
             )
             grad[:, y0:y1, x0:x1] += ops.convert_to_numpy(tile_grad)
         return totals, tuple(parts), ops.convert_to_tensor(grad)
@@ -256,11 +274,6 @@ def _squared_error(core, target):
     """A tile core's squared feature error against the whole image's target there, per image: (B,)."""
     features, (rows, cols) = core
     return ops.sum((features - target[:, rows, cols]) ** 2, (1, 2, 3))
-
-
-def _flat_mean(total, positions: int):
-    """A Gram sum (B, C, C) as the flattened mean statistic (B, C*C) that style targets are."""
-    return ops.reshape(total, (total.shape[0], -1)) / float(positions)
 
 
 def seam_ratio(image: np.ndarray, tile: int, stride: int = 16) -> float:
