@@ -72,7 +72,7 @@ def load_painting(name: str, side: int) -> np.ndarray:
 
 
 def run_config(params: StyleParams, photos: dict, pairs, weights: str) -> dict:
-    """{(photo, painting): (image, seconds)}; the pairs of one photo run as one batch, each painting
+    """{(photo, painting): (image, seconds, steps per scale)}; the pairs of one photo run as one batch, each painting
     loaded as the pipeline loads it for these params."""
     paintings = {name: load_painting(name, style_load_side(params.size, params)) for name in PAINTINGS}
     out = {}
@@ -83,7 +83,9 @@ def run_config(params: StyleParams, photos: dict, pairs, weights: str) -> dict:
         outcomes = stylize_batch(jobs, weights=weights)
         seconds = (time.perf_counter() - started) / len(jobs)
         for name, outcome in zip(names, outcomes):
-            out[photo_name, name] = outcome if isinstance(outcome, Exception) else (outcome.image, seconds)
+            out[photo_name, name] = (
+                outcome if isinstance(outcome, Exception) else (outcome.image, seconds, outcome.scale_iterations)
+            )
     return out
 
 
@@ -119,14 +121,14 @@ def main() -> None:
     paintings = {name: load_painting(name, args.size) for name in PAINTINGS}  # what the measure compares with
     vgg = quality.VggDistances(args.weights)
     rows, images = [], {}
-    print("| config | pair | style | content | gram | s/pair |\n|---|---|---|---|---|---|", flush=True)
+    print("| config | pair | style | content | gram | s/pair | steps |\n|---|---|---|---|---|---|---|", flush=True)
     for name, params in configs:
         for (photo_name, painting), outcome in run_config(params, photos, pairs, args.weights).items():
             if isinstance(outcome, Exception):
                 print(f"| {name} | {photo_name} x {painting} | failed: {outcome} |", flush=True)
                 images[name, photo_name, painting] = str(outcome)
                 continue
-            image, seconds = outcome
+            image, seconds, steps = outcome
             content, style = resize(photos[photo_name], image.shape[:2]), paintings[painting]
             row = {
                 "config": name,
@@ -141,7 +143,7 @@ def main() -> None:
             images[name, photo_name, painting] = image
             print(
                 f"| {name} | {photo_name} x {painting} | {row['style']:.3f} | {row['content']:.3f} "
-                f"| {row['gram']:.4f} | {seconds:.1f} |",
+                f"| {row['gram']:.4f} | {seconds:.1f} | {'+'.join(map(str, steps))} |",
                 flush=True,
             )
     summarize(rows, [name for name, _ in configs])
