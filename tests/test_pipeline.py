@@ -677,7 +677,9 @@ def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes_it(prefect_api, pho
         process.send_signal(signum)
     signalled = time.time()
     _, stderr = process.communicate(timeout=60)
-    assert time.time() - signalled < 10, "the run should stop within seconds"
+    # About 5 s here, 11.6 s once in a loaded CI run. That the batch in progress was abandoned, not
+    # finished, is the rows left for the rerun (below); this bound catches a stop that hangs.
+    assert time.time() - signalled < 20, "the run should stop within seconds"
     assert process.returncode == 130
     assert "stopped by a signal" in stderr and "left for the next run" in stderr
     table = read_results(str(out / "results"))
