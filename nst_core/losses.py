@@ -43,10 +43,21 @@ def _flat(stat):
     return ops.reshape(stat, (-1, int(np.prod(stat.shape[1:]))))
 
 
+def _positions(features):
+    return ops.cast(ops.shape(features)[1] * ops.shape(features)[2], features.dtype)
+
+
 def gram_matrix(features):
     """E[x x^T] over positions: (B, C, C)."""
-    positions = ops.cast(ops.shape(features)[1] * ops.shape(features)[2], features.dtype)
-    return ops.einsum("bhwc,bhwd->bcd", features, features) / positions
+    return ops.einsum("bhwc,bhwd->bcd", features, features) / _positions(features)
+
+
+def moment_sums(stat: str, features):
+    """The sums over positions that gram's statistic (x x^T) and w2's (x, then x x^T) are the means
+    of, flattened (B, D): summed over tiles and divided by the whole image's positions, they are
+    style_statistic's (nst_core.tiling)."""
+    products = _flat(ops.einsum("bhwc,bhwd->bcd", features, features))
+    return ops.concatenate([ops.sum(features, _POSITIONS), products], -1) if stat == "w2" else products
 
 
 def _mean_sq_norm(features):
@@ -135,8 +146,8 @@ def _quantiles(ordered, count: int):
 
 def style_statistic(stat: str, features, context: dict):
     """The statistic `stat` of each image's features, flattened: (B, D); `context` is per image too."""
-    if stat == "gram":
-        return _flat(gram_matrix(features))
+    if stat in ("gram", "w2"):  # w2's raw moments: unlike the covariance, they blend linearly
+        return moment_sums(stat, features) / _positions(features)
     if stat == "mmd-poly":
         first = ops.sqrt(2.0 * context["c"])[:, None] * ops.mean(features, _POSITIONS)
         return ops.concatenate([_flat(gram_matrix(features)), first], -1)
@@ -146,8 +157,6 @@ def style_statistic(stat: str, features, context: dict):
     if stat == "bn":
         mean, variance = ops.moments(features, axes=_POSITIONS)
         return ops.concatenate([mean, ops.sqrt(variance + _EPS)], -1)
-    if stat == "w2":  # the first and second raw moments: unlike the covariance, they blend linearly
-        return ops.concatenate([ops.mean(features, _POSITIONS), _flat(gram_matrix(features))], -1)
     if stat == "swd":
         return _flat(_quantiles(_sorted_projections(features, context["projection"]), SWD_QUANTILES))
     raise ValueError(f"unknown style statistic {stat!r}")

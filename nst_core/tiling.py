@@ -89,13 +89,6 @@ def _crop(images, tile: Tile):
 TILED_STATS = ("gram", "w2")
 
 
-def _statistic_sum(stat: str, features):
-    """The statistic times the positions, flattened (B, D): sums over positions of x x^T (gram),
-    and of x before them (w2), as losses.style_statistic's means are laid out."""
-    gram_sum = ops.reshape(ops.einsum("bhwc,bhwd->bcd", features, features), (-1, int(features.shape[-1]) ** 2))
-    return ops.concatenate([ops.sum(features, (1, 2)), gram_sum], -1) if stat == "w2" else gram_sum
-
-
 class TiledObjective:
     """_Objective's loss and gradient for images too large for one pass, computed tile by tile."""
 
@@ -155,7 +148,7 @@ class TiledObjective:
         sums = [0.0] * len(names)
         for tile in self.tiles(height, width):
             for index, (features, _) in enumerate(self._cores(images, names, tile, strides)):
-                sums[index] = sums[index] + _statistic_sum(self.params.style_stat, features)
+                sums[index] = sums[index] + losses.moment_sums(self.params.style_stat, features)
         return [total / float((height // s) * (width // s)) for total, s in zip(sums, strides)]
 
     def loss_args(self, jobs, side: int):
@@ -199,7 +192,7 @@ class TiledObjective:
             for index, (core, target) in enumerate(zip(cores[:n_content], content_targets)):
                 errors[index] = errors[index] + _squared_error(core, target)
             for index, (features, _) in enumerate(cores[n_content:]):
-                sums[index] = sums[index] + _statistic_sum(self.params.style_stat, features)
+                sums[index] = sums[index] + losses.moment_sums(self.params.style_stat, features)
         positions = [(images.shape[1] // s) * (images.shape[2] // s) for s in self.strides[n_content:]]
         return [total / float(count) for total, count in zip(sums, positions)], errors
 
@@ -236,7 +229,7 @@ class TiledObjective:
         style = 0.0
         for (features, _), grad, s in zip(cores[n_content:], stat_grads, self.strides[n_content:]):
             positions = (full_shape[0] // s) * (full_shape[1] // s)
-            style = style + ops.sum(_statistic_sum(self.params.style_stat, features) * grad, 1) / positions
+            style = style + ops.sum(losses.moment_sums(self.params.style_stat, features) * grad, 1) / positions
         return ops.sum(loss_weights[:, 0] * content + style), ()  # stat_grads carry the style weight
 
     def value_and_grad(self, images, loss_args, move: bool = True):
