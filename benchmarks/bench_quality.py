@@ -72,8 +72,8 @@ def load_painting(name: str, side: int) -> np.ndarray:
 
 
 def run_config(params: StyleParams, photos: dict, pairs, weights: str) -> dict:
-    """{(photo, painting): (image, seconds, steps per scale)}; the pairs of one photo run as one batch, each painting
-    loaded as the pipeline loads it for these params."""
+    """{(photo, painting): (image, seconds, steps per scale)}; the pairs of one photo run as one
+    batch, each painting loaded as the pipeline loads it for these params."""
     paintings = {name: load_painting(name, style_load_side(params.size, params)) for name in PAINTINGS}
     out = {}
     for photo_name in dict.fromkeys(p for p, _ in pairs):
