@@ -43,11 +43,19 @@ def test_pair_ids_of_earlier_tables_are_pinned():
     # Computed before the fields carried metadata (issue 14): results tables written since keep their pair ids.
     assert first().hash() == "484c699a88"
     # Each earlier set of defaults (EARLIER_DEFAULTS, newest first) is found by the ledger, not redone.
-    # Gram at 500 with the short fit, issue 13's first defaults, then before them:
-    earlier = ["d4eb9f638f", "2a9c70ba84", first(min_scale=512).hash(), "484c699a88"]
+    # W2 at 300 from the content, Gram at 500 with the short fit, issue 13's first defaults, then before them:
+    earlier = ["b8e4e428a7", "d4eb9f638f", "2a9c70ba84", first(min_scale=512).hash(), "484c699a88"]
     assert [old.hash() for old in StyleParams().earlier()] == earlier
-    assert StyleParams().hash() == "b8e4e428a7"  # issue 13's defaults: w2 at style_weight 300
-    changed = {"min_scale", "style_weight", "style_layer_weights", "coarse_iterations", "style_fit", "style_stat"}
+    assert StyleParams().hash() == "7c10f0d07c"  # issue 13's defaults: w2 at style_weight 300 from noise
+    changed = {
+        "min_scale",
+        "style_weight",
+        "style_layer_weights",
+        "coarse_iterations",
+        "style_fit",
+        "style_stat",
+        "init",
+    }
     assert StyleParams().earlier(explicit=changed) == []  # asked for: the new values' pair
     assert first(size=256, style_weight=100.0, style_layers=("block1_conv1", "block2_conv1"), scales=(128,)).hash() == (
         "a6070bbe78"
