@@ -86,7 +86,7 @@ def test_bfloat16_features_keep_the_final_losses(weights_path, monkeypatch):
     at style_weight 500, moves by 5-14% either way with any change to the path; at 64 px, too coarse
     for VGG's deep layers, bfloat16 ends 12% above; at 256 px the independent measure rates the two
     alike, docs/benchmarks.md.)"""
-    params = StyleParams(size=128)
+    params = StyleParams(size=128, init="content")  # the start these tolerances were measured from
     content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), max_side=128)
     style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), max_side=style_load_side(128, params))
     results = {}

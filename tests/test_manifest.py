@@ -82,7 +82,7 @@ def test_precedence_defaults_then_cells_then_flags_typed(tree):
         'photos/a.png,styles/x.png,64,1e3,"block1_conv1, block2_conv1",,7,not-a-number\n'
         "photos/b.png,styles/x.png,,,,noise,,\n"
     )
-    defaults = StyleParams(size=300, tv_weight=5.0, iterations=11)
+    defaults = StyleParams(size=300, tv_weight=5.0, iterations=11, init="content")
     (first, second), warnings = _expand(tree, text, defaults=defaults, overrides={"size": 96, "iterations": 7})
     # The flag wins over the cell (and a replaced cell is not judged), and the run says so once per flag.
     assert (first.params.size, first.params.style_weight, first.params.iterations, first.params.seed) == (

@@ -40,12 +40,12 @@ def test_values_holding_commas_are_separated_by_bars(tree):
 
 
 def test_the_command_line_sweep_applies_to_rows_without_their_own(tree):
-    text = 'content,style,sweep\nphotos/a.png,styles/x.png,\nphotos/b.png,styles/x.png,"init=noise,style"\n'
+    text = 'content,style,sweep\nphotos/a.png,styles/x.png,\nphotos/b.png,styles/x.png,"init=content,style"\n'
     pairs, _ = _expand(tree, text, sweep="style_weight=1,2")
     assert [(p.content[-5:], p.params.style_weight, p.params.init) for p in pairs] == [
-        ("a.png", 1, "content"),
-        ("a.png", 2, "content"),
-        ("b.png", StyleParams().style_weight, "noise"),
+        ("a.png", 1, "noise"),
+        ("a.png", 2, "noise"),
+        ("b.png", StyleParams().style_weight, "content"),
         ("b.png", StyleParams().style_weight, "style"),
     ]
 
