@@ -40,7 +40,7 @@ chromium:
 # Everything on TensorFlow (the default backend), then the marked tests again on JAX in processes that
 # cannot import TensorFlow (tests/no_tensorflow): the core, and the flow (bad file, resume, report, `nst run`).
 JAX_TESTS := tests/test_losses.py tests/test_stylize.py tests/test_batch.py tests/test_backend.py tests/test_optimize.py \
-	tests/test_pipeline.py tests/test_report.py tests/test_batches_flow.py tests/test_schedule.py
+	tests/test_pipeline.py tests/test_report.py tests/test_batches_flow.py tests/test_schedule.py tests/test_content_terms.py
 # Two workers (pytest-xdist), each with its own Prefect server and moto; an idle worker takes tests
 # from the other's queue (worksteal), so a long test near the end does not leave one waiting.
 # The 15 slowest tests are listed: the suite should stay under 10 minutes on a 2-core machine.

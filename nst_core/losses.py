@@ -34,6 +34,8 @@ from .colors import sqrt_psd
 W2_EPSILON = 1e-4  # added to covariances' diagonals, as crowsonkb: keeps their square roots' gradients finite
 SWD_QUANTILES = 1024  # points of each projection's quantile function kept as the target
 RANDOM_FEATURES = 512  # Fourier features per layer for mmd-gauss: error ~ 1/sqrt(512)
+SELF_SIMILARITY_LAYERS = ("block3_conv1", "block4_conv1")  # mid-level layers: shapes and parts, not colours
+SELF_SIMILARITY_SAMPLES = 1024  # positions per layer (Kolkin et al. sample 1024): a (1024, 1024) matrix per image
 _EPS = 1e-8
 _POSITIONS = (1, 2)  # the H and W axes of (B, H, W, C) features: statistics are means over them
 
@@ -171,6 +173,32 @@ def relative_error(value, target):
 def content_loss(features: list, targets: list, layer_weights: list[float]):
     """Weighted mean over layers of the feature maps' squared error, relative to the target's."""
     return sum(w * relative_error(f, t) for f, t, w in zip(features, targets, layer_weights))
+
+
+def self_similarity_positions(shape, seed: int) -> np.ndarray:
+    """Fixed random positions (flat indices into H x W) of a feature map of `shape` (B, H, W, C): the
+    self-similarity loss compares these with each other, the same ones at every step of a scale."""
+    positions = int(shape[1]) * int(shape[2])
+    count = min(SELF_SIMILARITY_SAMPLES, positions)
+    return np.sort(np.random.default_rng(seed).choice(positions, count, replace=False)).astype("int32")
+
+
+def self_similarity(features, positions):
+    """Cosine distances between the features at `positions`, over their mean: (B, N, N). Kolkin et
+    al.'s content statistic: it says which parts of the picture are alike, not what colour they are."""
+    flat = ops.reshape(features, (-1, int(features.shape[1]) * int(features.shape[2]), int(features.shape[3])))
+    picked = ops.take(flat, positions, axis=1)
+    unit = picked / (ops.sqrt(ops.sum(picked**2, -1, keepdims=True)) + _EPS)
+    distance = 1.0 - ops.einsum("bnc,bmc->bnm", unit, unit)
+    return distance / (ops.mean(distance, (1, 2), keepdims=True) + _EPS)
+
+
+def self_similarity_loss(features: list, targets: list):
+    """Mean over layers of the self-similarity matrices' relative error: (B,). `targets`: per layer,
+    (positions, the content's self_similarity there)."""
+    return sum(relative_error(self_similarity(f, positions), t) for f, (positions, t) in zip(features, targets)) / len(
+        targets
+    )
 
 
 def layer_style_loss(stat: str, features, target, context: dict):

@@ -30,7 +30,8 @@ class Objective:
     """alpha * content + beta * style + tv per image, for one set of layers and one statistic."""
 
     def __init__(self, params: StyleParams, weights: str, feature_dtype: str):
-        self.layers = tuple(dict.fromkeys(params.content_layers + params.style_layers))
+        self.similarity_layers = losses.SELF_SIMILARITY_LAYERS if params.self_similarity_weight > 0 else ()
+        self.layers = tuple(dict.fromkeys(params.content_layers + params.style_layers + self.similarity_layers))
         self.extract = feature_extractor(params.arch, weights, self.layers, params.pooling, feature_dtype)
         self._extract_now = backend.compile_under_jax(self.extract, self.extract.model.variables)
         self._statistics_now = backend.compile_under_jax(self._statistics)
@@ -59,18 +60,27 @@ class Objective:
         by_name = dict(zip(self.layers, features))
         return [by_name[name] for name in names]
 
-    def __call__(self, images, content_targets, style_targets, contexts, loss_weights):
+    def __call__(self, images, content_targets, style_targets, contexts, similarity_targets, loss_weights):
         """(sum of the per-image totals, (totals, content, style, tv)), each of those (B,).
 
-        `loss_weights` is (B, 3): content, style and TV weight of each image.
+        The content figure is the feature loss plus self_similarity_weight times the self-similarity
+        loss (whose `similarity_targets` are empty when it is off). `loss_weights` is (B, 3): content,
+        style and TV weight of each image.
         """
-        feats = self.features(images, self.params.content_layers + self.params.style_layers)
-        n_content = len(self.params.content_layers)
+        feats = self.features(images, self.params.content_layers + self.params.style_layers + self.similarity_layers)
+        n_content, n_style = len(self.params.content_layers), len(self.params.style_layers)
         tv = losses.total_variation_loss(images)
         content = losses.content_loss(feats[:n_content], content_targets, self.content_layer_weights) + 0 * tv
+        if self.similarity_layers:
+            similarity = losses.self_similarity_loss(feats[n_content + n_style :], similarity_targets)
+            content = content + self.params.self_similarity_weight * similarity
         style = (
             losses.style_loss(
-                self.params.style_stat, feats[n_content:], style_targets, contexts, self.style_layer_weights
+                self.params.style_stat,
+                feats[n_content : n_content + n_style],
+                style_targets,
+                contexts,
+                self.style_layer_weights,
             )
             + 0 * tv
         )  # (B,) even with no layers of a kind

@@ -64,16 +64,19 @@ class StylizeResult:
         }
 
 
-def initial_image(init: str, content: np.ndarray, style: np.ndarray, seed: int) -> np.ndarray:
-    """Noise (seeded), the content, the content in the style's colours, or the style resized to the content's shape."""
+def initial_image(init: str, content: np.ndarray, style: np.ndarray, seed: int, noise_share: float = 0.0) -> np.ndarray:
+    """Noise (seeded), the content, the content in the style's colours, or the style resized to the
+    content's shape; with `noise_share` of the seeded noise mixed in."""
+    noise = np.clip(np.random.default_rng(seed).normal(0.5, 0.15, content.shape), 0.0, 1.0).astype(np.float32)
     if init == "content":
-        return content
-    if init == "recolored":
-        return match_color_histogram(content, style)
-    if init == "style":
-        return resize(style, content.shape[:2])
-    noise = np.random.default_rng(seed).normal(0.5, 0.15, content.shape)
-    return np.clip(noise, 0.0, 1.0).astype(np.float32)
+        image = content
+    elif init == "recolored":
+        image = match_color_histogram(content, style)
+    elif init == "style":
+        image = resize(style, content.shape[:2])
+    else:
+        return noise
+    return ((1 - noise_share) * image + noise_share * noise).astype(np.float32)
 
 
 def styles_for(content: np.ndarray, styles: list[np.ndarray], params: StyleParams) -> list[np.ndarray]:
@@ -166,7 +169,7 @@ def _start_image(job: Job, content_at: np.ndarray, previous: Optional[np.ndarray
         return resize(previous, content_at.shape[:2])
     if job.params.init == "fast":
         return fast_image(content_at, job.styles, job.params)
-    return initial_image(job.params.init, content_at, job.styles[0], job.params.seed)
+    return initial_image(job.params.init, content_at, job.styles[0], job.params.seed, job.params.init_noise)
 
 
 @dataclass

@@ -92,6 +92,22 @@ def style_targets(objective: Objective, styles: list[np.ndarray], params: StyleP
     return _style_targets.get(key, compute)
 
 
+def loss_weights(jobs: list, side: int):
+    """(B, 3): each job's content, style and TV weight at the scale of longest side `side`."""
+    return ops.convert_to_tensor(
+        [[job.params.content_weight_at(side), job.params.style_weight, job.params.tv_weight] for job in jobs], "float32"
+    )
+
+
+def similarity_targets(objective: Objective, contents: np.ndarray, seed: int) -> list:
+    """Per self-similarity layer, (positions, the contents' self-similarity there); [] when it is off."""
+    out = []
+    for index, features in enumerate(objective.measure(contents, objective.similarity_layers)):
+        positions = ops.convert_to_tensor(losses.self_similarity_positions(features.shape, seed + index))
+        out.append((positions, losses.self_similarity(features, positions)))
+    return out
+
+
 def loss_args(objective: Objective, jobs: list, side: int):
     """The contents at `side`, and the loss's targets and weights for that size, stacked per job
     (stylize.Job: content, styles, params)."""
@@ -109,7 +125,5 @@ def loss_args(objective: Objective, jobs: list, side: int):
         }
         for layer in range(len(objective.params.style_layers))
     ]
-    loss_weights = ops.convert_to_tensor(
-        [[job.params.content_weight, job.params.style_weight, job.params.tv_weight] for job in jobs], "float32"
-    )
-    return contents, (content_targets, targets, contexts, loss_weights)
+    similarity = similarity_targets(objective, np.stack(contents), jobs[0].params.seed)
+    return contents, (content_targets, targets, contexts, similarity, loss_weights(jobs, side))

@@ -13,6 +13,9 @@ The optimiser sees one loss and one gradient of the whole image, as at a scale t
 The grid moves by a random offset every step, so whatever error the halo leaves at a tile
 border is never at the same place twice. TV is the whole image's (no network: cheap).
 
+The self-similarity content loss is left out at tiled scales: it compares positions across the
+whole image, and the coarse scales before them, which set the layout, run in one pass with it.
+
 Gram and w2 statistics are tiled: each is a mean over positions of per-position terms (x x^T,
 and x for w2's mean), so its sums over tiles' cores are the whole image's. swd sorts every
 position's projections together; the others are not offered over tiles.
@@ -31,7 +34,7 @@ from .model import min_input_side
 from .objective import normalized
 from .optimize import lbfgs_update
 from .settings import settings
-from .targets import resize, style_shape
+from .targets import loss_weights, resize, style_shape
 
 HALO = 64  # px of context on each side: half of block5_conv1's 132 px receptive field, whose effective field is smaller
 PRINT_HISTORY = 5  # L-BFGS pairs kept at tiled scales: each is an image of memory; 5, 10, 20 took 201, 203, 194 steps
@@ -163,10 +166,7 @@ class TiledObjective:
         ]
         contexts = [self._contexts([job_targets[layer] for job_targets in per_job]) for layer in range(len(targets))]
         norms = [ops.sum(t**2, (1, 2, 3)) for t in content_targets]
-        loss_weights = ops.convert_to_tensor(
-            [[job.params.content_weight, job.params.style_weight, job.params.tv_weight] for job in jobs], "float32"
-        )
-        return contents, (content_targets, targets, contexts, norms, loss_weights)
+        return contents, (content_targets, targets, contexts, norms, loss_weights(jobs, side))
 
     def _style_targets(self, job, output_shape) -> list:
         """The blended statistics of a job's style image(s), at their shapes for `output_shape`."""
