@@ -28,11 +28,18 @@ StyleFit = Literal["long", "short"]
 
 # Each earlier set of defaults, as the fields that have changed since: a pair made under them
 # is recognised by the ledger and not redone unless asked (`--force`); newest first.
-_BEFORE_NOISE = {"init": "content"}
+_BEFORE_CONTENT_TERMS = {
+    "content_layers": ("block4_conv2",),
+    "coarse_content_weight": 1.0,
+    "self_similarity_weight": 0.0,
+}
+_NOISE = {**_BEFORE_CONTENT_TERMS, "init": "noise"}  # the last defaults of 0.1.0
+_BEFORE_NOISE = _BEFORE_CONTENT_TERMS  # started from the photo, as now
 _BEFORE_W2 = {**_BEFORE_NOISE, "style_stat": "gram", "style_weight": 500.0}
 _BEFORE_STYLE_FIT = {**_BEFORE_W2, "style_weight": 100.0, "style_fit": "long"}
 _BEFORE_ISSUE_13 = {**_BEFORE_STYLE_FIT, "style_weight": 10.0, "style_layer_weights": None, "coarse_iterations": 200}
 EARLIER_DEFAULTS: tuple[dict, ...] = (
+    _NOISE,
     _BEFORE_NOISE,
     _BEFORE_W2,
     _BEFORE_STYLE_FIT,
@@ -43,6 +50,9 @@ VGG_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv
 # jcjohnson/neural-style divides each Gram matrix by C*H*W and sums squared errors, so its layers
 # count by their activations' size; measured on the three paintings, our relative errors need these.
 JCJOHNSON_LAYER_WEIGHTS = (0.002, 0.49, 0.49, 0.012, 0.0001)
+# `strength` as style weights, measured on the quality frontier (docs/defaults.md): 0 is the photo,
+# 0.5 the defaults, 1 the strongest look that still keeps the photo's structure.
+STRENGTH_POINTS = ((0.0, 0.0), (0.25, 100.0), (0.5, 300.0), (0.75, 1000.0), (1.0, 3000.0))
 # The version of the first results tables: a field added later needs a `neutral` value.
 FIRST_TABLES = "0.1.0"
 _NO_NEUTRAL = object()
@@ -63,6 +73,7 @@ NON_NEGATIVE = Check(lambda v: v >= 0, "must be a non-negative number", {"minimu
 POSITIVE = Check(lambda v: v > 0, "must be positive", {"exclusiveMinimum": 0})
 BELOW_ONE = Check(lambda v: 0 <= v < 1, "must be at least 0 and below 1", {"minimum": 0, "exclusiveMaximum": 1})
 FRACTION = Check(lambda v: 0 <= v <= 1, "must be between 0 and 1", {"minimum": 0, "maximum": 1})
+UNSET_OR_FRACTION = Check(lambda v: v is None or 0 <= v <= 1, "must be between 0 and 1", {"minimum": 0, "maximum": 1})
 OFF_OR_AT_LEAST_16 = Check(lambda v: v == 0 or v >= 16, "must be 0 (off) or at least 16", {"minimum": 0})
 
 
@@ -141,25 +152,61 @@ class StyleParams:
         0.02, "Adam only: step in [0, 1] pixel units, as in the TensorFlow tutorial", graph=True, check=POSITIVE
     )
     init: Init = param(
-        "noise",
-        "the starting image: seeded noise, with w2 and the coarse-to-fine schedule, came 17% closer "
-        "to the painting than the content at 512 px, content kept (bench_quality)",
+        "content",
+        "the starting image: the photo keeps its layout; seeded noise came closer to the painting but "
+        "redrew the painting's own figures into the frame (docs/defaults.md)",
+    )
+    init_noise: float = param(
+        0.0,
+        "the share of seeded noise mixed into the starting image: 0 the init image as it is, 1 noise",
+        check=FRACTION,
+        added_in="0.2.0",
+        neutral=0.0,
     )
     content_weight: float = param(
         1.0, "losses are relative errors, so the ratio to style_weight is what matters", check=NON_NEGATIVE
     )
+    coarse_content_weight: float = param(
+        8.0,
+        "content weight at the coarsest scale, as a multiple of content_weight, easing to 1x at the output "
+        "size: the coarse scales set the layout, and 8 kept more of the photo as close to the painting",
+        check=POSITIVE,
+        added_in="0.2.0",
+        neutral=1.0,
+    )
+    self_similarity_weight: float = param(
+        16.0,
+        "the self-similarity content loss (Kolkin et al. 2019), relative to the feature content loss: keeps "
+        "the photo's layout while colours and textures move (16: more of the photo kept, as close to the "
+        "painting); left out at scales that run in tiles; 0: off",
+        graph=True,
+        check=NON_NEGATIVE,
+        added_in="0.2.0",
+        neutral=0.0,
+    )
+    strength: Optional[float] = param(
+        None,
+        "how strongly the painting is applied, from 0 (the photo) to 1 (the strongest look that still keeps "
+        "the photo's structure); sets style_weight along measured points (the defaults are strength 0.5); "
+        "none: style_weight as given",
+        check=UNSET_OR_FRACTION,
+        added_in="0.2.0",
+        neutral=None,
+    )
     style_weight: float = param(
         300.0,
-        "with w2, jcjohnson's layer weights and the short fit: closest to the painting by the independent "
-        "measure at 512 px (0.79x the pre-issue-13 distance over 12 pairs) with content kept; 500 lost "
-        "one photo's content (bench_quality)",
+        "weight of the style loss against the content loss (relative errors, so the ratio is what matters): "
+        "the defaults' point on the quality frontier; `strength` sets it along measured points",
         check=NON_NEGATIVE,
     )
     tv_weight: float = param(
         1.0, "30-35% less pixel speckle (TV), content and style losses within 1% (bench_defaults)", check=NON_NEGATIVE
     )
     content_layers: tuple[str, ...] = param(
-        ("block4_conv2",), "VGG layers of the content loss (Gatys et al. 2016)", graph=True
+        ("block3_conv2", "block4_conv2"),
+        "VGG layers of the content loss: Gatys et al.'s block4_conv2 with block3_conv2, which holds the "
+        "photo's outlines",
+        graph=True,
     )
     content_layer_weights: Optional[tuple[float, ...]] = param(
         None, "one per content layer; none: equal weights", graph=True
@@ -192,7 +239,8 @@ class StyleParams:
     preserve_colors: PreserveColors = param("none", "keep the content's colours (luminance or histogram)", fast=True)
     style_strength: float = param(
         1.0,
-        "both methods: the result blended with the content, 1 = all result, 0 = the photo",
+        "both methods: the finished picture's pixels blended with the photo's, 1 = all result, 0 = the photo "
+        "(a fade; `strength` paints more lightly instead)",
         check=FRACTION,
         added_in="0.1.0+fast",
         neutral=1.0,
@@ -232,6 +280,8 @@ class StyleParams:
     seed: int = param(0, "noise init and random features are seeded: same seed, same image on CPU")
 
     def __post_init__(self) -> None:
+        if self.strength is not None and 0 <= self.strength <= 1:
+            object.__setattr__(self, "style_weight", style_weight_at_strength(self.strength))
         if self.style_layer_weights == JCJOHNSON_LAYER_WEIGHTS and self.style_layers != VGG_STYLE_LAYERS:
             # The default weights were measured for the default layers; other layers start equal.
             object.__setattr__(self, "style_layer_weights", None)
@@ -259,6 +309,16 @@ class StyleParams:
             return (*self.scales, self.size)
         count = int(math.floor(2 * math.log2(self.size / self.min_scale) + 1e-9))
         return tuple(round(self.size / 2 ** (k / 2)) for k in range(count, 0, -1)) + (self.size,)
+
+    def content_weight_at(self, side: int) -> float:
+        """content_weight at the scale of longest side `side`: coarse_content_weight times it at the
+        coarsest scale, easing geometrically to 1x at `size`."""
+        coarsest = self.sides()[0]
+        if coarsest >= self.size or self.coarse_content_weight == 1:
+            return self.content_weight
+        return self.content_weight * self.coarse_content_weight ** (
+            math.log(self.size / side) / math.log(self.size / coarsest)
+        )
 
     def steps(self) -> int:
         """The optimiser's step budget over every scale (early stopping may use fewer); 0 for method=fast."""
@@ -319,6 +379,19 @@ class StyleParams:
         """
         hint = get_type_hints(cls)[name]
         return _parse_as(hint, text.strip(), name)
+
+
+def style_weight_at_strength(strength: float) -> float:
+    """The style weight at `strength`: geometric between STRENGTH_POINTS' measured weights, linear
+    from 0 (the photo) to the first."""
+    points = STRENGTH_POINTS
+    for (low, low_weight), (high, high_weight) in zip(points, points[1:]):
+        if strength <= high:
+            share = (strength - low) / (high - low)
+            if low_weight == 0:
+                return high_weight * share
+            return float(low_weight * (high_weight / low_weight) ** share)
+    return points[-1][1]
 
 
 @functools.cache

@@ -15,7 +15,7 @@ def test_params_parse_lists_with_spaces_and_reject_bad_blends():
 
 def test_every_problem_is_reported_at_once():
     with pytest.raises(ValueError) as error:
-        StyleParams(size=8, optimizer="sgd", style_weight=-1, content_layer_weights=(1.0, 2.0))
+        StyleParams(size=8, optimizer="sgd", style_weight=-1, content_layer_weights=(1.0, 2.0, 3.0))
     for fragment in (
         "size must be at least 16",
         "optimizer must be one of lbfgs, adam",
@@ -43,10 +43,11 @@ def test_pair_ids_of_earlier_tables_are_pinned():
     # Computed before the fields carried metadata (issue 14): results tables written since keep their pair ids.
     assert first().hash() == "484c699a88"
     # Each earlier set of defaults (EARLIER_DEFAULTS, newest first) is found by the ledger, not redone.
-    # W2 at 300 from the content, Gram at 500 with the short fit, issue 13's first defaults, then before them:
-    earlier = ["b8e4e428a7", "d4eb9f638f", "2a9c70ba84", first(min_scale=512).hash(), "484c699a88"]
+    # W2 at 300 from noise (the last of 0.1.0), from the photo, Gram at 500 with the short fit, Gram at 100,
+    # then the first defaults:
+    earlier = ["7c10f0d07c", "b8e4e428a7", "d4eb9f638f", "2a9c70ba84", first(min_scale=512).hash(), "484c699a88"]
     assert [old.hash() for old in StyleParams().earlier()] == earlier
-    assert StyleParams().hash() == "7c10f0d07c"  # issue 13's defaults: w2 at style_weight 300 from noise
+    assert StyleParams().hash() == "b549f282e6"  # 0.2.0: from the photo, with the content terms that keep it
     changed = {
         "min_scale",
         "style_weight",
@@ -55,6 +56,9 @@ def test_pair_ids_of_earlier_tables_are_pinned():
         "style_fit",
         "style_stat",
         "init",
+        "content_layers",
+        "coarse_content_weight",
+        "self_similarity_weight",
     }
     assert StyleParams().earlier(explicit=changed) == []  # asked for: the new values' pair
     assert first(size=256, style_weight=100.0, style_layers=("block1_conv1", "block2_conv1"), scales=(128,)).hash() == (

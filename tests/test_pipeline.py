@@ -453,10 +453,10 @@ def test_every_flag_says_what_it_does_with_its_choices_and_defaults_as_typed(cap
             if action.choices:
                 assert "{" + ",".join(action.choices) + "}" in command.format_help()
     run_help = commands.choices["run"].format_help()
-    assert re.search(r"--content-layers V\s+default: block4_conv2;", run_help)
+    assert re.search(r"--content-layers V\s+default: block3_conv2,block4_conv2;", run_help)
     assert re.search(r"--style-blend V\s+default: none;", run_help)
     assert re.search(r"--output-format \{png,png16,tiff16\}", run_help)
-    assert re.search(r"--init \{noise,content,style,fast,recolored\}\s+default: noise;", run_help)
+    assert re.search(r"--init \{noise,content,style,fast,recolored\}\s+default: content;", run_help)
     scaled = argparse.ArgumentParser()
     add_param_flags(scaled, StyleParams(scales=(256, 362), size=512))
     assert re.search(r"--scales V\s+default: 256,362;", scaled.format_help())

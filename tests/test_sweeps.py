@@ -43,8 +43,8 @@ def test_the_command_line_sweep_applies_to_rows_without_their_own(tree):
     text = 'content,style,sweep\nphotos/a.png,styles/x.png,\nphotos/b.png,styles/x.png,"init=content,style"\n'
     pairs, _ = _expand(tree, text, sweep="style_weight=1,2")
     assert [(p.content[-5:], p.params.style_weight, p.params.init) for p in pairs] == [
-        ("a.png", 1, "noise"),
-        ("a.png", 2, "noise"),
+        ("a.png", 1, StyleParams().init),
+        ("a.png", 2, StyleParams().init),
         ("b.png", StyleParams().style_weight, "content"),
         ("b.png", StyleParams().style_weight, "style"),
     ]
