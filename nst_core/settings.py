@@ -1,5 +1,5 @@
 """Settings from the environment, in one place: each is one field naming its variable, its default
-and what it does. `settings()` reads them; `settings_table()` is the README's table of them.
+and what it does. `settings()` reads them; `settings_table()` is the table of them in docs/running.md.
 
 Settings say how this machine runs (which weights file, which precision, how much memory),
 never what a picture looks like: that is StyleParams, recorded with every row.
