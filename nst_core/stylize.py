@@ -67,7 +67,6 @@ class StylizeResult:
 def initial_image(init: str, content: np.ndarray, style: np.ndarray, seed: int, noise_share: float = 0.0) -> np.ndarray:
     """Noise (seeded), the content, the content in the style's colours, or the style resized to the
     content's shape; with `noise_share` of the seeded noise mixed in."""
-    noise = np.clip(np.random.default_rng(seed).normal(0.5, 0.15, content.shape), 0.0, 1.0).astype(np.float32)
     if init == "content":
         image = content
     elif init == "recolored":
@@ -75,8 +74,14 @@ def initial_image(init: str, content: np.ndarray, style: np.ndarray, seed: int, 
     elif init == "style":
         image = resize(style, content.shape[:2])
     else:
-        return noise
-    return ((1 - noise_share) * image + noise_share * noise).astype(np.float32)
+        return _noise(content.shape, seed)
+    if not noise_share:
+        return image
+    return ((1 - noise_share) * image + noise_share * _noise(content.shape, seed)).astype(np.float32)
+
+
+def _noise(shape, seed: int) -> np.ndarray:
+    return np.clip(np.random.default_rng(seed).normal(0.5, 0.15, shape), 0.0, 1.0).astype(np.float32)
 
 
 def styles_for(content: np.ndarray, styles: list[np.ndarray], params: StyleParams) -> list[np.ndarray]:

@@ -99,10 +99,10 @@ def loss_weights(jobs: list, side: int):
     )
 
 
-def similarity_targets(objective: Objective, contents: np.ndarray, seed: int) -> list:
-    """Per self-similarity layer, (positions, the contents' self-similarity there); [] when it is off."""
+def similarity_targets(layer_features: list, seed: int) -> list:
+    """Per self-similarity layer's measured content features, (positions, the self-similarity there)."""
     out = []
-    for index, features in enumerate(objective.measure(contents, objective.similarity_layers)):
+    for index, features in enumerate(layer_features):
         positions = ops.convert_to_tensor(losses.self_similarity_positions(features.shape, seed + index))
         out.append((positions, losses.self_similarity(features, positions)))
     return out
@@ -113,7 +113,9 @@ def loss_args(objective: Objective, jobs: list, side: int):
     (stylize.Job: content, styles, params)."""
     contents = [resize_longest(job.content, side) for job in jobs]
     per_job = [style_targets(objective, job.styles, job.params, content.shape) for job, content in zip(jobs, contents)]
-    content_targets = objective.measure(np.stack(contents), objective.params.content_layers)
+    content_layers = objective.params.content_layers
+    measured = objective.measure(np.stack(contents), content_layers + objective.similarity_layers)  # one pass
+    content_targets = measured[: len(content_layers)]
     targets = [
         ops.concatenate([job_targets[layer] for job_targets, _ in per_job], 0)
         for layer in range(len(objective.params.style_layers))
@@ -125,5 +127,5 @@ def loss_args(objective: Objective, jobs: list, side: int):
         }
         for layer in range(len(objective.params.style_layers))
     ]
-    similarity = similarity_targets(objective, np.stack(contents), jobs[0].params.seed)
+    similarity = similarity_targets(measured[len(content_layers) :], jobs[0].params.seed)
     return contents, (content_targets, targets, contexts, similarity, loss_weights(jobs, side))
