@@ -36,7 +36,7 @@ SWD_QUANTILES = 1024  # points of each projection's quantile function kept as th
 RANDOM_FEATURES = 512  # Fourier features per layer for mmd-gauss: error ~ 1/sqrt(512)
 SELF_SIMILARITY_LAYERS = ("block3_conv1", "block4_conv1")  # mid-level layers: shapes and parts, not colours
 SELF_SIMILARITY_SAMPLES = 1024  # positions per layer (Kolkin et al. sample 1024): a (1024, 1024) matrix per image
-_EPS = 1e-8
+EPS = 1e-8
 _POSITIONS = (1, 2)  # the H and W axes of (B, H, W, C) features: statistics are means over them
 
 
@@ -84,7 +84,7 @@ def style_context(stat: str, style_features: list, blend: list[float], seed: int
         rng = np.random.default_rng(seed)
         projection = ops.convert_to_tensor(rng.standard_normal((channels, RANDOM_FEATURES)), "float32")
         return {
-            "projection": (projection / ops.sqrt(ops.maximum(spread, _EPS)))[None],
+            "projection": (projection / ops.sqrt(ops.maximum(spread, EPS)))[None],
             "phase": ops.convert_to_tensor(rng.uniform(0, 2 * np.pi, (1, RANDOM_FEATURES)), "float32"),
         }
     if stat == "w2":
@@ -126,7 +126,7 @@ def _w2_squared(moments, target, root):
     (mean_x, cov_x), (mean_y, cov_y) = _gaussian(moments), _gaussian(target)
     product = root @ cov_x @ root
     eigenvalues, _ = ops.eigh((product + ops.transpose(product, (0, 2, 1))) / 2)  # symmetric up to rounding
-    cross = ops.sum(ops.sqrt(ops.maximum(eigenvalues, 0.0) + _EPS), -1)
+    cross = ops.sum(ops.sqrt(ops.maximum(eigenvalues, 0.0) + EPS), -1)
     trace = ops.trace(cov_x, axis1=1, axis2=2) + ops.trace(cov_y, axis1=1, axis2=2)
     return ops.sum((mean_x - mean_y) ** 2, -1) + trace - 2.0 * cross
 
@@ -158,7 +158,7 @@ def style_statistic(stat: str, features, context: dict):
         return np.sqrt(2.0 / RANDOM_FEATURES) * ops.mean(phi, _POSITIONS)
     if stat == "bn":
         mean, variance = ops.moments(features, axes=_POSITIONS)
-        return ops.concatenate([mean, ops.sqrt(variance + _EPS)], -1)
+        return ops.concatenate([mean, ops.sqrt(variance + EPS)], -1)
     if stat == "swd":
         return _flat(_quantiles(_sorted_projections(features, context["projection"]), SWD_QUANTILES))
     raise ValueError(f"unknown style statistic {stat!r}")
@@ -167,7 +167,7 @@ def style_statistic(stat: str, features, context: dict):
 def relative_error(value, target):
     """||value - target||^2 / ||target||^2 per image: (B,)."""
     axes = tuple(range(1, len(value.shape)))
-    return ops.sum((value - target) ** 2, axes) / (ops.sum(target**2, axes) + _EPS)
+    return ops.sum((value - target) ** 2, axes) / (ops.sum(target**2, axes) + EPS)
 
 
 def content_loss(features: list, targets: list, layer_weights: list[float]):
@@ -188,9 +188,9 @@ def self_similarity(features, positions):
     al.'s content statistic: it says which parts of the picture are alike, not what colour they are."""
     flat = ops.reshape(features, (-1, int(features.shape[1]) * int(features.shape[2]), int(features.shape[3])))
     picked = ops.take(flat, positions, axis=1)
-    unit = picked / (ops.sqrt(ops.sum(picked**2, -1, keepdims=True)) + _EPS)
+    unit = picked / (ops.sqrt(ops.sum(picked**2, -1, keepdims=True)) + EPS)
     distance = 1.0 - ops.einsum("bnc,bmc->bnm", unit, unit)
-    return distance / (ops.mean(distance, (1, 2), keepdims=True) + _EPS)
+    return distance / (ops.mean(distance, (1, 2), keepdims=True) + EPS)
 
 
 def self_similarity_loss(features: list, targets: list):
@@ -216,7 +216,7 @@ def statistic_loss(stat: str, statistic, target, context: dict):
     if stat == "w2":
         channels = _w2_channels(target)
         second_moment = ops.trace(ops.reshape(target[:, channels:], (-1, channels, channels)), axis1=1, axis2=2)
-        return _w2_squared(statistic, target, context["root"]) / (second_moment + _EPS)
+        return _w2_squared(statistic, target, context["root"]) / (second_moment + EPS)
     return relative_error(statistic, target)
 
 

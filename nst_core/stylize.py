@@ -21,10 +21,11 @@ from . import backend, checkpoint, fast, memory, tiling
 from .colors import match_color_histogram, transfer_luminance
 from .image_io import size_for
 from .model import resolve_arch, resolve_weights
-from .objective import Objective, compiled_objective, normalized
+from .objective import Objective, compiled_objective
 from .optimize import LBFGS_HISTORY, Progress, Track, adam_state, lbfgs_state, run_optimizer
 from .params import StyleParams
 from .targets import loss_args, resize, resize_longest
+from .terms import normalized
 
 
 @dataclass

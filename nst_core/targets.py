@@ -14,8 +14,9 @@ from keras import ops
 
 from . import losses
 from .image_io import size_for
-from .objective import Objective, normalized
+from .objective import Objective
 from .params import StyleParams
+from .terms import Measured, loss_weights, normalized, photo_layers
 
 _TARGET_CACHE_SIZE = 32
 SHORT_FIT_MAX = 2  # style_fit short: the painting's long side at most this times the long fit's (a panorama)
@@ -80,7 +81,10 @@ def style_targets(objective: Objective, styles: list[np.ndarray], params: StyleP
     key = (digest, tuple(blend), tuple(shapes), params.compile_key(), params.seed, id(objective))
 
     def compute():
-        per_style = [objective.measure(resize(s, shape)[None], params.style_layers) for s, shape in zip(styles, shapes)]
+        per_style = [
+            list(objective.measure(resize(s, shape)[None], params.style_layers).values())
+            for s, shape in zip(styles, shapes)
+        ]
         contexts = [
             losses.style_context(params.style_stat, [feats[index] for feats in per_style], blend, params.seed + index)
             for index in range(len(params.style_layers))
@@ -92,40 +96,20 @@ def style_targets(objective: Objective, styles: list[np.ndarray], params: StyleP
     return _style_targets.get(key, compute)
 
 
-def loss_weights(jobs: list, side: int):
-    """(B, 3): each job's content, style and TV weight at the scale of longest side `side`."""
-    return ops.convert_to_tensor(
-        [[job.params.content_weight_at(side), job.params.style_weight, job.params.tv_weight] for job in jobs], "float32"
-    )
-
-
-def similarity_targets(layer_features: list, seed: int) -> list:
-    """Per self-similarity layer's measured content features, (positions, the self-similarity there)."""
-    out = []
-    for index, features in enumerate(layer_features):
-        positions = ops.convert_to_tensor(losses.self_similarity_positions(features.shape, seed + index))
-        out.append((positions, losses.self_similarity(features, positions)))
-    return out
-
-
 def loss_args(objective: Objective, jobs: list, side: int):
-    """The contents at `side`, and the loss's targets and weights for that size, stacked per job
-    (stylize.Job: content, styles, params)."""
+    """The contents at `side`, and the loss's arguments for that size: each term's targets, stacked
+    per job (stylize.Job: content, styles, params), and the terms' weights and shares."""
     contents = [resize_longest(job.content, side) for job in jobs]
-    per_job = [style_targets(objective, job.styles, job.params, content.shape) for job, content in zip(jobs, contents)]
-    content_layers = objective.params.content_layers
-    measured = objective.measure(np.stack(contents), content_layers + objective.similarity_layers)  # one pass
-    content_targets = measured[: len(content_layers)]
-    targets = [
-        ops.concatenate([job_targets[layer] for job_targets, _ in per_job], 0)
-        for layer in range(len(objective.params.style_layers))
-    ]
-    contexts = [
-        {
-            key: ops.concatenate([job_contexts[layer][key] for _, job_contexts in per_job], 0)
-            for key in per_job[0][1][layer]
-        }
-        for layer in range(len(objective.params.style_layers))
-    ]
-    similarity = similarity_targets(measured[len(content_layers) :], jobs[0].params.seed)
-    return contents, (content_targets, targets, contexts, similarity, loss_weights(jobs, side))
+    photo = objective.measure(np.stack(contents), photo_layers(objective.terms))  # one pass for every content term
+
+    def painting(job):
+        return style_targets(objective, job.styles, job.params, contents[0].shape)
+
+    return contents, term_args(objective.terms, Measured(jobs, photo, painting), side)
+
+
+def term_args(terms: list, measured: Measured, side: int, left_out=()):
+    """(each term's targets, weights, shares): the Objective's arguments after the images; the
+    `left_out` terms get no targets."""
+    targets = [() if term in left_out else term.targets(measured) for term in terms]
+    return (targets, *loss_weights(terms, measured.jobs, side))

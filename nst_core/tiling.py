@@ -28,13 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 from keras import ops
 
-from . import backend, losses
+from . import backend
 from .image_io import size_for
 from .model import min_input_side
-from .objective import normalized
 from .optimize import lbfgs_update
 from .settings import settings
-from .targets import loss_weights, resize, style_shape
+from .targets import resize, style_shape, term_args
+from .terms import Measured, combine, normalized, photo_layers
 
 HALO = 64  # px of context on each side: half of block5_conv1's 132 px receptive field, whose effective field is smaller
 PRINT_HISTORY = 5  # L-BFGS pairs kept at tiled scales: each is an image of memory; 5, 10, 20 took 201, 203, 194 steps
@@ -89,31 +89,31 @@ def _crop(images, tile: Tile):
     return images[:, y0:y1, x0:x1, :]
 
 
-TILED_STATS = ("gram", "w2")
-
-
 class TiledObjective:
-    """_Objective's loss and gradient for images too large for one pass, computed tile by tile."""
+    """The Objective's loss and gradient for images too large for one pass, computed tile by tile:
+    each term's sums over positions summed over tiles (terms.Term.sums), the term's loss from their
+    totals, and the gradient through each tile's share of them."""
 
     def __init__(self, objective, tile: int, halo: int = HALO, seed: int = 0):
         params = objective.params
-        if params.style_stat not in TILED_STATS:
-            raise TilingError(
-                f"style_stat {params.style_stat} cannot be computed over tiles (only {' and '.join(TILED_STATS)} "
-                f"can); lower `size` or use style_stat=gram"
-            )
+        problems = [problem for term in objective.terms if (problem := term.tiling_problem())]
+        if problems:
+            raise TilingError(problems[0])
         if params.optimizer != "lbfgs":
             raise TilingError("tiled scales run L-BFGS only; use optimizer=lbfgs or lower `size`")
-        self.objective, self.params = objective, params
-        self.stride = min_input_side(params.content_layers + params.style_layers)
+        self.objective, self.terms = objective, objective.terms
+        self.network_terms = [term for term in self.terms if term.tiled and term.layers]
+        self.pixel_terms = [term for term in self.terms if not term.layers]
+        self.layers = tuple(dict.fromkeys(name for term in self.network_terms for name in term.layers))
+        self.stride = min_input_side(self.layers)
         self.tile = max(self.stride, tile // self.stride * self.stride)
         self.halo = -(-halo // self.stride) * self.stride
-        self.strides = [min_input_side((name,)) for name in params.content_layers + params.style_layers]
+        self.strides = {name: min_input_side((name,)) for name in self.layers}
         self.rng = np.random.default_rng(seed)
         self.history = PRINT_HISTORY
         self.update = backend.compile(lbfgs_update)
-        self.content_and_style_grad = backend.value_and_grad(self._surrogate)
-        self.tv_and_grad = backend.value_and_grad(lambda images: (ops.sum(losses.total_variation_loss(images)), ()))
+        self.network_grad = backend.value_and_grad(self._surrogate)
+        self.pixel_grad = backend.value_and_grad(self._pixel_total)
 
     def tiles(self, height: int, width: int, move: bool = False) -> list[Tile]:
         """The grid, shifted by a random multiple of the stride when `move`."""
@@ -124,135 +124,130 @@ class TiledObjective:
         )
         return grid(height, width, self.tile, self.halo, offset)
 
-    def _cores(self, images, names, tile: Tile, strides):
+    def _cores(self, images, names, tile: Tile) -> dict:
+        """Per layer: (its features on the tile's core, the core's slices in the whole feature map)."""
         feats = self.objective.features(_crop(images, tile), names)
-        return [_core_of(f, tile, s, images.shape[1:3]) for f, s in zip(feats, strides)]
+        return {name: _core_of(f, tile, self.strides[name], images.shape[1:3]) for name, f in feats.items()}
 
-    def content_features(self, images) -> list[np.ndarray]:
-        """The content layers' features of the whole `images`, assembled from tiles' cores."""
-        names, strides = self.params.content_layers, self.strides[: len(self.params.content_layers)]
+    def measure(self, images, names) -> dict:
+        """`names`' features of the whole `images`, assembled from tiles' cores."""
         height, width = images.shape[1:3]
-        out = None
+        out = {}
         for tile in self.tiles(height, width):
-            cores = self._cores(images, names, tile, strides)
-            if out is None:
-                out = [
-                    np.zeros((images.shape[0], height // s, width // s, int(f.shape[-1])), np.float32)
-                    for (f, _), s in zip(cores, strides)
-                ]
-            for target, (features, (rows, cols)) in zip(out, cores):
-                target[:, rows, cols] = ops.convert_to_numpy(features)
-        return out
+            for name, (features, (rows, cols)) in self._cores(images, names, tile).items():
+                if name not in out:
+                    stride = self.strides[name]
+                    out[name] = np.zeros(
+                        (images.shape[0], height // stride, width // stride, int(features.shape[-1])), np.float32
+                    )
+                out[name][:, rows, cols] = ops.convert_to_numpy(features)
+        return {name: ops.convert_to_tensor(features) for name, features in out.items()}
 
-    def statistics(self, images) -> list:
-        """The style layers' statistics of the whole `images`: sums over tiles' cores / positions."""
-        names, strides = self.params.style_layers, self.strides[len(self.params.content_layers) :]
-        height, width = images.shape[1:3]
-        sums = [0.0] * len(names)
-        for tile in self.tiles(height, width):
-            for index, (features, _) in enumerate(self._cores(images, names, tile, strides)):
-                sums[index] = sums[index] + losses.moment_sums(self.params.style_stat, features)
-        return [total / float((height // s) * (width // s)) for total, s in zip(sums, strides)]
+    def _positions(self, term, shape) -> list[int]:
+        return [(shape[0] // self.strides[name]) * (shape[1] // self.strides[name]) for name in term.layers]
 
     def loss_args(self, jobs, side: int):
-        """As targets.loss_args: the contents at `side` and (content targets, style targets, their
-        contexts, content target norms, loss weights), every figure the whole image's."""
+        """As targets.loss_args, every figure the whole image's, measured over tiles."""
         contents = [resize(job.content, size_for(job.content.shape, side)) for job in jobs]
-        content_targets = [ops.convert_to_tensor(t) for t in self.content_features(np.stack(contents))]
-        per_job = [self._style_targets(job, content.shape) for job, content in zip(jobs, contents)]
-        targets = [
-            ops.concatenate([job_targets[layer] for job_targets in per_job], 0)
-            for layer in range(len(self.params.style_layers))
-        ]
-        contexts = [self._contexts([job_targets[layer] for job_targets in per_job]) for layer in range(len(targets))]
-        norms = [ops.sum(t**2, (1, 2, 3)) for t in content_targets]
-        return contents, (content_targets, targets, contexts, norms, loss_weights(jobs, side))
+        photo = self.measure(np.stack(contents), photo_layers(self.network_terms))
+        style = next(term for term in self.network_terms if term.part == "style")
 
-    def _style_targets(self, job, output_shape) -> list:
+        def painting(job):
+            statistics = self._painting_statistics(style, job, contents[0].shape)
+            return statistics, [style.context_of(statistic) for statistic in statistics]
+
+        left_out = [term for term in self.terms if not term.tiled]
+        return contents, term_args(self.terms, Measured(jobs, photo, painting), side, left_out)
+
+    def _painting_statistics(self, style, job, output_shape) -> list:
         """The blended statistics of a job's style image(s), at their shapes for `output_shape`."""
         blend = normalized(job.params.style_blend, len(job.styles))
-        per_style = [
-            self.statistics(resize(s, style_shape(s.shape, output_shape, job.params))[None]) for s in job.styles
-        ]
-        return [sum(w * stats[layer] for w, stats in zip(blend, per_style)) for layer in range(len(per_style[0]))]
+        per_style = []
+        for painting in job.styles:
+            image = resize(painting, style_shape(painting.shape, output_shape, job.params))[None]
+            shape = image.shape[1:3]
+            sums = self._sums([style], image, [()], self.tiles(*shape))[0]
+            per_style.append([total / float(count) for total, count in zip(sums, self._positions(style, shape))])
+        return [sum(w * stats[layer] for w, stats in zip(blend, per_style)) for layer in range(len(style.layers))]
 
-    def _contexts(self, job_targets: list) -> dict:
-        """One layer's statistic constants, stacked over jobs (each job's (1, D) target): w2's roots."""
-        if self.params.style_stat != "w2":
-            return {}
-        return {"root": ops.concatenate([losses.w2_context(target)["root"] for target in job_targets], 0)}
-
-    def _pass_one(self, images, content_targets, tiles):
-        """Whole-image style statistics and content squared errors per layer, summed over tiles."""
-        names = self.params.content_layers + self.params.style_layers
-        n_content = len(self.params.content_layers)
-        sums, errors = [0.0] * len(self.params.style_layers), [0.0] * n_content
+    def _sums(self, terms, images, targets, tiles) -> list:
+        """Per term, per layer: its sums over positions, added up over `tiles`."""
+        names = tuple(dict.fromkeys(name for term in terms for name in term.layers))
+        totals = [None] * len(terms)
         for tile in tiles:
-            cores = self._cores(images, names, tile, self.strides)
-            for index, (core, target) in enumerate(zip(cores[:n_content], content_targets)):
-                errors[index] = errors[index] + _squared_error(core, target)
-            for index, (features, _) in enumerate(cores[n_content:]):
-                sums[index] = sums[index] + losses.moment_sums(self.params.style_stat, features)
-        positions = [(images.shape[1] // s) * (images.shape[2] // s) for s in self.strides[n_content:]]
-        return [total / float(count) for total, count in zip(sums, positions)], errors
-
-    def _style_loss(self, stats, targets, contexts):
-        """Per-image style loss (B,) of whole-image statistics."""
-        weights, stat = self.objective.style_layer_weights, self.params.style_stat
-        return (
-            sum(w * losses.statistic_loss(stat, s, t, c) for s, t, c, w in zip(stats, targets, contexts, weights))
-            + 0 * targets[0][:, 0]
-        )
+            cores = self._cores(images, names, tile)
+            for index, (term, term_targets) in enumerate(zip(terms, targets)):
+                sums = term.sums(cores, term_targets)
+                totals[index] = sums if totals[index] is None else [a + b for a, b in zip(totals[index], sums)]
+        return totals
 
     def _losses(self, images, loss_args, tiles):
-        """(totals, content, style, tv), each (B,), and the whole-image style statistics."""
-        content_targets, targets, contexts, norms, loss_weights = loss_args
-        stats, errors = self._pass_one(images, content_targets, tiles)
-        content = (
-            sum(w * e / (n + losses._EPS) for w, e, n in zip(self.objective.content_layer_weights, errors, norms))
-            + 0 * norms[0]
-        )
-        style, tv = self._style_loss(stats, targets, contexts), losses.total_variation_loss(images)
-        totals = loss_weights[:, 0] * content + loss_weights[:, 1] * style + loss_weights[:, 2] * tv
-        return (totals, content, style, tv), stats
+        """(totals, content, style, tv), each (B,), and the network terms' sums over the whole image."""
+        targets, weights, shares = loss_args
+        by_term = dict(zip(self.terms, targets))
+        network_targets = [by_term[term] for term in self.network_terms]
+        sums = self._sums(self.network_terms, images, network_targets, tiles)
+        shape = images.shape[1:3]
+        term_losses = []
+        for term, term_targets in zip(self.terms, targets):
+            if term in self.network_terms:
+                index = self.network_terms.index(term)
+                term_losses.append(term.from_sums(sums[index], term_targets, self._positions(term, shape)))
+            elif term in self.pixel_terms:
+                term_losses.append(term.loss({}, images, term_targets))
+            else:  # left out over tiles
+                term_losses.append(0 * weights[:, 0])
+        return combine(self.terms, term_losses, weights, shares), sums
 
-    def _surrogate(self, tile_images, tile, stat_grads, content_targets, norms, loss_weights, full_shape):
-        """A tile's share of the loss: its statistic sums against dL/d(statistic), plus its content errors."""
-        names = self.params.content_layers + self.params.style_layers
-        n_content = len(self.params.content_layers)
-        feats = self.objective.features(tile_images, names)
-        cores = [_core_of(f, tile, s, full_shape) for f, s in zip(feats, self.strides)]
-        content = 0.0
-        weights = self.objective.content_layer_weights
-        for core, target, norm, w in zip(cores[:n_content], content_targets, norms, weights):
-            content = content + w * _squared_error(core, target) / (norm + losses._EPS)
-        style = 0.0
-        for (features, _), grad, s in zip(cores[n_content:], stat_grads, self.strides[n_content:]):
-            positions = (full_shape[0] // s) * (full_shape[1] // s)
-            style = style + ops.sum(losses.moment_sums(self.params.style_stat, features) * grad, 1) / positions
-        return ops.sum(loss_weights[:, 0] * content + style), ()  # stat_grads carry the style weight
+    def _network_total(self, sums, targets, weights, shape):
+        """The network terms' weighted total from their whole-image sums (the gradient's first half)."""
+        total = 0.0
+        for term, term_sums, term_targets in zip(self.network_terms, sums, targets):
+            index = self.terms.index(term)
+            total = total + ops.sum(
+                weights[:, index] * term.from_sums(term_sums, term_targets, self._positions(term, shape))
+            )
+        return total, ()
+
+    def _pixel_total(self, images, targets, weights):
+        total = 0.0
+        for term, term_targets in zip(self.terms, targets):
+            if term in self.pixel_terms:
+                total = total + ops.sum(weights[:, self.terms.index(term)] * term.loss({}, images, term_targets))
+        return total, ()
+
+    def _surrogate(self, tile_images, tile, sum_grads, targets, full_shape):
+        """A tile's share of the network terms: its sums against d(total)/d(sums), whose gradient with
+        respect to the tile's pixels is the tile's share of the whole image's gradient."""
+        feats = self.objective.features(tile_images, self.layers)
+        cores = {name: _core_of(f, tile, self.strides[name], full_shape) for name, f in feats.items()}
+        total = 0.0
+        for term, grads, term_targets in zip(self.network_terms, sum_grads, targets):
+            for tile_sums, grad in zip(term.sums(cores, term_targets), grads):
+                total = total + ops.sum(tile_sums * grad)
+        return total, ()
 
     def value_and_grad(self, images, loss_args, move: bool = True):
         """(totals, (content, style, tv), gradient) of the whole `images`: each (B,), and (B, H, W, 3)."""
-        content_targets, targets, contexts, norms, loss_weights = loss_args
+        targets, weights, _ = loss_args
         full_shape = tuple(images.shape[1:3])
         tiles = self.tiles(*full_shape, move=move)
-        (totals, *parts), stats = self._losses(images, loss_args, tiles)
-        _, stat_grads = backend.value_and_grad(
-            lambda s: (ops.sum(loss_weights[:, 1] * self._style_loss(s, targets, contexts)), ())
-        )(stats)
-        _, tv_grad = self.tv_and_grad(images)
-        grad = ops.convert_to_numpy(tv_grad * loss_weights[:, 2][:, None, None, None])
+        (totals, *parts), sums = self._losses(images, loss_args, tiles)
+        by_term = dict(zip(self.terms, targets))
+        network_targets = [by_term[term] for term in self.network_terms]
+        _, sum_grads = backend.value_and_grad(lambda s: self._network_total(s, network_targets, weights, full_shape))(
+            sums
+        )
+        _, pixel_grad = self.pixel_grad(images, targets, weights)
+        grad = ops.convert_to_numpy(pixel_grad)
         for tile in tiles:
             y0, y1, x0, x1 = tile.outer
-            _, tile_grad = self.content_and_style_grad(
-                _crop(images, tile), tile, stat_grads, content_targets, norms, loss_weights, full_shape
-            )
+            _, tile_grad = self.network_grad(_crop(images, tile), tile, sum_grads, network_targets, full_shape)
             grad[:, y0:y1, x0:x1] += ops.convert_to_numpy(tile_grad)
         return totals, tuple(parts), ops.convert_to_tensor(grad)
 
     def __call__(self, images, *loss_args):
-        """_Objective's (sum, (totals, content, style, tv)), without the gradient."""
+        """The Objective's (sum, (totals, content, style, tv)), without the gradient."""
         parts, _ = self._losses(images, loss_args, self.tiles(*images.shape[1:3]))
         return ops.sum(parts[0]), parts
 
@@ -261,12 +256,6 @@ class TiledObjective:
         totals, parts, grad = self.value_and_grad(images, loss_args)
         trial, state = self.update(images, state, totals, grad)
         return trial, state, totals, parts
-
-
-def _squared_error(core, target):
-    """A tile core's squared feature error against the whole image's target there, per image: (B,)."""
-    features, (rows, cols) = core
-    return ops.sum((features - target[:, rows, cols]) ** 2, (1, 2, 3))
 
 
 def seam_ratio(image: np.ndarray, tile: int, stride: int = 16) -> float:

@@ -110,7 +110,7 @@ def test_the_targets_features_are_the_steps(weights_path):
     objective, _ = compiled_objective(StyleParams(size=32), weights_path)
     images = np.random.default_rng(0).random((2, 32, 40, 3), np.float32)
     names = objective.params.content_layers + objective.params.style_layers
-    for measured, traced in zip(objective.measure(images, names), objective.features(images, names)):
+    for measured, traced in zip(objective.measure(images, names).values(), objective.features(images, names).values()):
         traced = ops.convert_to_numpy(traced)  # float rounding: to 1e-5 of the layer's largest feature
         np.testing.assert_allclose(ops.convert_to_numpy(measured), traced, rtol=0, atol=1e-5 * np.abs(traced).max())
 

@@ -13,7 +13,7 @@ from nst_core.image_io import load_image
 from nst_core.model import feature_extractor
 from nst_core.params import StyleParams
 from nst_core.stylize import Job, initial_image, resize, stylize
-from nst_core.targets import loss_weights
+from nst_core.terms import loss_weights, terms_for
 
 SIZE = 96
 
@@ -90,7 +90,14 @@ def test_self_similarity_alone_draws_the_photos_layout_in_the_paintings_texture(
 def test_the_coarse_scales_weigh_content_more_in_the_loss():
     params = StyleParams(size=SIZE, min_scale=48, coarse_content_weight=8.0, content_weight=2.0)
     job = Job(np.zeros((SIZE, SIZE, 3), np.float32), [np.zeros((SIZE, SIZE, 3), np.float32)], params)
-    coarse, fine = (ops.convert_to_numpy(loss_weights([job, job], side)) for side in (params.sides()[0], SIZE))
-    np.testing.assert_allclose(coarse[:, 0], 16.0)
-    np.testing.assert_allclose(fine[:, 0], 2.0)
-    np.testing.assert_allclose(coarse[:, 1:], fine[:, 1:])  # style and TV weights do not move
+    terms = terms_for(params)
+    coarse, fine = (
+        ops.convert_to_numpy(loss_weights(terms, [job, job], side)[0]) for side in (params.sides()[0], SIZE)
+    )
+    column = {type(term).__name__: k for k, term in enumerate(terms)}
+    content, similarity = column["FeatureContent"], column["SelfSimilarity"]
+    style, tv = column["Style"], column["TotalVariation"]
+    np.testing.assert_allclose(coarse[:, content], 16.0)
+    np.testing.assert_allclose(fine[:, content], 2.0)
+    np.testing.assert_allclose(coarse[:, similarity], 16.0 * params.self_similarity_weight)
+    np.testing.assert_allclose(coarse[:, [style, tv]], fine[:, [style, tv]])  # style and TV weights do not move
