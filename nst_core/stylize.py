@@ -273,8 +273,8 @@ def _optimize_scale(
     or the checkpoint's), in one pass or over tiles; each is charged an equal share of the seconds."""
     jobs = [state.job for state in live]
     started = time.perf_counter()
-    tiled = tiling.TiledObjective(objective, scale.tile, seed=jobs[0].params.seed) if scale.tile else None
-    contents, args = tiled.loss_args(jobs, scale.side) if tiled else loss_args(objective, jobs, scale.side)
+    evaluation = _evaluation(objective, step, scale, jobs[0].params.seed)
+    contents, args = evaluation.loss_args(jobs, scale.side)
     targets_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -282,21 +282,40 @@ def _optimize_scale(
         np.stack([_start_image(state.job, content_at, state.image) for state, content_at in zip(live, contents)])
     )
     optimizer_state = (
-        lbfgs_state(images, history=tiled.history if tiled else LBFGS_HISTORY)
-        if jobs[0].params.optimizer == "lbfgs"
-        else adam_state(images)
+        lbfgs_state(images, history=evaluation.history) if jobs[0].params.optimizer == "lbfgs" else adam_state(images)
     )
     tracks = [_track(job.params, scale.last) for job in jobs]
     indices, done_steps = [state.index for state in live], 0
     if resumed:  # the scale a killed run saved last: on from its step
         images, optimizer_state, done_steps = resumed.images, resumed.state, resumed.iteration
         resumed.restore(tracks, states, indices)
-    scale_step = saver.wrap(tiled.step if tiled else step, indices, scale.index, done_steps, tracks, states)
+    scale_step = saver.wrap(evaluation.step, indices, scale.index, done_steps, tracks, states)
     run_optimizer(scale_step, optimizer_state, images, args, tracks, callback=on_step, first_iteration=done_steps)
-    finals = _final_images(tiled or objective, tracks, images, args)
+    finals = _final_images(evaluation, tracks, images, args)
     seconds = time.perf_counter() - started
     for state, track, final in zip(live, tracks, finals):
         state.record(track, final, targets_seconds / len(live), seconds / len(live))
+
+
+@dataclass
+class _OnePass:
+    """The objective through VGG in one pass per step, with its compiled optimiser step."""
+
+    objective: Objective
+    step: Callable
+    history: int = LBFGS_HISTORY
+
+    def loss_args(self, jobs: list[Job], side: int):
+        return loss_args(self.objective, jobs, side)
+
+    def __call__(self, images, *args):
+        return self.objective(images, *args)
+
+
+def _evaluation(objective: Objective, step, scale: _Scale, seed: int):
+    """How a scale evaluates the objective: in one pass, or over the tiles the memory plan gave it
+    (the same loss, arguments and step: nst_core.tiling)."""
+    return tiling.TiledObjective(objective, scale.tile, seed=seed) if scale.tile else _OnePass(objective, step)
 
 
 def _track(params: StyleParams, last: bool) -> Track:

@@ -53,7 +53,7 @@ class Term:
 
     part: str = "content"
     layers: tuple[str, ...] = ()
-    tiled: bool = True  # False: left out at tiled scales (the coarse scales before them keep it)
+    tiled: bool = False  # True: it gives `sums` and runs over tiles; False: left out at tiled scales
 
     def tiling_problem(self) -> str | None:
         """Why this term cannot run over tiles, or None."""
@@ -93,6 +93,8 @@ def part_weight(part: str, params: StyleParams, side: int) -> float:
 class FeatureContent(Term):
     """Gatys et al.'s content loss: the feature maps' squared error, relative to the photo's."""
 
+    tiled = True
+
     def __init__(self, params: StyleParams):
         self.layers = params.content_layers
         self.layer_weights = normalized(params.content_layer_weights, len(self.layers))
@@ -121,7 +123,6 @@ class SelfSimilarity(Term):
     their features; it compares positions across the whole image, so it is left out over tiles."""
 
     layers = losses.SELF_SIMILARITY_LAYERS
-    tiled = False
 
     def share(self, params):
         return params.self_similarity_weight
@@ -143,6 +144,7 @@ class Style(Term):
     """The style loss: each layer's statistic (params.style_stat) against the painting's."""
 
     part = "style"
+    tiled = True
 
     def __init__(self, params: StyleParams):
         self.layers, self.stat = params.style_layers, params.style_stat

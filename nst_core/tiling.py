@@ -1,24 +1,24 @@
-"""Print sizes: the loss and its gradient over tiles, with the style statistics of the whole image.
+"""Print sizes: the loss and its gradient over tiles, with the statistics of the whole image.
 
 A scale too large for one pass through VGG (nst_core.memory) is computed tile by tile, each
-tile read with a halo of context around its core. Per step:
+tile read with a halo of context around its core. The terms are the Objective's own
+(nst_core.terms): each term that runs over tiles gives sums over feature positions (the
+content loss's squared errors, the style statistics' sums of x x^T and x), and its loss is a
+function of those sums, so per step:
 1. forward over every tile, each layer's features cropped to the tile's core, so every feature
-   position counts once: the Gram matrices' sums over positions and the content loss's squared
-   errors add up over tiles to the whole image's (exactly, up to what the halo leaves out of a
-   feature's receptive field);
-2. d(style loss)/d(Gram matrix) once, on the whole-image Gram matrices; then per tile, under a
-   gradient tape, the surrogate sum(dL/dG * G_tile) + the tile's content term, whose gradient
-   with respect to the tile's pixels (halo included) is that tile's share of the full gradient.
+   position counts once: the sums over tiles are the whole image's (exactly, up to what the
+   halo leaves out of a feature's receptive field);
+2. d(total)/d(sums) once, on the whole image's sums; then per tile, under a gradient tape, the
+   surrogate sum(d(total)/d(sums) * the tile's sums), whose gradient with respect to the tile's
+   pixels (halo included) is that tile's share of the full gradient.
 The optimiser sees one loss and one gradient of the whole image, as at a scale that fits.
 The grid moves by a random offset every step, so whatever error the halo leaves at a tile
 border is never at the same place twice. TV is the whole image's (no network: cheap).
 
-The self-similarity content loss is left out at tiled scales: it compares positions across the
-whole image, and the coarse scales before them, which set the layout, run in one pass with it.
-
-Gram and w2 statistics are tiled: each is a mean over positions of per-position terms (x x^T,
-and x for w2's mean), so its sums over tiles' cores are the whole image's. swd sorts every
-position's projections together; the others are not offered over tiles.
+A term without sums is left out at tiled scales: the self-similarity content loss compares
+positions across the whole image, and the coarse scales before them, which set the layout, run
+in one pass with it. swd sorts every position's projections together, and the other
+statistics are not offered over tiles.
 """
 
 from __future__ import annotations
