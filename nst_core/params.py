@@ -37,14 +37,14 @@ _NOISE = {**_BEFORE_CONTENT_TERMS, "init": "noise"}  # the last defaults of 0.1.
 _BEFORE_NOISE = _BEFORE_CONTENT_TERMS  # started from the photo, as now
 _BEFORE_W2 = {**_BEFORE_NOISE, "style_stat": "gram", "style_weight": 500.0}
 _BEFORE_STYLE_FIT = {**_BEFORE_W2, "style_weight": 100.0, "style_fit": "long"}
-_BEFORE_ISSUE_13 = {**_BEFORE_STYLE_FIT, "style_weight": 10.0, "style_layer_weights": None, "coarse_iterations": 200}
+_FIRST = {**_BEFORE_STYLE_FIT, "style_weight": 10.0, "style_layer_weights": None, "coarse_iterations": 200}
 EARLIER_DEFAULTS: tuple[dict, ...] = (
     _NOISE,
     _BEFORE_NOISE,
     _BEFORE_W2,
     _BEFORE_STYLE_FIT,
-    {**_BEFORE_ISSUE_13, "min_scale": 512},
-    {**_BEFORE_ISSUE_13, "min_scale": 0},
+    {**_FIRST, "min_scale": 512},
+    {**_FIRST, "min_scale": 0},  # the first defaults
 )
 VGG_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
 # jcjohnson/neural-style divides each Gram matrix by C*H*W and sums squared errors, so its layers
@@ -54,8 +54,14 @@ JCJOHNSON_LAYER_WEIGHTS = (0.002, 0.49, 0.49, 0.012, 0.0001)
 # 0.5 the defaults, 1 the closest to the painting before both judges get worse (3000 was further from
 # the painting than 1000 and kept less of the photo).
 STRENGTH_POINTS = ((0.0, 0.0), (0.25, 100.0), (0.5, 300.0), (1.0, 1000.0))
-# The version of the first results tables: a field added later needs a `neutral` value.
+# The first results tables (0.1.0) hash every one of these fields into their pair ids; a field added
+# since needs `added_in` and a `neutral` value, or every earlier pair id would change.
 FIRST_TABLES = "0.1.0"
+FIRST_FIELDS = frozenset(
+    """size iterations optimizer learning_rate init content_weight style_weight tv_weight content_layers
+    content_layer_weights style_layers style_layer_weights style_stat style_blend style_scale preserve_colors
+    scales coarse_iterations tolerance patience arch pooling seed""".split()
+)
 _NO_NEUTRAL = object()
 
 
@@ -84,14 +90,15 @@ def param(
     *,
     graph: bool = False,
     check: Check | None = None,
-    added_in: str = FIRST_TABLES,
+    added_in: str | None = None,
     neutral=_NO_NEUTRAL,
     fast: bool = False,
 ):
     """A StyleParams field: `help` says what it is and why its default; `graph`: it changes the compiled
-    objective (the compile key); `neutral`: for fields newer than the first results tables, the value that
-    behaves as before the field existed (the hash leaves the field out at that value, keeping old pair ids);
-    `fast`: the fast network's previews use it too (`nst sheet` offers only these)."""
+    objective (the compile key); `added_in` and `neutral`, required for fields not in FIRST_FIELDS: the
+    version that added it and the value that behaves as before it existed (the hash leaves the field out
+    at that value, keeping old pair ids); `fast`: the fast network's previews use it too (`nst sheet`
+    offers only these)."""
     return dataclasses.field(
         default=default,
         metadata={"help": help, "graph": graph, "check": check, "added_in": added_in, "neutral": neutral, "fast": fast},
@@ -130,7 +137,46 @@ def as_text(value):
     return ",".join(str(v) for v in value) if isinstance(value, tuple) else value
 
 
-@dataclass(frozen=True)
+@functools.cache
+def _specs(cls: type) -> tuple[ParamSpec, ...]:
+    hints = get_type_hints(cls)
+    specs = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        first = f.name in FIRST_FIELDS
+        if not first and (meta["added_in"] is None or meta["neutral"] is _NO_NEUTRAL):
+            raise TypeError(
+                f"{cls.__name__}.{f.name} is not in the first results tables (FIRST_FIELDS), so it needs a neutral "
+                f'value, or every earlier pair id changes: declare it with param(..., added_in="<the version adding '
+                f'it, e.g. 0.2.0>", neutral=<the value at which it behaves as before {f.name} existed>)'
+            )
+        choices = get_args(hints[f.name]) if get_origin(hints[f.name]) is Literal else ()
+        specs.append(
+            ParamSpec(
+                f.name,
+                hints[f.name],
+                f.default,
+                meta["help"],
+                choices,
+                meta["graph"],
+                meta["check"],
+                FIRST_TABLES if first else meta["added_in"],
+                meta["neutral"],
+                meta.get("fast", False),
+            )
+        )
+    return tuple(specs)
+
+
+def params_dataclass(cls: type) -> type:
+    """`@dataclass(frozen=True)` that also checks every field's declaration, so a field that would change
+    earlier pair ids fails at import, saying what to write."""
+    cls = dataclass(frozen=True)(cls)
+    _specs(cls)
+    return cls
+
+
+@params_dataclass
 class StyleParams:
     """Everything that decides what a stylized image looks like (and nothing that does not)."""
 
@@ -393,32 +439,6 @@ def style_weight_at_strength(strength: float) -> float:
                 return high_weight * share
             return float(low_weight * (high_weight / low_weight) ** share)
     return points[-1][1]
-
-
-@functools.cache
-def _specs(cls: type) -> tuple[ParamSpec, ...]:
-    hints = get_type_hints(cls)
-    specs = []
-    for f in dataclasses.fields(cls):
-        meta = f.metadata
-        if meta["added_in"] != FIRST_TABLES and meta["neutral"] is _NO_NEUTRAL:
-            raise TypeError(f"{cls.__name__}.{f.name} is newer than the first results tables: give it a neutral value")
-        choices = get_args(hints[f.name]) if get_origin(hints[f.name]) is Literal else ()
-        specs.append(
-            ParamSpec(
-                f.name,
-                hints[f.name],
-                f.default,
-                meta["help"],
-                choices,
-                meta["graph"],
-                meta["check"],
-                meta["added_in"],
-                meta["neutral"],
-                meta.get("fast", False),
-            )
-        )
-    return tuple(specs)
 
 
 def _parse_as(hint, text: str, name: str):

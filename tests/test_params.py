@@ -40,7 +40,7 @@ def test_numbers_parse_from_manifest_text():
 
 
 def test_pair_ids_of_earlier_tables_are_pinned():
-    # Computed before the fields carried metadata (issue 14): results tables written since keep their pair ids.
+    # Computed before the fields carried metadata: results tables written since keep their pair ids.
     assert first().hash() == "484c699a88"
     # Each earlier set of defaults (EARLIER_DEFAULTS, newest first) is found by the ledger, not redone.
     # W2 at 300 from noise (the last of 0.1.0), from the photo, Gram at 500 with the short fit, Gram at 100,
@@ -81,15 +81,14 @@ def test_the_default_layer_weights_belong_to_the_default_layers():
 def test_a_field_declared_once_is_everywhere():
     """A new parameter is one `param(...)` line: hash, compile key, validation, parsing, CLI flag and column follow."""
     import argparse
-    from dataclasses import dataclass
 
     import pyarrow as pa
 
     from flows.cli import add_param_flags
     from flows.results import param_fields
-    from nst_core.params import NON_NEGATIVE, param
+    from nst_core.params import NON_NEGATIVE, param, params_dataclass
 
-    @dataclass(frozen=True)
+    @params_dataclass
     class WithGlow(StyleParams):
         glow: float = param(
             0.0, "how much the output glows", graph=True, check=NON_NEGATIVE, added_in="9.9.9", neutral=0.0
@@ -112,17 +111,22 @@ def test_only_graph_fields_are_in_the_compile_key():
     assert params.compile_key() == StyleParams(style_stat="w2", style_layers=("block1_conv1",))
 
 
-def test_a_later_field_without_a_neutral_value_is_refused():
-    from dataclasses import dataclass
+@pytest.mark.parametrize("declared", [{}, {"added_in": "9.9.9"}, {"neutral": 0.0}])
+def test_a_later_field_without_its_version_and_neutral_value_is_refused_where_it_is_declared(declared):
+    from nst_core.params import param, params_dataclass
 
-    from nst_core.params import param
+    with pytest.raises(TypeError) as error:
 
-    @dataclass(frozen=True)
-    class Unsafe(StyleParams):
-        glow: float = param(0.0, "a field newer than the first tables", added_in="9.9.9")
+        @params_dataclass
+        class Unsafe(StyleParams):
+            glow: float = param(0.0, "a field newer than the first tables", **declared)
 
-    with pytest.raises(TypeError, match="give it a neutral value"):
-        Unsafe()
+    message = str(error.value)  # names the field and says what to write
+    assert message.startswith("Unsafe.glow is not in the first results tables (FIRST_FIELDS)")
+    assert (
+        'added_in="<the version adding it, e.g. 0.2.0>", neutral=<the value at which it behaves as before glow'
+        in message
+    )
 
 
 def test_a_results_row_has_a_column_for_every_result_cell():
