@@ -30,6 +30,7 @@ from bench_core import SAMPLES, SHARED  # noqa: E402
 from nst_core import backend  # noqa: E402
 from nst_core.image_io import load_image  # noqa: E402
 from nst_core.params import StyleParams  # noqa: E402
+from nst_core.storage import LOCAL  # noqa: E402
 from nst_core.stylize import Job, stylize, stylize_batch  # noqa: E402
 
 PAIRS = [
@@ -53,8 +54,8 @@ def square(image: np.ndarray) -> np.ndarray:
 def jobs_at(side: int, count: int, params: StyleParams) -> list[Job]:
     return [
         Job(
-            square(load_image(str(SAMPLES / "content" / f"{content}.jpg"))),
-            [load_image(str(SAMPLES / "styles" / f"{style}.jpg"), max_side=side)],
+            square(load_image(str(SAMPLES / "content" / f"{content}.jpg"), LOCAL)),
+            [load_image(str(SAMPLES / "styles" / f"{style}.jpg"), LOCAL, max_side=side)],
             params,
         )
         for content, style in PAIRS[:count]

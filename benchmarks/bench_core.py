@@ -44,6 +44,7 @@ from nst_core import backend, optimize  # noqa: E402
 from nst_core.image_io import load_image  # noqa: E402
 from nst_core.objective import clear_compiled, compiled_objective  # noqa: E402
 from nst_core.params import StyleParams  # noqa: E402
+from nst_core.storage import LOCAL  # noqa: E402
 from nst_core.stylize import Job, stylize  # noqa: E402
 from nst_core.targets import loss_args  # noqa: E402
 
@@ -209,8 +210,8 @@ def main() -> None:
         return
 
     print("\n## Time to the tutorial loop's loss at 128 px (real VGG16 weights)")
-    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), max_side=128)
-    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), max_side=128)
+    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), LOCAL, max_side=128)
+    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), LOCAL, max_side=128)
     params = StyleParams(size=128, arch="auto")
     objective, _ = compiled_objective(params, args.weights)
     (content_at,), inputs = loss_args(objective, [Job(content, [style], params)], 128)

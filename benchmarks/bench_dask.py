@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from nst_core.storage import LOCAL
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "manifests" / "samples"
 
@@ -53,7 +55,7 @@ def timed_run(manifest: Path, out: Path, size: int, iterations: int, runner: lis
     wall = time.perf_counter() - started
     if result.returncode:
         sys.exit(result.stderr[-3000:])
-    table = read_results(str(out / "results"))
+    table = read_results(str(out / "results"), storage=LOCAL)
     assert (table.status == "succeeded").sum() == 12, table.status.value_counts()
     return wall, float(table.total_seconds.sum())
 

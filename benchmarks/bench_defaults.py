@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 
 from nst_core.image_io import load_image, save_image  # noqa: E402
 from nst_core.params import StyleParams  # noqa: E402
+from nst_core.storage import LOCAL  # noqa: E402
 from nst_core.stylize import stylize  # noqa: E402
 
 SAMPLES = REPO / "manifests" / "samples"
@@ -42,8 +43,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     rows = []
     for content_name, style_name in PAIRS:
-        content = load_image(str(SAMPLES / "content" / f"{content_name}.jpg"), max_side=args.size)
-        style = load_image(str(SAMPLES / "styles" / f"{style_name}.jpg"), max_side=args.size)
+        content = load_image(str(SAMPLES / "content" / f"{content_name}.jpg"), LOCAL, max_side=args.size)
+        style = load_image(str(SAMPLES / "styles" / f"{style_name}.jpg"), LOCAL, max_side=args.size)
         for init in args.inits.split(","):
             cells = []
             for value in values:
@@ -60,7 +61,7 @@ def main() -> None:
             height = min(c.shape[0] for c in cells)
             rows.append(np.concatenate([c[:height] for c in cells], axis=1))
     width = min(r.shape[1] for r in rows)
-    save_image(np.concatenate([r[:, :width] for r in rows], axis=0), args.out)
+    save_image(np.concatenate([r[:, :width] for r in rows], axis=0), args.out, LOCAL)
     print(f"grid: {args.out}")
 
 

@@ -32,6 +32,7 @@ from nst_core import losses  # noqa: E402
 from nst_core.image_io import load_image  # noqa: E402
 from nst_core.model import feature_extractor  # noqa: E402
 from nst_core.params import StyleParams  # noqa: E402
+from nst_core.storage import LOCAL  # noqa: E402
 from nst_core.stylize import fast_preview, resize, size_for, stylize  # noqa: E402
 
 SAMPLES = REPO / "manifests" / "samples"
@@ -46,7 +47,7 @@ EARLY_STEPS = 50  # a preview-sized budget, as in the issue's first measurement
 
 
 def sample(kind: str, name: str, side: int) -> np.ndarray:
-    return load_image(str(SAMPLES / kind / f"{name}.jpg"), max_side=side)
+    return load_image(str(SAMPLES / kind / f"{name}.jpg"), LOCAL, max_side=side)
 
 
 def seconds_per_fast_image(side: int, repeats: int) -> float:

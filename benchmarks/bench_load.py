@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nst_core.storage import LOCAL
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -55,7 +57,7 @@ def run_once(count: int) -> dict:
     outcome = run_manifest(str(manifest), str(work / "out"))
     wall = time.perf_counter() - started
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before reading the table back
-    table = read_results(outcome["results"])
+    table = read_results(outcome["results"], storage=LOCAL)
     return {
         "count": count,
         "succeeded": outcome["succeeded"],

@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 from flows.manifest import expand_manifest  # noqa: E402
 from flows.pipeline import run_manifest  # noqa: E402
 from nst_core.image_io import load_image, save_image  # noqa: E402
+from nst_core.storage import LOCAL  # noqa: E402
 from nst_core.stylize import stylize  # noqa: E402
 
 SAMPLES = REPO / "manifests" / "samples"
@@ -37,9 +38,9 @@ SAMPLES = REPO / "manifests" / "samples"
 def stylize_directly(pairs, weights) -> float:
     started = time.perf_counter()
     for pair in pairs:
-        content = load_image(pair.content, max_side=pair.params.size)
-        styles = [load_image(uri, max_side=pair.params.size) for uri in pair.styles]
-        save_image(stylize(content, styles, pair.params, weights=weights).image, pair.output)
+        content = load_image(pair.content, LOCAL, max_side=pair.params.size)
+        styles = [load_image(uri, LOCAL, max_side=pair.params.size) for uri in pair.styles]
+        save_image(stylize(content, styles, pair.params, weights=weights).image, pair.output, LOCAL)
     return time.perf_counter() - started
 
 
@@ -54,9 +55,11 @@ def main() -> None:
     overrides = {"size": 128, "tolerance": 0.0}
     if args.iterations:
         overrides["iterations"] = args.iterations
-    warm, _ = expand_manifest(str(manifest), str(work / "warm"), overrides={**overrides, "iterations": 2})
+    warm, _ = expand_manifest(
+        str(manifest), str(work / "warm"), overrides={**overrides, "iterations": 2}, storage=LOCAL
+    )
     stylize_directly(warm, args.weights)  # trace every image shape once
-    pairs, _ = expand_manifest(str(manifest), str(work / "direct"), overrides=overrides)
+    pairs, _ = expand_manifest(str(manifest), str(work / "direct"), overrides=overrides, storage=LOCAL)
     direct = stylize_directly(pairs, args.weights)
 
     run_manifest(str(manifest), str(work / "warm"), overrides={**overrides, "iterations": 2}, weights=args.weights)

@@ -37,10 +37,11 @@ def measure(args) -> dict:
     from nst_core import memory
     from nst_core.image_io import load_image
     from nst_core.params import StyleParams
+    from nst_core.storage import LOCAL
     from nst_core.stylize import scale_shapes, stylize
 
-    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"))
-    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"))
+    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), LOCAL)
+    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), LOCAL)
     params = StyleParams(
         size=args.size,
         iterations=args.iterations,

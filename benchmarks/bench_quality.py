@@ -42,6 +42,7 @@ from nst_core import quality  # noqa: E402
 from nst_core.grid import GridOptions, draw_grid, label_font, thumbnail  # noqa: E402
 from nst_core.image_io import load_image, save_image  # noqa: E402
 from nst_core.params import StyleParams  # noqa: E402
+from nst_core.storage import LOCAL  # noqa: E402
 from nst_core.stylize import Job, resize, size_for, stylize_batch  # noqa: E402
 from nst_core.targets import style_load_side  # noqa: E402
 
@@ -70,7 +71,7 @@ def photo(name: str, side: int) -> np.ndarray:
     """A photo of benchmarks/photos/ or scikit-image's as RGB in [0, 1]: a stereo pair gives its
     left view, a grey photo three equal channels."""
     if (HELD_OUT_FOLDER / f"{name}.jpg").exists():
-        return load_image(str(HELD_OUT_FOLDER / f"{name}.jpg"), max_side=side)
+        return load_image(str(HELD_OUT_FOLDER / f"{name}.jpg"), LOCAL, max_side=side)
     image = getattr(data, name)()
     image = image[0] if isinstance(image, tuple) else image
     image = np.atleast_3d(image)[..., :3].astype(np.float32) / 255.0
@@ -79,7 +80,7 @@ def photo(name: str, side: int) -> np.ndarray:
 
 
 def load_painting(name: str, side: int) -> np.ndarray:
-    return load_image(str(SHARED / "images" / "styles" / f"{name}.jpg"), max_side=side)
+    return load_image(str(SHARED / "images" / "styles" / f"{name}.jpg"), LOCAL, max_side=side)
 
 
 def run_config(params: StyleParams, photos: dict, pairs, weights: str):
@@ -180,7 +181,7 @@ def record(name, pair, outcome, photo_set, vgg, photos, paintings, images, args)
     }
     images[name, photo_name, painting] = stamped(image, row, min(args.size, 256))
     Path(f"{args.out}_{args.size}").mkdir(parents=True, exist_ok=True)
-    save_image(image, f"{args.out}_{args.size}/{name}--{photo_name}--{painting}.png")
+    save_image(image, f"{args.out}_{args.size}/{name}--{photo_name}--{painting}.png", LOCAL)
     print(
         f"| {name} | {photo_set} | {photo_name} x {painting} | {row['style']:.3f} | {row['structure']:.3f} "
         f"| {row['content']:.3f} | {row['gram']:.4f} | {seconds:.1f} | {'+'.join(map(str, steps))} |",

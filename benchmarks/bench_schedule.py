@@ -38,6 +38,7 @@ from bench_core import REPO, SAMPLES, SHARED  # noqa: E402
 
 from nst_core.image_io import load_image, save_image  # noqa: E402
 from nst_core.params import StyleParams  # noqa: E402
+from nst_core.storage import LOCAL  # noqa: E402
 from nst_core.stylize import size_for, stylize  # noqa: E402
 
 PAIRS = [("chelsea", "starry_night"), ("astronaut", "the_scream"), ("coffee", "shipwreck")]
@@ -64,13 +65,13 @@ def load_pair(content_name: str, style_name: str, side: int):
     """The 256 px samples up to 256 px; above, the shared paintings and scikit-image's photos."""
     if side <= 256:
         return (
-            load_image(str(SAMPLES / "content" / f"{content_name}.jpg"), max_side=side),
-            load_image(str(SAMPLES / "styles" / f"{style_name}.jpg"), max_side=side),
+            load_image(str(SAMPLES / "content" / f"{content_name}.jpg"), LOCAL, max_side=side),
+            load_image(str(SAMPLES / "styles" / f"{style_name}.jpg"), LOCAL, max_side=side),
         )
     import skimage.data
 
     content = getattr(skimage.data, content_name)()[..., :3].astype(np.float32) / 255.0
-    return content, load_image(str(LARGE_STYLES / f"{style_name}.jpg"), max_side=side)
+    return content, load_image(str(LARGE_STYLES / f"{style_name}.jpg"), LOCAL, max_side=side)
 
 
 def schedule_params(size: int, fractions, coarse_iterations: int, iterations: int) -> StyleParams:
@@ -121,7 +122,7 @@ def measure_pair(content, style, size: int, weights: str, schedules, out: Path, 
         sides = (*params.scales, params.size)
         pixels = [np.prod(size_for(content.shape, side)) for side in sides]
         result, step_seconds = timed_run(content, style, params, weights)
-        save_image(result.image, str(out / f"{name}-{'-'.join(map(str, sides))}-c{coarse_iterations}.png"))
+        save_image(result.image, str(out / f"{name}-{'-'.join(map(str, sides))}-c{coarse_iterations}.png"), LOCAL)
         prefixes = FINAL_PREFIXES if params.scales else SINGLE_PREFIXES
         for final_steps in (p for p in prefixes if p <= iterations):
             label = " + ".join(f"{s}x{coarse_iterations}" for s in params.scales) + " + " if params.scales else ""

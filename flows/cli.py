@@ -17,7 +17,7 @@ from nst_core import runtime
 from nst_core.params import SHEET_PARAMS, StyleParams, as_text
 
 if TYPE_CHECKING:  # imported inside the commands, like every module they use
-    from flows.storage import Storage
+    from nst_core.storage import Storage
 
 S3_HELP = "S3: credentials come from the environment or the profile, never from flags"
 
@@ -80,7 +80,7 @@ def param_overrides(args: argparse.Namespace) -> dict:
 
 def storage_from(args: argparse.Namespace) -> Storage:
     """The Storage the S3 flags describe: what every command reads and writes through."""
-    from flows.storage import Storage
+    from nst_core.storage import Storage
 
     options = {}
     if args.s3_endpoint_url:
@@ -186,14 +186,14 @@ def _add_run_flags(parser: argparse.ArgumentParser, since_last_default: bool) ->
     _add_s3_flags(parser)
 
 
-def flow_parameters(args: argparse.Namespace) -> dict:
+def flow_parameters(args: argparse.Namespace, storage: Storage) -> dict:
     """The flow's parameters from `run`/`serve` flags (a deployment stores them as its parameters): each
     parameter of stylize_manifest from the flag of its name, or built from several flags."""
     import inspect
 
     from flows.pipeline import stylize_manifest
 
-    built = {"overrides": param_overrides(args), "storage_options": storage_from(args).options}
+    built = {"overrides": param_overrides(args), "storage_options": storage.options}
     names = inspect.signature(stylize_manifest.fn).parameters
     return {
         name: built[name] if name in built else getattr(args, name)
@@ -267,7 +267,7 @@ def _labelled_images(uris: list[str], max_side: int, storage: Storage) -> list[t
     for uri in uris:
         name = uri.rstrip("/").rsplit("/", 1)[-1]
         try:
-            loaded.append((name, load_image(uri, max_side=max_side, storage_options=storage.options)))
+            loaded.append((name, load_image(uri, storage, max_side=max_side)))
         except (ImageError, OSError) as error:
             print(f"nst: {error}", file=sys.stderr)
             loaded.append((name, str(error)))
@@ -329,11 +329,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     params = StyleParams().replace(**param_overrides(args))
     _check_stylize_args(args, params)  # before any file is read, the network loaded or a bar drawn
-    options = storage_from(args).options  # nst_core's functions take fsspec's options
-    content = load_image(args.content, max_side=params.size, storage_options=options)
-    styles = [
-        load_image(uri, max_side=style_load_side(params.size, params), storage_options=options) for uri in args.styles
-    ]
+    storage = storage_from(args)
+    content = load_image(args.content, storage, max_side=params.size)
+    styles = [load_image(uri, storage, max_side=style_load_side(params.size, params)) for uri in args.styles]
     check_sides((args.content, content.shape), [(uri, s.shape) for uri, s in zip(args.styles, styles)], params)
     check_weights(args.weights, params.arch)  # after the inputs' checks: each names its own file
     bar = tqdm(total=params.steps(), unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: none
@@ -345,9 +343,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             f"style {progress.style:.3g} tv {progress.tv:.3g}"
         )
         if args.save_every and progress.iteration % args.save_every == 0:
-            save_image(
-                np.asarray(image), _intermediate_uri(args.output, side, progress.iteration), storage_options=options
-            )
+            save_image(np.asarray(image), _intermediate_uri(args.output, side, progress.iteration), storage)
 
     result = stylize(
         content, styles, params, weights=args.weights, callback=on_step, checkpoint=checkpoint.path_for(args.output)
@@ -357,9 +353,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     save_image(
         result.image,
         args.output,
-        storage_options=options,
+        storage,
         encoding=args.output_format,
-        exif=read_exif(args.content, options),
+        exif=read_exif(args.content, storage),
     )
     checkpoint.remove(args.output)
     print(
@@ -369,14 +365,14 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validate_manifest(args: argparse.Namespace) -> None:
+def _validate_manifest(args: argparse.Namespace, storage: Storage) -> None:
     """`run`'s and `serve`'s manifest with their flags: every bad row in one message, before Prefect starts."""
     from flows.manifest import validate_manifest
 
     validate_manifest(
         args.manifest,
         overrides=param_overrides(args),
-        storage=storage_from(args),
+        storage=storage,
         sweep=args.sweep,
         output_format=args.output_format,
     )
@@ -387,8 +383,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.results import results_location
 
     # Reject a bad manifest or a table in use here, in one message, before Prefect starts (tens of seconds).
-    _validate_manifest(args)
-    check_free(results_location(args.out, args.results), storage_from(args))
+    storage = storage_from(args)
+    _validate_manifest(args, storage)
+    check_free(results_location(args.out, args.results), storage)
     runtime.load()
     from nst_core.model import check_weights
 
@@ -399,7 +396,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _console_without_tracebacks()
     try:
         with temporary_server():  # in its own session, and dies with this process
-            outcome = run_manifest(**flow_parameters(args), **runner_options(args), progress=True)
+            outcome = run_manifest(**flow_parameters(args, storage), **runner_options(args), progress=True)
     except PairsFailedError as error:
         print(f"nst: {error}", file=sys.stderr)
         return 1
@@ -430,11 +427,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ZoneInfo(args.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown timezone {args.timezone!r}; use a name like Europe/Paris or UTC") from None
-    from flows.storage import absolute
+    from nst_core.storage import absolute
 
     # A deployment's runs need not start in this folder.
     args.manifest, args.out, args.results = absolute(args.manifest), absolute(args.out), absolute(args.results)
-    _validate_manifest(args)
+    storage = storage_from(args)
+    _validate_manifest(args, storage)
     check_weights(args.weights, param_overrides(args).get("arch", "auto"))
     schedule = Cron(args.cron, timezone=args.timezone)  # ValueError for a bad cron string
     flow = configured_flow(**runner_options(args))
@@ -445,7 +443,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     flow.serve(
         name=args.name,
         schedules=[schedule],
-        parameters=flow_parameters(args),
+        parameters=flow_parameters(args, storage),
         global_limit=one_at_a_time,
         print_starting_message=False,
     )

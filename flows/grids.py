@@ -18,10 +18,10 @@ from nst_core.errors import ImageError
 from nst_core.grid import Cell, GridOptions, cell_origin, draw_grid, thumbnail, to_pil
 from nst_core.image_io import encode_picture, load_image
 from nst_core.params import StyleParams
+from nst_core.storage import Storage
 
 from .manifest import file_stem
 from .results import DECISIVE, params_columns, read_results
-from .storage import Storage
 from .sweeps import parse_sweep
 
 IMAGE_AXES = {"content": "content_uri", "style": "style_uri"}  # axes whose values are images (headers)
@@ -142,7 +142,7 @@ def build_grid(
     cols: str = "style",
     *,
     options: GridOptions = GridOptions(),
-    storage: Storage = Storage(),
+    storage: Storage,
     max_rows: int | None = None,
     load=None,
 ) -> Grid:
@@ -198,7 +198,7 @@ def thumbnail_loader(side: int, storage: Storage):
     def load(uri: str) -> Cell:
         if uri not in cache:
             try:
-                parts = [load_image(p, max_side=side, storage_options=storage.options) for p in uri.split(" + ")]
+                parts = [load_image(p, storage, max_side=side) for p in uri.split(" + ")]
                 cache[uri] = parts[0] if len(parts) == 1 else _side_by_side(parts)
             except ImageError as error:
                 cache[uri] = str(error)
@@ -223,7 +223,7 @@ def _cell(pair: dict | None, load) -> Cell:
     return load(pair["output_uri"])
 
 
-def write_picture(picture: Image.Image, uri: str, storage: Storage = Storage(), quality: int = 90) -> None:
+def write_picture(picture: Image.Image, uri: str, storage: Storage, quality: int = 90) -> None:
     """PNG, JPEG or WebP by extension, local or S3, written atomically."""
     storage.write_atomic(uri, encode_picture(picture, uri, quality=quality))
 
@@ -236,7 +236,7 @@ def grid_from_results(
     cols: str = "style",
     run: str | None = None,
     options: GridOptions = GridOptions(),
-    storage: Storage = Storage(),
+    storage: Storage,
 ) -> Grid:
     """`nst grid`: read the table, draw the grid, write it to `output`."""
     pairs, _ = select_pairs(read_results(results, storage=storage), run)

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from nst_core.storage import Storage
+
 from .manifest import Pair
 from .results import latest_rows
-from .storage import Storage
 
 
 @dataclass
@@ -75,7 +76,7 @@ def _done_earlier(pair: Pair, latest: pd.DataFrame, storage: Storage) -> Pair | 
     return None
 
 
-def classify(pairs: list[Pair], table: pd.DataFrame, storage: Storage = Storage(), since_last: bool = False) -> Ledger:
+def classify(pairs: list[Pair], table: pd.DataFrame, storage: Storage, since_last: bool = False) -> Ledger:
     """Sort pairs into new, changed and unchanged against the table.
 
     With `since_last`, a pair whose latest attempt failed on bad input (not a storage

@@ -24,11 +24,8 @@ import threading
 import time
 import uuid
 
-from fsspec.implementations.local import LocalFileSystem
-
 from nst_core.settings import settings, variable
-
-from .storage import Storage, join_uri
+from nst_core.storage import Storage, join_uri
 
 LOCK_NAME = "_run.lock"
 HEARTBEAT_SECONDS = 30
@@ -46,11 +43,11 @@ class UnsafeLockStoreError(RunLockedError):
     """The results table's store ignores conditional creates, so its lock cannot be exclusive."""
 
 
-def _create(fs, path: str, holder: dict) -> bool:
+def _create(fs, path: str, holder: dict, local: bool) -> bool:
     """Write the lock only if none exists; False if one does."""
     data = json.dumps(holder).encode()
     try:
-        if isinstance(fs, LocalFileSystem):
+        if local:
             fs.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "xb") as handle:
                 handle.write(data)
@@ -79,16 +76,16 @@ def _probe(fs, folder: str) -> bool:
     it (the probe key is removed afterwards)."""
     probe = f"{folder}/{LOCK_NAME}.probe-{uuid.uuid4().hex[:12]}"
     try:
-        return _create(fs, probe, {"probe": True}) and not _create(fs, probe, {"probe": True})
+        return _create(fs, probe, {"probe": True}, False) and not _create(fs, probe, {"probe": True}, False)
     finally:
         with contextlib.suppress(Exception):  # a leftover probe key is inert: readers look at part-*.parquet
             fs.rm_file(probe)
 
 
-def _exclusive(fs, results_uri: str, path: str) -> bool:
+def _exclusive(fs, results_uri: str, path: str, local: bool) -> bool:
     """Whether `_create` on this store is exclusive; raises UnsafeLockStoreError for a store that does
     not honour the condition, unless NST_UNSAFE_LOCK=1 accepts the risk (then False)."""
-    if isinstance(fs, LocalFileSystem):
+    if local:
         return True  # O_EXCL
     endpoint = _endpoint(fs)
     if endpoint not in _honours_create:
@@ -107,11 +104,11 @@ def _exclusive(fs, results_uri: str, path: str) -> bool:
     return False
 
 
-def _take(fs, path: str, holder: dict, exclusive: bool) -> bool:
+def _take(fs, path: str, holder: dict, exclusive: bool, local: bool) -> bool:
     """Create the lock if none exists; False if one does. On a store that ignores the condition:
     look, write, read back (a run that wrote at the same moment wins; one round trip of risk)."""
     if exclusive:
-        return _create(fs, path, holder)
+        return _create(fs, path, holder, local)
     if _read(fs, path):
         return False
     fs.pipe_file(path, json.dumps(holder).encode())
@@ -147,8 +144,9 @@ def _heartbeat(fs, path: str, holder: dict, stop: threading.Event) -> None:
 
 
 def _lock_path(results_uri: str, storage: Storage):
+    """The lock's file system, its path there, and whether that is this machine's disk."""
     fs, root = storage.fs(results_uri)
-    return fs, join_uri(root, LOCK_NAME)
+    return fs, join_uri(root, LOCK_NAME), storage.local_path(results_uri) is not None
 
 
 def _in_use(results_uri: str, holder: dict) -> RunLockedError:
@@ -159,21 +157,21 @@ def _in_use(results_uri: str, holder: dict) -> RunLockedError:
     )
 
 
-def check_free(results_uri: str, storage: Storage = Storage()) -> None:
+def check_free(results_uri: str, storage: Storage) -> None:
     """Raise RunLockedError naming the holder if a live run holds the table, or UnsafeLockStoreError:
     `nst run` asks before starting Prefect (tens of seconds); run_lock still takes the lock,
     exclusively, afterwards."""
-    fs, path = _lock_path(results_uri, storage)
-    _exclusive(fs, results_uri, path)  # a store the lock cannot work on is refused here too, at once
+    fs, path, local = _lock_path(results_uri, storage)
+    _exclusive(fs, results_uri, path, local)  # a store the lock cannot work on is refused here too, at once
     holder = _read(fs, path)
     if holder and not _is_stale(holder):
         raise _in_use(results_uri, holder)
 
 
 @contextlib.contextmanager
-def run_lock(results_uri: str, run_id: str, storage: Storage = Storage()):
+def run_lock(results_uri: str, run_id: str, storage: Storage):
     """Hold the results table for this run, or raise RunLockedError naming the holder."""
-    fs, path = _lock_path(results_uri, storage)
+    fs, path, local = _lock_path(results_uri, storage)
     holder = {
         "run_id": run_id,
         "host": socket.gethostname(),
@@ -181,13 +179,13 @@ def run_lock(results_uri: str, run_id: str, storage: Storage = Storage()):
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "heartbeat": time.time(),
     }
-    exclusive = _exclusive(fs, results_uri, path)
-    if not _take(fs, path, holder, exclusive):
+    exclusive = _exclusive(fs, results_uri, path, local)
+    if not _take(fs, path, holder, exclusive, local):
         current = _read(fs, path)
         if not _is_stale(current):
             raise _in_use(results_uri, current)
         fs.rm_file(path)  # a dead run's lock
-        if not _take(fs, path, holder, exclusive):
+        if not _take(fs, path, holder, exclusive, local):
             raise RunLockedError(f"{results_uri}: another run took the lock at the same moment; try again")
     _held.add(run_id)
     stop = threading.Event()

@@ -19,8 +19,8 @@ import pandas as pd
 
 from nst_core.image_io import HEIF_EXTENSIONS, default_extension, encoding_problem
 from nst_core.params import StyleParams
+from nst_core.storage import Storage, absolute, join_uri
 
-from .storage import Storage, absolute, join_uri
 from .sweeps import parse_sweep, swept_params
 
 REQUIRED = ("content", "style")
@@ -67,7 +67,7 @@ class Pair:
     earlier: tuple[tuple[str, StyleParams], ...] = ()
 
 
-def read_manifest(uri: str, storage: Storage = Storage()) -> pd.DataFrame:
+def read_manifest(uri: str, storage: Storage) -> pd.DataFrame:
     """The manifest as a table of strings (empty cells are "")."""
     kind = "parquet" if uri.lower().endswith((".parquet", ".pq")) else "csv" if uri.lower().endswith(".csv") else None
     if kind is None:
@@ -186,7 +186,7 @@ def validate_manifest(
     *,
     defaults: StyleParams = StyleParams(),
     overrides: dict | None = None,
-    storage: Storage = Storage(),
+    storage: Storage,
     sweep: str | None = None,
     output_format: str | None = None,
 ) -> list[tuple[int, dict, StyleParams, str | None]]:
@@ -238,9 +238,7 @@ def fingerprint(info: dict) -> str:
     return f"size:{info.get('size')} mtime:{modified}"
 
 
-def list_images(
-    uri: str, storage: Storage = Storage(), exclude: str | None = None
-) -> tuple[dict[str, str | None], list[str]]:
+def list_images(uri: str, storage: Storage, exclude: str | None = None) -> tuple[dict[str, str | None], list[str]]:
     """(every image a cell names, with its fingerprint; warnings): itself, everything under a
     folder or prefix, or a glob's matches. One listing per cell; the listing's details give the fingerprints.
 
@@ -396,7 +394,7 @@ def expand_manifest(
     *,
     defaults: StyleParams = StyleParams(),
     overrides: dict | None = None,
-    storage: Storage = Storage(),
+    storage: Storage,
     sweep: str | None = None,
     allow_empty: bool = True,
     output_format: str | None = None,

@@ -20,16 +20,16 @@ import aiohttp
 import botocore.exceptions
 
 from nst_core import checkpoint, memory, runtime
-from nst_core.errors import ImageError, InputError
-from nst_core.image_io import PERMANENT_ERRNOS, load_image, read_exif, save_image, size_for
+from nst_core.errors import PERMANENT_ERRNOS, ImageError, InputError
+from nst_core.image_io import load_image, read_exif, save_image, size_for
 from nst_core.model import min_input_side
 from nst_core.params import StyleParams
+from nst_core.storage import Storage
 from nst_core.stylize import Job, batch_key, scale_shapes, stylize_batch
 from nst_core.targets import style_load_side, style_shape
 
 from .manifest import Pair
 from .results import params_columns, write_rows
-from .storage import Storage
 
 # Errors that are the input's fault (and bad parameters, a ValueError): recorded as failed, never retried.
 PERMANENT_ERRORS = (InputError, ValueError)
@@ -257,7 +257,7 @@ def stylize_pairs(
     results_uri: str,
     *,
     weights: str | None = None,
-    storage: Storage = Storage(),
+    storage: Storage,
     attempts: int = 1,
     memory_limit_gb: float | None = None,
     output_format: str | None = None,
@@ -284,13 +284,10 @@ def stylize_pairs(
     for pair in pairs:
         clock = time.perf_counter()
         try:
-            content = load_image(pair.content, max_side=pair.params.size, storage_options=storage.options)
+            content = load_image(pair.content, storage, max_side=pair.params.size)
             check_memory(pair, content.shape, memory_limit_gb or default_memory_limit_gb())
             styles = [
-                load_image(
-                    uri, max_side=style_load_side(pair.params.size, pair.params), storage_options=storage.options
-                )
-                for uri in pair.styles
+                load_image(uri, storage, max_side=style_load_side(pair.params.size, pair.params)) for uri in pair.styles
             ]
             check_sides((pair.content, content.shape), [(u, s.shape) for u, s in zip(pair.styles, styles)], pair.params)
         except Exception as error:  # noqa: BLE001 - sorted into retry or record
@@ -315,9 +312,9 @@ def stylize_pairs(
                 save_image(
                     outcome.image,
                     pair.output,
-                    storage_options=storage.options,
+                    storage,
                     encoding=output_format,
-                    exif=read_exif(pair.content, storage.options),
+                    exif=read_exif(pair.content, storage),
                 )  # camera, date, place stay
                 checkpoint.remove(pair.output)
             except Exception as error:  # noqa: BLE001 - sorted into retry or record

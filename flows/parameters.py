@@ -5,7 +5,7 @@ with its type, its help as the description, its choices as an enum, and its rang
 None means "not overridden" (the manifest's cell, else the default). Text as a manifest cell has
 it ("256,362", "block4_conv2") is accepted too, so deployments made before these models keep working.
 
-`StorageOptions` names the S3 options `nst run` has flags for; other fsspec options pass through.
+`StorageOptions` names the S3 options `nst run` has flags for; other s3fs options pass through.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from typing import Any, Literal, Optional, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from nst_core.params import StyleParams, as_text
-
-from .storage import Storage
+from nst_core.storage import Storage
 
 OutputFormat = Literal["png", "png16", "tiff16"]  # nst_core.image_io.OUTPUT_FORMATS, as a type
 
@@ -90,7 +89,7 @@ StyleOverrides = create_model(
 
 
 class StorageOptions(BaseModel):
-    """How to reach S3 (fsspec/s3fs options); credentials come from the environment or the profile."""
+    """How to reach S3 (s3fs options); credentials come from the environment or the profile."""
 
     model_config = ConfigDict(extra="allow")  # any other s3fs option passes through
 
@@ -99,7 +98,7 @@ class StorageOptions(BaseModel):
     anon: Optional[bool] = Field(None, description="read public buckets without credentials")
 
     def given(self) -> dict | None:
-        """As fsspec takes them: only the options set; None when none is."""
+        """As a Storage takes them: only the options set; None when none is."""
         return self.model_dump(exclude_none=True) or None
 
 

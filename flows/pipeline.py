@@ -29,9 +29,9 @@ from prefect.runtime import task_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
-from nst_core.image_io import remove_orphan_temporaries
 from nst_core.model import feature_extractor
 from nst_core.params import StyleParams
+from nst_core.storage import Storage, absolute, join_uri, remove_orphan_temporaries
 
 from .grids import axis_label
 from .ledger import Ledger, classify
@@ -52,7 +52,6 @@ from .pairs import (
 from .parameters import OutputFormat, StorageOptions, StyleOverrides, overrides_dict, storage_of
 from .report import publish_report
 from .results import deliver_spooled, read_results, results_location, spool_folder, spool_rows, write_rows
-from .storage import Storage, absolute, join_uri
 
 RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a throttling burst
 # Batches submitted at a time: memory stays bounded for collections of any size, and 64 is

@@ -23,10 +23,10 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 
 from nst_core.grid import GridOptions, to_pil
 from nst_core.params import StyleParams
+from nst_core.storage import Storage, absolute, join_uri
 
 from .grids import axis_label, build_grid, data_uri, select_pairs, thumbnail_loader, write_picture
 from .results import params_columns, read_results
-from .storage import Storage, absolute, join_uri
 from .sweeps import parse_sweep
 
 MAX_CURVES = 60  # loss-curve plots on one page: each is ~15 KB
@@ -97,7 +97,7 @@ def _with_curves(pairs: pd.DataFrame) -> list[dict]:
     return pairs[(pairs["status"] == "succeeded") & (pairs["iterations_run"].fillna(0) > 0)].to_dict("records")
 
 
-def write_loss_curves(pairs: pd.DataFrame, folder: str, storage: Storage = Storage()) -> list[str]:
+def write_loss_curves(pairs: pd.DataFrame, folder: str, storage: Storage) -> list[str]:
     """One `{output name}.loss.png` per optimised pair in `folder`; returns their URIs."""
     written = []
     for pair in _with_curves(pairs):
@@ -200,7 +200,7 @@ def build_report(
     page_uri: str = "report.html",
     rows: str | None = None,
     cols: str | None = None,
-    storage: Storage = Storage(),
+    storage: Storage,
 ) -> Report:
     """The page for these pairs (select_pairs' choice) of run `run`; axes as report_grids chooses."""
     failed = pairs[pairs["status"] == "failed"]
@@ -234,7 +234,7 @@ def report_from_results(
     run: str | None = None,
     rows: str | None = None,
     cols: str | None = None,
-    storage: Storage = Storage(),
+    storage: Storage,
 ) -> Report:
     """`nst report`: read the table, build the page, write it to `output` (local or S3)."""
     pairs, run = select_pairs(read_results(results, storage=storage), run)

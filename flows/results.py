@@ -20,8 +20,7 @@ import pyarrow.parquet as pq
 
 from nst_core.params import StyleParams, as_text
 from nst_core.settings import settings
-
-from .storage import Storage, join_uri
+from nst_core.storage import LOCAL, Storage, join_uri
 
 _PARAM_TYPES = {int: pa.int64(), float: pa.float64()}
 
@@ -113,7 +112,7 @@ def _encode(rows: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def write_rows(results_uri: str, rows: Iterable[dict], *, storage: Storage = Storage()) -> str | None:
+def write_rows(results_uri: str, rows: Iterable[dict], *, storage: Storage) -> str | None:
     """Append rows to the table as one new Parquet file; returns its URI (None for no rows)."""
     rows = list(rows)
     if not rows:
@@ -134,10 +133,10 @@ def spool_folder(results_uri: str) -> Path:
 
 def spool_rows(results_uri: str, rows: list[dict]) -> str:
     """Keep rows locally for a table that is unreachable now; the next run delivers them."""
-    return write_rows(str(spool_folder(results_uri)), rows)
+    return write_rows(str(spool_folder(results_uri)), rows, storage=LOCAL)
 
 
-def deliver_spooled(results_uri: str, *, storage: Storage = Storage()) -> int:
+def deliver_spooled(results_uri: str, *, storage: Storage) -> int:
     """Move rows spooled by earlier runs into the table; returns how many files moved."""
     folder = spool_folder(results_uri)
     files = sorted(folder.glob("part-*.parquet")) if folder.exists() else []
@@ -147,7 +146,7 @@ def deliver_spooled(results_uri: str, *, storage: Storage = Storage()) -> int:
     return len(files)
 
 
-def read_results(results_uri: str, *, storage: Storage = Storage()) -> pd.DataFrame:
+def read_results(results_uri: str, *, storage: Storage) -> pd.DataFrame:
     """The whole table (empty, with every column, when nothing was written yet)."""
     tables = []
     for uri in storage.list(results_uri, "part-*.parquet"):

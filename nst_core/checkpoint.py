@@ -23,9 +23,9 @@ from typing import Optional
 import numpy as np
 from keras import ops
 
-from .image_io import temporary_beside
 from .optimize import Track
 from .settings import settings
+from .storage import LOCAL
 
 SUFFIX = ".checkpoint.npz"
 log = logging.getLogger(__name__)
@@ -180,18 +180,10 @@ class Checkpointer:
 
 
 def _write(path: str, meta: dict, arrays: dict) -> None:
-    """The arrays and the JSON of `meta` as one .npz, atomically (a temporary renamed into place)."""
-    temporary = temporary_beside(path)
-    try:
-        with open(temporary, "xb") as handle:
-            np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
+    """The arrays and the JSON of `meta` as one .npz, atomically; streamed to disk, since the
+    optimiser's state can be many times an image's size."""
+    with LOCAL.open_atomic(path) as handle:
+        np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
 
 
 def _read(path: str):

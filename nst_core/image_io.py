@@ -1,4 +1,5 @@
-"""Reading and writing images on local disk or object storage, through fsspec.
+"""Images as bytes and arrays: decoding (upright, sRGB, 16-bit, size limits), encoding (8 or 16
+bits, EXIF kept), and the readers and writers that get those bytes through a Storage.
 
 Bad input (missing, empty, corrupt, not an image, too large, not readable) raises
 ImageError with a one-line message naming the file, so a batch can record it and
@@ -9,27 +10,20 @@ unchanged so the caller can retry.
 from __future__ import annotations
 
 import contextlib
-import errno
-import hashlib
 import io
 import os
 import re
-import socket
 import stat
 import struct
-import time
-import uuid
 import warnings
 import zlib
 from typing import Iterator
 
-import fsspec
 import numpy as np
-from fsspec.implementations.local import LocalFileSystem
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
-from .settings import settings, variable
+from .errors import PERMANENT_ERRNOS, ImageError, first_line
+from .storage import Storage
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own Image.MAX_IMAGE_PIXELS default
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}  # 16-bit grey (PNG, TIFF) opens as these
@@ -53,27 +47,6 @@ HEIF_READABLE = _register_heif()
 _SRGB = ImageCms.createProfile("sRGB")
 
 
-# OSErrors about the path or the disk, not the network: no retry can fix them.
-PERMANENT_ERRNOS = frozenset(
-    {
-        errno.ENOENT,
-        errno.EACCES,
-        errno.EPERM,
-        errno.EISDIR,
-        errno.ENOTDIR,
-        errno.ELOOP,
-        errno.ENAMETOOLONG,
-        errno.EROFS,
-        errno.ENOSPC,
-        errno.EDQUOT,
-        errno.EFBIG,
-        errno.EEXIST,
-        errno.ENXIO,
-        errno.ENODEV,
-    }
-)
-
-
 @contextlib.contextmanager
 def _input_errors(uri: str) -> Iterator[None]:
     """Turn the ways an input file can be bad into ImageError.
@@ -88,7 +61,7 @@ def _input_errors(uri: str) -> Iterator[None]:
     except IsADirectoryError:
         raise ImageError(f"{uri}: is a directory, not an image file") from None
     except PermissionError as error:  # s3fs maps S3's AccessDenied to PermissionError too
-        raise ImageError(f"{uri}: permission denied ({_first_line(error)})") from error
+        raise ImageError(f"{uri}: permission denied ({first_line(error)})") from error
     except UnidentifiedImageError:
         if uri.lower().endswith(HEIF_EXTENSIONS) and not HEIF_READABLE:
             raise ImageError(f"{uri}: HEIC/HEIF needs pillow-heif: pip install 'nst-pipeline[heif]'") from None
@@ -104,21 +77,16 @@ def _input_errors(uri: str) -> Iterator[None]:
     except OSError as error:  # a symlink loop, a path through a file, ...: not the network
         if error.errno not in PERMANENT_ERRNOS:
             raise
-        raise ImageError(f"{uri}: {_first_line(error).lower()}") from error
+        raise ImageError(f"{uri}: {first_line(error).lower()}") from error
 
 
-def _check_regular(uri: str, storage_options: dict | None) -> None:
+def _check_regular(uri: str, storage: Storage) -> None:
     """Refuse a local path that is not a regular file: opening a FIFO blocks until a writer comes."""
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    if isinstance(fs, LocalFileSystem):
+    path = storage.local_path(uri)
+    if path is not None:
         mode = os.stat(path).st_mode  # follows links; a loop raises ELOOP, turned into ImageError
         if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a directory has its own message
             raise ImageError(f"{uri}: not a regular file (a FIFO, socket or device), not an image file")
-
-
-def _first_line(error: BaseException) -> str:
-    text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-    return (text or type(error).__name__).splitlines()[0]
 
 
 def _open_header(uri: str, data: io.BytesIO, max_pixels: int) -> Image.Image:
@@ -160,7 +128,7 @@ def _to_srgb(uri: str, image: Image.Image, profile: bytes | None) -> Image.Image
             image, source, _SRGB, outputMode=mode, renderingIntent=ImageCms.Intent.PERCEPTUAL
         )
     except (ImageCms.PyCMSError, OSError, ValueError) as error:
-        warnings.warn(f"{uri}: colour profile ignored ({_first_line(error)})", stacklevel=2)
+        warnings.warn(f"{uri}: colour profile ignored ({first_line(error)})", stacklevel=2)
         return image
     converted.info.pop("icc_profile", None)
     return converted
@@ -205,7 +173,7 @@ def _to_array(image: Image.Image) -> np.ndarray:
 
 
 def load_image(
-    uri: str, *, max_side: int | None = None, storage_options: dict | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    uri: str, storage: Storage, *, max_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
     """An image as float32 (H, W, 3) in [0, 1], upright, optionally resized so its longest side is max_side.
 
@@ -213,13 +181,25 @@ def load_image(
     """
     if max_side is not None and max_side < 1:
         raise ValueError(f"max_side must be at least 1, got {max_side}")
+    return decode_image(_read(uri, storage), uri, max_side=max_side, max_pixels=max_pixels)
+
+
+def _read(uri: str, storage: Storage) -> bytes:
+    """The file's bytes in one read: a remote file then costs one GET, and decoding touches no network."""
     with _input_errors(uri):
-        _check_regular(uri, storage_options)
-        # One read: a remote file then costs one GET, and decoding touches no network.
-        with fsspec.open(uri, "rb", **(storage_options or {})) as handle:
+        _check_regular(uri, storage)
+        with storage.open(uri) as handle:
             data = handle.read()
-        if not data:
-            raise ImageError(f"{uri}: empty file (0 bytes)")
+    if not data:
+        raise ImageError(f"{uri}: empty file (0 bytes)")
+    return data
+
+
+def decode_image(
+    data: bytes, uri: str, *, max_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """A file's bytes as load_image returns them; `uri` names the file in errors."""
+    with _input_errors(uri):
         image = _open_header(uri, io.BytesIO(data), max_pixels)
     image = _working_image(_decode(uri, image))
     if max_side is not None:
@@ -227,11 +207,11 @@ def load_image(
     return _to_array(image)
 
 
-def image_size(uri: str, storage_options: dict | None = None) -> tuple[int, int]:
+def image_size(uri: str, storage: Storage) -> tuple[int, int]:
     """(width, height) as load_image would return it upright, from the header alone."""
     with _input_errors(uri):
-        _check_regular(uri, storage_options)
-    with _input_errors(uri), fsspec.open(uri, "rb", **(storage_options or {})) as handle:
+        _check_regular(uri, storage)
+    with _input_errors(uri), storage.open(uri) as handle:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(handle)  # lazy: reads the header, decodes nothing
@@ -240,10 +220,10 @@ def image_size(uri: str, storage_options: dict | None = None) -> tuple[int, int]
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def read_exif(uri: str, storage_options: dict | None = None) -> bytes | None:
+def read_exif(uri: str, storage: Storage) -> bytes | None:
     """The photo's EXIF (camera, date, GPS...) to keep on its output, with the orientation reset to
     upright (load_image already turned the pixels); None when it has none."""
-    with _input_errors(uri), fsspec.open(uri, "rb", **(storage_options or {})) as handle:
+    with _input_errors(uri), storage.open(uri) as handle:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             exif = Image.open(handle).getexif()  # header only
@@ -372,103 +352,11 @@ def encode_picture(picture: Image.Image, uri: str, *, quality: int = 95, exif: b
 def save_image(
     image: np.ndarray,
     uri: str,
+    storage: Storage,
     *,
-    storage_options: dict | None = None,
     quality: int = 95,
     exif: bytes | None = None,
     encoding: str | None = None,
 ) -> None:
     """Write an image atomically: encoded fully in memory first, so a failure leaves no file behind."""
-    data = encode_image(image, uri, quality=quality, exif=exif, encoding=encoding)
-    write_bytes_atomic(uri, data, storage_options=storage_options)
-
-
-def write_bytes_atomic(uri: str, data: bytes, *, storage_options: dict | None = None) -> None:
-    """Write bytes so that readers see the old file or the whole new one, never a part.
-
-    Locally: a hidden temporary file in the same directory (same filesystem, so the
-    rename is atomic) replaced into place. Remotely: one PUT, which S3 applies
-    all-or-nothing.
-    """
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    if not isinstance(fs, LocalFileSystem):
-        fs.pipe_file(path, data)
-        return
-    try:
-        _replace_local(path, data)
-    except OSError as error:  # the output's path or disk is wrong (a directory there, read-only, full)
-        if error.errno not in PERMANENT_ERRNOS:
-            raise
-        raise ImageError(f"{uri}: cannot write it: {_first_line(error).lower()}") from error
-
-
-# A temporary's name says which host and process wrote it, so a later run can tell a killed writer's
-# leftover from a live writer's file: ".NAME.HOST-PID-RANDOM.tmp", HOST a hash of the host name.
-_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
-_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}\.tmp")
-ORPHAN_AFTER_SECONDS = 3600  # a temporary this old is a dead writer's whatever host wrote it
-FAULT_WRITE_DELAY_ENV = variable("fault_write_delay")
-
-
-def _fault_delay() -> None:
-    """Sleep NST_FAULT_WRITE_DELAY seconds between writing a temporary and renaming it: the window in
-    which the fault-injection test kills a run mid-write. Unset outside that test: no delay."""
-    delay = settings().fault_write_delay
-    if delay:
-        time.sleep(delay)
-
-
-def temporary_beside(path: str) -> str:
-    """A hidden temporary's path beside local `path` (its folder made), named so that
-    remove_orphan_temporaries can tell a killed writer's."""
-    directory, name = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    return os.path.join(directory, f".{name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-
-
-def _replace_local(path: str, data: bytes) -> None:
-    """A hidden temporary file beside `path`, synced, then renamed over it."""
-    temporary = temporary_beside(path)
-    try:
-        with open(temporary, "xb") as handle:  # plain open: the file gets the usual umask permissions
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())  # on disk before the rename, so a crash cannot leave an empty file
-        _fault_delay()
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
-
-
-def _writer_is_dead(match: re.Match, age_seconds: float) -> bool:
-    """A temporary from a process gone from this host, or old enough to be from a dead one anywhere."""
-    if age_seconds > ORPHAN_AFTER_SECONDS:
-        return True
-    if match["host"] != _HOST or int(match["pid"]) == os.getpid():
-        return False  # another host's (on a shared disk), or being written by this process now
-    try:
-        os.kill(int(match["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # alive, another user's
-    return False
-
-
-def remove_orphan_temporaries(folder: str) -> list[str]:
-    """Remove the hidden temporaries that writers killed mid-write left directly in local `folder`
-    (readers ignore them, but they pile up); returns their paths. A live writer's stay; remote
-    folders have none (one PUT)."""
-    root = folder.removeprefix("file://")
-    if "://" in root or not os.path.isdir(root):
-        return []
-    removed = []
-    for entry in os.scandir(root):
-        match = _TEMPORARY.fullmatch(entry.name)
-        with contextlib.suppress(FileNotFoundError):  # renamed or removed by its writer meanwhile
-            if match and _writer_is_dead(match, time.time() - entry.stat(follow_symlinks=False).st_mtime):
-                os.remove(entry.path)
-                removed.append(entry.path)
-    return removed
+    storage.write_atomic(uri, encode_image(image, uri, quality=quality, exif=exif, encoding=encoding))

@@ -12,6 +12,7 @@ from conftest import NO_TENSORFLOW, REPO, SAMPLES
 from nst_core import backend, runtime
 from nst_core.image_io import load_image
 from nst_core.params import StyleParams
+from nst_core.storage import LOCAL
 from nst_core.stylize import stylize
 from nst_core.targets import style_load_side
 
@@ -87,8 +88,8 @@ def test_bfloat16_features_keep_the_final_losses(weights_path, monkeypatch):
     for VGG's deep layers, bfloat16 ends 12% above; at 256 px the independent measure rates the two
     alike, docs/benchmarks.md.)"""
     params = StyleParams(size=128, init="content")  # the start these tolerances were measured from
-    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), max_side=128)
-    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), max_side=style_load_side(128, params))
+    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), LOCAL, max_side=128)
+    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), LOCAL, max_side=style_load_side(128, params))
     results = {}
     for precision in ("float32", "bfloat16"):
         monkeypatch.setenv("NST_PRECISION", precision)

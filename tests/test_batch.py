@@ -15,13 +15,14 @@ import pytest
 from conftest import SAMPLES, first
 from nst_core.image_io import load_image
 from nst_core.optimize import NonFiniteLossError
+from nst_core.storage import LOCAL
 from nst_core.stylize import Job, batch_key, stylize, stylize_batch
 
 SIZE = 64
 
 
 def _load(folder, name, side=SIZE):
-    return load_image(str(SAMPLES / folder / name), max_side=side)
+    return load_image(str(SAMPLES / folder / name), LOCAL, max_side=side)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from flows.pipeline import PairsFailedError, run_manifest
 from flows.results import read_results
 from nst_core import memory
 from nst_core.params import StyleParams
+from nst_core.storage import LOCAL
 
 
 def _pair(row: int, content: str, **params) -> Pair:
@@ -74,7 +75,7 @@ def test_the_flow_batches_pairs_and_records_each(prefect_api, two_photos, weight
     overrides = {"size": 48, "iterations": 6, "tolerance": 0.0}
     with pytest.raises(PairsFailedError, match="1 of 6 pairs failed"):
         run_manifest(str(manifest), str(two_photos / "out"), overrides=overrides, weights=weights_path, batch_size=8)
-    table = read_results(str(two_photos / "out" / "results")).set_index("style_uri")
+    table = read_results(str(two_photos / "out" / "results"), storage=LOCAL).set_index("style_uri")
     succeeded = table[table.status == "succeeded"]
     assert len(succeeded) == 5 and table.loc[str(two_photos / "missing.jpg"), "error"].endswith("file not found")
     by_photo = succeeded.groupby(succeeded.content_uri.str.rsplit("/", n=1).str[-1])["batch_size"].agg(set)
@@ -128,6 +129,6 @@ def test_a_batch_out_of_memory_is_redone_one_pair_at_a_time(two_photos, weights_
         )
         for row, style in enumerate(("starry_night.jpg", "shipwreck.jpg"))
     ]
-    rows = pairs_module.stylize_pairs(batch, "run", str(two_photos / "results"), weights=weights_path)
+    rows = pairs_module.stylize_pairs(batch, "run", str(two_photos / "results"), weights=weights_path, storage=LOCAL)
     assert [(row["status"], row["batch_size"]) for row in rows] == [("succeeded", 1), ("succeeded", 1)]
-    assert len(read_results(str(two_photos / "results"))) == 2
+    assert len(read_results(str(two_photos / "results"), storage=LOCAL)) == 2

@@ -12,6 +12,7 @@ from nst_core.colors import match_color_histogram
 from nst_core.image_io import load_image
 from nst_core.model import feature_extractor
 from nst_core.params import StyleParams
+from nst_core.storage import LOCAL
 from nst_core.stylize import Job, initial_image, resize, stylize
 from nst_core.terms import loss_weights, terms_for
 
@@ -20,8 +21,8 @@ SIZE = 96
 
 @pytest.fixture(scope="module")
 def images():
-    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), max_side=SIZE)
-    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), max_side=2 * SIZE)
+    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), LOCAL, max_side=SIZE)
+    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), LOCAL, max_side=2 * SIZE)
     return content, style
 
 

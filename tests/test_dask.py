@@ -13,6 +13,7 @@ from flows.dask_runner import worker_env
 from flows.pipeline import run_manifest
 from flows.results import read_results
 from nst_core.model import WeightsError
+from nst_core.storage import LOCAL
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def test_two_dask_workers_share_the_pairs_and_the_table_is_complete(collection, 
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1].startswith("4 succeeded, 0 skipped, 0 failed (4 new")
     assert result.stderr.count("Starting temporary server") == 1  # one server, not one per worker
-    table = read_results(str(out / "results"))
+    table = read_results(str(out / "results"), storage=LOCAL)
     assert len(table) == 4 and (table.status == "succeeded").all() and table.pair_id.is_unique
     assert table.worker.nunique() == 2, table.worker.value_counts()  # both workers took a batch of 2
     assert (table.batch_size == 2).all()
@@ -70,7 +71,7 @@ def test_a_weights_problem_stops_the_run_before_any_pair(prefect_api, collection
         run_manifest(
             str(collection / "m.csv"), str(out), overrides={"size": 32}, weights=str(collection / "missing.h5")
         )
-    assert read_results(str(out / "results")).empty
+    assert read_results(str(out / "results"), storage=LOCAL).empty
 
 
 def test_each_local_worker_is_pinned_to_its_own_gpu_or_its_share_of_cores():

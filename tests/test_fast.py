@@ -22,6 +22,7 @@ from nst_core.colors import RGB_TO_YIQ
 from nst_core.grid import GridOptions, cell_origin, grid_size
 from nst_core.image_io import load_image
 from nst_core.params import StyleParams
+from nst_core.storage import LOCAL
 from nst_core.stylize import resize, size_for, stylize
 
 SIZE = 64
@@ -29,7 +30,7 @@ PAIRS = [("chelsea", "starry_night"), ("astronaut", "the_scream"), ("rocket", "s
 
 
 def _sample(kind: str, name: str, side: int = SIZE) -> np.ndarray:
-    return load_image(str(SAMPLES / kind / f"{name}.jpg"), max_side=side)
+    return load_image(str(SAMPLES / kind / f"{name}.jpg"), LOCAL, max_side=side)
 
 
 @pytest.fixture
@@ -54,13 +55,13 @@ def test_method_fast_runs_through_the_flow_and_records_fast(prefect_api, photos,
         with Image.open(row.output_uri) as image:
             assert max(image.size) == SIZE and (row.width, row.height) == image.size
         # Its losses are the product's objective on the picture: closer to the style than the photo itself.
-        content, style = (load_image(uri, max_side=SIZE) for uri in (row.content_uri, row.style_uri))
+        content, style = (load_image(uri, LOCAL, max_side=SIZE) for uri in (row.content_uri, row.style_uri))
         photo = stylize(content, [style], StyleParams(size=SIZE, iterations=0), weights=weights_path)
         assert row.style_loss < photo.style_loss, (row.output_uri, row.style_loss, photo.style_loss)
         assert 0 < row.content_loss and np.isfinite(row.total_loss)
     # The same grids as for optimised runs: 2 photos x 2 paintings, every cell a picture.
     options = GridOptions(cell=40)
-    grid = grid_from_results(str(photos / "out" / "results"), str(photos / "grid.png"), options=options)
+    grid = grid_from_results(str(photos / "out" / "results"), str(photos / "grid.png"), options=options, storage=LOCAL)
     assert grid.image.size == grid_size(2, 2, row_headers=True, col_headers=True, options=options)
     assert (photos / "grid.png").stat().st_size > 0 and not grid.notes
 

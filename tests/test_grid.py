@@ -9,6 +9,7 @@ from PIL import Image
 from conftest import SAMPLES
 from nst_core.grid import EMPTY_INK, FAILED_FILL, FAILED_INK, GridOptions, draw_grid
 from nst_core.image_io import load_image
+from nst_core.storage import LOCAL
 
 OPTIONS = GridOptions(cell=64, padding=6, font_size=12)
 
@@ -28,9 +29,9 @@ def _letterboxed(source: np.ndarray, cell: int) -> tuple[np.ndarray, tuple[int, 
 
 @pytest.fixture(scope="module")
 def sources():
-    contents = [load_image(str(SAMPLES / "content" / f"{n}.jpg"), max_side=80) for n in ("chelsea", "rocket")]
+    contents = [load_image(str(SAMPLES / "content" / f"{n}.jpg"), LOCAL, max_side=80) for n in ("chelsea", "rocket")]
     styles = [
-        load_image(str(SAMPLES / "styles" / f"{n}.jpg"), max_side=80)
+        load_image(str(SAMPLES / "styles" / f"{n}.jpg"), LOCAL, max_side=80)
         for n in ("starry_night", "the_scream", "shipwreck")
     ]
     return contents, styles

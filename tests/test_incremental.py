@@ -15,7 +15,7 @@ from conftest import SAMPLES, tiny_run
 from flows.cli import main
 from flows.pipeline import PairsFailedError, run_manifest
 from flows.results import read_results
-from flows.storage import Storage
+from nst_core.storage import LOCAL, Storage
 
 FAST = {"size": 32, "iterations": 3, "tolerance": 0.0}
 
@@ -51,7 +51,7 @@ def test_only_new_and_changed_photos_are_redone(prefect_api, tmp_path, weights_p
     assert after["rocket"] == before["rocket"]  # unchanged: not redone
     assert after["chelsea"] != before["chelsea"] and after["coffee"] != before["coffee"]
 
-    table = read_results(str(out / "results"))
+    table = read_results(str(out / "results"), storage=LOCAL)
     chelsea = table[table.content_uri.str.endswith("chelsea.jpg") & (table.status == "succeeded")]
     assert chelsea.content_fingerprint.nunique() == 2  # the row records which version it stylized
     assert chelsea.content_fingerprint.str.startswith("size:").all()
@@ -99,7 +99,7 @@ def test_since_last_leaves_unchanged_failures_alone_until_the_file_changes(prefe
     assert printed[-1] == "1 succeeded, 1 skipped, 0 failed (1 new, 0 changed, 1 unchanged (skipped))"
     report = next(line for line in printed if line.startswith("report:")).split()[1]  # next to outputs, results
     assert report.startswith(str(out / "reports")) and os.path.isfile(report)
-    table = read_results(str(out / "results"))
+    table = read_results(str(out / "results"), storage=LOCAL)
     skipped_failure = table[(table.status == "skipped") & table.error.notna()]
     assert len(skipped_failure) == 1 and "failed" in skipped_failure.error.iloc[0]
     assert (table[table.status == "failed"].transient == False).all()  # noqa: E712 - bad input, not storage

@@ -14,17 +14,17 @@ import pytest
 from conftest import REPO, SAMPLES, nst
 from flows.lock import LOCK_NAME, UNSAFE_ENV, RunLockedError, UnsafeLockStoreError, run_lock
 from flows.results import read_results
-from flows.storage import Storage
+from nst_core.storage import LOCAL, Storage
 
 
 def test_a_second_holder_is_refused_with_the_first_named(tmp_path):
     results = str(tmp_path / "results")
-    with run_lock(results, "first-run"):
+    with run_lock(results, "first-run", LOCAL):
         with pytest.raises(RunLockedError, match=r"in use by run first-run on .* \(pid \d+"):
-            with run_lock(results, "second-run"):
+            with run_lock(results, "second-run", LOCAL):
                 pass
     assert not (tmp_path / "results" / LOCK_NAME).exists()  # released
-    with run_lock(results, "third-run"):  # free again
+    with run_lock(results, "third-run", LOCAL):  # free again
         assert json.loads((tmp_path / "results" / LOCK_NAME).read_text())["run_id"] == "third-run"
 
 
@@ -34,7 +34,7 @@ def test_a_dead_runs_lock_is_taken_over(tmp_path):
     (tmp_path / "results").mkdir()
     lock = {"run_id": "killed-run", "host": socket.gethostname(), "pid": dead.pid, "heartbeat": time.time()}
     (tmp_path / "results" / LOCK_NAME).write_text(json.dumps(lock))
-    with run_lock(str(tmp_path / "results"), "next-run"):
+    with run_lock(str(tmp_path / "results"), "next-run", LOCAL):
         assert "next-run" in (tmp_path / "results" / LOCK_NAME).read_text()
 
 
@@ -43,10 +43,10 @@ def test_a_silent_lock_from_another_host_is_taken_over_but_a_fresh_one_is_not(tm
     path = tmp_path / "results" / LOCK_NAME
     path.write_text(json.dumps({"run_id": "busy", "host": "elsewhere", "pid": 1, "heartbeat": time.time()}))
     with pytest.raises(RunLockedError, match="busy on elsewhere"):
-        with run_lock(str(tmp_path / "results"), "mine"):
+        with run_lock(str(tmp_path / "results"), "mine", LOCAL):
             pass
     path.write_text(json.dumps({"run_id": "gone", "host": "elsewhere", "pid": 1, "heartbeat": time.time() - 3600}))
-    with run_lock(str(tmp_path / "results"), "mine"):
+    with run_lock(str(tmp_path / "results"), "mine", LOCAL):
         assert "mine" in path.read_text()
 
 
@@ -175,5 +175,5 @@ def test_two_runs_at_once_on_one_output_root(prefect_api, tmp_path, weights_path
     assert codes == [0, 2], [err[-1500:] for _, err in results]
     refused = next(err for code, err in results if code == 2)
     assert "is in use by run" in refused and LOCK_NAME in refused
-    table = read_results(str(tmp_path / "out" / "results"))
+    table = read_results(str(tmp_path / "out" / "results"), storage=LOCAL)
     assert len(table) == 2 and set(table.status) == {"succeeded"} and table.pair_id.is_unique

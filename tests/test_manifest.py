@@ -11,8 +11,8 @@ from PIL import Image
 
 from conftest import SAMPLES
 from flows.manifest import ManifestError, expand_manifest, read_manifest, validate_manifest
-from flows.storage import Storage
 from nst_core.params import StyleParams
+from nst_core.storage import LOCAL, Storage
 
 
 def _csv(path, text):
@@ -25,7 +25,7 @@ def _names(uris):
 
 
 def _expand(tree, text, **kwargs):
-    return expand_manifest(_csv(tree / "m.csv", text), str(tree / "out"), **kwargs)
+    return expand_manifest(_csv(tree / "m.csv", text), str(tree / "out"), storage=LOCAL, **kwargs)
 
 
 def test_folder_crossed_with_folder_relative_to_the_manifest_not_the_cwd(tree, tmp_path_factory, monkeypatch):
@@ -46,7 +46,7 @@ def test_folder_crossed_with_folder_relative_to_the_manifest_not_the_cwd(tree, t
 def test_a_relative_manifest_path_still_gives_absolute_uris(tree, monkeypatch):
     monkeypatch.chdir(tree)
     (tree / "m.csv").write_text("content,style\nphotos/a.png,styles/x.png\n")
-    (pair,), _ = expand_manifest("m.csv", "out")
+    (pair,), _ = expand_manifest("m.csv", "out", storage=LOCAL)
     assert pair.content == str(tree / "photos" / "a.png") and pair.styles == (str(tree / "styles" / "x.png"),)
     assert pair.output.startswith(str(tree / "out") + "/")
 
@@ -110,10 +110,10 @@ def test_parquet_manifest_with_typed_and_missing_values(tree):
             "style_weight": [2.5, None],
         }
     ).to_parquet(path)  # size becomes float64
-    first, second = expand_manifest(str(path), str(tree / "out"))[0]
+    first, second = expand_manifest(str(path), str(tree / "out"), storage=LOCAL)[0]
     assert (first.params.size, first.params.style_weight) == (48, 2.5) and first.styles[0].endswith("y.png")
     assert second.params.size == StyleParams().size
-    assert read_manifest(str(path)).to_dict("records")[1] == {
+    assert read_manifest(str(path), LOCAL).to_dict("records")[1] == {
         "content": "photos/b.png",
         "style": "styles/x.png",
         "size": "",
@@ -172,16 +172,16 @@ def test_outputs_under_a_content_folder_are_not_stylized_again(tree):
     (tree / "photos" / "out").mkdir()
     Image.new("RGB", (8, 6)).save(tree / "photos" / "out" / "a--x--12345678.png")
     pairs, _ = expand_manifest(
-        _csv(tree / "m.csv", "content,style\nphotos,styles/x.png\n"), str(tree / "photos" / "out")
+        _csv(tree / "m.csv", "content,style\nphotos,styles/x.png\n"), str(tree / "photos" / "out"), storage=LOCAL
     )
     assert _names(p.content for p in pairs) == ["a.png", "b.png", "c.png", "old-output.png"]
 
 
 def test_output_names_and_ids_are_deterministic_and_follow_the_parameters(tree):
     manifest = _csv(tree / "m.csv", "content,style\nphotos/a.png,styles/x.png\n")
-    (one,), _ = expand_manifest(manifest, str(tree / "out"))
-    (again,), _ = expand_manifest(manifest, str(tree / "out"))
-    (other,), _ = expand_manifest(manifest, str(tree / "out"), overrides={"style_weight": 99.0})
+    (one,), _ = expand_manifest(manifest, str(tree / "out"), storage=LOCAL)
+    (again,), _ = expand_manifest(manifest, str(tree / "out"), storage=LOCAL)
+    (other,), _ = expand_manifest(manifest, str(tree / "out"), overrides={"style_weight": 99.0}, storage=LOCAL)
     (row_cell,), _ = _expand(tree, "content,style,seed\nphotos/a.png,styles/x.png,1\n")
     assert one == again
     assert len({one.pair_id, other.pair_id, row_cell.pair_id}) == 3 and len({one.output, other.output}) == 2
@@ -227,7 +227,7 @@ def test_every_bad_row_is_reported_at_once(tree):
         "photos/a.png,,1.5,-1,\n"
     )  # row 8: three problems in one row
     with pytest.raises(ManifestError) as caught:
-        validate_manifest(_csv(tree / "m.csv", text))
+        validate_manifest(_csv(tree / "m.csv", text), storage=LOCAL)
     lines = str(caught.value).splitlines()
     assert lines[0] == f"{tree / 'm.csv'}: 7 bad rows:"
     assert lines[1:] == [
@@ -266,13 +266,13 @@ def test_every_bad_row_is_reported_at_once(tree):
 )
 def test_file_level_and_value_problems(tree, name, text, expected):
     with pytest.raises(ManifestError, match=re.escape(name)) as caught:
-        validate_manifest(_csv(tree / name, text))
+        validate_manifest(_csv(tree / name, text), storage=LOCAL)
     assert expected in str(caught.value)
 
 
 def test_a_missing_manifest_is_named(tree):
     with pytest.raises(ManifestError, match="nope.csv: cannot use this manifest:\n  manifest: file not found"):
-        validate_manifest(str(tree / "nope.csv"))
+        validate_manifest(str(tree / "nope.csv"), storage=LOCAL)
 
 
 def test_an_output_for_a_row_that_expands_to_several_pairs_is_rejected(tree):
@@ -321,34 +321,19 @@ def test_a_folder_that_cannot_be_listed_stays_one_path(tree, monkeypatch):
     assert pair.content == str(tree / "photos") and not warnings
 
 
-def test_the_readme_parameter_table_matches_style_params():
-    import dataclasses
-    from pathlib import Path
-    from typing import Literal, get_args, get_origin, get_type_hints
+def test_the_readme_parameter_table_is_the_generated_one():
+    from nst_core.params import as_text, parameter_table
 
-    readme = (Path(__file__).resolve().parents[1] / "manifests" / "README.md").read_text()
-    section = readme.split("## Parameters", 1)[1].split("\n## ", 1)[0]
-    rows = [
-        [cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| `")
-    ]
-    table = {name.strip("`"): (kind, default.strip("`")) for name, kind, default, _ in rows}
-    assert list(table) == list(StyleParams.field_names())
-    hints = get_type_hints(StyleParams)
-    for field in dataclasses.fields(StyleParams):
-        kind, default = table[field.name]
-        value = field.default
-        expected = (
-            "(empty)" if value in (None, ()) else ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-        )
-        assert default == expected, field.name
-        choices = get_args(hints[field.name]) if get_origin(hints[field.name]) is Literal else ()
-        assert all(f"`{choice}`" in kind for choice in choices), field.name
-        if value not in (None, ()):  # the table's text is what a cell holding the default would say
-            assert StyleParams.parse(field.name, default) == value
+    assert parameter_table() in (SAMPLES.parent / "README.md").read_text(), (
+        "manifests/README.md's parameter table is out of date: `python -m nst_core.markdown` rewrites it"
+    )
+    for spec in StyleParams.specs():  # a default as the table writes it reads back as that default
+        if spec.default not in (None, ()):
+            assert StyleParams.parse(spec.name, str(as_text(spec.default))) == spec.default
 
 
 def test_the_example_manifest_is_small_and_expands_as_its_readme_says(tmp_path):
-    pairs, warnings = expand_manifest(str(SAMPLES.parent / "example.csv"), str(tmp_path))
+    pairs, warnings = expand_manifest(str(SAMPLES.parent / "example.csv"), str(tmp_path), storage=LOCAL)
     assert not warnings and [(_names([p.content])[0], tuple(_names(p.styles))) for p in pairs] == [
         ("chelsea.jpg", ("starry_night.jpg",)),
         ("chelsea.jpg", ("the_scream.jpg",)),

@@ -20,6 +20,7 @@ from nst_core.optimize import (
     make_lbfgs_step,
     run_optimizer,
 )
+from nst_core.storage import LOCAL
 from nst_core.stylize import Job, resize, stylize_batch
 
 SHAPE = (2, 8, 8, 3)
@@ -131,8 +132,8 @@ def test_style_weights_from_1_to_10000_stylize_or_fail_loudly(weights_path):
     # manifests/example.csv's photos and paintings (its fourth pair repeats chelsea's size and settings)
     pairs = [("chelsea", ["starry_night"]), ("coffee", ["the_scream"]), ("rocket", ["shipwreck", "starry_night"])]
     for photo_name, style_names in pairs:
-        content = load_image(str(SAMPLES / "content" / f"{photo_name}.jpg"), max_side=256)
-        styles = [load_image(str(SAMPLES / "styles" / f"{name}.jpg"), max_side=256) for name in style_names]
+        content = load_image(str(SAMPLES / "content" / f"{photo_name}.jpg"), LOCAL, max_side=256)
+        styles = [load_image(str(SAMPLES / "styles" / f"{name}.jpg"), LOCAL, max_side=256) for name in style_names]
         jobs = [
             Job(content, styles, first(size=256, iterations=MIN_JUDGED_STEPS, style_weight=weight))
             for weight in (1.0, 10.0, 100.0, 1000.0, 10000.0)

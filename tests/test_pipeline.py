@@ -26,9 +26,8 @@ from flows.manifest import ManifestError
 from flows.pipeline import PairsFailedError, run_manifest
 from flows.results import read_results
 from flows.server import free_port
-from flows.storage import Storage
 from nst_core import memory, runtime
-from nst_core.image_io import FAULT_WRITE_DELAY_ENV
+from nst_core.storage import FAULT_WRITE_DELAY_ENV, LOCAL, Storage
 
 STEPS = {"iterations": 4, "tolerance": 0.0}
 FAST = {"size": 32, **STEPS}
@@ -165,7 +164,7 @@ def test_outputs_keep_the_photos_exif_and_sixteen_bit_formats_run_through_the_fl
         photo.convert("RGB").save(photo_dir / "camera.jpg", exif=exif.tobytes())
     manifest = _write_manifest(photo_dir / "m.csv", ["camera.jpg,styles/scream.jpg"])
     outcome = _run(manifest, photo_dir / "png16", weights_path, output_format="png16")
-    (output,) = read_results(str(photo_dir / "png16" / "results"))["output_uri"]
+    (output,) = read_results(str(photo_dir / "png16" / "results"), storage=LOCAL)["output_uri"]
     assert outcome["succeeded"] == 1 and output.endswith(".png")
     data = Path(output).read_bytes()
     assert data[24:26] == bytes([16, 2])  # IHDR: 16 bits per sample, truecolour
@@ -174,19 +173,19 @@ def test_outputs_keep_the_photos_exif_and_sixteen_bit_formats_run_through_the_fl
         assert written.getexif()[ExifTags.Base.Model] == "Model 7"
 
     _run(manifest, photo_dir / "tiff16", weights_path, output_format="tiff16")
-    (output,) = read_results(str(photo_dir / "tiff16" / "results"))["output_uri"]
+    (output,) = read_results(str(photo_dir / "tiff16" / "results"), storage=LOCAL)["output_uri"]
     pixels = tifffile.imread(output)
     assert output.endswith(".tif") and pixels.dtype == np.uint16 and max(pixels.shape[:2]) == 32
 
     _run(manifest, photo_dir / "plain", weights_path)  # 8 bits, by extension: EXIF kept too
-    (output,) = read_results(str(photo_dir / "plain" / "results"))["output_uri"]
+    (output,) = read_results(str(photo_dir / "plain" / "results"), storage=LOCAL)["output_uri"]
     with Image.open(output) as written:
         assert written.mode == "RGB" and written.getexif()[ExifTags.Base.Make] == "NSTCam"
 
     (photo_dir / "named.csv").write_text("content,style,output\ncamera.jpg,styles/scream.jpg,x.jpg\n")
     named = str(photo_dir / "named.csv")
     with pytest.raises(ManifestError, match=r"x\.jpg.*--output-format png16 writes PNG; name the output \.png"):
-        validate_manifest(named, output_format="png16")
+        validate_manifest(named, output_format="png16", storage=LOCAL)
 
 
 @pytest.mark.backends
@@ -197,7 +196,7 @@ def test_a_corrupt_image_fails_alone(prefect_api, photo_dir, weights_path):
     )
     with pytest.raises(PairsFailedError, match="2 of 5 pairs failed"):
         _run(manifest, photo_dir / "out", weights_path)
-    table = read_results(str(photo_dir / "out" / "results"))
+    table = read_results(str(photo_dir / "out" / "results"), storage=LOCAL)
     failed = table[table.status == "failed"].set_index("content_uri")["error"]
     assert set(table.status) == {"succeeded", "failed"} and (table.status == "succeeded").sum() == 3
     broken = str(photo_dir / "photos" / "broken.jpg")
@@ -222,7 +221,7 @@ def test_rerun_skips_finished_pairs_and_force_redoes_them(prefect_api, photo_dir
     assert changed["succeeded"] == 2  # new parameters, new pairs
     forced = _run(manifest, photo_dir / "out", weights_path, force=True)
     assert forced["succeeded"] == 2
-    table = read_results(str(photo_dir / "out" / "results"))
+    table = read_results(str(photo_dir / "out" / "results"), storage=LOCAL)
     assert table.groupby("run_id").size().sort_values().tolist() == [2, 2, 2, 2]
 
 
@@ -369,7 +368,7 @@ def _assert_gone(processes: dict) -> None:
 
 def _assert_finished_pairs_whole(out: Path) -> set[str]:
     """Every finished pair has exactly one succeeded row and a valid output; returns their ids."""
-    table = read_results(str(out / "results"))
+    table = read_results(str(out / "results"), storage=LOCAL)
     if len(table):
         assert len(pd.read_parquet(out / "results")) == len(table)  # plain readers skip the temporaries
     assert set(table.status) <= {"succeeded", "skipped"}, table.error.dropna().tolist()
@@ -586,7 +585,7 @@ def test_cli_exits_one_when_a_pair_failed(prefect_api, photo_dir, weights_path):
     assert "1 of 1 pairs failed" in result.stderr
     # Only the message: Prefect's traceback stays in its own log, TensorFlow's start-up banner is hidden.
     assert "Traceback" not in result.stderr and "oneDNN" not in result.stderr and "absl" not in result.stderr
-    table = read_results(str(photo_dir / "o" / "results"))
+    table = read_results(str(photo_dir / "o" / "results"), storage=LOCAL)
     assert table.error.str.contains("missing.jpg: file not found").all()
     # The error says where the report is (a failed run is when it is wanted), and the page exists.
     report = re.search(r"and the report (\S+\.html)", result.stderr)
@@ -648,7 +647,7 @@ def test_a_diverging_pair_fails_clearly_and_alone(prefect_api, photo_dir, weight
     )
     with pytest.raises(PairsFailedError, match="1 of 2 pairs failed"):
         _run(str(manifest), photo_dir / "out", weights_path)
-    table = read_results(str(photo_dir / "out" / "results")).set_index("status")
+    table = read_results(str(photo_dir / "out" / "results"), storage=LOCAL).set_index("status")
     assert (
         "the loss became" in table.loc["failed", "error"] and "lower the loss weights" in table.loc["failed", "error"]
     )
@@ -682,14 +681,14 @@ def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes_it(prefect_api, pho
     assert time.time() - signalled < 20, "the run should stop within seconds"
     assert process.returncode == 130
     assert "stopped by a signal" in stderr and "left for the next run" in stderr
-    table = read_results(str(out / "results"))
+    table = read_results(str(out / "results"), storage=LOCAL)
     assert set(table.status) == {"succeeded"} and 1 <= len(table) < 6  # nothing recorded as failed
     assert not list(out.glob(".*.tmp"))  # no temporary file left behind
     rerun = subprocess.run(
         command, cwd=REPO, env={**env, "PREFECT_API_URL": prefect_api}, capture_output=True, text=True, timeout=300
     )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    final = read_results(str(out / "results"))
+    final = read_results(str(out / "results"), storage=LOCAL)
     assert set(final[final.status == "skipped"].pair_id) == set(table.pair_id)
     assert final[final.status == "succeeded"].pair_id.nunique() == 6
 
@@ -739,7 +738,7 @@ def test_bad_files_fail_their_own_pairs_with_the_file_named(prefect_api, photo_d
     )
     with pytest.raises(PairsFailedError, match="5 of 6 pairs failed"):
         _run(manifest, photo_dir / "out", weights_path)
-    errors = read_results(str(photo_dir / "out" / "results")).set_index("content_uri")["error"]
+    errors = read_results(str(photo_dir / "out" / "results"), storage=LOCAL).set_index("content_uri")["error"]
     expected = {
         "empty.jpg": "empty file (0 bytes)",
         "notes.jpg": "not an image Pillow can read",
@@ -765,7 +764,7 @@ def test_one_pairs_file_system_error_fails_that_pair_alone_in_its_batch(prefect_
     )
     with pytest.raises(PairsFailedError, match="2 of 3 pairs failed"):
         _run(str(manifest), photo_dir / "out", weights_path)  # one batch of 3 (default batch size 4)
-    table = read_results(str(photo_dir / "out" / "results")).set_index("content_uri")
+    table = read_results(str(photo_dir / "out" / "results"), storage=LOCAL).set_index("content_uri")
     assert table.loc[str(photo_dir / "photos" / "chelsea.jpg"), "status"] == "succeeded"
     assert table.loc[str(loop), "error"] == f"{loop}: too many levels of symbolic links"
     taken = table.loc[str(photo_dir / "photos" / "coffee.jpg")]
@@ -786,7 +785,7 @@ def test_images_too_thin_for_vgg_fail_alone_and_the_minimum_side_works(prefect_a
     )
     with pytest.raises(PairsFailedError, match="3 of 4 pairs failed"):
         _run(str(manifest), photo_dir / "out", weights_path, overrides=STEPS)  # the size cells are read
-    table = read_results(str(photo_dir / "out" / "results")).set_index("content_uri")
+    table = read_results(str(photo_dir / "out" / "results"), storage=LOCAL).set_index("content_uri")
     assert table.loc[str(photo_dir / "photos" / "thin.png"), "error"] == (
         f"{photo_dir / 'photos' / 'thin.png'}: too thin for VGG: at 32 px its shorter side is 1 px, under the "
         "minimum of 16 px; raise `size` or use a less elongated image"
@@ -820,7 +819,7 @@ def test_a_pair_too_large_for_the_memory_limit_fails_alone(prefect_api, photo_di
             weights=weights_path,
             memory_limit_gb=limit_gb,
         )
-    table = read_results(str(photo_dir / "out" / "results")).set_index("status")
+    table = read_results(str(photo_dir / "out" / "results"), storage=LOCAL).set_index("status")
     message = table.loc["failed", "error"]
     assert "chelsea.jpg: size 1024 (1024 x 680) needs about" in message and "GB even in tiles of 128 px" in message
     assert f"over the memory limit of {limit_gb:.1f} GB; lower `size`" in message

@@ -21,14 +21,15 @@ from nst_core import backend, checkpoint, memory, tiling
 from nst_core.image_io import load_image
 from nst_core.objective import compiled_objective
 from nst_core.params import StyleParams
+from nst_core.storage import LOCAL
 from nst_core.stylize import Job, stylize, stylize_batch
 from nst_core.targets import loss_args
 
 
 @pytest.fixture(scope="module")
 def images():
-    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), max_side=256)
-    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), max_side=256)
+    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), LOCAL, max_side=256)
+    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), LOCAL, max_side=256)
     return content, style
 
 
@@ -171,7 +172,7 @@ def test_a_checkpoint_of_another_job_is_ignored(images, weights_path, tmp_path, 
 def _results(out: Path):
     from flows.results import read_results
 
-    return read_results(str(out / "results"))
+    return read_results(str(out / "results"), storage=LOCAL)
 
 
 def test_a_sigkilled_long_pair_resumes_and_other_pairs_are_not_redone(prefect_api, tmp_path, weights_path):

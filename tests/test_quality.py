@@ -11,13 +11,14 @@ from conftest import REPO, SAMPLES
 from nst_core import quality
 from nst_core.colors import match_color_histogram
 from nst_core.image_io import load_image, to_uint8
+from nst_core.storage import LOCAL
 from nst_core.stylize import resize
 
 
 @pytest.fixture(scope="module")
 def pair():
-    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"))
-    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"))
+    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), LOCAL)
+    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), LOCAL)
     return content, style
 
 

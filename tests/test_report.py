@@ -30,9 +30,9 @@ from flows.manifest import expand_manifest
 from flows.pairs import base_row
 from flows.report import report_from_results
 from flows.results import read_results, write_rows
-from flows.storage import Storage
 from nst_core.grid import FAILED_FILL, GridOptions, cell_origin, grid_size
 from nst_core.image_io import load_image, save_image
+from nst_core.storage import LOCAL, Storage
 
 OPTIONS = GridOptions(cell=48, padding=4, font_size=10)
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -52,10 +52,10 @@ def photos(tmp_path):
 
 def _pairs(root: Path, manifest: str):
     (root / "m.csv").write_text(manifest)
-    return expand_manifest(str(root / "m.csv"), str(root / "out"))[0]
+    return expand_manifest(str(root / "m.csv"), str(root / "out"), storage=LOCAL)[0]
 
 
-def _record(pairs, results: str, run_id: str, start: int, failed=(), skipped=(), storage=Storage()):
+def _record(pairs, results: str, run_id: str, start: int, failed=(), skipped=(), storage=LOCAL):
     """Rows for a run as the flow writes them; each succeeded pair gets its own real output picture."""
     rows = []
     for index, pair in enumerate(pairs):
@@ -67,9 +67,7 @@ def _record(pairs, results: str, run_id: str, start: int, failed=(), skipped=(),
             row.update(status="failed", error=BROKEN, total_seconds=0.1)
         else:
             tint = np.array([(index * 67) % 256, (index * 139) % 256, (index * 29 + 80) % 256]) / 255.0
-            save_image(
-                load_image(pair.content, max_side=40) * 0.5 + tint * 0.5, pair.output, storage_options=storage.options
-            )
+            save_image(load_image(pair.content, LOCAL, max_side=40) * 0.5 + tint * 0.5, pair.output, storage)
             history = list(np.geomspace(10.0, 1.0 + index, 12))
             row.update(
                 status="succeeded",
@@ -93,7 +91,7 @@ def _cell(grid: Image.Image, row: int, col: int, headers=(True, True)) -> np.nda
 
 def _thumbnail_cell(uri: str) -> np.ndarray:
     """What a cell showing this image must hold: the image letterboxed on white, computed here."""
-    image = load_image(uri, max_side=OPTIONS.cell)
+    image = load_image(uri, LOCAL, max_side=OPTIONS.cell)
     canvas = np.ones((OPTIONS.cell, OPTIONS.cell, 3), np.float32)
     top, left = (OPTIONS.cell - image.shape[0]) // 2, (OPTIONS.cell - image.shape[1]) // 2
     canvas[top : top + image.shape[0], left : left + image.shape[1]] = image
@@ -113,7 +111,7 @@ def test_content_by_style_grid_from_a_results_table(photos):
     broken = next(p for p in pairs if "coffee" in p.content and "scream" in p.styles[0])
     results = str(photos / "out" / "results")
     _record(pairs, results, "r1", 0, failed={broken.pair_id})
-    grid = grid_from_results(results, str(photos / "grid.png"), options=OPTIONS)
+    grid = grid_from_results(results, str(photos / "grid.png"), options=OPTIONS, storage=LOCAL)
     picture = Image.open(photos / "grid.png")
     assert picture.size == grid.image.size == grid_size(3, 2, row_headers=True, col_headers=True, options=OPTIONS)
     picture = picture.convert("RGB")
@@ -136,7 +134,7 @@ def test_cells_nothing_asked_for_are_quiet_and_failures_red(photos):
     )
     results = str(photos / "out" / "results")
     _record(pairs, results, "r1", 0, failed={pairs[1].pair_id})
-    grid = build_grid(select_pairs(read_results(results))[0], options=OPTIONS)
+    grid = build_grid(select_pairs(read_results(results, storage=LOCAL))[0], options=OPTIONS, storage=LOCAL)
     asked = {(0, 0): pairs[0], (1, 1): pairs[1], (2, 1): pairs[2]}
     for r in range(3):
         for c in range(2):
@@ -155,7 +153,7 @@ def test_the_report_header_card_and_loss_curves(photos):
 
     pairs = _pairs(photos, "content,style,size\nphotos,styles,64\n")  # 6 pairs
     _record(pairs, str(photos / "out" / "results"), "r1", 0)
-    report = report_from_results(str(photos / "out" / "results"), str(photos / "report.html"))
+    report = report_from_results(str(photos / "out" / "results"), str(photos / "report.html"), storage=LOCAL)
     card = re.search(r'<dl class="card">(.*?)</dl>', report.html, re.S).group(1)
     text = re.sub(r"<[^>]+>", " ", card)
     # Rows of _record: one a second, each finished 0.5 s after it started: 5.5 s for 6 pairs.
@@ -164,7 +162,7 @@ def test_the_report_header_card_and_loss_curves(photos):
     assert "Prefect 3.8.8" in text and "Python 3." in text
     assert "Failures (0)" in report.html.split("Loss curves")[1]  # no failures: the section comes last
 
-    pair = read_results(str(photos / "out" / "results")).iloc[0].to_dict()
+    pair = read_results(str(photos / "out" / "results"), storage=LOCAL).iloc[0].to_dict()
     axes = loss_curves_figure(pair).axes
     assert [a.get_ylabel() for a in axes] == ["total (weighted)", "style", "content"]
     assert [a.get_yscale() for a in axes] == ["log", "log", "linear"]
@@ -177,7 +175,9 @@ def _swept_grid(photos, manifest: str, rows: str, cols: str):
     pairs = _pairs(photos, manifest)
     results = str(photos / "out" / "results")
     _record(pairs, results, "r1", 0)
-    return pairs, build_grid(select_pairs(read_results(results))[0], rows, cols, options=OPTIONS).image
+    return pairs, build_grid(
+        select_pairs(read_results(results, storage=LOCAL))[0], rows, cols, options=OPTIONS, storage=LOCAL
+    ).image
 
 
 def test_a_sweep_lays_its_values_out_along_an_axis_in_the_given_order(photos):
@@ -219,7 +219,7 @@ def test_the_report_lays_a_sweep_out_by_itself(photos):
         'photos/chelsea.jpg,styles/the_scream.jpg,"init=noise,style;seed=1,2"\n',
     )
     _record(pairs, str(photos / "out" / "results"), "r1", 0)
-    table = select_pairs(read_results(str(photos / "out" / "results")))[0]
+    table = select_pairs(read_results(str(photos / "out" / "results"), storage=LOCAL))[0]
     one = report_grids(table[table.sweep.str.startswith("style_weight")])
     assert [(title, len(group), rows, cols) for title, group, rows, cols in one] == [
         ("starry_night", 6, "content", "style_weight"),
@@ -236,7 +236,7 @@ def test_which_pairs_a_grid_or_report_shows(photos):
     results = str(photos / "out" / "results")
     _record(pairs, results, "r1", 0, failed={pairs[2].pair_id})
     _record(pairs, results, "r2", 100, skipped={pairs[0].pair_id, pairs[1].pair_id})  # the rerun redid the failure
-    table = read_results(results)
+    table = read_results(results, storage=LOCAL)
     latest, run = select_pairs(table)
     assert run == "r2" and list(latest.pair_id) == [p.pair_id for p in pairs]
     assert list(latest.status) == ["succeeded"] * 3
@@ -318,7 +318,7 @@ def test_the_report_page_in_headless_chromium(photos):
     broken = next(p for p in pairs if "coffee" in p.content and "scream" in p.styles[0])
     _record(pairs, str(photos / "out" / "results"), "r1", 0, failed={broken.pair_id})
     page = photos / "out" / "report.html"
-    report = report_from_results(str(photos / "out" / "results"), str(page))
+    report = report_from_results(str(photos / "out" / "results"), str(page), storage=LOCAL)
     assert (report.pairs, report.failed) == (6, 1) and page.stat().st_size < 1_000_000
     assert "://" not in re.sub(r'src="data:[^"]*"', "", page.read_text())  # self-contained: nothing fetched
 
@@ -427,7 +427,7 @@ def test_the_flow_attaches_its_grid_report_and_pairs(prefect_api, photos, weight
             weights=weights_path,
             overrides={"size": 32, "iterations": 4, "tolerance": 0.0},
         )
-    table = read_results(str(photos / "out" / "results"))
+    table = read_results(str(photos / "out" / "results"), storage=LOCAL)
     run_id = table.run_id.iloc[0]
     grid = artifacts("stylize-grid")[0]
     assert run_id in grid.description and run_id in grid.data

@@ -22,6 +22,7 @@ import yaml
 from conftest import REPO, SAMPLES, nst, tiny_run
 from flows.results import read_results
 from flows.server import free_port
+from nst_core.storage import LOCAL
 
 DEPLOYMENT = "stylize-manifest/nightly-test"
 
@@ -168,7 +169,7 @@ def test_serve_registers_a_cron_deployment_whose_runs_stylize(prefect_server, tm
             flow_run = run_deployment(DEPLOYMENT, timeout=240, poll_interval=1)
         assert flow_run.state.is_completed(), flow_run.state
         print(f"deployment run: {time.time() - started:.1f} s from trigger to completed")
-        table = read_results(str(out / "results"))
+        table = read_results(str(out / "results"), storage=LOCAL)
         assert len(table) == 2 and (table.status == "succeeded").all()
         assert table.content_fingerprint.notna().all() and len(list(out.glob("*.png"))) == 2
     finally:

@@ -9,6 +9,7 @@ from flows.sweeps import swept_params
 from nst_core import quality
 from nst_core.image_io import load_image
 from nst_core.params import STRENGTH_POINTS, StyleParams, style_weight_at_strength
+from nst_core.storage import LOCAL
 from nst_core.stylize import stylize
 
 SIZE = 96
@@ -34,8 +35,8 @@ def test_strength_sets_the_style_weight_and_moves_with_replace_and_sweeps():
 
 
 def test_strength_zero_is_the_photo_and_more_strength_is_closer_to_the_painting(weights_path):
-    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), max_side=SIZE)
-    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), max_side=2 * SIZE)
+    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), LOCAL, max_side=SIZE)
+    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), LOCAL, max_side=2 * SIZE)
     figures = {}
     for strength in (0.0, 0.25, 1.0):
         params = StyleParams(size=SIZE, min_scale=48, iterations=40, coarse_iterations=20, strength=strength)

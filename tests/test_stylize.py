@@ -14,6 +14,7 @@ from nst_core.colors import match_color_histogram, transfer_luminance
 from nst_core.image_io import load_image
 from nst_core.model import feature_extractor
 from nst_core.params import VGG_STYLE_LAYERS, StyleParams
+from nst_core.storage import LOCAL
 from nst_core.stylize import initial_image, resize, size_for, stylize
 from nst_core.targets import style_load_side, style_shape
 
@@ -23,8 +24,8 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def images():
-    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), max_side=SIZE)
-    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), max_side=SIZE)
+    content = load_image(str(SAMPLES / "content" / "chelsea.jpg"), LOCAL, max_side=SIZE)
+    style = load_image(str(SAMPLES / "styles" / "starry_night.jpg"), LOCAL, max_side=SIZE)
     return content, style
 
 
@@ -157,7 +158,7 @@ def test_coarse_to_fine_runs_each_scale(images, weights_path):
 
 def test_two_styles_blend_between_them(images, weights_path):
     content, style = images
-    other = load_image(str(SAMPLES / "styles" / "the_scream.jpg"), max_side=SIZE)
+    other = load_image(str(SAMPLES / "styles" / "the_scream.jpg"), LOCAL, max_side=SIZE)
     results = {
         blend: stylize(content, [style, other], _params(style_blend=blend, iterations=40), weights=weights_path).image
         for blend in [(1.0, 0.0), (0.0, 1.0)]

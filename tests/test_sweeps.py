@@ -7,11 +7,12 @@ import pytest
 from flows.manifest import ManifestError, expand_manifest
 from flows.sweeps import parse_sweep
 from nst_core.params import StyleParams
+from nst_core.storage import LOCAL
 
 
 def _expand(tree, text, **kwargs):
     (tree / "m.csv").write_text(text)
-    return expand_manifest(str(tree / "m.csv"), str(tree / "out"), **kwargs)
+    return expand_manifest(str(tree / "m.csv"), str(tree / "out"), storage=LOCAL, **kwargs)
 
 
 def test_one_parameter_gives_one_pair_per_value_in_the_given_order(tree):
