@@ -320,23 +320,22 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from flows.pairs import check_sides
-    from nst_core import checkpoint
-    from nst_core.image_io import load_image, read_exif, save_image
+    from flows.manifest import Pair, pair_id
+    from flows.pairs import default_memory_limit_gb, load_pairs, stylize_and_save
+    from nst_core.image_io import save_image
     from nst_core.model import check_weights
-    from nst_core.stylize import stylize
-    from nst_core.targets import style_load_side
 
     params = StyleParams().replace(**param_overrides(args))
     _check_stylize_args(args, params)  # before any file is read, the network loaded or a bar drawn
     storage = storage_from(args)
-    content = load_image(args.content, storage, max_side=params.size)
-    styles = [load_image(uri, storage, max_side=style_load_side(params.size, params)) for uri in args.styles]
-    check_sides((args.content, content.shape), [(uri, s.shape) for uri, s in zip(args.styles, styles)], params)
+    styles = tuple(args.styles)
+    pair = Pair(1, args.content, styles, params, pair_id(args.content, styles, params), args.output)
+    limit = default_memory_limit_gb()
+    loaded = load_pairs([pair], storage, limit, _raise)
     check_weights(args.weights, params.arch)  # after the inputs' checks: each names its own file
     bar = tqdm(total=params.steps(), unit="step", dynamic_ncols=True, disable=params.method == "fast")  # fast: none
 
-    def on_step(scale, side, progress, image):
+    def on_step(_, scale, side, progress, image):
         bar.update(1)
         bar.set_postfix_str(
             f"{side}px loss {progress.total:.4g} content {progress.content:.3g} "
@@ -345,24 +344,26 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         if args.save_every and progress.iteration % args.save_every == 0:
             save_image(np.asarray(image), _intermediate_uri(args.output, side, progress.iteration), storage)
 
-    result = stylize(
-        content, styles, params, weights=args.weights, callback=on_step, checkpoint=checkpoint.path_for(args.output)
+    ((_, result, _),) = stylize_and_save(
+        loaded,
+        storage,
+        weights=args.weights,
+        memory_limit_gb=limit,
+        output_format=args.output_format,
+        on_step=on_step,
+        on_error=_raise,
     )
     bar.close()
-    # The photo's EXIF (camera, date, place) stays with its stylized version.
-    save_image(
-        result.image,
-        args.output,
-        storage,
-        encoding=args.output_format,
-        exif=read_exif(args.content, storage),
-    )
-    checkpoint.remove(args.output)
     print(
         f"{args.output}: {result.iterations} steps, loss {result.total_loss:.4g} "
         f"(content {result.content_loss:.3g}, style {result.style_loss:.3g}), {result.optimize_seconds:.1f} s"
     )
     return 0
+
+
+def _raise(_, error: Exception):
+    """`nst stylize`'s one pair: its error is the command's."""
+    raise error
 
 
 def _validate_manifest(args: argparse.Namespace, storage: Storage) -> None:

@@ -1,6 +1,8 @@
 """A batch of pairs, start to finish, as plain functions: plan, load, stylize, save, record.
 
-No Prefect here, so it is testable on its own; flows/pipeline.py wraps it in a task.
+load_pairs and stylize_and_save are the one way from files to stylized files, for the flow's
+batches (stylize_pairs) and `nst stylize` alike. No Prefect here, so it is testable on its own;
+flows/pipeline.py wraps it in a task.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 
@@ -25,7 +28,7 @@ from nst_core.image_io import load_image, read_exif, save_image, size_for
 from nst_core.model import min_input_side
 from nst_core.params import StyleParams
 from nst_core.storage import Storage
-from nst_core.stylize import Job, batch_key, scale_shapes, stylize_batch
+from nst_core.stylize import Job, StylizeResult, batch_key, scale_shapes, stylize_batch
 from nst_core.targets import style_load_side, style_shape
 
 from .manifest import Pair
@@ -109,14 +112,14 @@ def steps_reported(run_id: str, listener):
         _STEP_LISTENERS.pop(run_id, None)
 
 
-def _on_step(run_id: str, pair_ids: list[str]):
-    """stylize_batch's callback for a batch of these pairs: stop at a signal, report the step."""
+def _on_step(run_id: str):
+    """stylize_and_save's on_step for this run's pairs: stop at a signal, report the step."""
     listener = _STEP_LISTENERS.get(run_id)
 
-    def on_step(job_index, *_):
+    def on_step(pair: Pair, *_):
         _raise_if_stopped()
         if listener is not None:
-            listener(pair_ids[job_index])
+            listener(pair.pair_id)
 
     return on_step
 
@@ -236,19 +239,95 @@ def plan_batches(pairs: list[Pair], batch_size: int, memory_limit_gb: float) -> 
     return batches
 
 
-def _stylize_jobs(jobs: list[Job], weights: str | None, callback, memory_limit: float | None = None) -> list:
+def _stylize_jobs(jobs: list[Job], weights: str | None, callback, memory_limit_gb: float) -> list:
     """stylize_batch's outcome per job: a batch that runs out of memory is retried one job at a
     time, and an error of the whole batch (the fast extra missing, a signal) is each job's."""
     try:
-        return stylize_batch(jobs, weights=weights, callback=callback, memory_limit=memory_limit)
+        return stylize_batch(jobs, weights=weights, callback=callback, memory_limit=memory_limit_gb * 2**30)
     except Exception as error:  # noqa: BLE001 - sorted per pair by the caller
         if runtime.is_out_of_memory(error) and len(jobs) > 1:  # each job alone, still reported as itself
             return [
                 outcome
                 for k, job in enumerate(jobs)
-                for outcome in _stylize_jobs([job], weights, lambda _, *step, k=k: callback(k, *step), memory_limit)
+                for outcome in _stylize_jobs([job], weights, lambda _, *step, k=k: callback(k, *step), memory_limit_gb)
             ]
         return [error] * len(jobs)
+
+
+@dataclass
+class Loaded:
+    """A pair whose images are read and checked: its Job, and the seconds reading them took."""
+
+    pair: Pair
+    job: Job
+    seconds: float
+
+
+def load_pairs(pairs: list[Pair], storage: Storage, memory_limit_gb: float, on_error) -> list[Loaded]:
+    """Each pair's images, read through `storage` and checked before any work. A pair that cannot
+    be loaded goes to on_error(pair, error), which records it or raises."""
+    loaded = []
+    for pair in pairs:
+        clock = time.perf_counter()
+        try:
+            job = _load_job(pair, storage, memory_limit_gb)
+        except Exception as error:  # noqa: BLE001 - on_error sorts it
+            on_error(pair, error)
+            continue
+        loaded.append(Loaded(pair, job, time.perf_counter() - clock))
+    return loaded
+
+
+def _load_job(pair: Pair, storage: Storage, memory_limit_gb: float) -> Job:
+    """The photo at `size`, the paintings at their load side, the checkpoint beside the output;
+    refused over the memory budget (before the paintings are read) or too thin for VGG."""
+    content = load_image(pair.content, storage, max_side=pair.params.size)
+    check_memory(pair, content.shape, memory_limit_gb)
+    style_side = style_load_side(pair.params.size, pair.params)
+    styles = [load_image(uri, storage, max_side=style_side) for uri in pair.styles]
+    check_sides((pair.content, content.shape), [(u, s.shape) for u, s in zip(pair.styles, styles)], pair.params)
+    return Job(content, styles, pair.params, checkpoint.path_for(pair.output))
+
+
+def stylize_and_save(
+    loaded: list[Loaded],
+    storage: Storage,
+    *,
+    weights: str | None,
+    memory_limit_gb: float,
+    output_format: str | None,
+    on_step,
+    on_error,
+) -> list[tuple[Pair, StylizeResult, float]]:
+    """Stylize loaded pairs, those of one batch_key together, and write each output through
+    `storage` with its photo's EXIF (camera, date, place), its checkpoint then dropped;
+    `output_format` png16 or tiff16 writes 16 bits per channel. Returns (pair, result, seconds
+    saving) per saved pair; a pair that fails goes to on_error(pair, error).
+    on_step(pair, scale_index, side, progress, image) follows every optimiser step."""
+    batches: dict[tuple, list[Loaded]] = {}
+    for item in loaded:
+        batches.setdefault(batch_key(item.job.content.shape, item.job.params), []).append(item)
+    saved = []
+    for batch in batches.values():
+        outcomes = _stylize_jobs([item.job for item in batch], weights, _batch_steps(batch, on_step), memory_limit_gb)
+        for item, outcome in zip(batch, outcomes):
+            clock = time.perf_counter()
+            try:
+                if isinstance(outcome, Exception):
+                    raise outcome
+                exif = read_exif(item.pair.content, storage)
+                save_image(outcome.image, item.pair.output, storage, encoding=output_format, exif=exif)
+                checkpoint.remove(item.pair.output)
+            except Exception as error:  # noqa: BLE001 - on_error sorts it
+                on_error(item.pair, error)
+                continue
+            saved.append((item.pair, outcome, time.perf_counter() - clock))
+    return saved
+
+
+def _batch_steps(batch: list[Loaded], on_step):
+    """stylize_batch's callback (the job's index in the batch first) as on_step(pair, ...)."""
+    return lambda job_index, *step: on_step(batch[job_index].pair, *step)
 
 
 def stylize_pairs(
@@ -268,8 +347,6 @@ def stylize_pairs(
     its pair only (a `failed` row, no exception); transient errors propagate so the caller
     can retry the batch. The rows are written together at the end, so a batch is recorded
     whole or not at all. Seconds are each pair's own (load, save) plus its share of the batch.
-    Outputs keep their photo's EXIF (nst_core.image_io.read_exif); `output_format` png16 or tiff16
-    writes 16 bits per channel.
     """
     started_at = datetime.now(timezone.utc)
     common = {
@@ -280,47 +357,25 @@ def stylize_pairs(
     }
     rows = {pair.pair_id: {**base_row(pair, run_id), **common} for pair in pairs}
     _raise_if_stopped()
-    loaded: dict[tuple, list[tuple[Pair, Job]]] = {}
-    for pair in pairs:
-        clock = time.perf_counter()
-        try:
-            content = load_image(pair.content, storage, max_side=pair.params.size)
-            check_memory(pair, content.shape, memory_limit_gb or default_memory_limit_gb())
-            styles = [
-                load_image(uri, storage, max_side=style_load_side(pair.params.size, pair.params)) for uri in pair.styles
-            ]
-            check_sides((pair.content, content.shape), [(u, s.shape) for u, s in zip(pair.styles, styles)], pair.params)
-        except Exception as error:  # noqa: BLE001 - sorted into retry or record
-            _fail_or_raise(rows[pair.pair_id], error, pair)
-            continue
-        rows[pair.pair_id]["load_seconds"] = time.perf_counter() - clock
-        job = Job(content, styles, pair.params, checkpoint.path_for(pair.output))
-        loaded.setdefault(batch_key(content.shape, pair.params), []).append((pair, job))
-    for batch in loaded.values():
-        outcomes = _stylize_jobs(
-            [job for _, job in batch],
-            weights,
-            _on_step(run_id, [p.pair_id for p, _ in batch]),
-            (memory_limit_gb or default_memory_limit_gb()) * 2**30,
-        )
-        for (pair, _), outcome in zip(batch, outcomes):
-            row = rows[pair.pair_id]
-            clock = time.perf_counter()
-            try:
-                if isinstance(outcome, Exception):
-                    raise outcome
-                save_image(
-                    outcome.image,
-                    pair.output,
-                    storage,
-                    encoding=output_format,
-                    exif=read_exif(pair.content, storage),
-                )  # camera, date, place stay
-                checkpoint.remove(pair.output)
-            except Exception as error:  # noqa: BLE001 - sorted into retry or record
-                _fail_or_raise(row, error, pair)
-                continue
-            row.update(status="succeeded", **outcome.to_row(), save_seconds=time.perf_counter() - clock)
+    limit = memory_limit_gb or default_memory_limit_gb()
+
+    def record(pair: Pair, error: Exception) -> None:
+        _fail_or_raise(rows[pair.pair_id], error, pair)
+
+    loaded = load_pairs(pairs, storage, limit, record)
+    for item in loaded:
+        rows[item.pair.pair_id]["load_seconds"] = item.seconds
+    saved = stylize_and_save(
+        loaded,
+        storage,
+        weights=weights,
+        memory_limit_gb=limit,
+        output_format=output_format,
+        on_step=_on_step(run_id),
+        on_error=record,
+    )
+    for pair, result, seconds in saved:
+        rows[pair.pair_id].update(status="succeeded", **result.to_row(), save_seconds=seconds)
     finished_at = datetime.now(timezone.utc)
     for row in rows.values():
         parts = ("load_seconds", "targets_seconds", "optimize_seconds", "save_seconds")
