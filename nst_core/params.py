@@ -2,8 +2,9 @@
 
 Each field is one `param(...)` line: its default, why that default (the help text of its CLI flag),
 and whether it changes the compiled graph. The compile key, the hash that names outputs, validation,
-the CLI flags, the manifest columns and the results table's columns are all derived from these
-fields (`StyleParams.specs()`), so adding a parameter is adding one line here. The figures behind
+the CLI flags, the manifest columns, their table in manifests/README.md and the results table's
+columns are all derived from these fields (`StyleParams.specs()`), so adding a parameter is adding
+one line here. The figures behind
 the defaults are in docs/defaults.md and come from `benchmarks/`.
 """
 
@@ -16,6 +17,8 @@ import json
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional, get_args, get_origin, get_type_hints
+
+from nst_core import markdown
 
 Method = Literal["optimize", "fast"]
 Optimizer = Literal["lbfgs", "adam"]
@@ -180,7 +183,13 @@ def params_dataclass(cls: type) -> type:
 class StyleParams:
     """Everything that decides what a stylized image looks like (and nothing that does not)."""
 
-    size: int = param(512, "longest side of the output, in pixels", check=AT_LEAST_16, fast=True)
+    size: int = param(
+        512,
+        "longest side of the output, in pixels; the photo's and the painting's shorter sides must reach 16 px "
+        "at it, or the pair fails saying so",
+        check=AT_LEAST_16,
+        fast=True,
+    )
     iterations: int = param(
         300,
         "optimiser steps at the output size: L-BFGS passes the tutorial's 500-step Adam loss by step ~200 (bench_core)",
@@ -188,7 +197,7 @@ class StyleParams:
     )
     method: Method = param(
         "optimize",
-        "Gatys' optimisation; fast: one pass of Ghiasi et al.'s network, previews ([fast] extra)",
+        "Gatys' optimisation; fast: one pass of Ghiasi et al.'s network, seconds an image, for previews ([fast] extra)",
         added_in="0.1.0+fast",
         neutral="optimize",
     )
@@ -200,8 +209,9 @@ class StyleParams:
     )
     init: Init = param(
         "content",
-        "the starting image: the photo keeps its layout; seeded noise came closer to the painting but "
-        "redrew the painting's own figures into the frame (docs/defaults.md)",
+        "the starting image (fast: the fast network's output; recolored: the photo in the painting's colours): "
+        "the photo keeps its layout; seeded noise came closer to the painting but redrew the painting's own "
+        "figures into the frame (docs/defaults.md)",
     )
     init_noise: float = param(
         0.0,
@@ -211,7 +221,10 @@ class StyleParams:
         neutral=0.0,
     )
     content_weight: float = param(
-        1.0, "losses are relative errors, so the ratio to style_weight is what matters", check=NON_NEGATIVE
+        1.0,
+        "weight of the content loss (0: the painting's texture alone); losses are relative errors, so the ratio "
+        "to style_weight is what matters",
+        check=NON_NEGATIVE,
     )
     coarse_content_weight: float = param(
         8.0,
@@ -247,7 +260,9 @@ class StyleParams:
         check=NON_NEGATIVE,
     )
     tv_weight: float = param(
-        1.0, "30-35% less pixel speckle (TV), content and style losses within 1% (bench_defaults)", check=NON_NEGATIVE
+        1.0,
+        "total-variation smoothing: 30-35% less pixel speckle, content and style losses within 1% (bench_defaults)",
+        check=NON_NEGATIVE,
     )
     content_layers: tuple[str, ...] = param(
         ("block3_conv2", "block4_conv2"),
@@ -270,10 +285,13 @@ class StyleParams:
     style_stat: StyleStat = param(
         "w2",
         "the style statistic: w2 (crowsonkb's: mean and covariance) came closer to the painting than Gatys' "
-        "Gram matrices, in less time (bench_quality); the others follow Li et al. 2017",
+        "Gram matrices, in less time (bench_quality); swd: sliced Wasserstein; mmd-poly, mmd-gauss and bn follow Li "
+        "et al. 2017",
         graph=True,
     )
-    style_blend: Optional[tuple[float, ...]] = param(None, "weights of several style images; none: equal")
+    style_blend: Optional[tuple[float, ...]] = param(
+        None, "weights of several style images (joined with ` + ` in a manifest's style cell); none: equal"
+    )
     style_scale: float = param(1.0, "style image size relative to the output size", check=POSITIVE)
     style_fit: StyleFit = param(
         "short",
@@ -283,7 +301,9 @@ class StyleParams:
         added_in="0.1.0+style-fit",
         neutral="long",
     )
-    preserve_colors: PreserveColors = param("none", "keep the content's colours (luminance or histogram)", fast=True)
+    preserve_colors: PreserveColors = param(
+        "none", "keep the content's colours (luminance or histogram matching), both methods", fast=True
+    )
     style_strength: float = param(
         1.0,
         "both methods: the finished picture's pixels blended with the photo's, 1 = all result, 0 = the photo "
@@ -323,7 +343,7 @@ class StyleParams:
     arch: Arch = param(
         "auto", "VGG19 (Gatys) with ImageNet weights; a weights file says which VGG it holds", graph=True
     )
-    pooling: Pooling = param("max", "Keras' VGG; avg is Gatys' choice", graph=True)
+    pooling: Pooling = param("max", "VGG's pooling, max as in Keras; avg is Gatys' choice", graph=True)
     seed: int = param(0, "noise init and random features are seeded: same seed, same image on CPU")
 
     def __post_init__(self) -> None:
@@ -426,6 +446,43 @@ class StyleParams:
         """
         hint = get_type_hints(cls)[name]
         return _parse_as(hint, text.strip(), name)
+
+
+def parameter_table() -> str:
+    """The parameters as a Markdown table (manifests/README.md): name, what a cell holds, default, help."""
+    return markdown.table(
+        ("parameter", "type", "default", "meaning"),
+        (
+            (f"`{s.name}`", _kind(s), "(empty)" if s.default in (None, ()) else f"`{as_text(s.default)}`", s.help)
+            for s in StyleParams.specs()
+        ),
+    )
+
+
+_KINDS = {int: "integer", float: "number", str: "name"}
+
+
+def _kind(spec: ParamSpec) -> str:
+    """What a cell may hold, in words: "integer >= 16", "`max` or `avg`", "list of numbers or empty"."""
+    optional = type(None) in get_args(spec.hint)
+    hint = get_args(spec.hint)[0] if optional else spec.hint
+    if spec.choices:
+        kind = ", ".join(f"`{choice}`" for choice in spec.choices[:-1]) + f" or `{spec.choices[-1]}`"
+    elif get_origin(hint) is tuple:
+        kind = f"list of {_KINDS[get_args(hint)[0]]}s"
+    else:
+        kind = _KINDS[hint]
+    if spec.check is not None:
+        kind += " " + _range(spec.check.schema)
+    return kind + (" or empty" if optional else "")
+
+
+def _range(schema: dict) -> str:
+    """A Check's JSON Schema range in words: ">= 16", "> 0", "in [0, 1)"."""
+    high = schema.get("maximum", schema.get("exclusiveMaximum"))
+    if high is not None:
+        return f"in [{schema['minimum']}, {high}{']' if 'maximum' in schema else ')'}"
+    return f">= {schema['minimum']}" if "minimum" in schema else f"> {schema['exclusiveMinimum']}"
 
 
 def style_weight_at_strength(strength: float) -> float:

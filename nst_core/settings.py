@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+from nst_core import markdown
+
 
 def _flag(text: str) -> bool:
     return text == "1"
@@ -117,11 +119,13 @@ def _read(values: tuple) -> Settings:
 
 def settings_table() -> str:
     """The settings as a Markdown table: variable, default, what it does."""
-    rows = ["| variable | default | what it does |", "|---|---|---|"]
-    for f in dataclasses.fields(Settings):
-        default = "unset" if f.default is None else f"`{f.default}`"
-        rows.append(f"| `{f.metadata['variable']}` | {default} | {f.metadata['help']} |")
-    return "\n".join(rows)
+    return markdown.table(
+        ("variable", "default", "what it does"),
+        (
+            (f"`{f.metadata['variable']}`", "unset" if f.default is None else f"`{f.default}`", f.metadata["help"])
+            for f in dataclasses.fields(Settings)
+        ),
+    )
 
 
 def variable(name: str) -> str:

@@ -16,7 +16,9 @@ def test_settings_follow_the_environment(monkeypatch, tmp_path):
 def test_every_setting_is_in_the_documented_table():
     from conftest import REPO
 
-    assert settings_table() in (REPO / "docs" / "running.md").read_text()
+    assert settings_table() in (REPO / "docs" / "running.md").read_text(), (
+        "docs/running.md's settings table is out of date: `python -m nst_core.markdown` rewrites it"
+    )
 
 
 def test_the_default_spool_is_in_the_users_cache_not_a_folder_named_tilde(monkeypatch, tmp_path):
