@@ -64,9 +64,6 @@ class Storage:
         fs, path = self.fs(uri)
         return path if isinstance(fs, LocalFileSystem) else None
 
-    def join(self, root: str, name: str) -> str:
-        return join_uri(root, name)
-
     def open(self, uri: str, mode: str = "rb"):
         return fsspec.open(uri, mode, **(self.options or {}))
 
