@@ -1,14 +1,14 @@
 """`nst run` on the example manifest under TensorFlow and under JAX (TensorFlow blocked), end to end.
 
-Issue 18's CPU target: JAX no more than 1.5x TensorFlow's wall time. Each round runs, one after
+The CPU target: JAX no more than 1.5x TensorFlow's wall time. Each repeat runs, one after
 another, into fresh output folders:
 - TensorFlow;
 - JAX with an empty compilation cache (NST_JAX_CACHE in a new folder): a first run on a machine;
 - JAX again on the cache that run filled: a rerun, as a nightly run is.
 It prints each run's wall seconds, the load average after it (other work on the cores skews a
-round) and the ratios to the round's TensorFlow run.
+repeat) and the ratios to the repeat's TensorFlow run.
 
-Usage: python benchmarks/bench_backends.py [--rounds 3] [--manifest manifests/example.csv]
+Usage: python benchmarks/bench_backends.py [--repeats 3] [--manifest manifests/example.csv]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def timed_run(manifest: str, out: Path, **env) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--manifest", default="manifests/example.csv")
     args = parser.parse_args()
     jax = {
@@ -50,9 +50,9 @@ def main() -> None:
         "NST_BLOCK_TENSORFLOW": "1",
         "PYTHONPATH": os.pathsep.join(filter(None, [BLOCK_TENSORFLOW, os.environ.get("PYTHONPATH")])),
     }
-    print("| round | TensorFlow | JAX, empty cache | JAX, warm cache |\n|---|---|---|---|", flush=True)
+    print("| repeat | TensorFlow | JAX, empty cache | JAX, warm cache |\n|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
-        for index in range(1, args.rounds + 1):
+        for index in range(1, args.repeats + 1):
             folder, cache = Path(scratch) / str(index), Path(scratch) / f"cache{index}"
             cells = []
             for name, env in (

@@ -52,7 +52,7 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 HELD_OUT = ("camera", "grace_hopper", "china", "motorcycle")
 HELD_OUT_FOLDER = REPO / "benchmarks" / "photos"
 PAINTINGS = ("starry_night", "the_scream", "shipwreck")
-# The defaults before issue 13, pinned, so the baseline stays "before" whatever params.py says now.
+# The first defaults (0.1.0), pinned, so the baseline stays "before" whatever params.py says now.
 BASELINE = (
     "before:style_stat=gram;style_weight=10;tv_weight=1;iterations=300;init=content;pooling=max;"
     "style_layer_weights=none;scales=;min_scale=0;coarse_iterations=200;style_fit=long"

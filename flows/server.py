@@ -1,7 +1,7 @@
 """The temporary Prefect server of a `nst run` that has no PREFECT_API_URL, started here rather
 than lazily by Prefect, so that it cannot outlive or undercut the run.
 
-- Its own session: a terminal's Ctrl-C signals the whole foreground process group; had it
+- Its own session: Ctrl-C in a terminal signals every process the command started; had it
   reached the server, the run would spend minutes retrying a dead API before it could stop.
   Here only the run gets it, stops cleanly, then stops the server.
 - It dies with the run: a parent-death signal (Linux `prctl(PR_SET_PDEATHSIG)`), so a

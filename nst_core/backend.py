@@ -88,7 +88,7 @@ def compile_under_jax(fn: Callable, variables=()) -> Callable:
 
 
 def building_loaded_model():
-    """Around building a model whose weights are replaced from a file at once: under JAX, Keras'
+    """For building a model whose weights are replaced from a file at once: under JAX, Keras'
     random initial weights compile a random generator for each kernel shape (VGG's eight took 9 s
     of a 2-core CPU), which the older, unpartitionable threefry compiles in a third of the time.
     Nothing under TensorFlow, whose random operations need no compiling."""

@@ -7,8 +7,8 @@ cell and where the picture is written. Layout, left to right and top to bottom:
     [     ] [      ] [col head ] [col head ] ...   (only with col_headers)
     [label] [ head ] [  cell   ] [  cell   ] ...   (head only with row_headers)
 
-Every slot is `cell` pixels square with `padding` between slots and around the
-edge; the row-label band is `label_width` wide and the column-label band holds
+Every slot is `cell` pixels square with `padding` between slots and at the
+edges; the row-label band is `label_width` wide and the column-label band holds
 LABEL_LINES lines of text (see `grid_size`).
 """
 
@@ -38,7 +38,7 @@ class GridOptions:
     """How a grid looks; the defaults read well on screen and in a report."""
 
     cell: int = 256  # longest side of every thumbnail (cells are square, thumbnails letterboxed)
-    padding: int = 8  # pixels between cells and around the edge
+    padding: int = 8  # pixels between cells and at the edges
     font_size: int = 16  # label text height in pixels
     background: tuple[int, int, int] = (255, 255, 255)  # also the letterbox colour
     label_width: int | None = None  # row-label band; None: half a cell, at least 96 px
