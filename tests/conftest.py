@@ -10,6 +10,7 @@ import http.client
 import http.server
 import json
 import os
+import shutil
 import struct
 import sys
 import threading
@@ -198,6 +199,21 @@ def s3_iam_enforced(s3):
         yield {"endpoint_url": endpoint, "key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
     finally:
         requests.post(f"{endpoint}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
+
+
+@pytest.fixture
+def samples(tmp_path):
+    """Copies sample images (photos and paintings alike, by name) into the test's tmp_path, which it
+    returns: samples("photos", "chelsea", "coffee") gives photos/chelsea.jpg and photos/coffee.jpg;
+    "" is tmp_path itself; name="file" copies under another name: samples("", the_scream="scream.jpg")."""
+
+    def copy(folder: str, *names: str, **renamed: str) -> Path:
+        (tmp_path / folder).mkdir(exist_ok=True)
+        for name, file in {**{name: f"{name}.jpg" for name in names}, **renamed}.items():
+            shutil.copy(next(SAMPLES.glob(f"*/{name}.jpg")), tmp_path / folder / file)
+        return tmp_path
+
+    return copy
 
 
 @pytest.fixture

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pandas as pd
 import pytest
 
-from conftest import SAMPLES
 from flows.manifest import Pair
 from flows.pairs import plan_batches
 from flows.pipeline import PairsFailedError, run_manifest
@@ -56,12 +53,8 @@ def test_batches_stay_within_the_memory_limit():
 
 
 @pytest.fixture
-def two_photos(tmp_path):
-    for name in ("chelsea", "astronaut"):
-        shutil.copy(SAMPLES / "content" / f"{name}.jpg", tmp_path / f"{name}.jpg")
-    for name in ("starry_night", "the_scream", "shipwreck"):
-        shutil.copy(SAMPLES / "styles" / f"{name}.jpg", tmp_path / f"{name}.jpg")
-    return tmp_path
+def two_photos(samples):
+    return samples("", "chelsea", "astronaut", "starry_night", "the_scream", "shipwreck")
 
 
 def test_the_flow_batches_pairs_and_records_each(prefect_api, two_photos, weights_path):

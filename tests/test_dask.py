@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pytest
 
-from conftest import SAMPLES, nst, tiny_run
+from conftest import nst, tiny_run
 from flows.dask_runner import worker_env
 from flows.pipeline import run_manifest
 from flows.results import read_results
@@ -17,16 +16,12 @@ from nst_core.storage import LOCAL
 
 
 @pytest.fixture
-def collection(tmp_path):
+def collection(samples):
     """2 photos x 2 styles = 4 pairs."""
-    (tmp_path / "photos").mkdir()
-    (tmp_path / "styles").mkdir()
-    for name in ("chelsea", "coffee"):
-        shutil.copy(SAMPLES / "content" / f"{name}.jpg", tmp_path / "photos" / f"{name}.jpg")
-    for name in ("the_scream", "shipwreck"):
-        shutil.copy(SAMPLES / "styles" / f"{name}.jpg", tmp_path / "styles" / f"{name}.jpg")
-    (tmp_path / "m.csv").write_text("content,style\nphotos,styles\n")
-    return tmp_path
+    samples("photos", "chelsea", "coffee")
+    root = samples("styles", "the_scream", "shipwreck")
+    (root / "m.csv").write_text("content,style\nphotos,styles\n")
+    return root
 
 
 def test_two_dask_workers_share_the_pairs_and_the_table_is_complete(collection, weights_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -34,14 +33,12 @@ def _sample(kind: str, name: str, side: int = SIZE) -> np.ndarray:
 
 
 @pytest.fixture
-def photos(tmp_path):
+def photos(samples):
     """Two photos and two styles as real files, and a manifest crossing them with method=fast."""
-    for kind, names in (("content", ("chelsea", "rocket")), ("styles", ("starry_night", "the_scream"))):
-        (tmp_path / kind).mkdir()
-        for name in names:
-            shutil.copy(SAMPLES / kind / f"{name}.jpg", tmp_path / kind / f"{name}.jpg")
-    (tmp_path / "m.csv").write_text("content,style,method\ncontent,styles,fast\n")
-    return tmp_path
+    samples("content", "chelsea", "rocket")
+    root = samples("styles", "starry_night", "the_scream")
+    (root / "m.csv").write_text("content,style,method\ncontent,styles,fast\n")
+    return root
 
 
 def test_method_fast_runs_through_the_flow_and_records_fast(prefect_api, photos, weights_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import struct
 import time
 import zlib
@@ -430,7 +429,7 @@ def test_s3_save_and_load_roundtrip(s3):
 # ---- photo libraries: HEIC, colour profiles, EXIF, 16-bit outputs ------------------------------
 
 
-def test_heic_photos_read_and_folders_list_them(tmp_path):
+def test_heic_photos_read_and_folders_list_them(tmp_path, samples):
     import pillow_heif
 
     from flows.manifest import expand_manifest
@@ -440,7 +439,7 @@ def test_heic_photos_read_and_folders_list_them(tmp_path):
     pillow_heif.from_pillow(picture).save(str(tmp_path / "photos" / "iphone.heic"), quality=95)
     loaded = load_image(str(tmp_path / "photos" / "iphone.heic"), LOCAL)
     assert loaded.shape == (48, 64, 3) and np.abs(loaded - np.asarray(picture) / 255.0).mean() < 0.03
-    shutil.copy(SAMPLES / "styles" / "the_scream.jpg", tmp_path / "scream.jpg")
+    samples("", the_scream="scream.jpg")
     (tmp_path / "m.csv").write_text("content,style\nphotos,scream.jpg\n")
     pairs, _ = expand_manifest(str(tmp_path / "m.csv"), str(tmp_path / "out"), storage=LOCAL)
     assert [os.path.basename(p.content) for p in pairs] == ["iphone.heic"]  # a folder of iPhone photos

@@ -7,7 +7,6 @@ between runs, a real S3 endpoint (moto) for ETags.
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
@@ -28,12 +27,10 @@ def _mtimes(out) -> dict:
     return {p.name.split("--")[0]: p.stat().st_mtime_ns for p in out.glob("*.png")}
 
 
-def test_only_new_and_changed_photos_are_redone(prefect_api, tmp_path, weights_path):
+def test_only_new_and_changed_photos_are_redone(prefect_api, tmp_path, samples, weights_path):
     photos, out = tmp_path / "photos", tmp_path / "out"
-    photos.mkdir()
-    for name in ("chelsea", "coffee", "rocket"):
-        shutil.copy(SAMPLES / "content" / f"{name}.jpg", photos / f"{name}.jpg")
-    shutil.copy(SAMPLES / "styles" / "the_scream.jpg", tmp_path / "scream.jpg")
+    samples("photos", "chelsea", "coffee", "rocket")
+    samples("", the_scream="scream.jpg")
     manifest = tmp_path / "m.csv"
     manifest.write_text("content,style\nphotos,scream.jpg\n")
 
@@ -42,10 +39,10 @@ def test_only_new_and_changed_photos_are_redone(prefect_api, tmp_path, weights_p
 
     assert _counts(run()) == (3, 0, 0, 3, 0, 0)
     before = _mtimes(out)
-    shutil.copy(SAMPLES / "content" / "astronaut.jpg", photos / "chelsea.jpg")  # replaced under the same name
+    samples("photos", astronaut="chelsea.jpg")  # replaced under the same name
     stat = os.stat(photos / "coffee.jpg")
     os.utime(photos / "coffee.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched
-    shutil.copy(SAMPLES / "content" / "astronaut.jpg", photos / "astronaut.jpg")  # added
+    samples("photos", "astronaut")  # added
     assert _counts(run()) == (1, 2, 1, 3, 1, 0)
     after = _mtimes(out)
     assert after["rocket"] == before["rocket"]  # unchanged: not redone
@@ -58,16 +55,17 @@ def test_only_new_and_changed_photos_are_redone(prefect_api, tmp_path, weights_p
     assert table.style_fingerprint.notna().all() and table.worker.str.match(r".+:\d+$").any()
     assert _counts(run()) == (0, 0, 4, 0, 4, 0)  # nothing changed: nothing redone
 
-    shutil.copy(SAMPLES / "styles" / "shipwreck.jpg", tmp_path / "scream.jpg")  # the painting replaced
+    samples("", shipwreck="scream.jpg")  # the painting replaced
     assert _counts(run()) == (0, 4, 0, 4, 0, 0)
 
 
-def test_since_last_leaves_unchanged_failures_alone_until_the_file_changes(prefect_api, tmp_path, weights_path, capsys):
+def test_since_last_leaves_unchanged_failures_alone_until_the_file_changes(
+    prefect_api, tmp_path, samples, weights_path, capsys
+):
     photos, out = tmp_path / "photos", tmp_path / "out"
-    photos.mkdir()
-    shutil.copy(SAMPLES / "content" / "coffee.jpg", photos / "coffee.jpg")
+    samples("photos", "coffee")
     (photos / "broken.jpg").write_bytes((SAMPLES / "content" / "chelsea.jpg").read_bytes()[:300])
-    shutil.copy(SAMPLES / "styles" / "the_scream.jpg", tmp_path / "scream.jpg")
+    samples("", the_scream="scream.jpg")
     manifest = tmp_path / "m.csv"
     manifest.write_text("content,style\nphotos,scream.jpg\n")
 
@@ -81,7 +79,7 @@ def test_since_last_leaves_unchanged_failures_alone_until_the_file_changes(prefe
     with pytest.raises(PairsFailedError):  # the default run retries it
         run()
 
-    shutil.copy(SAMPLES / "content" / "rocket.jpg", photos / "broken.jpg")  # fixed under the same name
+    samples("photos", rocket="broken.jpg")  # fixed under the same name
     assert (
         main(
             [
@@ -129,9 +127,10 @@ def test_s3_fingerprints_are_etags_from_the_listing(prefect_api, s3, weights_pat
     assert table.style_fingerprint.str.startswith("etag:").all()
 
 
-def test_pairs_made_with_earlier_defaults_are_kept_until_forced(prefect_api, tmp_path, weights_path, monkeypatch):
-    shutil.copy(SAMPLES / "content" / "rocket.jpg", tmp_path / "rocket.jpg")
-    shutil.copy(SAMPLES / "styles" / "the_scream.jpg", tmp_path / "scream.jpg")
+def test_pairs_made_with_earlier_defaults_are_kept_until_forced(
+    prefect_api, tmp_path, samples, weights_path, monkeypatch
+):
+    samples("", "rocket", the_scream="scream.jpg")
     manifest = tmp_path / "m.csv"
     manifest.write_text("content,style,tv_weight\nrocket.jpg,scream.jpg,2\n")  # what tv_weight's default was
     out = tmp_path / "out"

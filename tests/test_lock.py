@@ -147,11 +147,9 @@ def test_nst_run_refuses_a_store_ignoring_conditional_creates_before_starting_pr
     assert "does not honour conditional creates" in lines[0] and f"{UNSAFE_ENV}=1" in lines[0]
 
 
-def test_two_runs_at_once_on_one_output_root(prefect_api, tmp_path, weights_path):
+def test_two_runs_at_once_on_one_output_root(prefect_api, tmp_path, samples, weights_path):
     """Started together: one runs, the other refuses with a clear message; the table is whole."""
-    (tmp_path / "photos").mkdir()
-    for name in ("chelsea", "coffee"):
-        (tmp_path / "photos" / f"{name}.jpg").write_bytes((SAMPLES / "content" / f"{name}.jpg").read_bytes())
+    samples("photos", "chelsea", "coffee")
     (tmp_path / "m.csv").write_text(f"content,style\nphotos,{SAMPLES / 'styles' / 'shipwreck.jpg'}\n")
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "NST_WEIGHTS": weights_path}
     command = nst(

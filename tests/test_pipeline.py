@@ -34,17 +34,10 @@ FAST = {"size": 32, **STEPS}
 
 
 @pytest.fixture
-def photo_dir(tmp_path):
+def photo_dir(samples):
     """Three content photos and two styles as real files, one with spaces in its name."""
-    content = tmp_path / "photos"
-    styles = tmp_path / "styles"
-    content.mkdir()
-    styles.mkdir()
-    for name in ("chelsea", "coffee", "rocket"):
-        shutil.copy(SAMPLES / "content" / f"{name}.jpg", content / f"{name}.jpg")
-    shutil.copy(SAMPLES / "styles" / "starry_night.jpg", styles / "starry night.jpg")
-    shutil.copy(SAMPLES / "styles" / "the_scream.jpg", styles / "scream.jpg")
-    return tmp_path
+    samples("photos", "chelsea", "coffee", "rocket")
+    return samples("styles", starry_night="starry night.jpg", the_scream="scream.jpg")
 
 
 def _write_manifest(path: Path, rows: list[str]) -> str:
@@ -772,10 +765,9 @@ def test_one_pairs_file_system_error_fails_that_pair_alone_in_its_batch(prefect_
     assert (table.attempts == 1).all() and not table.transient.fillna(False).any()  # failed at once, not retried
 
 
-def test_images_too_thin_for_vgg_fail_alone_and_the_minimum_side_works(prefect_api, photo_dir, weights_path):
+def test_images_too_thin_for_vgg_fail_alone_and_the_minimum_side_works(prefect_api, photo_dir, samples, weights_path):
     Image.new("RGB", (4000, 10), "red").save(photo_dir / "photos" / "thin.png")
-    shutil.copy(SAMPLES / "content" / "astronaut.jpg", photo_dir / "photos" / "astronaut.jpg")  # square
-    shutil.copy(photo_dir / "photos" / "chelsea.jpg", photo_dir / "photos" / "cat.jpg")
+    samples("photos", "astronaut", chelsea="cat.jpg")  # astronaut is square
     Image.open(SAMPLES / "styles" / "starry_night.jpg").crop((0, 0, 160, 160)).save(photo_dir / "styles" / "square.png")
     manifest = photo_dir / "m.csv"
     manifest.write_text(

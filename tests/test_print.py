@@ -1,4 +1,4 @@
-"""Print sizes (issue 16): tiled loss and gradient, seams, the memory plan, checkpoints.
+"""Print sizes: tiled loss and gradient, seams, the memory plan, checkpoints.
 
 Small images stand in for print sizes: tiles are forced (NST_TILE) where memory would ask for
 them, so each test takes seconds to a minute on a CPU.
@@ -175,14 +175,12 @@ def _results(out: Path):
     return read_results(str(out / "results"), storage=LOCAL)
 
 
-def test_a_sigkilled_long_pair_resumes_and_other_pairs_are_not_redone(prefect_api, tmp_path, weights_path):
+def test_a_sigkilled_long_pair_resumes_and_other_pairs_are_not_redone(prefect_api, tmp_path, samples, weights_path):
     """SIGKILL of a real `nst run` once the second pair has saved a checkpoint (the first pair
     finished), then a rerun: the second resumes from the saved step and finishes; the first is
     skipped; the checkpoint is gone."""
-    for name in ("chelsea", "coffee"):
-        (tmp_path / "photos").mkdir(exist_ok=True)
-        (tmp_path / "photos" / f"{name}.jpg").write_bytes((SAMPLES / "content" / f"{name}.jpg").read_bytes())
-    (tmp_path / "style.jpg").write_bytes((SAMPLES / "styles" / "starry_night.jpg").read_bytes())
+    samples("photos", "chelsea", "coffee")
+    samples("", starry_night="style.jpg")
     manifest = tmp_path / "m.csv"
     manifest.write_text("content,style\nphotos/chelsea.jpg,style.jpg\nphotos/coffee.jpg,style.jpg\n")
     out = tmp_path / "out"

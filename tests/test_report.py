@@ -24,7 +24,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import REPO, SAMPLES, artifacts, nst
+from conftest import REPO, artifacts, nst
 from flows.grids import build_grid, grid_from_results, select_pairs
 from flows.manifest import expand_manifest
 from flows.pairs import base_row
@@ -40,14 +40,9 @@ BROKEN = "coffee.jpg: truncated or corrupt image data <i>x</i>"  # markup in a r
 
 
 @pytest.fixture
-def photos(tmp_path):
-    (tmp_path / "photos").mkdir()
-    (tmp_path / "styles").mkdir()
-    for name in ("chelsea", "coffee", "rocket"):
-        shutil.copy(SAMPLES / "content" / f"{name}.jpg", tmp_path / "photos" / f"{name}.jpg")
-    for name in ("starry_night", "the_scream"):
-        shutil.copy(SAMPLES / "styles" / f"{name}.jpg", tmp_path / "styles" / f"{name}.jpg")
-    return tmp_path
+def photos(samples):
+    samples("photos", "chelsea", "coffee", "rocket")
+    return samples("styles", "starry_night", "the_scream")
 
 
 def _pairs(root: Path, manifest: str):

@@ -7,7 +7,6 @@ one, once, with its own PREFECT_HOME and SQLite database.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 import requests
 import yaml
 
-from conftest import REPO, SAMPLES, nst, tiny_run
+from conftest import REPO, nst, tiny_run
 from flows.results import read_results
 from flows.server import free_port
 from nst_core.storage import LOCAL
@@ -102,15 +101,13 @@ def _assert_one_run_at_a_time(deployment) -> None:
     assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
 
 
-def test_serve_registers_a_cron_deployment_whose_runs_stylize(prefect_server, tmp_path, weights_path):
+def test_serve_registers_a_cron_deployment_whose_runs_stylize(prefect_server, tmp_path, samples, weights_path):
     from prefect.client.schemas.filters import FlowRunFilter
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    (tmp_path / "photos").mkdir()
-    for name in ("chelsea", "coffee"):
-        shutil.copy(SAMPLES / "content" / f"{name}.jpg", tmp_path / "photos" / f"{name}.jpg")
-    shutil.copy(SAMPLES / "styles" / "the_scream.jpg", tmp_path / "scream.jpg")
+    samples("photos", "chelsea", "coffee")
+    samples("", the_scream="scream.jpg")
     (tmp_path / "m.csv").write_text("content,style\nphotos,scream.jpg\n")
     out = tmp_path / "out"
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
