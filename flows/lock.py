@@ -106,7 +106,7 @@ def _exclusive(fs, results_uri: str, path: str, local: bool) -> bool:
 
 def _take(fs, path: str, holder: dict, exclusive: bool, local: bool) -> bool:
     """Create the lock if none exists; False if one does. On a store that ignores the condition:
-    look, write, read back (a run that wrote at the same moment wins; one round trip of risk)."""
+    look, write, read back (a run that wrote at the same moment wins; one request and its reply of risk)."""
     if exclusive:
         return _create(fs, path, holder, local)
     if _read(fs, path):

@@ -161,7 +161,7 @@ def resized_picture(picture: Image.Image, longest_side: int) -> Image.Image:
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """A float image in [0, 1] as 8-bit samples, rounded; NaN as 0."""
+    """A float image in [0, 1] as 8-bit samples, to the nearest; NaN as 0."""
     return (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -251,7 +251,7 @@ def encode_image(
 
 
 # Pillow holds RGB at 8 bits per channel only, so 16-bit outputs are written here: both formats are
-# a header around the raw big-endian samples.
+# a header before the raw big-endian samples.
 def _png16(pixels: np.ndarray, exif: bytes | None) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

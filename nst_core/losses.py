@@ -125,7 +125,7 @@ def _w2_squared(moments, target, root):
     |m_x - m_y|^2 + tr(S_x) + tr(S_y) - 2 tr((S_y^1/2 S_x S_y^1/2)^1/2)."""
     (mean_x, cov_x), (mean_y, cov_y) = _gaussian(moments), _gaussian(target)
     product = root @ cov_x @ root
-    eigenvalues, _ = ops.eigh((product + ops.transpose(product, (0, 2, 1))) / 2)  # symmetric up to rounding
+    eigenvalues, _ = ops.eigh((product + ops.transpose(product, (0, 2, 1))) / 2)  # symmetric up to float error
     cross = ops.sum(ops.sqrt(ops.maximum(eigenvalues, 0.0) + EPS), -1)
     trace = ops.trace(cov_x, axis1=1, axis2=2) + ops.trace(cov_y, axis1=1, axis2=2)
     return ops.sum((mean_x - mean_y) ** 2, -1) + trace - 2.0 * cross

@@ -353,7 +353,7 @@ def stylize_batch(
 ) -> list:
     """Stylize several jobs with equal batch_key()s as one batch; a StylizeResult or an exception per job.
 
-    Each job's result is the one stylize() gives it alone, to float rounding: a job that
+    Each job's result is the one stylize() gives it alone, to float error: a job that
     fails (a non-finite loss) fails alone. `callback(job_index, scale_index, side, progress,
     image)` after every step of every job still running. `memory_limit` (bytes, default
     nst_core.memory's) decides which scales run in tiles; a batch that cannot fit even in

@@ -1,7 +1,7 @@
 """Print sizes: the loss and its gradient over tiles, with the statistics of the whole image.
 
 A scale too large for one pass through VGG (nst_core.memory) is computed tile by tile, each
-tile read with a halo of context around its core. The terms are the Objective's own
+tile read with a halo of context on every side of its core. The terms are the Objective's own
 (nst_core.terms): each term that runs over tiles gives sums over feature positions (the
 content loss's squared errors, the style statistics' sums of x x^T and x), and its loss is a
 function of those sums, so per step:

@@ -45,7 +45,15 @@ def test_pair_ids_of_earlier_tables_are_pinned():
     # Each earlier set of defaults (EARLIER_DEFAULTS, newest first) is found by the ledger, not redone.
     # 0.2.0 (up to 300 steps at the output size), W2 at 300 from noise (the last of 0.1.0), from the photo,
     # Gram at 500 with the short fit, Gram at 100, then the first defaults:
-    earlier = ["b549f282e6", "7c10f0d07c", "b8e4e428a7", "d4eb9f638f", "2a9c70ba84", first(min_scale=512).hash(), "484c699a88"]
+    earlier = [
+        "b549f282e6",
+        "7c10f0d07c",
+        "b8e4e428a7",
+        "d4eb9f638f",
+        "2a9c70ba84",
+        first(min_scale=512).hash(),
+        "484c699a88",
+    ]
     assert [old.hash() for old in StyleParams().earlier()] == earlier
     assert StyleParams().hash() == "f36b0f4775"  # 0.3.0: 0.2.0 with at most 100 steps at the output size
     changed = {
