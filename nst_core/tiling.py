@@ -104,6 +104,7 @@ class TiledObjective:
         self.objective, self.terms = objective, objective.terms
         self.network_terms = [term for term in self.terms if term.tiled and term.layers]
         self.pixel_terms = [term for term in self.terms if not term.layers]
+        self.left_out = [term for term in self.terms if term not in self.network_terms + self.pixel_terms]
         self.layers = tuple(dict.fromkeys(name for term in self.network_terms for name in term.layers))
         self.stride = min_input_side(self.layers)
         self.tile = max(self.stride, tile // self.stride * self.stride)
@@ -113,7 +114,8 @@ class TiledObjective:
         self.history = PRINT_HISTORY
         self.update = backend.compile(lbfgs_update)
         self.network_grad = backend.value_and_grad(self._surrogate)
-        self.pixel_grad = backend.value_and_grad(self._pixel_total)
+        self.network_losses_and_grad = backend.value_and_grad(self._network_losses)
+        self.pixel_grad = backend.value_and_grad(self._pixel_losses)
 
     def tiles(self, height: int, width: int, move: bool = False) -> list[Tile]:
         """The grid, shifted by a random multiple of the stride when `move`."""
@@ -156,8 +158,7 @@ class TiledObjective:
             statistics = self._painting_statistics(style, job, contents[0].shape)
             return statistics, [style.context_of(statistic) for statistic in statistics]
 
-        left_out = [term for term in self.terms if not term.tiled]
-        return contents, term_args(self.terms, Measured(jobs, photo, painting), side, left_out)
+        return contents, term_args(self.terms, Measured(jobs, photo, painting), side, self.left_out)
 
     def _painting_statistics(self, style, job, output_shape) -> list:
         """The blended statistics of a job's style image(s), at their shapes for `output_shape`."""
@@ -181,40 +182,38 @@ class TiledObjective:
                 totals[index] = sums if totals[index] is None else [a + b for a, b in zip(totals[index], sums)]
         return totals
 
-    def _losses(self, images, loss_args, tiles):
-        """(totals, content, style, tv), each (B,), and the network terms' sums over the whole image."""
-        targets, weights, shares = loss_args
-        by_term = dict(zip(self.terms, targets))
-        network_targets = [by_term[term] for term in self.network_terms]
-        sums = self._sums(self.network_terms, images, network_targets, tiles)
-        shape = images.shape[1:3]
-        term_losses = []
-        for term, term_targets in zip(self.terms, targets):
-            if term in self.network_terms:
-                index = self.network_terms.index(term)
-                term_losses.append(term.from_sums(sums[index], term_targets, self._positions(term, shape)))
-            elif term in self.pixel_terms:
-                term_losses.append(term.loss({}, images, term_targets))
-            else:  # left out over tiles
-                term_losses.append(0 * weights[:, 0])
-        return combine(self.terms, term_losses, weights, shares), sums
+    def _of(self, terms, values) -> list:
+        """Of `values` (one per term of the objective, in its order), those of `terms`."""
+        by_term = dict(zip(self.terms, values))
+        return [by_term[term] for term in terms]
 
-    def _network_total(self, sums, targets, weights, shape):
-        """The network terms' weighted total from their whole-image sums (the gradient's first half)."""
-        total = 0.0
-        for term, term_sums, term_targets in zip(self.network_terms, sums, targets):
-            index = self.terms.index(term)
-            total = total + ops.sum(
-                weights[:, index] * term.from_sums(term_sums, term_targets, self._positions(term, shape))
-            )
-        return total, ()
+    def _network_losses(self, sums, targets, weights, shape):
+        """(the network terms' weighted total, each one's loss (B,)) from their whole-image sums: the
+        total's gradient with respect to the sums weighs every tile's."""
+        columns = self._of(self.network_terms, [weights[:, k] for k in range(len(self.terms))])
+        term_losses = [
+            term.from_sums(term_sums, term_targets, self._positions(term, shape))
+            for term, term_sums, term_targets in zip(self.network_terms, sums, self._of(self.network_terms, targets))
+        ]
+        return sum(ops.sum(w * loss) for w, loss in zip(columns, term_losses)), term_losses
 
-    def _pixel_total(self, images, targets, weights):
-        total = 0.0
-        for term, term_targets in zip(self.terms, targets):
-            if term in self.pixel_terms:
-                total = total + ops.sum(weights[:, self.terms.index(term)] * term.loss({}, images, term_targets))
-        return total, ()
+    def _pixel_losses(self, images, targets, weights):
+        """(the pixel terms' weighted total, each one's loss (B,)) on the whole image."""
+        columns = self._of(self.pixel_terms, [weights[:, k] for k in range(len(self.terms))])
+        term_losses = [
+            term.loss({}, images, term_targets)
+            for term, term_targets in zip(self.pixel_terms, self._of(self.pixel_terms, targets))
+        ]
+        return sum(ops.sum(w * loss) for w, loss in zip(columns, term_losses)), term_losses
+
+    def _combined(self, network_losses, pixel_losses, weights, shares):
+        """(totals, content, style, tv), each (B,), from the terms' losses; a term left out counts 0."""
+        by_term = dict(zip(self.network_terms + self.pixel_terms, network_losses + pixel_losses))
+        left_out = 0 * weights[:, 0]
+        return combine(self.terms, [by_term.get(term, left_out) for term in self.terms], weights, shares)
+
+    def _network_sums(self, images, targets, tiles) -> list:
+        return self._sums(self.network_terms, images, self._of(self.network_terms, targets), tiles)
 
     def _surrogate(self, tile_images, tile, sum_grads, targets, full_shape):
         """A tile's share of the network terms: its sums against d(total)/d(sums), whose gradient with
@@ -229,26 +228,28 @@ class TiledObjective:
 
     def value_and_grad(self, images, loss_args, move: bool = True):
         """(totals, (content, style, tv), gradient) of the whole `images`: each (B,), and (B, H, W, 3)."""
-        targets, weights, _ = loss_args
+        targets, weights, shares = loss_args
         full_shape = tuple(images.shape[1:3])
         tiles = self.tiles(*full_shape, move=move)
-        (totals, *parts), sums = self._losses(images, loss_args, tiles)
-        by_term = dict(zip(self.terms, targets))
-        network_targets = [by_term[term] for term in self.network_terms]
-        _, sum_grads = backend.value_and_grad(lambda s: self._network_total(s, network_targets, weights, full_shape))(
-            sums
-        )
-        _, pixel_grad = self.pixel_grad(images, targets, weights)
+        sums = self._network_sums(images, targets, tiles)
+        (_, network_losses), sum_grads = self.network_losses_and_grad(sums, targets, weights, full_shape)
+        (_, pixel_losses), pixel_grad = self.pixel_grad(images, targets, weights)
+        totals, *parts = self._combined(network_losses, pixel_losses, weights, shares)
         grad = ops.convert_to_numpy(pixel_grad)
+        network_targets = self._of(self.network_terms, targets)
         for tile in tiles:
             y0, y1, x0, x1 = tile.outer
             _, tile_grad = self.network_grad(_crop(images, tile), tile, sum_grads, network_targets, full_shape)
             grad[:, y0:y1, x0:x1] += ops.convert_to_numpy(tile_grad)
         return totals, tuple(parts), ops.convert_to_tensor(grad)
 
-    def __call__(self, images, *loss_args):
+    def __call__(self, images, targets, weights, shares):
         """The Objective's (sum, (totals, content, style, tv)), without the gradient."""
-        parts, _ = self._losses(images, loss_args, self.tiles(*images.shape[1:3]))
+        shape = tuple(images.shape[1:3])
+        sums = self._network_sums(images, targets, self.tiles(*shape))
+        _, network_losses = self._network_losses(sums, targets, weights, shape)
+        _, pixel_losses = self._pixel_losses(images, targets, weights)
+        parts = self._combined(network_losses, pixel_losses, weights, shares)
         return ops.sum(parts[0]), parts
 
     def step(self, images, state, loss_args):
