@@ -20,7 +20,7 @@ from nst_core.image_io import encode_picture, load_image
 from nst_core.params import StyleParams
 from nst_core.storage import Storage
 
-from .manifest import file_stem
+from .manifest import display_name
 from .results import DECISIVE, params_columns, read_results
 from .sweeps import parse_sweep
 
@@ -74,9 +74,9 @@ def axis_column(name: str, table: pd.DataFrame) -> str:
 
 
 def axis_label(name: str, value) -> str:
-    """File stems for images (' + ' between blended styles), NAME=VALUE for parameters."""
+    """Images by their own names, without extension (' + ' between blended styles), NAME=VALUE for parameters."""
     if name in IMAGE_AXES:
-        return " + ".join(file_stem(part) for part in str(value).split(" + "))
+        return " + ".join(display_name(part) for part in str(value).split(" + "))
     return f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
 
 

@@ -4,7 +4,8 @@ Every row records the fingerprints of the files it saw (size + modification time
 the S3 ETag, from the manifest's listing). A pair is unchanged when its latest attempt
 succeeded on the files as they are now and its output is still there: it is skipped.
 A photo or style replaced under the same name has a new fingerprint: the pair is
-redone, never silently skipped.
+redone, never silently skipped. An output is looked for where the table says it was
+written, so one named as earlier versions named outputs is found there too.
 """
 
 from __future__ import annotations
@@ -91,10 +92,10 @@ def classify(pairs: list[Pair], table: pd.DataFrame, storage: Storage, since_las
             last is not None
             and last["status"] == "succeeded"
             and _same_files(last, pair)
-            and last["output_uri"] == pair.output
-            and storage.exists(pair.output)
+            and last["output_uri"] in (pair.output, pair.former_output)
+            and storage.exists(last["output_uri"])
         ):
-            ledger.unchanged.append(pair)
+            ledger.unchanged.append(dataclasses.replace(pair, output=last["output_uri"]))  # where it was made
         elif (done := _done_earlier(pair, latest, storage)) is not None:
             ledger.earlier_defaults.append(done)
         elif (

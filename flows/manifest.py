@@ -13,6 +13,7 @@ import hashlib
 import os
 import posixpath
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import pandas as pd
@@ -28,6 +29,9 @@ OPTIONAL = ("output", "sweep")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", *HEIF_EXTENSIONS)
 OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")  # what nst_core's save_image writes
 BLEND_SEPARATOR = re.compile(r"\s+\+\s+")  # "a.jpg + b.jpg": one style blended from both; "a+b.jpg" is a name
+# What a file or folder name cannot hold on Linux, macOS, Windows or as part of an S3 key's path.
+UNSAFE_IN_NAMES = re.compile(r'[/\\:*?"<>|\x00-\x1f\x7f]')
+NAME_BYTES = 100  # longest part of an output name, in UTF-8 bytes: photo + style + id stay under 255
 
 
 class ManifestError(ValueError):
@@ -65,6 +69,8 @@ class Pair:
     style_fingerprint: str | None = None
     # (pair_id, params) as earlier defaults made this pair: found done in the ledger, it is not redone.
     earlier: tuple[tuple[str, StyleParams], ...] = ()
+    # Where earlier versions wrote this pair (flat, ASCII letters only): found done there, it is not redone.
+    former_output: str | None = None
 
 
 def read_manifest(uri: str, storage: Storage) -> pd.DataFrame:
@@ -274,10 +280,48 @@ def list_images(uri: str, storage: Storage, exclude: str | None = None) -> tuple
     return {u: fingerprint(found[u]) for u in images if u not in odd}, warnings
 
 
+def safe_name(text: str) -> str:
+    """`text` as a file or folder name that works on Linux, macOS, Windows and in S3: letters of every
+    script and spaces kept (NFC: one spelling of "é" whichever system listed it), only / \\ : * ? " < > |
+    and control characters replaced by "_", trailing dots and spaces dropped (Windows drops them), cut to
+    NAME_BYTES."""
+    return _clipped(UNSAFE_IN_NAMES.sub("_", unicodedata.normalize("NFC", text)).strip(" ").rstrip(". "))
+
+
+def _clipped(text: str) -> str:
+    """At most NAME_BYTES of UTF-8, cut between characters."""
+    return text.encode()[:NAME_BYTES].decode(errors="ignore")
+
+
+def display_name(uri: str) -> str:
+    """The file's own name without its extension: "Été à Paris.jpg" -> "Été à Paris" (labels, titles)."""
+    return os.path.splitext(posixpath.basename(uri.replace("\\", "/").rstrip("/")))[0]
+
+
 def file_stem(uri: str) -> str:
-    """The file name without extension, safe for output names: "My Photo.jpg" -> "My_Photo"."""
-    name = posixpath.basename(uri.replace("\\", "/").rstrip("/"))
-    return re.sub(r"[^A-Za-z0-9._-]", "_", os.path.splitext(name)[0]) or "image"
+    """The file's name without its extension, safe in an output name (safe_name)."""
+    return safe_name(display_name(uri)) or "image"
+
+
+def _former_stem(uri: str) -> str:
+    """file_stem as earlier versions made it, ASCII letters, digits and -_. only: "Été.jpg" -> "_t_"."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", display_name(uri)) or "image"
+
+
+def listing_root(uri: str) -> str:
+    """Where a cell's listing starts: the folder or prefix it names, a glob's folder above its first
+    wildcard, or a single file itself."""
+    wildcard = re.search(r"[*?\[]", uri)
+    return uri[: wildcard.start()].rsplit("/", 1)[0] if wildcard else uri.rstrip("/")
+
+
+def album(image: str, root: str) -> str:
+    """The image's folders below `root` (listing_root), each a safe_name: "trips/Été" for
+    ROOT/trips/Été/a.jpg, "" for an image directly in root."""
+    image, root = image.replace("\\", "/"), root.replace("\\", "/")
+    if not image.startswith(root + "/"):
+        return ""
+    return "/".join(safe_name(folder) or "_" for folder in image[len(root) + 1 :].split("/")[:-1])
 
 
 def pair_id(content: str, styles: tuple[str, ...], params: StyleParams) -> str:
@@ -295,46 +339,58 @@ def make_pair(
     fingerprints: dict[str, str | None] | None = None,
     explicit=frozenset(),
     extension: str = ".png",
+    folder: str = "",
 ) -> Pair:
-    """A pair with its id (content, styles, parameters), deterministic output URI, the
-    fingerprints of its files (`fingerprints`: URI -> fingerprint, from list_images), and its
-    ids under earlier defaults (`explicit`: the fields the user set, which kept their value)."""
+    """A pair with its id (content, styles, parameters), deterministic output URI (in `folder`, the
+    photo's album, below `out_root`), the fingerprints of its files (`fingerprints`: URI -> fingerprint,
+    from list_images), and its ids under earlier defaults (`explicit`: the fields the user set, which
+    kept their value)."""
     digest = pair_id(content, styles, params)
-    name = output or f"{file_stem(content)}--{'+'.join(file_stem(s) for s in styles)}--{digest[:8]}{extension}"
+    root = absolute(out_root)
+    former = None
+    if output is None:
+        styles_stem = _clipped("+".join(file_stem(s) for s in styles))
+        output = posixpath.join(folder, f"{file_stem(content)}--{styles_stem}--{digest[:8]}{extension}")
+        former_name = f"{_former_stem(content)}--{'+'.join(_former_stem(s) for s in styles)}--{digest[:8]}{extension}"
+        former = join_uri(root, former_name)
     seen = fingerprints or {}
     style_fingerprint = " + ".join(str(seen.get(s)) for s in styles) if any(seen.get(s) for s in styles) else None
     earlier = tuple((pair_id(content, styles, old), old) for old in params.earlier(explicit))
+    uri = join_uri(root, output)
     return Pair(
         row,
         content,
         styles,
         params,
         digest,
-        join_uri(absolute(out_root), name),
+        uri,
         sweep,
         seen.get(content),
         style_fingerprint,
         earlier,
+        former if former != uri else None,
     )
 
 
 def _row_images(number: int, cells: dict, base_dir: str, storage: Storage, exclude: str, warnings: list[str]):
-    """(contents, style tuples, fingerprints, problems) of one row: a plain style is crossed,
-    a blend is one style; fingerprints maps every image URI to its fingerprint. Skipped files
-    are added to `warnings`."""
+    """(contents with their albums, style tuples, fingerprints, problems) of one row: a plain style is
+    crossed, a blend is one style; each content's album is its folder below the cell's listing_root;
+    fingerprints maps every image URI to its fingerprint. Skipped files are added to `warnings`."""
+    content = _resolve(cells["content"].strip(), base_dir)
     parts = [_resolve(s, base_dir) for s in BLEND_SEPARATOR.split(cells["style"].strip())]
-    listed = [list_images(p, storage, exclude) for p in [_resolve(cells["content"].strip(), base_dir), *parts]]
+    listed = [list_images(p, storage, exclude) for p in [content, *parts]]
     warnings += [warning for _, skipped in listed for warning in skipped]
     contents, *expanded = [images for images, _ in listed]
     fingerprints = {k: v for images in [contents, *expanded] for k, v in images.items()}
+    albums = {c: album(c, listing_root(content)) for c in contents}
     if len(parts) == 1:
-        return list(contents), [(s,) for s in expanded[0]], fingerprints, []
+        return albums, [(s,) for s in expanded[0]], fingerprints, []
     problems = [
         (number, f"a blended style must name single images; {p!r} matches {len(e)}")
         for p, e in zip(parts, expanded)
         if len(e) != 1
     ]
-    return list(contents), [] if problems else [tuple(next(iter(e)) for e in expanded)], fingerprints, problems
+    return albums, [] if problems else [tuple(next(iter(e)) for e in expanded)], fingerprints, problems
 
 
 def _row_pairs(
@@ -366,8 +422,8 @@ def _row_pairs(
     if problems:
         return [], problems
     return [
-        make_pair(number, c, s, v, out_root, output, sweep, fingerprints, explicit, extension)
-        for c in contents
+        make_pair(number, c, s, v, out_root, output, sweep, fingerprints, explicit, extension, folder)
+        for c, folder in contents.items()
         for s in style_sets
         for v in variants
     ], []

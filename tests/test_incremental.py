@@ -6,14 +6,20 @@ between runs, a real S3 endpoint (moto) for ETags.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
 from conftest import SAMPLES, tiny_run
 from flows.cli import main
+from flows.manifest import expand_manifest
+from flows.pairs import base_row
 from flows.pipeline import PairsFailedError, run_manifest
-from flows.results import read_results
+from flows.results import read_results, write_rows
+from nst_core.image_io import load_image, save_image
 from nst_core.storage import LOCAL, Storage
 
 FAST = {"size": 32, "iterations": 3, "tolerance": 0.0}
@@ -105,8 +111,8 @@ def test_since_last_leaves_unchanged_failures_alone_until_the_file_changes(
 
 def test_s3_fingerprints_are_etags_from_the_listing(prefect_api, s3, weights_path):
     fs, options = s3
-    for name in ("chelsea", "coffee"):
-        fs.put(str(SAMPLES / "content" / f"{name}.jpg"), f"nst-test/in/photos/{name}.jpg")
+    for name, key in (("chelsea", "chelsea.jpg"), ("coffee", "Café/coffee.jpg")):  # an album
+        fs.put(str(SAMPLES / "content" / f"{name}.jpg"), f"nst-test/in/photos/{key}")
     fs.put(str(SAMPLES / "styles" / "shipwreck.jpg"), "nst-test/in/styles/shipwreck.jpg")
     fs.pipe("nst-test/in/manifest.csv", b"content,style\nphotos/,styles/shipwreck.jpg\n")
 
@@ -120,7 +126,8 @@ def test_s3_fingerprints_are_etags_from_the_listing(prefect_api, s3, weights_pat
         )
 
     assert _counts(run()) == (2, 0, 0, 2, 0, 0)
-    fs.put(str(SAMPLES / "content" / "rocket.jpg"), "nst-test/in/photos/coffee.jpg")  # replaced: a new ETag
+    assert len(fs.glob("nst-test/out/Café/coffee--shipwreck--*.png")) == 1  # under its album
+    fs.put(str(SAMPLES / "content" / "rocket.jpg"), "nst-test/in/photos/Café/coffee.jpg")  # replaced: a new ETag
     assert _counts(run()) == (0, 1, 1, 1, 1, 0)
     table = read_results("s3://nst-test/out/results", storage=Storage(options))
     assert table.content_fingerprint.str.startswith("etag:").all()
@@ -148,3 +155,38 @@ def test_pairs_made_with_earlier_defaults_are_kept_until_forced(
     # Set explicitly, the new value is what the user asked for: made anew.
     assert run(overrides={**FAST, "tv_weight": 1.0})["succeeded"] == 1
     assert run(force=True)["succeeded"] == 1
+
+
+def test_outputs_named_as_earlier_versions_named_them_are_found_not_redone(
+    prefect_api, tmp_path, samples, weights_path
+):
+    """Earlier versions wrote every output flat, with ASCII letters only ("_t____Paris___caf__01--..."):
+    a rerun finds such an output where the table says it is and redoes nothing; --force writes it
+    under its album, with the photo's own name."""
+    samples("photos")
+    samples("photos/Été", chelsea="Été à Paris — café 01.jpg")
+    samples("", the_scream="scream.jpg")
+    manifest, out = tmp_path / "m.csv", tmp_path / "out"
+    manifest.write_text("content,style\nphotos,scream.jpg\n")
+    (pair,), _ = expand_manifest(str(manifest), str(out), overrides=FAST, storage=LOCAL)
+    former = out / f"_t____Paris___caf__01--scream--{pair.pair_id[:8]}.png"
+    assert pair.former_output == str(former)
+    # What an earlier version left: its output, and its row in the table.
+    save_image(load_image(pair.content, LOCAL, max_side=32), str(former), LOCAL)
+    now = datetime.now(timezone.utc)
+    row = {**base_row(dataclasses.replace(pair, output=str(former)), "earlier"), "started_at": now}
+    write_rows(str(out / "results"), [{**row, "status": "succeeded", "finished_at": now}], storage=LOCAL)
+
+    def run(**kwargs):
+        return run_manifest(str(manifest), str(out), overrides=FAST, weights=weights_path, **kwargs)
+
+    outcome = run()
+    assert _counts(outcome) == (0, 0, 1, 0, 1, 0)
+    assert [p.relative_to(out) for p in out.rglob("*.png")] == [former.relative_to(out)]
+    table = read_results(str(out / "results"), storage=LOCAL)
+    assert table[table.status == "skipped"].output_uri.tolist() == [str(former)]  # the report shows it there
+    assert "Été à Paris — café 01</td>" in Path(outcome["report"]).read_text()  # the photo's own name
+
+    assert run(force=True)["succeeded"] == 1
+    assert (out / "Été" / f"Été à Paris — café 01--scream--{pair.pair_id[:8]}.png").is_file()
+    assert _counts(run()) == (0, 0, 1, 0, 1, 0)  # and found there on the next run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 
 import pandas as pd
 import pytest
@@ -190,10 +191,31 @@ def test_output_names_and_ids_are_deterministic_and_follow_the_parameters(tree):
     assert one.output == str(tree / "out" / f"a--x--{one.pair_id[:8]}.png")
 
 
-def test_stems_are_sanitized(tree):
-    Image.new("RGB", (8, 6)).save(tree / "photos" / "my cat (1).png")
-    (pair,), _ = _expand(tree, "content,style\nphotos/my cat (1).png,styles/x.png\n")
-    assert re.fullmatch(r"my_cat__1_--x--[0-9a-f]{8}\.png", _names([pair.output])[0])
+def test_output_names_keep_letters_and_spaces_and_mirror_the_photos_folders(tree):
+    """Letters of every script stay (as NFC, though the folder is named in NFD, as macOS lists it); only
+    characters a file name cannot hold somewhere become _; each album gets its folder under OUT."""
+    album = tree / "photos" / "trips" / unicodedata.normalize("NFD", "Été")
+    album.mkdir(parents=True)
+    for name in ("Été à Paris — café 01", 'a:b*c?"d<e>f|g'):
+        Image.new("RGB", (8, 6)).save(album / f"{name}.png")
+    for cell in ("photos", "photos/trips/*/*.png", "photos/trips/"):
+        pairs, _ = _expand(tree, f"content,style\n{cell},styles/x.png\n")
+        named = {p.content.rsplit("/", 1)[1]: p for p in pairs}
+        paris, odd = named["Été à Paris — café 01.png"], named['a:b*c?"d<e>f|g.png']
+        folder = {"photos": "trips/Été", "photos/trips/*/*.png": "Été", "photos/trips/": "Été"}[cell]
+        assert paris.output == str(tree / "out" / folder / f"Été à Paris — café 01--x--{paris.pair_id[:8]}.png")
+        assert odd.output == str(tree / "out" / folder / f"a_b_c__d_e_f_g--x--{odd.pair_id[:8]}.png")
+        assert paris.former_output == str(tree / "out" / f"_t____Paris___caf__01--x--{paris.pair_id[:8]}.png")
+    (plain,), _ = _expand(tree, "content,style\nphotos/a.png,styles/x.png\n")
+    assert plain.output.endswith(f"/out/a--x--{plain.pair_id[:8]}.png") and plain.former_output is None
+
+
+def test_long_names_are_cut_to_fit_a_file_system(tree):
+    long = "é" * 200  # 400 bytes of UTF-8: no file system takes a name of 255 or more
+    Image.new("RGB", (8, 6)).save(tree / "styles" / f"{long[:120]}.png")
+    (pair,), _ = _expand(tree, f"content,style\nphotos/a.png,styles/{long[:120]}.png\n")
+    name = _names([pair.output])[0]
+    assert name == f"a--{long[:50]}--{pair.pair_id[:8]}.png" and len(name.encode()) < 255
 
 
 def test_explicit_output_inside_the_root(tree):
@@ -293,6 +315,19 @@ def test_s3_prefix_glob_and_relative_paths(s3):
     ]  # row 2's a x x.png is row 1's pair again
     assert pairs[0].output == f"s3://nst-test/out/a--x--{pairs[0].pair_id[:8]}.png"
     assert warnings == ["s3://nst-test/in/m.csv: row 2 repeats 1 pair(s) of earlier rows; each runs once"]
+
+
+def test_s3_outputs_keep_unicode_names_and_albums(s3):
+    fs, options = s3
+    for key in ("in/photos/Été/café 01.jpg", "in/photos/Été/Noël/déjà vu.png", "in/photos/top.png", "in/x.png"):
+        fs.pipe(f"nst-test/{key}", b"image bytes are not read while expanding")
+    fs.pipe("nst-test/in/m.csv", "content,style\nphotos,x.png\n".encode())
+    pairs, _ = expand_manifest("s3://nst-test/in/m.csv", "s3://nst-test/out", storage=Storage(options))
+    assert [p.output.removesuffix(f"--x--{p.pair_id[:8]}.png") for p in pairs] == [
+        "s3://nst-test/out/top",
+        "s3://nst-test/out/Été/Noël/déjà vu",
+        "s3://nst-test/out/Été/café 01",
+    ]
 
 
 def test_s3_missing_manifest_and_missing_images(s3):
