@@ -13,7 +13,6 @@ import os
 import platform
 import signal
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -58,8 +57,10 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, TRANSIENT_ERRORS) or "Throttl" in text or "SlowDown" in text
 
 
-# Set by SIGINT/SIGTERM during a run: the pair in progress is abandoned, the rest left for the next run.
-STOP = threading.Event()
+# Set by SIGINT/SIGTERM during a run: the signal's name and when (time.monotonic()). The pair in
+# progress is abandoned, the rest left for the next run. A plain dict, not an Event: setting an
+# Event takes a lock, which a second signal landing inside the first handler would wait on forever.
+_STOPPED: dict = {}
 
 
 class RunStopped(Exception):
@@ -67,13 +68,21 @@ class RunStopped(Exception):
 
 
 @contextlib.contextmanager
-def stop_on_signals(on_signal):
-    """While inside, SIGINT and SIGTERM set STOP (and call on_signal(name)) instead of killing the process."""
-    STOP.clear()
+def stop_on_signals():
+    """While inside, SIGINT and SIGTERM ask the run to stop (stop_requested) instead of killing the process.
+
+    The handler only records the signal and writes one line straight to stderr: it runs in the main
+    thread between two bytecodes, possibly inside a logging handler holding a lock (Prefect's log
+    sender's), so logging from it would wait forever on a lock its own thread holds. The run logs
+    the stop from its own code when it sees it (stop_signal).
+    """
+    _STOPPED.clear()
 
     def handler(signum, frame):
-        STOP.set()
-        on_signal(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        _STOPPED.setdefault("at", time.monotonic())
+        _STOPPED.setdefault("signal", name)
+        os.write(2, f"\n{name}: abandoning the batch in progress and stopping\n".encode())
 
     previous = {}
     with contextlib.suppress(ValueError):  # signals can only be set from the main thread
@@ -87,13 +96,23 @@ def stop_on_signals(on_signal):
 
 
 def stop_requested() -> bool:
-    """Whether SIGINT/SIGTERM asked this run to stop. Flows call this rather than reading STOP:
-    cloudpickle copies a flow's globals by value (serve, Dask), and an Event holds a lock."""
-    return STOP.is_set()
+    """Whether SIGINT/SIGTERM asked this run to stop. Flows call this rather than reading _STOPPED:
+    cloudpickle copies a flow's globals by value (serve, Dask)."""
+    return "at" in _STOPPED
+
+
+def stop_signal() -> str | None:
+    """The name of the signal that asked this run to stop (None: none did)."""
+    return _STOPPED.get("signal")
+
+
+def stopped_at() -> float | None:
+    """When (time.monotonic()) a signal asked this run to stop; None: none did."""
+    return _STOPPED.get("at")
 
 
 def _raise_if_stopped(*_):
-    if STOP.is_set():
+    if stop_requested():
         raise RunStopped("stopped by a signal before this pair finished")
 
 

@@ -47,6 +47,8 @@ from .pairs import (
     steps_reported,
     stop_on_signals,
     stop_requested,
+    stop_signal,
+    stopped_at,
     stylize_pairs,
 )
 from .parameters import OutputFormat, StorageOptions, StyleOverrides, overrides_dict, storage_of
@@ -214,7 +216,7 @@ def stylize_manifest(
         output_format=output_format,
     )
     pairs = expand(run, manifest, overrides_dict(overrides), sweep, allow_empty)
-    with run_lock(run.results_uri, run.run_id, run.storage):  # one run per results table at a time
+    with run_lock(run.results_uri, run.run_id, run.storage, stopped_at):  # one run per results table at a time
         ledger = prepare(run, pairs, force, since_last)
         tally = Tally(Counter(skipped=len(ledger.skipped), **ledger.counts()))
         run_batches(run, ledger, tally, batch_size or BATCH_SIZE, retry_delays, progress)
@@ -285,10 +287,7 @@ def run_batches(
         load_network_task.submit(todo[0].params, run.weights).result()
         run.logger.info(f"{len(todo)} pairs in {len(batches)} batches of up to {batch_size}")
 
-    def on_signal(name: str) -> None:
-        run.logger.warning(f"{name}: abandoning the batch in progress and stopping")
-
-    with stop_on_signals(on_signal), steps_reported(run.run_id, shown.step):
+    with stop_on_signals(), steps_reported(run.run_id, shown.step):
         for start in range(0, len(batches), SUBMIT_WINDOW):
             futures = {
                 task.submit(
@@ -299,6 +298,7 @@ def run_batches(
             _count_finished(run, futures, tally, shown, attempts=len(retry_delays) + 1)
             if stop_requested():
                 tally.counts["stopped"] = len(todo) - tally.finished()
+                run.logger.warning(f"{stop_signal()}: stopped; {tally.counts['stopped']} pairs left for the next run")
                 break
     shown.close()
 

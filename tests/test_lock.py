@@ -12,6 +12,7 @@ import time
 import pytest
 
 from conftest import REPO, SAMPLES, nst
+from flows import lock
 from flows.lock import LOCK_NAME, UNSAFE_ENV, RunLockedError, UnsafeLockStoreError, run_lock
 from flows.results import read_results
 from nst_core.storage import LOCAL, Storage
@@ -175,3 +176,110 @@ def test_two_runs_at_once_on_one_output_root(prefect_api, tmp_path, samples, wei
     assert "is in use by run" in refused and LOCK_NAME in refused
     table = read_results(str(tmp_path / "out" / "results"), storage=LOCAL)
     assert len(table) == 2 and set(table.status) == {"succeeded"} and table.pair_id.is_unique
+
+
+def _beats(path, seconds: float) -> int:
+    """How many times the lock at `path` was refreshed within `seconds`."""
+    seen, deadline = set(), time.time() + seconds
+    while time.time() < deadline:
+        seen.add(json.loads(path.read_text())["heartbeat"])
+        time.sleep(0.01)
+    return len(seen) - 1
+
+
+def test_the_heartbeat_stops_when_a_run_asked_to_stop_overstays(tmp_path, monkeypatch):
+    """A run hung after a signal must not keep its lock fresh: it goes stale and the next run takes over."""
+    monkeypatch.setattr(lock, "HEARTBEAT_SECONDS", 0.05)
+    path = tmp_path / "results" / LOCK_NAME
+    with run_lock(str(tmp_path / "results"), "running", LOCAL, stopped_at=lambda: None):
+        assert _beats(path, 0.5) >= 3
+    stopping = time.monotonic()
+    with run_lock(str(tmp_path / "results"), "stopping", LOCAL, stopped_at=lambda: stopping):
+        assert _beats(path, 0.5) >= 3  # within its grace
+    hung = time.monotonic() - lock.STOP_GRACE_SECONDS
+    with run_lock(str(tmp_path / "results"), "hung", LOCAL, stopped_at=lambda: hung):
+        assert _beats(path, 0.5) == 0
+
+
+def test_the_heartbeat_stops_with_the_main_thread(tmp_path):
+    """A process whose main thread ended while another thread keeps it alive stops refreshing its lock."""
+    script = (
+        "import threading, time\n"
+        "import flows.lock as lock\n"
+        "lock.HEARTBEAT_SECONDS = 0.05\n"
+        f"held = lock.run_lock({str(tmp_path / 'results')!r}, 'orphan', lock.Storage())\n"
+        "held.__enter__()\n"  # never left: as a main thread that ends without unwinding
+        "time.sleep(0.3)\n"
+        "threading.Thread(target=time.sleep, args=(3,)).start()\n"  # not a daemon: outlives the main thread
+        "print('main thread done', flush=True)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "main thread done\n"
+    time.sleep(0.2)  # a beat in flight when the main thread ended lands
+    assert _beats(tmp_path / "results" / LOCK_NAME, 1.5) == 0
+    assert process.wait(timeout=10) == 0
+
+
+# One contender for a dead run's lock: waits for the start signal (a file), judges the lock with a
+# pause between reading it and acting on it, and says whether it got the lock.
+CONTENDER = """
+import os, sys, time
+import flows.lock as lock
+from nst_core.storage import Storage
+
+results, endpoint, go = sys.argv[1:4]
+judge = lock._is_stale
+
+
+def slow_judge(holder):
+    stale = judge(holder)
+    time.sleep(0.3)  # the others read the same dead lock meanwhile
+    return stale
+
+
+lock._is_stale = slow_judge
+storage = Storage({"endpoint_url": endpoint} if endpoint else None)
+print("ready", flush=True)
+while not os.path.exists(go):
+    time.sleep(0.001)
+try:
+    with lock.run_lock(results, f"contender-{os.getpid()}", storage):
+        print("held", flush=True)
+        time.sleep(3)  # past every other contender's attempt
+except lock.RunLockedError as error:
+    print(f"refused: {error}", flush=True)
+"""
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_runs_started_together_after_a_crash_take_the_dead_runs_lock_once(where, tmp_path, request):
+    """Four runs find the same dead run's lock and take it over at the same moment: one holds it."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = json.dumps(
+        {"run_id": "killed-run", "host": socket.gethostname(), "pid": dead.pid, "heartbeat": time.time()}
+    )
+    if where == "s3":
+        fs, options = request.getfixturevalue("s3")
+        results, endpoint = "s3://nst-test/res", options["endpoint_url"]
+        fs.pipe_file(f"nst-test/res/{LOCK_NAME}", stale.encode())
+    else:
+        results, endpoint = str(tmp_path / "results"), ""
+        (tmp_path / "results").mkdir()
+        (tmp_path / "results" / LOCK_NAME).write_text(stale)
+    go = tmp_path / "go"
+    contenders = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONTENDER, results, endpoint, str(go)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for contender in contenders:
+        assert contender.stdout.readline() == "ready\n"
+    go.touch()
+    said = sorted(contender.communicate(timeout=60)[0].strip() for contender in contenders)
+    assert said[0] == "held" and all(line.startswith("refused: ") for line in said[1:]), said
+    assert all("is in use by run contender-" in line for line in said[1:]), said  # the winner named
