@@ -8,9 +8,11 @@ defaults live in nst_core/params.py alone.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import sys
+from importlib import metadata
 from typing import TYPE_CHECKING
 
 from nst_core import runtime
@@ -19,7 +21,98 @@ from nst_core.params import SHEET_PARAMS, StyleParams, as_text
 if TYPE_CHECKING:  # imported inside the commands, like every module they use
     from nst_core.storage import Storage
 
-S3_HELP = "S3: credentials come from the environment or the profile, never from flags"
+S3_HELP = "S3 (credentials come from the environment or an AWS profile, never from flags)"
+
+# What a parameter's value is, in the help's placeholder, by the end of its name; others are a NUMBER.
+VALUE_WORDS = (
+    ("_layer_weights", "WEIGHTS"),
+    ("_blend", "WEIGHTS"),
+    ("_weight", "WEIGHT"),
+    ("_layers", "LAYERS"),
+    ("iterations", "STEPS"),
+    ("patience", "STEPS"),
+    ("scales", "PIXELS"),
+    ("size", "PIXELS"),
+    ("min_scale", "PIXELS"),
+    ("style_scale", "FACTOR"),
+    ("strength", "FRACTION"),
+    ("noise", "FRACTION"),
+    ("decay", "FRACTION"),
+    ("tolerance", "FRACTION"),
+    ("learning_rate", "STEP"),
+)
+
+EXAMPLES = {  # three per command, shown under its help
+    None: (
+        "nst stylize cat.jpg starry_night.jpg -o cat_starry.png",
+        "nst run manifests/example.csv -o out/example",
+        "nst report out/example/results -o report.html",
+    ),
+    "stylize": (
+        "nst stylize cat.jpg starry_night.jpg -o cat_starry.png",
+        "nst stylize cat.jpg starry_night.jpg the_scream.jpg --style-blend 0.7,0.3 -o cat_blend.png",
+        "nst stylize cat.jpg starry_night.jpg --size 1024 --strength 0.3 -o cat_light.jpg",
+    ),
+    "run": (
+        "nst run manifests/example.csv -o out/example",
+        "nst run photos.csv -o s3://my-bucket/painted --size 1024",
+        'nst run photos.csv -o out --sweep "style_weight=100,300,1000"',
+    ),
+    "serve": (
+        'nst serve photos.csv --cron "0 2 * * *" -o out',
+        'nst serve photos.csv --cron "30 1 * * 1-5" --timezone Europe/Paris -o out',
+        'nst serve s3://my-bucket/photos.csv --cron "0 3 * * *" -o s3://my-bucket/painted --name nightly-s3',
+    ),
+    "ui": ("nst ui", "nst ui --port 4300", "nst ui --host 0.0.0.0 --port 4200"),
+    "grid": (
+        "nst grid out/results -o grid.jpg",
+        "nst grid out/results -o weights.jpg --cols style_weight --run all",
+        'nst grid s3://my-bucket/painted/results -o grid.png --cell 128 --background "#202020"',
+    ),
+    "report": (
+        "nst report out/results -o report.html",
+        "nst report out/results -o everything.html --run all",
+        "nst report out/results -o weights.html --rows content --cols style_weight",
+    ),
+    "curves": (
+        "nst curves out/results -o out/curves",
+        "nst curves out/results -o out/curves --run all",
+        "nst curves s3://my-bucket/painted/results -o s3://my-bucket/painted/curves",
+    ),
+    "sheet": (
+        "nst sheet photos/*.jpg --styles paintings/*.jpg -o sheet.jpg",
+        "nst sheet cat.jpg dog.jpg --styles starry_night.jpg the_scream.jpg -o sheet.png --size 384",
+        "nst sheet photos/*.jpg --styles paintings/*.jpg -o sheet.jpg --preserve-colors luminance",
+    ),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, saying which flag a mistyped one was meant to be ("did you mean --style-weight?"):
+    argparse's own suggest_on_error needs Python 3.14."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        if not self._subparsers:  # a command's parser: every flag after the command is its own
+            self._suggest_for_unknown_flags(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def _suggest_for_unknown_flags(self, args: list[str]) -> None:
+        flags = [option for option in self._option_string_actions if option.startswith("--")]
+        for arg in args:
+            if arg == "--":
+                break
+            typed = arg.split("=", 1)[0]
+            if typed.startswith("--") and not any(flag.startswith(typed) for flag in flags):  # prefixes are fine
+                close = difflib.get_close_matches(typed, flags, n=1, cutoff=0.6)
+                if close:
+                    self.error(f"unrecognized argument {typed}: did you mean {close[0]}?")
+
+
+def _metavar(spec) -> str:
+    """What a parameter's value is: its choices, or a word for its kind (PIXELS, WEIGHT, LAYERS...)."""
+    if spec.choices:
+        return "{" + ",".join(spec.choices) + "}"
+    return next((word for end, word in VALUE_WORDS if spec.name.endswith(end)), "NUMBER")
 
 
 def add_param_flags(
@@ -28,21 +121,26 @@ def add_param_flags(
     """A flag per StyleParams field, its help the field's, its default as typed; `fast_only`: the fields
     the fast network uses (`param(..., fast=True)`), and no --weights (it needs no VGG)."""
     group = parser.add_argument_group(
-        "stylization parameters (declared in nst_core/params.py)" + (" that the fast network uses" if fast_only else "")
+        "how the picture is painted (also a manifest's columns; manifests/README.md says why each default)"
+        if not fast_only
+        else "how the preview is painted"
     )
     for spec in type(defaults).specs():
         if fast_only and not spec.fast:
             continue
-        metavar = "{" + ",".join(spec.choices) + "}" if spec.choices else "V"
         shown = as_text(getattr(defaults, spec.name))  # as typed: block4_conv2, 256,362
         shown = {"": "''", None: "none"}.get(shown, shown)
-        help_text = f"default: {shown}; {spec.help}".replace("%", "%%")  # argparse formats help with %
+        help_text = f"{spec.help} (default: {shown})".replace("%", "%%")  # argparse formats help with %
         group.add_argument(
-            f"--{spec.name.replace('_', '-')}", dest=spec.name, metavar=metavar, default=None, help=help_text
+            f"--{spec.name.replace('_', '-')}", dest=spec.name, metavar=_metavar(spec), default=None, help=help_text
         )
     if fast_only:
         return
-    group.add_argument("--weights", help="VGG weights: 'imagenet' (download) or a .h5 file; default $NST_WEIGHTS")
+    group.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="the image network's weights: imagenet (downloaded once) or a .h5 file (default: $NST_WEIGHTS)",
+    )
 
 
 def _add_output_format_flag(parser: argparse.ArgumentParser, names: str) -> None:
@@ -52,8 +150,8 @@ def _add_output_format_flag(parser: argparse.ArgumentParser, names: str) -> None
     parser.add_argument(
         "--output-format",
         choices=OUTPUT_FORMATS,
-        help=f"16 bits per channel: {names}; "
-        "default: 8-bit, by the output's extension; the photo's EXIF is kept (not in TIFF)",
+        help=f"16 bits per colour, smoother for print: {names} (default: 8 bits, by the file's extension); "
+        "the photo's camera details (EXIF) are kept, except in TIFF",
     )
 
 
@@ -63,9 +161,9 @@ def _add_s3_flags(parser: argparse.ArgumentParser) -> None:
         "--s3-endpoint-url",
         default=os.environ.get("AWS_ENDPOINT_URL"),
         metavar="URL",
-        help="an S3-compatible endpoint, e.g. http://minio:9000 (default: $AWS_ENDPOINT_URL, else AWS)",
+        help="an S3-compatible service, e.g. http://minio:9000 (default: $AWS_ENDPOINT_URL, else AWS)",
     )
-    group.add_argument("--s3-profile", default=None, metavar="NAME", help="the AWS profile to take credentials from")
+    group.add_argument("--s3-profile", default=None, metavar="NAME", help="the AWS profile whose credentials to use")
     group.add_argument("--s3-anon", action="store_true", help="read public buckets without credentials")
 
 
@@ -93,94 +191,139 @@ def storage_from(args: argparse.Namespace) -> Storage:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nst", description="Batch neural style transfer (Gatys et al. 2016).")
+    parser = _Parser(prog="nst", description="Paint photos in the style of paintings (neural style transfer).")
+    parser.add_argument("--version", action="version", version=f"nst {metadata.version('nst-pipeline')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    one = commands.add_parser("stylize", help="stylize one content image")
-    one.add_argument("content", help="the photo (local or s3://)")
-    one.add_argument("styles", nargs="+", metavar="style", help="one or more style images (blended)")
-    one.add_argument("-o", "--output", required=True, help="the stylized image: .png .jpg .webp .tif (local or s3://)")
-    one.add_argument("--save-every", type=int, default=0, metavar="N", help="also save the image every N steps")
+    one = commands.add_parser("stylize", help="paint one photo in the style of one painting, or of a blend")
+    one.add_argument("content", metavar="photo", help="the photo (a file, or s3://bucket/key)")
+    one.add_argument("styles", nargs="+", metavar="painting", help="the painting, or several to blend")
+    one.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="where to save the picture: .png, .jpg, .webp or .tif"
+    )
+    one.add_argument(
+        "--save-every", type=int, default=0, metavar="STEPS", help="also save the picture in progress every STEPS steps"
+    )
     _add_output_format_flag(one, "png16 (a .png output) or tiff16 (.tif/.tiff)")
     add_param_flags(one)
     _add_s3_flags(one)
 
-    many = commands.add_parser("run", help="stylize every pair of a manifest (Prefect flow)")
+    many = commands.add_parser(
+        "run", help="paint every photo x painting of a manifest, skipping those an earlier run finished"
+    )
     _add_run_flags(many, since_last_default=False)
 
-    serve = commands.add_parser("serve", help="serve a manifest's run as a Prefect deployment on a cron schedule")
+    serve = commands.add_parser("serve", help="run a manifest on a schedule, every night say (a Prefect deployment)")
+    serve.add_argument(
+        "--cron",
+        required=True,
+        metavar="SCHEDULE",
+        help='when to run, in cron\'s words: "0 2 * * *" is 02:00 every day',
+    )
     _add_run_flags(serve, since_last_default=True)
-    serve.add_argument("--cron", required=True, help='when to run, e.g. "0 2 * * *" (02:00 every day)')
-    serve.add_argument("--timezone", default="UTC", help="of the cron schedule, e.g. Europe/Paris (default UTC)")
-    serve.add_argument("--name", default="nightly", help="deployment name (default nightly)")
+    serve.add_argument(
+        "--timezone", default="UTC", metavar="ZONE", help="the schedule's time zone, e.g. Europe/Paris (default UTC)"
+    )
+    serve.add_argument("--name", default="nightly", help="the schedule's name in Prefect (default nightly)")
     _add_report_commands(commands)
 
-    sheet = commands.add_parser("sheet", help="every photo x every style with the fast network, in one picture")
+    sheet = commands.add_parser(
+        "sheet", help="a quick preview of every photo in every painting's style, in one picture"
+    )
     sheet.add_argument("photos", nargs="+", metavar="photo", help="the photos, one row each")
-    sheet.add_argument("--styles", nargs="+", required=True, metavar="style", help="the paintings, one column each")
-    sheet.add_argument("-o", "--output", required=True, help="the sheet: .png, or .jpg for very large sheets")
-    sheet.add_argument("--cell", type=int, default=None, metavar="N", help="cell side in the sheet (default: --size)")
+    sheet.add_argument("--styles", nargs="+", required=True, metavar="PAINTING", help="the paintings, one column each")
+    sheet.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="the sheet: .png, or .jpg for very large sheets"
+    )
+    sheet.add_argument(
+        "--cell", type=int, default=None, metavar="PIXELS", help="side of each picture in the sheet (default: --size)"
+    )
     add_param_flags(sheet, SHEET_PARAMS, fast_only=True)
     _add_s3_flags(sheet)
+    for name, command in commands.choices.items():
+        _add_examples(command, name)
+    _add_examples(parser, None)
     return parser
+
+
+def _add_examples(parser: argparse.ArgumentParser, command: str | None) -> None:
+    """The command's EXAMPLES under its help, as written; a command's usage names its required flags
+    and arguments only, so an error's usage line stays short."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES.get(command, ()))
+    if command is not None:
+        formatter = parser._get_formatter()
+        required = [
+            f"{a.option_strings[0]} {formatter._format_args(a, a.dest.upper())}"
+            for a in parser._actions
+            if a.option_strings and a.required
+        ]
+        arguments = [formatter._format_args(a, a.dest) for a in parser._actions if not a.option_strings]
+        parser.usage = " ".join(["%(prog)s", *required, "[options]", *arguments])
 
 
 def _add_run_flags(parser: argparse.ArgumentParser, since_last_default: bool) -> None:
     """What `run` and `serve` share: the manifest, where outputs go, how pairs run, the parameters."""
-    parser.add_argument("manifest", help="CSV of photos x paintings x parameters, local or s3:// (manifests/README.md)")
-    parser.add_argument("--out", required=True, help="output root: a folder or s3://bucket/prefix")
-    parser.add_argument("--results", help="results table (default OUT/results)")
-    parser.add_argument("--force", action="store_true", help="redo pairs a previous run finished")
+    parser.add_argument(
+        "manifest", help="a table (CSV) of photos, paintings and settings, a file or s3://... (manifests/README.md)"
+    )
+    parser.add_argument("-o", "--out", required=True, metavar="FOLDER", help="the output folder, or s3://bucket/prefix")
+    parser.add_argument("--results", metavar="TABLE", help="where the results table goes (default: OUT/results)")
+    parser.add_argument("--force", action="store_true", help="paint again the pairs an earlier run finished")
     parser.add_argument(
         "--since-last",
         action=argparse.BooleanOptionalAction,
         default=since_last_default,
-        help="also skip pairs that failed on bad input unchanged since (default: "
+        help="also skip pairs that failed before on files unchanged since (default: "
         f"{'on' if since_last_default else 'off'}); new and changed photos always run",
     )
     parser.add_argument(
-        "--concurrency", type=int, default=1, metavar="N", help="threads: pairs stylized at once (default 1)"
+        "--concurrency", type=int, default=1, metavar="N", help="how many pairs this process paints at once (default 1)"
     )
     parser.add_argument(
         "--task-runner",
         choices=("threads", "dask"),
         default="threads",
-        help="threads in this process (default), or a Dask cluster",
+        help="paint in threads of this process (default), or on a Dask cluster of processes or machines",
     )
-    parser.add_argument("--dask-address", help="Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
+    parser.add_argument(
+        "--dask-address",
+        metavar="ADDRESS",
+        help="the Dask cluster to use, e.g. tcp://host:8786 (default: start one on this machine)",
+    )
     parser.add_argument(
         "--dask-workers",
         type=int,
         metavar="N",
-        help="local Dask cluster: worker processes (default: one per GPU, else 1)",
+        help="how many processes the Dask cluster started here has (default: one per GPU, else 1)",
     )
     parser.add_argument(
         "--memory-limit-gb",
         type=float,
         metavar="GB",
-        help="fill batches up to it, run pairs too "
-        "large for one pass in tiles, refuse those too large even so (default: $NST_MEMORY_LIMIT_GB "
-        "or two thirds of RAM)",
+        help="memory the run may use: larger pictures are painted in tiles, and those too large even so fail "
+        "(default: $NST_MEMORY_LIMIT_GB, else two thirds of this machine's)",
     )
     parser.add_argument(
         "--batch-size",
         type=int,
         metavar="N",
-        help="pairs of one size optimised together (default: "
-        "flows.pipeline.BATCH_SIZE, 4; fewer when memory is short; 1: one at a time)",
+        help="how many pictures of one size are painted together (default 4, fewer when memory is short; "
+        "1: one at a time)",
     )
     parser.add_argument(
         "--allow-empty",
         action="store_true",
-        help="a manifest matching no images succeeds (default: an error naming its patterns)",
+        help="succeed when the manifest matches no images (default: an error naming its patterns)",
     )
     _add_output_format_flag(
-        parser, "png16 (.png outputs) or tiff16 (outputs named .tif; a manifest's `output` cell must match)"
+        parser, "png16 (.png files) or tiff16 (files named .tif; a manifest's output column must say .tif)"
     )
     parser.add_argument(
         "--sweep",
-        metavar="NAME=V1,V2[;NAME=...]",
-        help="several values of one or two parameters, for rows without a sweep cell (manifests/README.md)",
+        metavar="NAME=VALUES[;NAME=VALUES]",
+        help='several values of one or two settings, e.g. "style_weight=100,300,1000", for rows without '
+        "their own sweep",
     )
     add_param_flags(parser)
     _add_s3_flags(parser)
@@ -211,45 +354,76 @@ def runner_options(args: argparse.Namespace) -> dict:
     }
 
 
-RUN_HELP = "RUN_ID, or 'all' for every pair in the table (default: the latest run)"
+RUN_HELP = "which run: its id, or all for every pair in the table (default: the latest run)"
+RESULTS_HELP = "the results table (OUT/results), a folder or s3://..."
 
 
 def _add_report_commands(commands) -> None:
     from nst_core.grid import GridOptions
 
     defaults = GridOptions()
-    grid = commands.add_parser("grid", help="a picture grid of outputs from a results table")
-    grid.add_argument("results", help="results table (OUT/results), local or s3://")
-    grid.add_argument("-o", "--output", required=True, help="grid image: .png, or .jpg for very large grids")
-    grid.add_argument("--rows", default="content", help="content, style or a parameter (default content)")
+    grid = commands.add_parser("grid", help="a picture of a run's outputs in rows and columns")
+    grid.add_argument("results", help=RESULTS_HELP)
     grid.add_argument(
-        "--cols", default="style", help="content, style or a parameter, e.g. style_weight (default style)"
-    )
-    grid.add_argument("--run", help=RUN_HELP)
-    grid.add_argument(
-        "--cell", type=int, default=defaults.cell, help=f"thumbnail size in pixels (default {defaults.cell})"
+        "-o", "--output", required=True, metavar="FILE", help="the grid picture: .png, or .jpg for very large grids"
     )
     grid.add_argument(
-        "--padding", type=int, default=defaults.padding, help=f"pixels between cells (default {defaults.padding})"
+        "--rows",
+        default="content",
+        metavar="AXIS",
+        help="what goes down: content, style or a setting (default content)",
     )
     grid.add_argument(
-        "--font-size", type=int, default=defaults.font_size, help=f"label size (default {defaults.font_size})"
+        "--cols",
+        default="style",
+        metavar="AXIS",
+        help="what goes across: content, style or a setting such as style_weight (default style)",
     )
-    grid.add_argument("--background", default="#ffffff", help="background colour, e.g. '#202020' (default white)")
+    grid.add_argument("--run", metavar="RUN", help=RUN_HELP)
+    grid.add_argument(
+        "--cell",
+        type=int,
+        default=defaults.cell,
+        metavar="PIXELS",
+        help=f"side of each picture in the grid (default {defaults.cell})",
+    )
+    grid.add_argument(
+        "--padding",
+        type=int,
+        default=defaults.padding,
+        metavar="PIXELS",
+        help=f"space between pictures (default {defaults.padding})",
+    )
+    grid.add_argument(
+        "--font-size",
+        type=int,
+        default=defaults.font_size,
+        metavar="PIXELS",
+        help=f"height of the labels' letters (default {defaults.font_size})",
+    )
+    grid.add_argument(
+        "--background", default="#ffffff", metavar="COLOUR", help="background colour, e.g. '#202020' (default white)"
+    )
     _add_s3_flags(grid)
 
-    report = commands.add_parser("report", help="one self-contained HTML page about a run")
-    report.add_argument("results", help="results table (OUT/results), local or s3://")
-    report.add_argument("-o", "--output", required=True, help="the page, e.g. report.html (local or s3://)")
-    report.add_argument("--run", help=RUN_HELP)
-    report.add_argument("--rows", help="grid rows (default: content, or the swept parameters)")
-    report.add_argument("--cols", help="grid columns (default: style, or the swept parameter)")
+    report = commands.add_parser("report", help="one web page about a run: failures, grid, every pair's numbers")
+    report.add_argument("results", help=RESULTS_HELP)
+    report.add_argument("-o", "--output", required=True, metavar="FILE", help="the page, e.g. report.html")
+    report.add_argument("--run", metavar="RUN", help=RUN_HELP)
+    report.add_argument(
+        "--rows", metavar="AXIS", help="what goes down the grid (default: content, or the swept settings)"
+    )
+    report.add_argument(
+        "--cols", metavar="AXIS", help="what goes across the grid (default: style, or the swept setting)"
+    )
     _add_s3_flags(report)
 
-    curves = commands.add_parser("curves", help="loss curves (PNG) of every finished pair of a run")
-    curves.add_argument("results", help="results table (OUT/results), local or s3://")
-    curves.add_argument("-o", "--output", required=True, help="folder for the {output name}.loss.png files")
-    curves.add_argument("--run", help=RUN_HELP)
+    curves = commands.add_parser("curves", help="how each finished picture of a run improved, step by step (PNG)")
+    curves.add_argument("results", help=RESULTS_HELP)
+    curves.add_argument(
+        "-o", "--output", required=True, metavar="FOLDER", help="the folder for the {output name}.loss.png files"
+    )
+    curves.add_argument("--run", metavar="RUN", help=RUN_HELP)
     _add_s3_flags(curves)
 
 

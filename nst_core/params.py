@@ -94,20 +94,30 @@ def param(
     default,
     help: str,
     *,
+    detail: str = "",
     graph: bool = False,
     check: Check | None = None,
     added_in: str | None = None,
     neutral=_NO_NEUTRAL,
     fast: bool = False,
 ):
-    """A StyleParams field: `help` says what it is and why its default; `graph`: it changes the compiled
+    """A StyleParams field: `help` says what it does in one plain sentence (the flags' help, the Prefect form);
+    `detail` adds the evidence behind its default, its limits and sources (manifests/README.md); `graph`: it changes the compiled
     objective (the compile key); `added_in` and `neutral`, required for fields not in FIRST_FIELDS: the
     version that added it and the value that behaves as before it existed (the hash leaves the field out
     at that value, keeping old pair ids); `fast`: the fast network's previews use it too (`nst sheet`
     offers only these)."""
     return dataclasses.field(
         default=default,
-        metadata={"help": help, "graph": graph, "check": check, "added_in": added_in, "neutral": neutral, "fast": fast},
+        metadata={
+            "help": help,
+            "detail": detail,
+            "graph": graph,
+            "check": check,
+            "added_in": added_in,
+            "neutral": neutral,
+            "fast": fast,
+        },
     )
 
 
@@ -125,6 +135,7 @@ class ParamSpec:
     added_in: str
     neutral: Any
     fast: bool = False  # the fast network's previews (nst_core.stylize.fast_preview) use it
+    detail: str = ""  # the evidence behind the default, limits, sources: the docs' table, not the help
 
     def is_neutral(self, value) -> bool:
         """Whether `value` behaves as the code did before this field existed (never, for the first fields)."""
@@ -169,6 +180,7 @@ def _specs(cls: type) -> tuple[ParamSpec, ...]:
                 FIRST_TABLES if first else meta["added_in"],
                 meta["neutral"],
                 meta.get("fast", False),
+                meta.get("detail", ""),
             )
         )
     return tuple(specs)
@@ -188,61 +200,73 @@ class StyleParams:
 
     size: int = param(
         512,
-        "longest side of the output, in pixels; the photo's and the painting's shorter sides must reach 16 px "
-        "at it, or the pair fails saying so",
+        "longest side of the finished picture, in pixels",
+        detail="the photo's and the painting's shorter sides must reach 16 px at it, or the pair fails saying so",
         check=AT_LEAST_16,
         fast=True,
     )
     iterations: int = param(
         100,
-        "most optimiser steps at the output size, after the coarser scales: stopping at 100 instead of 300 "
-        "moved style and structure by under 0.01 at 512 px, where 300 ran 129-171 steps (bench_quality)",
+        "most refining steps at the full size: more can add detail, fewer finish sooner",
+        detail="after the smaller sizes' steps; stopping at 100 instead of 300 moved style and structure by under "
+        "0.01 at 512 px, where 300 ran 129-171 steps (bench_quality)",
         check=COUNT,
     )
     method: Method = param(
         "optimize",
-        "Gatys' optimisation; fast: one pass of Ghiasi et al.'s network, seconds an image, for previews ([fast] extra)",
+        "optimize paints each picture carefully (minutes on a CPU); fast gives a quick preview in seconds "
+        "(needs the fast extra)",
+        detail="optimize: Gatys' optimisation; fast: one pass of Ghiasi et al.'s network ([fast] extra)",
         added_in="0.1.0+fast",
         neutral="optimize",
     )
     optimizer: Optimizer = param(
-        "lbfgs", "L-BFGS reaches a given loss in far fewer steps than Adam (bench_core)", graph=True
+        "lbfgs",
+        "how the picture is refined step by step: lbfgs needs far fewer steps than adam",
+        detail="L-BFGS reaches a given loss in far fewer steps than Adam (bench_core)",
+        graph=True,
     )
     learning_rate: float = param(
-        0.02, "Adam only: step in [0, 1] pixel units, as in the TensorFlow tutorial", graph=True, check=POSITIVE
+        0.02,
+        "step size of the adam optimizer (not used by lbfgs)",
+        detail="in [0, 1] pixel units, as in the TensorFlow tutorial",
+        graph=True,
+        check=POSITIVE,
     )
     init: Init = param(
         "content",
-        "the starting image (fast: the fast network's output; recolored: the photo in the painting's colours): "
-        "the photo keeps its layout; seeded noise came closer to the painting but redrew the painting's own "
-        "figures into the frame (docs/defaults.md)",
+        "what the painting starts from: the photo (content), noise, the painting (style), the quick preview "
+        "(fast) or the photo in the painting's colours (recolored)",
+        detail="the photo keeps its layout; seeded noise came closer to the painting but redrew the painting's "
+        "own figures into the frame (docs/defaults.md)",
     )
     init_noise: float = param(
         0.0,
-        "the share of seeded noise mixed into the starting image: 0 the init image as it is, 1 noise",
+        "share of random noise mixed into the starting picture, from 0 (none) to 1 (all noise)",
         check=FRACTION,
         added_in="0.2.0",
         neutral=0.0,
     )
     content_weight: float = param(
         1.0,
-        "weight of the content loss (0: the painting's texture alone); losses are relative errors, so the ratio "
-        "to style_weight is what matters",
+        "how strongly the result keeps the photo (0: the painting's texture alone)",
+        detail="losses are relative errors, so the ratio to style_weight is what matters",
         check=NON_NEGATIVE,
     )
     coarse_content_weight: float = param(
         8.0,
-        "content weight at the coarsest scale, as a multiple of content_weight, easing to 1x at the output "
-        "size: the coarse scales set the layout, and 8 kept more of the photo as close to the painting",
+        "how many times more the photo counts at the smallest size, where the layout is set, easing to once "
+        "at the full size",
+        detail="a multiple of content_weight at the coarsest scale; 8 kept more of the photo as close to the painting",
         check=POSITIVE,
         added_in="0.2.0",
         neutral=1.0,
     )
     self_similarity_weight: float = param(
         16.0,
-        "the self-similarity content loss (Kolkin et al. 2019), relative to the feature content loss: keeps "
-        "the photo's layout while colours and textures move (16: more of the photo kept, as close to the "
-        "painting); left out at scales that run in tiles; 0: off",
+        "how strongly the photo's shapes and layout are kept while its colours and textures change (0: off)",
+        detail="the self-similarity content loss (Kolkin et al. 2019), relative to the feature content loss; 16: "
+        "more of the photo kept, as close to the painting; left out at scales that run in tiles",
         graph=True,
         check=NON_NEGATIVE,
         added_in="0.2.0",
@@ -251,104 +275,142 @@ class StyleParams:
     strength: Optional[float] = param(
         None,
         "how strongly the painting is applied, from 0 (the photo) to 1 (the strongest look that still keeps "
-        "the photo's structure); sets style_weight along measured points (the defaults are strength 0.5); "
-        "none: style_weight as given",
+        "the photo's structure); none: use style_weight",
+        detail="sets style_weight along measured points; the defaults are strength 0.5",
         check=UNSET_OR_FRACTION,
         added_in="0.2.0",
         neutral=None,
     )
     style_weight: float = param(
         300.0,
-        "weight of the style loss against the content loss (relative errors, so the ratio is what matters): "
-        "the defaults' point on the quality frontier; `strength` sets it along measured points",
+        "how strongly the result takes on the painting's look, against content_weight",
+        detail="losses are relative errors, so the ratio is what matters: the defaults' point on the quality "
+        "frontier; `strength` sets it along measured points",
         check=NON_NEGATIVE,
     )
     tv_weight: float = param(
         1.0,
-        "total-variation smoothing: 30-35% less pixel speckle, content and style losses within 1% (bench_defaults)",
+        "how much the picture is smoothed against pixel speckle (0: not at all)",
+        detail="total-variation smoothing: 30-35% less pixel speckle, content and style losses within 1% "
+        "(bench_defaults)",
         check=NON_NEGATIVE,
     )
     content_layers: tuple[str, ...] = param(
         ("block3_conv2", "block4_conv2"),
-        "VGG layers of the content loss: Gatys et al.'s block4_conv2 with block3_conv2, which holds the "
-        "photo's outlines",
+        "which layers of the image network judge how much of the photo is kept, comma-separated",
+        detail="VGG layers: Gatys et al.'s block4_conv2 with block3_conv2, which holds the photo's outlines",
         graph=True,
     )
     content_layer_weights: Optional[tuple[float, ...]] = param(
-        None, "one per content layer; none: equal weights", graph=True
+        None, "one weight per content layer, comma-separated (none: equal weights)", graph=True
     )
     style_layers: tuple[str, ...] = param(
-        VGG_STYLE_LAYERS, "VGG layers of the style loss (Gatys et al. 2016)", graph=True
+        VGG_STYLE_LAYERS,
+        "which layers of the image network judge the painting's look, comma-separated",
+        detail="VGG layers, as in Gatys et al. 2016",
+        graph=True,
     )
     style_layer_weights: Optional[tuple[float, ...]] = param(
         JCJOHNSON_LAYER_WEIGHTS,
-        "one per style layer; default: jcjohnson's effective weights (for the default layers only: "
-        "other layers start equal); none: equal",
+        "one weight per style layer, comma-separated (none: equal weights)",
+        detail="default: jcjohnson's effective weights, for the default layers only: other layers start equal",
         graph=True,
     )
     style_stat: StyleStat = param(
         "w2",
-        "the style statistic: w2 (crowsonkb's: mean and covariance) came closer to the painting than Gatys' "
-        "Gram matrices, in less time (bench_quality); swd: sliced Wasserstein; mmd-poly, mmd-gauss and bn follow Li "
-        "et al. 2017",
+        "how the painting's look is measured: w2 (the average and spread of its colours and textures), gram "
+        "(the original method's), swd (their whole distribution, along random directions), bn (averages and spreads "
+        "one by one), mmd-poly or mmd-gauss (kernel distances)",
+        detail="w2 (crowsonkb's: mean and covariance) came closer to the painting than Gatys' Gram matrices, in "
+        "less time (bench_quality); swd: sliced Wasserstein; mmd-poly, mmd-gauss and bn follow Li et al. 2017",
         graph=True,
     )
     style_blend: Optional[tuple[float, ...]] = param(
-        None, "weights of several style images (joined with ` + ` in a manifest's style cell); none: equal"
+        None,
+        "weights of several paintings blended into one style, comma-separated (none: equal)",
+        detail="the paintings are joined with ` + ` in a manifest's style cell",
     )
-    style_scale: float = param(1.0, "style image size relative to the output size", check=POSITIVE)
+    style_scale: float = param(
+        1.0,
+        "size of the painting relative to the finished picture: above 1 larger brush strokes, below 1 smaller",
+        check=POSITIVE,
+    )
     style_fit: StyleFit = param(
         "short",
-        "short: the painting's short side to the output's (its long side at most twice the output's), "
-        "larger strokes from a wide painting on a square photo, more content kept at a high style_weight; "
-        "long: longest side to longest (jcjohnson's) (bench_quality)",
+        "how the painting is sized against the picture: short matches the short sides (larger strokes from a "
+        "wide painting), long the long sides",
+        detail="short: the painting's long side at most twice the output's; more content kept at a high "
+        "style_weight; long: longest side to longest (jcjohnson's) (bench_quality)",
         added_in="0.1.0+style-fit",
         neutral="long",
     )
     preserve_colors: PreserveColors = param(
-        "none", "keep the content's colours (luminance or histogram matching), both methods", fast=True
+        "none",
+        "keep the photo's colours: none, luminance (the painting's light and shade only) or histogram (the "
+        "photo's range of colours)",
+        detail="both methods",
+        fast=True,
     )
     style_strength: float = param(
         1.0,
-        "both methods: the finished picture's pixels blended with the photo's, 1 = all result, 0 = the photo "
-        "(a fade; `strength` paints more lightly instead)",
+        "fade between the photo (0) and the finished picture (1); strength paints more lightly instead",
+        detail="both methods: the finished picture's pixels blended with the photo's",
         check=FRACTION,
         added_in="0.1.0+fast",
         neutral=1.0,
         fast=True,
     )
     scales: tuple[int, ...] = param(
-        (), "coarser sizes optimised first (coarse-to-fine), e.g. 256; set: min_scale unused"
+        (),
+        "smaller sizes to paint first, in pixels, comma-separated, e.g. 256 (given, min_scale is not used)",
+        detail="coarse-to-fine",
     )
     min_scale: int = param(
         128,
-        "coarse-to-fine in sqrt(2) steps from about this side up to size (crowsonkb's 128): the "
-        "painting's large-scale structure, the measure's largest gain (bench_quality); 0: size only",
+        "smallest size painted first, in pixels, growing by 1.4 times up to the full size (0: full size only)",
+        detail="coarse-to-fine in sqrt(2) steps from about this side (crowsonkb's 128): the painting's large-scale "
+        "structure, the measure's largest gain (bench_quality)",
         check=OFF_OR_AT_LEAST_16,
         added_in="0.1.0+min-scale",
         neutral=0,
     )
     coarse_iterations: int = param(
         60,
-        "optimiser steps at each coarser scale: enough to carry structure up (100 and 200 scored alike)",
+        "refining steps at each smaller size",
+        detail="enough to carry structure up (100 and 200 scored alike)",
         check=COUNT,
     )
     average_decay: float = param(
         0.0,
-        "> 0 returns a moving average of the iterates (crowsonkb's 0.99); 0: the best one",
+        "above 0, the result is an average of the latest steps' pictures (0: the best single step)",
+        detail="a moving average of the iterates (crowsonkb's 0.99)",
         check=BELOW_ONE,
         added_in="0.1.0+average",
         neutral=0.0,
     )
     tolerance: float = param(
-        1e-3, "stop once the loss improved by less than this fraction over `patience` steps", check=NON_NEGATIVE
+        1e-3,
+        "stop early once the result improves by less than this fraction over `patience` steps",
+        check=NON_NEGATIVE,
     )
-    patience: int = param(20, "steps over which the loss must improve by `tolerance`", check=COUNT)
+    patience: int = param(20, "steps over which the result must improve by `tolerance` to go on", check=COUNT)
     arch: Arch = param(
-        "auto", "VGG19 (Gatys) with ImageNet weights; a weights file says which VGG it holds", graph=True
+        "auto",
+        "which image network judges the pictures: vgg19, vgg16, or auto (the one the weights file holds)",
+        detail="VGG19 (Gatys) with ImageNet weights; a weights file says which VGG it holds",
+        graph=True,
     )
-    pooling: Pooling = param("max", "VGG's pooling, max as in Keras; avg is Gatys' choice", graph=True)
-    seed: int = param(0, "noise init and random features are seeded: same seed, same image on CPU")
+    pooling: Pooling = param(
+        "max",
+        "how the image network shrinks its views: max, or avg (smoother)",
+        detail="max as in Keras; avg is Gatys' choice",
+        graph=True,
+    )
+    seed: int = param(
+        0,
+        "random seed: the same seed gives the same picture on a CPU",
+        detail="noise init and random features are seeded",
+    )
 
     def __post_init__(self) -> None:
         if self.strength is not None and 0 <= self.strength <= 1:
@@ -453,11 +515,17 @@ class StyleParams:
 
 
 def parameter_table() -> str:
-    """The parameters as a Markdown table (manifests/README.md): name, what a cell holds, default, help."""
+    """The parameters as a Markdown table (manifests/README.md): name, what a cell holds, default, help, detail."""
     return markdown.table(
-        ("parameter", "type", "default", "meaning"),
+        ("parameter", "type", "default", "meaning", "notes"),
         (
-            (f"`{s.name}`", _kind(s), "(empty)" if s.default in (None, ()) else f"`{as_text(s.default)}`", s.help)
+            (
+                f"`{s.name}`",
+                _kind(s),
+                "(empty)" if s.default in (None, ()) else f"`{as_text(s.default)}`",
+                s.help,
+                s.detail,
+            )
             for s in StyleParams.specs()
         ),
     )

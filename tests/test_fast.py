@@ -190,9 +190,9 @@ def test_sheet_help_shows_the_sheet_defaults_and_only_the_fast_networks_flags(ca
     with pytest.raises(SystemExit):
         main(["sheet", "--help"])
     help_text = capsys.readouterr().out
-    assert re.search(r"--size V\s+default: 256\b", help_text)
-    assert re.search(r"--preserve-colors \{none,luminance,histogram\}\s+default: none", help_text)
-    assert "--style-strength V" in help_text
+    assert re.search(r"--size PIXELS\s+longest side [^(]+\(default: 256\)", help_text)
+    assert re.search(r"--preserve-colors \{none,luminance,histogram\}\s+keep the photo's colours", help_text)
+    assert "--style-strength FRACTION" in help_text
     flags = set(re.findall(r"--[a-z0-9-]+", help_text))
     offered = {f"--{spec.name.replace('_', '-')}" for spec in StyleParams.specs()} & flags
     assert offered == {"--size", "--preserve-colors", "--style-strength"}  # param(..., fast=True) only

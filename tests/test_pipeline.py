@@ -380,7 +380,7 @@ def test_killed_at_ten_random_points_then_resumed_every_pair_whole_once(prefect_
     manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles"])  # 2 styles per photo
     out = photo_dir / "out"
     command = nst(
-        "run", manifest, "--out", str(out), "--size", "32", "--iterations", "5", "--tolerance", "0", "--batch-size", "2"
+        "run", manifest, "-o", str(out), "--size", "32", "--iterations", "5", "--tolerance", "0", "--batch-size", "2"
     )
     shared = {
         **os.environ,
@@ -444,17 +444,92 @@ def test_every_flag_says_what_it_does_with_its_choices_and_defaults_as_typed(cap
             assert action.help, f"nst {name} {action.option_strings or action.dest}: no help"
             if action.choices:
                 assert "{" + ",".join(action.choices) + "}" in command.format_help()
-    run_help = commands.choices["run"].format_help()
-    assert re.search(r"--content-layers V\s+default: block3_conv2,block4_conv2;", run_help)
-    assert re.search(r"--style-blend V\s+default: none;", run_help)
+    run_help = " ".join(commands.choices["run"].format_help().split())  # unwrapped
+    assert re.search(r"--content-layers LAYERS\s+which layers [^(]+\(default: block3_conv2,block4_conv2\)", run_help)
+    assert re.search(r"--style-blend WEIGHTS\s+weights of several paintings [^)]+\) \(default: none\)", run_help)
     assert re.search(r"--output-format \{png,png16,tiff16\}", run_help)
-    assert re.search(r"--init \{noise,content,style,fast,recolored\}\s+default: content;", run_help)
+    assert re.search(r"--init \{noise,content,style,fast,recolored\}\s+what the painting starts from", run_help)
+    assert "or the photo in the painting's colours (recolored) (default: content)" in run_help
     scaled = argparse.ArgumentParser()
     add_param_flags(scaled, StyleParams(scales=(256, 362), size=512))
-    assert re.search(r"--scales V\s+default: 256,362;", scaled.format_help())
+    assert re.search(
+        r"--scales PIXELS\s+smaller sizes [^(]+\([^)]+\)\s+\(default: 256,362\)", " ".join(scaled.format_help().split())
+    )
     with pytest.raises(SystemExit):
         parser.parse_args(["--help"])
-    assert "stylize every pair of a manifest" in capsys.readouterr().out
+    assert "paint every photo x painting of a manifest" in capsys.readouterr().out
+
+
+# Words a photographer reading the help cannot be expected to know: benchmark scripts, people's
+# handles and papers (they belong in manifests/README.md's notes and docs/defaults.md), code names.
+JARGON = (
+    "bench_",
+    "crowsonkb",
+    "jcjohnson",
+    "pre-issue",
+    "flows.",
+    "nst_core",
+    "BATCH_SIZE",
+    "Gatys",
+    "Ghiasi",
+    "Kolkin",
+    "Li et al",
+    "iterates",
+    "swd:",
+)
+
+
+def test_help_is_plain_words_with_examples_and_placeholders_that_say_what_a_value_is():
+    import argparse
+
+    from flows.cli import build_parser
+    from flows.pipeline import BATCH_SIZE
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in [("nst", parser), *commands.choices.items()]:
+        text = command.format_help()
+        assert [word for word in JARGON if word in text] == [], f"nst {name} --help"
+        examples = re.search(r"^examples:\n((?:  nst .+\n?)+)", text, re.M)
+        assert examples and len(examples.group(1).strip().split("\n")) == 3, f"nst {name} --help: three examples"
+        assert all(
+            line.strip().startswith(f"nst {'' if name == 'nst' else name}")
+            for line in examples.group(1).split("\n")
+            if line
+        )
+        placeholders = re.findall(r"(?:^|\[)--[a-z0-9-]+ ([A-Z]\w*)", text, re.M)
+        assert "V" not in placeholders, f"nst {name}: {placeholders}"
+    run_help = commands.choices["run"].format_help()
+    for placeholder in ("--size PIXELS", "--style-weight WEIGHT", "--style-layers LAYERS", "--iterations STEPS"):
+        assert placeholder in run_help
+    assert f"(default {BATCH_SIZE}," in run_help  # the batch size's help says the real default
+    serve_help = commands.choices["serve"].format_help()
+    assert serve_help.startswith("usage: nst serve --cron SCHEDULE -o FOLDER [options] manifest\n")
+    assert re.search(r"options:\n  -h, --help .*\n  --cron SCHEDULE ", serve_help)  # the required flag first
+
+
+def test_version_and_a_mistyped_flag_answered_in_one_line(capsys):
+    from importlib import metadata
+
+    from flows.cli import build_parser, main
+
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out == f"nst {metadata.version('nst-pipeline')}\n"
+    for argv, meant in (
+        (["run", "m.csv", "-o", "out", "--stlye-weight", "3"], "--style-weight"),
+        (["run", "m.csv", "--outt", "out"], "--out"),
+        (["stylize", "a.jpg", "b.jpg", "-o", "x.png", "--itertions=5"], "--iterations"),
+        (["grid", "results", "-o", "g.jpg", "--col", "size", "--fontsize", "9"], "--font-size"),
+    ):
+        with pytest.raises(SystemExit) as exit:
+            main(argv)
+        last = capsys.readouterr().err.strip().split("\n")[-1]
+        assert exit.value.code == 2 and last.endswith(f"did you mean {meant}?"), last
+    # -o is every writing command's; `run` and `serve` keep --out, and an unambiguous prefix still works.
+    assert build_parser().parse_args(["run", "m.csv", "-o", "x"]).out == "x"
+    assert build_parser().parse_args(["serve", "m.csv", "--out", "x", "--cron", "0 2 * * *"]).out == "x"
+    assert build_parser().parse_args(["report", "results", "--out", "r.html"]).output == "r.html"
 
 
 def test_cli_stylize_one_pair(photo_dir, weights_path):
