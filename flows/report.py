@@ -14,6 +14,7 @@ import json
 import math
 import os
 import posixpath
+import urllib.parse
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -211,7 +212,7 @@ def build_report(
     body = "\n".join(
         [
             f"<h1>Run {_e(run)}</h1>",
-            _header_card(pairs, run),
+            _header_card(pairs, run, links),
             *(failures if len(failed) else []),  # failures first: they are what needs doing
             "<h2>Grid</h2>",
             grids_html,
@@ -298,7 +299,12 @@ def _artifact_row(pair: dict, links: "Links") -> dict:
 
 class Links:
     """What a page or the Prefect UI can open: relative links between local files (the folder can be
-    moved or served), presigned https links for S3 objects (a browser cannot open s3://)."""
+    moved or served), file:// links to local files otherwise, presigned https links for S3 objects
+    (a browser cannot open s3://).
+
+    Every link is one of those, so no text in the table becomes a link a browser would run: a
+    relative link is percent-encoded, so an output named "javascript:alert(1).png" is a file name
+    ("javascript%3Aalert%281%29.png"), not a javascript: URL; any other scheme gets no link ("")."""
 
     def __init__(self, page_uri: str | None, storage: Storage):
         self.page_uri, self.storage = page_uri, storage
@@ -306,10 +312,12 @@ class Links:
     def __call__(self, uri: str) -> str:
         if uri.startswith("s3://"):
             return self.storage.sign(uri)
-        if self.page_uri is None or "://" in uri or "://" in self.page_uri:
-            return uri
+        if "://" in uri:
+            return uri if urllib.parse.urlsplit(uri).scheme in ("http", "https", "file") else ""
+        if self.page_uri is None or "://" in self.page_uri:
+            return self.storage.sign(uri)  # file://, percent-encoded
         relative = os.path.relpath(uri, os.path.dirname(os.path.abspath(self.page_uri)))
-        return posixpath.join(*relative.split(os.sep))
+        return urllib.parse.quote(posixpath.join(*relative.split(os.sep)))
 
 
 def _e(value) -> str:
@@ -330,7 +338,7 @@ VERSIONS = (
 )
 
 
-def _header_card(pairs: pd.DataFrame, run: str) -> str:
+def _header_card(pairs: pd.DataFrame, run: str, links: Links) -> str:
     """The run at a glance: counts, wall time and pace, where it ran, what was changed, its Prefect run."""
     own = pairs if run == "all" else pairs[pairs["run_id"] == run]  # skipped pairs show earlier runs' rows
     wall = (own["finished_at"].max() - own["started_at"].min()).total_seconds() if len(own) else math.nan
@@ -348,7 +356,7 @@ def _header_card(pairs: pd.DataFrame, run: str) -> str:
     urls = pairs["flow_run_url"].dropna().unique() if "flow_run_url" in pairs else []
     if len(urls):
         facts.append(
-            ("Prefect", " ".join(f'<a href="{_e(u)}">flow run {_e(u.rsplit("/", 1)[-1][:8])}</a>' for u in urls))
+            ("Prefect", " ".join(f'<a href="{_e(links(u))}">flow run {_e(u.rsplit("/", 1)[-1][:8])}</a>' for u in urls))
         )
     rows = "".join(f"<dt>{_e(k)}</dt><dd>{v if k == 'Prefect' else _e(v)}</dd>" for k, v in facts)
     return f'<dl class="card">{rows}</dl>'

@@ -17,7 +17,9 @@ import shutil
 import subprocess
 import tempfile
 from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
@@ -344,6 +346,55 @@ def test_the_report_page_in_headless_chromium(photos):
     _chromium("--window-size=1200,1600", f"--screenshot={shot}", page.as_uri())
     screenshot = np.asarray(Image.open(shot).convert("RGB"), np.float32)
     assert screenshot.shape == (1600, 1200, 3) and screenshot.std() > 20  # a page with pictures, not a blank
+
+
+HOSTILE = {"chelsea": "<script>alert(1)<script>.jpg", "coffee": '"><img src=x onerror=alert(2)>.jpg'}
+
+
+class _Page(HTMLParser):
+    """Every element of a page with its attributes, and its text, as a browser's parser reads them."""
+
+    def __init__(self, page: str):
+        super().__init__()
+        self.elements, self.text = [], []
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_text_from_file_names_and_outputs_cannot_inject_markup_or_links(samples):
+    """Photos named like markup, and an output named like a javascript: URL next to the page (the
+    flow's page is OUT/reports/RUN.html): the page a parser reads holds only its own script and
+    event handlers, and every link is relative, file:// or https (the names stay text)."""
+    root = samples("photos", **HOSTILE)
+    samples("styles", "the_scream")
+    pairs = _pairs(root, "content,style\nphotos,styles\n")
+    # Whatever a manifest allows, the table can hold such a name: the page must be safe for any.
+    hostile_output = str(root / "out" / "reports" / "javascript:alert(document.domain).png")
+    pairs = [dataclasses.replace(pairs[0], output=hostile_output), pairs[1]]
+    _record(pairs, str(root / "out" / "results"), "r1", 0, failed={pairs[1].pair_id})
+    page = root / "out" / "reports" / "r1.html"
+    report_from_results(str(root / "out" / "results"), str(page), storage=LOCAL)
+
+    parsed = _Page(page.read_text())
+    assert [tag for tag, _ in parsed.elements].count("script") == 1  # the page's own, at the end
+    handlers = {(tag, name) for tag, attrs in parsed.elements for name in attrs if name.startswith("on")}
+    assert handlers == {("th", "onclick"), ("select", "onchange"), ("input", "oninput"), ("div", "onclick")}
+    links = [attrs["href"] for _, attrs in parsed.elements if "href" in attrs]
+    zoomed = [json.loads(attrs["data-pair"]) for _, attrs in parsed.elements if "data-pair" in attrs]
+    links += [link for data in zoomed for link in (data["output"], data["content"], *data["styles"])]
+    assert links and {urlsplit(link).scheme for link in links} == {""}  # all relative: the files are local
+    assert {src.split(":")[0] for _, attrs in parsed.elements for src in [attrs.get("src")] if src} == {"data"}
+    # The output's link is its file, named as it is.
+    assert unquote(zoomed[0]["output"]) == "javascript:alert(document.domain).png"
+    assert (page.parent / unquote(zoomed[0]["output"])).exists()
+    assert all((page.parent / unquote(link)).exists() for link in zoomed[0]["styles"] + [zoomed[0]["content"]])
+    text = "".join(parsed.text)
+    assert "<script>alert(1)<script>" in text and '"><img src=x onerror=alert(2)>' in text  # shown as text
 
 
 def _on_s3(pairs):
