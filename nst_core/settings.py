@@ -20,6 +20,16 @@ def _flag(text: str) -> bool:
     return text == "1"
 
 
+MAX_LINK_SECONDS = 7 * 24 * 3600  # SigV4's longest presigned link
+
+
+def _link_seconds(text: str) -> int:
+    seconds = int(text) if text.isdigit() else 0
+    if not 1 <= seconds <= MAX_LINK_SECONDS:
+        raise ValueError(f"NST_LINK_SECONDS={text!r}: give whole seconds from 1 to {MAX_LINK_SECONDS} (7 days)")
+    return seconds
+
+
 def setting(variable: str, default, help: str, parse=str):
     """A Settings field read from `variable`; unset or empty keeps `default`."""
     return dataclasses.field(default=default, metadata={"variable": variable, "help": help, "parse": parse})
@@ -85,6 +95,13 @@ class Settings:
         False,
         "`1`: lock a results table on a store that ignores conditional creates by look-then-write",
         parse=_flag,
+    )
+    link_seconds: int = setting(
+        "NST_LINK_SECONDS",
+        3600,
+        "how long the presigned https links to S3 objects in reports and the Prefect UI stay valid, in "
+        "seconds (at most 604800, 7 days); a link carries the S3 access key id, never the secret",
+        parse=_link_seconds,
     )
     fault_write_delay: float = setting(
         "NST_FAULT_WRITE_DELAY",

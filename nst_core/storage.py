@@ -31,8 +31,6 @@ from fsspec.implementations.local import LocalFileSystem
 from .errors import PERMANENT_ERRNOS, ImageError, first_line
 from .settings import settings, variable
 
-SIGNED_SECONDS = 7 * 24 * 3600  # a week: the longest an S3 (SigV4) presigned link may live
-
 
 def join_uri(root: str, name: str) -> str:
     """`name` under `root`: joined with "/" for a URI, with the OS's separator for a local path."""
@@ -104,11 +102,13 @@ class Storage:
                 raise
             raise ImageError(f"{uri}: cannot write it: {first_line(error).lower()}") from error
 
-    def sign(self, uri: str, seconds: int = SIGNED_SECONDS) -> str:
-        """A link a browser opens: presigned https for S3 (valid `seconds`), file:// for a local path."""
+    def sign(self, uri: str) -> str:
+        """A link a browser opens: presigned https for S3, file:// for a local path. A presigned link
+        names the access key id (never the secret) and grants reading that one object to whoever
+        holds it, so it lives only NST_LINK_SECONDS (an hour by default)."""
         if uri.startswith("s3://"):
             fs, path = self.fs(uri)
-            return fs.sign(path, expiration=seconds)
+            return fs.sign(path, expiration=settings().link_seconds)
         return uri if "://" in uri else Path(os.path.abspath(uri)).as_uri()
 
 

@@ -14,8 +14,10 @@ import shutil
 import struct
 import sys
 import threading
+import time
 import zlib
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from PIL import Image
@@ -226,6 +228,15 @@ def tree(tmp_path):
     (tmp_path / "photos" / "notes.txt").write_text("not an image")
     Image.new("RGB", (8, 6)).save(tmp_path / "photos" / ".hidden.png")  # e.g. a half-written temporary file
     return tmp_path
+
+
+def link_lifetime(link: str) -> float:
+    """Seconds a presigned S3 link has left: SigV4 states it (X-Amz-Expires); SigV2, which botocore
+    signs with where the endpoint allows it (moto here), gives the moment it expires (Expires)."""
+    query = parse_qs(urlsplit(link).query)
+    if "X-Amz-Expires" in query:
+        return float(query["X-Amz-Expires"][0])
+    return float(query["Expires"][0]) - time.time()
 
 
 def artifacts(key: str):

@@ -12,6 +12,7 @@ import dataclasses
 import html
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -26,7 +27,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import REPO, artifacts, nst
+from conftest import REPO, artifacts, link_lifetime, nst
 from flows.grids import build_grid, grid_from_results, select_pairs
 from flows.manifest import expand_manifest
 from flows.pairs import base_row
@@ -416,6 +417,8 @@ def test_grid_and_report_read_and_write_s3(photos, s3):
     # Links a browser can open: presigned http(s) URLs that fetch the outputs, not s3:// ones.
     links = set(re.findall(r'href="([^"]+)"', page))
     assert links and not any(link.startswith("s3://") for link in links)
+    assert all(3590 < link_lifetime(html.unescape(link)) <= 3600 for link in links)  # NST_LINK_SECONDS' default
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in page
     for pair in pairs:
         signed = html.unescape(next(link for link in links if Path(pair.output).name + "?" in link))
         assert signed.startswith(options["endpoint_url"]) and "Signature" in signed

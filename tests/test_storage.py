@@ -6,8 +6,9 @@ import sys
 import time
 
 import pytest
+import requests
 
-from conftest import REPO
+from conftest import REPO, link_lifetime
 from nst_core import storage
 from nst_core.storage import Storage, join_uri
 
@@ -85,3 +86,18 @@ def test_write_atomic_to_s3(s3):
     fs, options = s3
     Storage(options).write_atomic("s3://nst-test/results/part-1.parquet", b"payload")
     assert fs.cat_file("nst-test/results/part-1.parquet") == b"payload"
+
+
+def test_a_presigned_link_lives_an_hour_and_holds_the_key_id_never_the_secret(s3, monkeypatch):
+    fs, options = s3
+    fs.pipe("nst-test/a.png", b"picture")
+    link = Storage(options).sign("s3://nst-test/a.png")
+    assert 3590 < link_lifetime(link) <= 3600
+    assert os.environ["AWS_ACCESS_KEY_ID"] in link and os.environ["AWS_SECRET_ACCESS_KEY"] not in link  # README
+    assert requests.get(link, timeout=10).content == b"picture"
+    monkeypatch.setenv("NST_LINK_SECONDS", "600")
+    assert 590 < link_lifetime(Storage(options).sign("s3://nst-test/a.png")) <= 600
+    for bad in ("0", "604801", "1h"):
+        monkeypatch.setenv("NST_LINK_SECONDS", bad)
+        with pytest.raises(ValueError, match=f"NST_LINK_SECONDS='{bad}': give whole seconds from 1 to 604800"):
+            Storage(options).sign("s3://nst-test/a.png")
