@@ -28,6 +28,7 @@ REQUIRED = ("content", "style")
 OPTIONAL = ("output", "sweep")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", *HEIF_EXTENSIONS)
 OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")  # what nst_core's save_image writes
+WILDCARD = re.compile(r"[*?\[]")  # a glob's special characters
 BLEND_SEPARATOR = re.compile(r"\s+\+\s+")  # "a.jpg + b.jpg": one style blended from both; "a+b.jpg" is a name
 # What a file or folder name cannot hold on Linux, macOS, Windows or as part of an S3 key's path.
 UNSAFE_IN_NAMES = re.compile(r'[/\\:*?"<>|\x00-\x1f\x7f]')
@@ -256,7 +257,7 @@ def list_images(uri: str, storage: Storage, exclude: str | None = None) -> tuple
     """
     fs, path = storage.fs(uri)
     try:
-        if re.search(r"[*?\[]", path):
+        if is_pattern(uri, storage):
             matches = fs.glob(path, detail=True)
         else:
             info = fs.info(path)
@@ -308,11 +309,18 @@ def _former_stem(uri: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", display_name(uri)) or "image"
 
 
-def listing_root(uri: str) -> str:
+def is_pattern(uri: str, storage: Storage) -> bool:
+    """Whether a cell is a glob: it holds `*`, `?` or `[` and names no file or folder that exists, so
+    a photo named "IMG [1].jpg" is that photo, not a pattern matching "IMG 1.jpg"."""
+    return bool(WILDCARD.search(uri)) and not storage.exists(uri)
+
+
+def listing_root(uri: str, storage: Storage) -> str:
     """Where a cell's listing starts: the folder or prefix it names, a glob's folder above its first
     wildcard, or a single file itself."""
-    wildcard = re.search(r"[*?\[]", uri)
-    return uri[: wildcard.start()].rsplit("/", 1)[0] if wildcard else uri.rstrip("/")
+    if is_pattern(uri, storage):
+        return uri[: WILDCARD.search(uri).start()].rsplit("/", 1)[0]
+    return uri.rstrip("/")
 
 
 def album(image: str, root: str) -> str:
@@ -382,7 +390,7 @@ def _row_images(number: int, cells: dict, base_dir: str, storage: Storage, exclu
     warnings += [warning for _, skipped in listed for warning in skipped]
     contents, *expanded = [images for images, _ in listed]
     fingerprints = {k: v for images in [contents, *expanded] for k, v in images.items()}
-    albums = {c: album(c, listing_root(content)) for c in contents}
+    albums = {c: album(c, listing_root(content, storage)) for c in contents}
     if len(parts) == 1:
         return albums, [(s,) for s in expanded[0]], fingerprints, []
     problems = [
@@ -444,6 +452,21 @@ def _drop_duplicates(uri: str, pairs: list[Pair]) -> tuple[list[Pair], list[str]
     return list(kept.values()), warnings, problems
 
 
+def _linked_outside(pairs: list[Pair], out_root: str) -> list[tuple[int, str]]:
+    """A problem for each pair whose local output folder leads outside the output root through a
+    symbolic link (OUT/shared -> /etc): the text of a path stays inside, where it resolves may not.
+    Object storage has no links."""
+    if "://" in out_root:
+        return []
+    root = os.path.realpath(out_root)
+    folders = {folder: os.path.realpath(folder) for folder in {os.path.dirname(p.output) for p in pairs}}
+    return [
+        (p.row, f"output {p.output} is outside the output root: its folder leads to {real} through a link")
+        for p in pairs
+        if os.path.commonpath([root, real := folders[os.path.dirname(p.output)]]) != root
+    ]
+
+
 def expand_manifest(
     uri: str,
     out_root: str,
@@ -489,6 +512,7 @@ def expand_manifest(
         raise ManifestError(uri, unmatched + [(None, "no images match any row; --allow-empty accepts that")])
     warnings += [f"{uri}: row {number}: {reason}; nothing to do for it" for number, reason in unmatched]
     pairs, repeat_warnings, collisions = _drop_duplicates(uri, pairs)
-    if problems or collisions:
-        raise ManifestError(uri, problems + collisions)
+    problems += collisions + _linked_outside(pairs, out_root)
+    if problems:
+        raise ManifestError(uri, problems)
     return pairs, overridden_cells(rows, overrides or {}) + warnings + repeat_warnings

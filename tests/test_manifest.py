@@ -236,6 +236,55 @@ def test_two_pairs_cannot_share_an_output(tree):
     ]
 
 
+@pytest.mark.parametrize(
+    "output", ["../x.png", "a/../../x.png", "./../x.png", "a\\..\\..\\x.png", "/etc/x.png", "C:/x.png", "s3://b/x.png"]
+)
+def test_no_output_cell_leads_out_of_the_root(tree, output):
+    with pytest.raises(ManifestError, match="must be a relative path inside the output root"):
+        _expand(tree, f"content,style,output\nphotos/a.png,styles/x.png,{output}\n")
+
+
+def test_a_content_cell_through_dot_dot_names_no_folder_outside_the_root(tree):
+    """The other cell that names an output: its folders become the output's album. `..` in it is
+    resolved before anything is listed, so no album climbs."""
+    (tree / "photos" / "trip").mkdir()
+    Image.new("RGB", (8, 6)).save(tree / "photos" / "trip" / "d.png")
+    pairs, _ = _expand(
+        tree, "content,style\nphotos/*/../trip/*.png,styles/x.png\nphotos/trip/../../photos/,styles/x.png\n"
+    )
+    assert {p.output.removesuffix(f"--x--{p.pair_id[:8]}.png") for p in pairs} == {
+        str(tree / "out" / name)
+        for name in ("d", "a", "b", "c")  # trip/d.png: the pair of row 1, once
+    }
+
+
+def test_an_output_folder_linked_outside_the_root_is_refused(tree):
+    """The confinement follows symbolic links: a folder inside OUT that leads elsewhere is outside."""
+    (tree / "out" / "kept").mkdir(parents=True)
+    (tree / "elsewhere").mkdir()
+    (tree / "out" / "shared").symlink_to(tree / "elsewhere")  # through the output cell
+    (tree / "out" / "photos").symlink_to(tree / "elsewhere")  # through an album of a folder cell
+    (tree / "out" / "alias").symlink_to(tree / "out" / "kept")  # a link that stays inside: fine
+    with pytest.raises(ManifestError) as caught:
+        _expand(
+            tree,
+            "content,style,output\nphotos/a.png,styles/x.png,shared/deep/x.png\n"
+            "photos/b.png,styles/x.png,alias/b.png\n.,styles/y.png,\n",
+        )
+    lines = str(caught.value).splitlines()
+    outside = f"is outside the output root: its folder leads to {tree / 'elsewhere'}"
+    assert lines[1] == f"  row 1: output {tree / 'out' / 'shared' / 'deep' / 'x.png'} {outside}/deep through a link"
+    assert len(lines) == 3 and lines[2].startswith("  row 3: output ") and f"{outside} through a link" in lines[2]
+    assert not list((tree / "elsewhere").iterdir())
+    (tree / "linked-out").symlink_to(tree / "out")  # the root itself may be a link
+    pairs, _ = expand_manifest(
+        _csv(tree / "m.csv", "content,style,output\nphotos/a.png,styles/x.png,alias/a.png\n"),
+        str(tree / "linked-out"),
+        storage=LOCAL,
+    )
+    assert pairs[0].output == str(tree / "linked-out" / "alias" / "a.png")
+
+
 def test_every_bad_row_is_reported_at_once(tree):
     text = (
         "content,style,size,style_weight,output\n"
@@ -315,6 +364,25 @@ def test_s3_prefix_glob_and_relative_paths(s3):
     ]  # row 2's a x x.png is row 1's pair again
     assert pairs[0].output == f"s3://nst-test/out/a--x--{pairs[0].pair_id[:8]}.png"
     assert warnings == ["s3://nst-test/in/m.csv: row 2 repeats 1 pair(s) of earlier rows; each runs once"]
+
+
+def test_a_file_named_like_a_pattern_is_that_file(tree):
+    """`[` in a name ("IMG [1].png") is the name when that file exists; a glob otherwise."""
+    Image.new("RGB", (8, 6)).save(tree / "photos" / "IMG [1].png")
+    Image.new("RGB", (8, 6)).save(tree / "photos" / "IMG 1.png")
+    pairs, warnings = _expand(
+        tree, "content,style\nphotos/IMG [1].png,styles/x.png\nphotos/IMG [12].png,styles/y.png\n"
+    )
+    assert [(p.row, _names([p.content])[0]) for p in pairs] == [(1, "IMG [1].png"), (2, "IMG 1.png")] and not warnings
+
+
+def test_an_s3_key_named_like_a_pattern_is_that_key(s3):
+    fs, options = s3
+    for key in ("in/IMG [1].jpg", "in/IMG 1.jpg", "in/x.png"):
+        fs.pipe(f"nst-test/{key}", b"image bytes are not read while expanding")
+    fs.pipe("nst-test/in/m.csv", b"content,style\nIMG [1].jpg,x.png\nIMG [12].jpg,x.png\n")
+    pairs, warnings = expand_manifest("s3://nst-test/in/m.csv", "s3://nst-test/out", storage=Storage(options))
+    assert [p.content for p in pairs] == ["s3://nst-test/in/IMG [1].jpg", "s3://nst-test/in/IMG 1.jpg"] and not warnings
 
 
 def test_s3_outputs_keep_unicode_names_and_albums(s3):
