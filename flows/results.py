@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import uuid
 from pathlib import Path
 from typing import Iterable
@@ -18,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from nst_core.errors import first_line
 from nst_core.params import StyleParams, as_text
 from nst_core.settings import settings
 from nst_core.storage import LOCAL, Storage, join_uri
@@ -147,12 +149,34 @@ def deliver_spooled(results_uri: str, *, storage: Storage) -> int:
 
 
 def read_results(results_uri: str, *, storage: Storage) -> pd.DataFrame:
-    """The whole table (empty, with every column, when nothing was written yet)."""
-    tables = []
-    for uri in storage.list(results_uri, "part-*.parquet"):
-        with storage.open(uri) as handle:
-            tables.append(pq.read_table(handle, schema=SCHEMA))
-    return pa.concat_tables(tables or [SCHEMA.empty_table()]).to_pandas()
+    """The whole table (empty, with every column, when nothing was written yet), without the files
+    that are not Parquet any more (read_part)."""
+    tables = [read_part(uri, storage) for uri in storage.list(results_uri, "part-*.parquet")]
+    return pa.concat_tables([t for t in tables if t is not None] or [SCHEMA.empty_table()]).to_pandas()
+
+
+BUFFER = "Could not open Parquet input source '<Buffer>': "  # pyarrow's words for bytes in memory, not the file
+
+
+def read_part(uri: str, storage: Storage) -> pa.Table | None:
+    """One file of the table; None, with a warning naming it, when its bytes are not a Parquet table
+    of these columns (cut short or damaged by a copy or a disk: nst writes whole files only).
+
+    Skipped, not fatal: refusing would stop every later run, scheduled ones included, until someone
+    moves the file; skipped, a pair whose only rows are in it is stylized again, which costs time
+    but loses no picture. The file stays where it is, for its rows to be recovered. A storage error
+    while fetching it is raised: a file that could not be read is not a damaged one."""
+    with storage.open(uri) as handle:
+        data = handle.read()
+    try:
+        return pq.read_table(pa.BufferReader(data), schema=SCHEMA)
+    except (pa.ArrowException, OSError) as error:  # from bytes in memory: the file's own content
+        reason = first_line(error).removeprefix(BUFFER)
+        logging.getLogger(__name__).warning(
+            f"{uri}: skipped, not a readable results file ({reason}); its pairs count as not done. "
+            "Move it out of the results folder, or replace it with a good copy."
+        )
+        return None
 
 
 DECISIVE = ("succeeded", "failed")  # `skipped` rows only repeat an earlier outcome

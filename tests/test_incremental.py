@@ -190,3 +190,44 @@ def test_outputs_named_as_earlier_versions_named_them_are_found_not_redone(
     assert run(force=True)["succeeded"] == 1
     assert (out / "Été" / f"Été à Paris — café 01--scream--{pair.pair_id[:8]}.png").is_file()
     assert _counts(run()) == (0, 0, 1, 0, 1, 0)  # and found there on the next run
+
+
+def _recorded(pairs, results: str, storage=LOCAL) -> list[str]:
+    """One results file per pair, each recording it succeeded; returns the files' URIs."""
+    now = datetime.now(timezone.utc)
+    return [
+        write_rows(
+            results,
+            [{**base_row(p, "r1"), "status": "succeeded", "started_at": now, "finished_at": now}],
+            storage=storage,
+        )
+        for p in pairs
+    ]
+
+
+def test_a_damaged_results_file_is_skipped_with_its_name_and_its_pairs_redone(tree, caplog):
+    from flows.ledger import classify
+
+    (tree / "m.csv").write_text("content,style\nphotos/a.png,styles/x.png\nphotos/b.png,styles/x.png\n")
+    pairs, _ = expand_manifest(str(tree / "m.csv"), str(tree / "out"), storage=LOCAL)
+    for pair in pairs:
+        save_image(load_image(pair.content, LOCAL), pair.output, LOCAL)
+    results = str(tree / "out" / "results")
+    _, damaged = _recorded(pairs, results)
+    os.truncate(damaged, os.path.getsize(damaged) // 2)  # what a copy cut short leaves
+    table = read_results(results, storage=LOCAL)
+    assert list(table.pair_id) == [pairs[0].pair_id]
+    assert f"{damaged}: skipped, not a readable results file" in caplog.text and "Move it out" in caplog.text
+    ledger = classify(pairs, table, LOCAL)
+    assert (ledger.unchanged[0].pair_id, ledger.new[0].pair_id) == (pairs[0].pair_id, pairs[1].pair_id)
+    assert os.path.exists(damaged)  # kept, for its rows to be recovered
+
+
+def test_a_results_file_that_cannot_be_fetched_stops_the_read(s3_iam_enforced, tree):
+    """A storage error is not damage: skipping it would redo every pair the file records."""
+    (tree / "m.csv").write_text("content,style\nphotos/a.png,styles/x.png\n")
+    pairs, _ = expand_manifest(str(tree / "m.csv"), str(tree / "out"), storage=LOCAL)
+    reader = Storage(s3_iam_enforced)  # may write and list there, not read
+    _recorded(pairs, "s3://nst-test/private/results", reader)
+    with pytest.raises(PermissionError):
+        read_results("s3://nst-test/private/results", storage=reader)
