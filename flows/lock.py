@@ -53,10 +53,14 @@ def _put_local(path: str, data: bytes, replace: bool) -> None:
     """Write the lock file whole, so a reader never sees part of one: a temporary beside it renamed
     over it (`replace`), or linked in (FileExistsError if a lock is there)."""
     temporary = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-    with open(temporary, "xb") as handle:
-        handle.write(data)
     try:
+        with open(temporary, "xb") as handle:
+            handle.write(data)
         (os.replace if replace else os.link)(temporary, path)
+    except OSError as error:
+        if error.filename is None:  # a write's error (a full disk) names no file: name the lock
+            raise OSError(error.errno, error.strerror, path) from error
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)

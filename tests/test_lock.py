@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -283,3 +284,44 @@ def test_runs_started_together_after_a_crash_take_the_dead_runs_lock_once(where,
     said = sorted(contender.communicate(timeout=60)[0].strip() for contender in contenders)
     assert said[0] == "held" and all(line.startswith("refused: ") for line in said[1:]), said
     assert all("is in use by run contender-" in line for line in said[1:]), said  # the winner named
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A folder on a real file system with no space left: a 64 KB tmpfs, filled (dd stops at ENOSPC)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root with CAP_SYS_ADMIN (the next test covers the same call without it)")
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={disk / 'filler'}", "bs=4k"], capture_output=True)
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_disk_is_named_when_the_lock_cannot_be_written(full_disk):
+    results = full_disk / "results"
+    with pytest.raises(OSError) as caught:
+        with run_lock(str(results), "r1", LOCAL):
+            pass
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(results / LOCK_NAME)
+    assert str(results / LOCK_NAME) in str(caught.value)  # what `nst run` prints
+    assert os.listdir(results) == []  # no temporary left behind
+
+
+def test_a_write_the_kernel_refuses_is_named_when_the_lock_cannot_be_written(tmp_path):
+    """The same call without root: a file-size limit of 0 bytes makes the kernel refuse the lock's
+    write (EFBIG), as a full disk refuses it (ENOSPC)."""
+    code = (
+        "import resource, signal, sys\n"
+        "from flows.lock import run_lock\nfrom nst_core.storage import LOCAL\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))\n"
+        "with run_lock(sys.argv[1], 'r1', LOCAL):\n    pass\n"
+    )
+    results = tmp_path / "results"
+    child = subprocess.run([sys.executable, "-c", code, str(results)], cwd=REPO, capture_output=True, text=True)
+    assert child.returncode == 1
+    assert child.stderr.splitlines()[-1] == f"OSError: [Errno {errno.EFBIG}] File too large: '{results / LOCK_NAME}'"
+    assert os.listdir(results) == []
