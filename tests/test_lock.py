@@ -16,6 +16,7 @@ from conftest import REPO, SAMPLES, nst
 from flows import lock
 from flows.lock import LOCK_NAME, UNSAFE_ENV, RunLockedError, UnsafeLockStoreError, run_lock
 from flows.results import read_results
+from nst_core.errors import ImageError
 from nst_core.storage import LOCAL, Storage
 
 
@@ -300,7 +301,7 @@ def full_disk(tmp_path):
         subprocess.run(["umount", str(disk)], check=True)
 
 
-def test_a_full_disk_is_named_when_the_lock_cannot_be_written(full_disk):
+def test_a_full_disk_is_named_in_the_error_of_every_write(full_disk):
     results = full_disk / "results"
     with pytest.raises(OSError) as caught:
         with run_lock(str(results), "r1", LOCAL):
@@ -308,6 +309,9 @@ def test_a_full_disk_is_named_when_the_lock_cannot_be_written(full_disk):
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(results / LOCK_NAME)
     assert str(results / LOCK_NAME) in str(caught.value)  # what `nst run` prints
     assert os.listdir(results) == []  # no temporary left behind
+    with pytest.raises(ImageError, match=f"^{full_disk / 'a.png'}: cannot write it: no space left on device$"):
+        LOCAL.write_atomic(str(full_disk / "a.png"), bytes(10_000))  # outputs, row files, reports
+    assert sorted(os.listdir(full_disk)) == ["filler", "results"]
 
 
 def test_a_write_the_kernel_refuses_is_named_when_the_lock_cannot_be_written(tmp_path):
