@@ -278,6 +278,14 @@ def test_everything_on_s3(prefect_api, s3, weights_path, caplog):
             assert max(Image.open(handle).size) == 32
     dump = table.astype(str).to_csv() + caplog.text + str(artifacts("stylize-summary")[0].data)
     assert secret not in dump and os.environ["AWS_ACCESS_KEY_ID"] not in dump
+    # The run's parameters as Prefect stored them, and the report, whose presigned links name the key id.
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        parameters = json.dumps(client.read_flow_run(table.flow_run_id.iloc[0]).parameters, default=str)
+    page = fs.cat(f"nst-test/out/reports/{table.run_id.iloc[0]}.html").decode()
+    assert "endpoint_url" in parameters and secret not in parameters + page
+    assert os.environ["AWS_ACCESS_KEY_ID"] not in parameters
 
 
 # Where the fault-injection test kills a run: "stylizing" at a random moment after the run took the
