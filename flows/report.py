@@ -35,6 +35,10 @@ MAX_GRIDS = 12  # grids of a sweep (one per style, or per content x style)
 MAX_GRID_ROWS = 60  # grid rows on the page; the full grid is `nst grid`'s job
 GRID_SIDE = 1600  # longest side of the embedded grid, in pixels
 REPORT_CELL = 128  # grid cell size on the page
+# Grid labels are drawn into the picture: a fifth of a cell's side high at most (20 px at 128 px cells), so
+# that a grid of three columns, shrunk to a 400 px phone, still shows them at MIN_LABEL_PX or more.
+REPORT_FONT = REPORT_CELL * 5 // 32
+MIN_LABEL_PX = 11  # a wider grid shrinks no further than this and scrolls in its own box (the page never does)
 
 
 CURVES = (
@@ -146,7 +150,7 @@ def _grids_html(
             group,
             row_axis,
             col_axis,
-            options=GridOptions(cell=REPORT_CELL),
+            options=GridOptions(cell=REPORT_CELL, font_size=REPORT_FONT),
             storage=storage,
             max_rows=MAX_GRID_ROWS,
             load=load,
@@ -154,13 +158,21 @@ def _grids_html(
         images.append(grid.image)
         parts += [
             f"<h3>{_e(title)}</h3>" if title else "",
-            f'<div class="gridbox"><img class="grid" alt="grid of outputs" '
-            f'src="{data_uri(grid.image, GRID_SIDE)}">{_grid_areas(grid, links)}</div>',
+            f'<div class="gridscroll"><div class="gridbox" style="{_grid_width(grid.image)}">'
+            f'<img class="grid" alt="grid of outputs" src="{data_uri(grid.image, GRID_SIDE)}">'
+            f"{_grid_areas(grid, links)}</div></div>",
             *(f"<p class=note>{_e(note)}</p>" for note in grid.notes),
         ]
     if len(grids) > MAX_GRIDS:
         parts.append(f"<p class=note>first {MAX_GRIDS} of {len(grids)} grids shown</p>")
     return "\n".join(parts), images
+
+
+def _grid_width(picture: Image.Image) -> str:
+    """The grid's box: the picture's own width, or the page's when narrower, but never so narrow that
+    its labels fall under MIN_LABEL_PX (the box then scrolls sideways within the page)."""
+    least = math.ceil(picture.width * MIN_LABEL_PX / REPORT_FONT)
+    return f"width:{picture.width}px;max-width:100%;min-width:{least}px"
 
 
 def _grid_areas(grid, links: "Links") -> str:
@@ -225,7 +237,8 @@ def build_report(
         ]
     )
     head, tail = PAGE.split("%BODY%")
-    return Report(head.replace("%TITLE%", _e(f"nst run {run}")) + body + tail, run, len(pairs), len(failed), grids)
+    head = head.replace("%TITLE%", _e(f"nst run {run}")).replace("%HEADINGS%", _card_headings())
+    return Report(head + body + tail, run, len(pairs), len(failed), grids)
 
 
 def report_from_results(
@@ -407,6 +420,14 @@ COLUMNS = [  # (heading, table column, format)
 THUMB_SIDE = 64  # pixels: the table's thumbnails, embedded
 
 
+def _card_headings() -> str:
+    """CSS writing each cell's column heading before it, for a phone, where every pair is a card."""
+    return "".join(
+        f"  #pairs td:nth-child({n})::before {{ content: {json.dumps(h)}; }}\n"
+        for n, (h, _, _) in enumerate(COLUMNS, 1)
+    )
+
+
 def _pairs_table(pairs: pd.DataFrame, links: Links, load) -> str:
     head = "".join(f'<th onclick="sortBy(this)">{_e(h)}</th>' for h, _, _ in COLUMNS)
     rows = "\n".join(
@@ -491,20 +512,38 @@ LIGHTBOX = """<div id="lightbox" hidden onclick="closeBox()"><p id="box-title"><
 # Filtering: the selects match a row's data- attributes; the text box its text and full paths (titles).
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>%TITLE%</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }
-.gridbox { position: relative; display: inline-block; max-width: 100%; }
-img.grid { max-width: 100%; border: 1px solid #ddd; display: block; }
+body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; overflow-wrap: break-word; }
+h1 { overflow-wrap: anywhere; }
+.gridscroll { overflow-x: auto; }
+.gridbox { position: relative; }
+img.grid { width: 100%; border: 1px solid #ddd; display: block; box-sizing: border-box; }
 .gridbox .area { position: absolute; } .gridbox a.area:hover { outline: 3px solid #2a6fdb; }
-table { border-collapse: collapse; } th, td { padding: 3px 8px; border-bottom: 1px solid #eee; text-align: left; }
-th { cursor: pointer; background: #f4f4f4; position: sticky; top: 0; }
+#pairs { border-collapse: collapse; width: 100%; font-size: 13px; }
+#pairs th, #pairs td { padding: 3px 6px; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }
+#pairs td a { overflow-wrap: anywhere; } /* a file name breaks anywhere; words, numbers and headings do not */
+#pairs th { cursor: pointer; background: #f4f4f4; position: sticky; top: 0; vertical-align: bottom; }
 td.failed { color: #a01414; font-weight: bold; } td.succeeded { color: #17692c; }
 img.thumb { display: block; max-height: 64px; }
-.filters { margin: 8px 0; display: flex; gap: 16px; flex-wrap: wrap; }
-.card { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; padding: 12px 16px;
+.filters { margin: 8px 0; display: flex; gap: 8px 16px; flex-wrap: wrap; }
+.filters select, .filters input { max-width: 100%; }
+.card { display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: 2px 16px; padding: 12px 16px;
         background: #f7f7f9; border: 1px solid #e2e2e8; border-radius: 6px; max-width: 1100px; }
-.card dt { color: #666; } .card dd { margin: 0; }
-.curves img { margin: 4px; border: 1px solid #eee; } .note { color: #777; }
+.card dt { color: #666; } .card dd { margin: 0; overflow-wrap: anywhere; }
+.curves img { margin: 4px; border: 1px solid #eee; max-width: calc(100% - 10px); } .note { color: #777; }
+/* A phone: each pair a card of "heading: value" lines, the headings a row of sort buttons above them. */
+@media (max-width: 700px) {
+  body { margin: 12px; }
+  .card { grid-template-columns: minmax(0, 1fr); padding: 8px 12px; } .card dd { margin-bottom: 4px; }
+  #pairs, #pairs tbody, #pairs tr { display: block; }
+  #pairs thead tr { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; }
+  #pairs thead tr::before { content: "sort by"; color: #666; margin-right: 4px; }
+  #pairs th { position: static; border-radius: 10px; padding: 1px 8px; }
+  #pairs tbody tr { border: 1px solid #e2e2e8; border-radius: 6px; margin: 8px 0; padding: 4px 8px; }
+  #pairs td { display: grid; grid-template-columns: 7em minmax(0, 1fr); gap: 8px; border: 0; padding: 1px 0; }
+  #pairs td:empty { display: none; } #pairs td::before { color: #666; }
+%HEADINGS%}
 #lightbox { position: fixed; inset: 0; background: rgba(0, 0, 0, .85); color: #eee; padding: 16px;
             display: flex; flex-direction: column; align-items: center; z-index: 10; cursor: zoom-out; }
 #lightbox[hidden] { display: none; }

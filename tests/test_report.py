@@ -521,3 +521,103 @@ def test_a_report_that_cannot_be_written_does_not_fail_the_run(prefect_api, phot
     )
     assert outcome["succeeded"] == 1
     assert "run report not written" in caplog.text
+
+
+class _Browser:
+    """A tab of headless Chromium driven over the DevTools protocol, with a laptop's or a phone's
+    viewport (a phone's, `mobile`, is laid out as the page's viewport meta says, as on a phone):
+    a `--headless` window alone is never narrower than 500 px."""
+
+    def __init__(self, profile: Path):
+        import time
+
+        from websockets.sync.client import connect
+
+        executable = shutil.which("chromium") or shutil.which("chromium-browser")
+        if executable is None:
+            pytest.skip("chromium is not installed and could not be (make test installs Debian's chromium package)")
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
+        flags += ["--disable-background-networking", "--disable-component-update", "--remote-debugging-port=0"]
+        self.process = subprocess.Popen(
+            [executable, *flags, f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        port_file, deadline = profile / "DevToolsActivePort", time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):  # Chromium writes its port there
+            assert time.monotonic() < deadline and self.process.poll() is None, "chromium did not start"
+            time.sleep(0.1)
+        targets = requests.get(f"http://127.0.0.1:{port_file.read_text().split()[0]}/json/list", timeout=10).json()
+        page = next(target for target in targets if target["type"] == "page")
+        self.socket = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
+        self.calls = 0
+
+    def call(self, method: str, wait_for: str | None = None, **params) -> dict:
+        """The command's result; with `wait_for`, once that event has come too."""
+        self.calls += 1
+        self.socket.send(json.dumps({"id": self.calls, "method": method, "params": params}))
+        result, waited = None, wait_for is None
+        while result is None or not waited:
+            message = json.loads(self.socket.recv(timeout=60))
+            if message.get("id") == self.calls:
+                assert "error" not in message, message
+                result = message["result"]
+            waited = waited or message.get("method") == wait_for
+        return result
+
+    def open(self, url: str, width: int, mobile: bool) -> None:
+        self.width = width
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1, mobile=mobile)
+        self.call("Page.enable")
+        self.call("Page.navigate", wait_for="Page.loadEventFired", url=url)
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"]["value"]
+
+    def screenshot(self, height: int) -> bytes:
+        """The window's width of the page's top `height` pixels (or all of it, when shorter), as PNG."""
+        tall = self.call("Page.getLayoutMetrics")["cssContentSize"]["height"]
+        clip = {"x": 0, "y": 0, "width": self.width, "height": min(tall, height), "scale": 1}
+        return base64.b64decode(self.call("Page.captureScreenshot", captureBeyondViewport=True, clip=clip)["data"])
+
+    def close(self) -> None:
+        self.socket.close()
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def _report_of_twelve_pairs(samples) -> tuple[Path, object]:
+    """(the page, its Report) of a run of 4 photos, one with a long name, x 3 paintings, one pair failed."""
+    root = samples("photos", "chelsea", "coffee", "rocket", astronaut="Été à Paris — café 01.jpg")
+    samples("styles", "starry_night", "the_scream", "shipwreck")
+    pairs = _pairs(root, "content,style\nphotos,styles\n")
+    _record(pairs, str(root / "out" / "results"), "20261205T020000-1a2b3c", 0, failed={pairs[5].pair_id})
+    page = root / "out" / "reports" / "20261205T020000-1a2b3c.html"
+    return page, report_from_results(str(root / "out" / "results"), str(page), storage=LOCAL)
+
+
+# What the page measures of itself: its width against the window's, and the grid's shown width.
+MEASURE = """JSON.stringify({window: innerWidth, page: document.documentElement.scrollWidth,
+  grid: document.querySelector("img.grid").getBoundingClientRect().width,
+  file: document.querySelector("#pairs tbody tr td:last-child").getBoundingClientRect().right})"""
+
+
+def test_the_report_fits_a_laptop_and_a_phone_in_headless_chromium(samples, tmp_path):
+    """At 1400 px (a laptop) and 400 px (a phone) the page is no wider than the window, so nothing is
+    cut off (the file column included), and the grid's labels, drawn into its picture, show at 11 px
+    or more; the phone lays the page out at its own width (the viewport meta), not a shrunk desktop's."""
+    from flows.report import REPORT_FONT
+
+    page, report = _report_of_twelve_pairs(samples)
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page.read_text()
+    browser = _Browser(tmp_path / "profile")
+    try:
+        for width, mobile in ((1400, False), (400, True)):
+            browser.open(page.as_uri(), width, mobile)
+            facts = json.loads(browser.evaluate(MEASURE))
+            assert facts["window"] == width, facts  # without the viewport meta a phone lays out 980 px and shrinks it
+            assert facts["page"] <= width and facts["file"] <= width, facts  # no sideways scrolling
+            label = REPORT_FONT * facts["grid"] / report.grids[0].width  # the labels' height as shown
+            assert label >= 11, f"{width} px: grid labels {label:.1f} px high"
+    finally:
+        browser.close()
