@@ -50,6 +50,17 @@ def test_a_block_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
     assert os.listdir(tmp_path) == ["a.npz"]
 
 
+def test_a_write_over_a_link_replaces_the_link_not_the_file_it_leads_to(tmp_path):
+    """An output path that is a symbolic link to a file outside the output root (OUT/a.png -> /etc/x)."""
+    (tmp_path / "out").mkdir()
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"not yours")
+    (tmp_path / "out" / "a.png").symlink_to(outside)
+    Storage().write_atomic(str(tmp_path / "out" / "a.png"), b"the output")
+    assert outside.read_bytes() == b"not yours"
+    assert not (tmp_path / "out" / "a.png").is_symlink() and (tmp_path / "out" / "a.png").read_bytes() == b"the output"
+
+
 def test_temporaries_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
     """A real writer held mid-write (NST_FAULT_WRITE_DELAY): its temporary is kept while it lives,
     removed once it is SIGKILLed; another host's is kept unless an hour old."""
