@@ -227,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--name", default="nightly", help="the schedule's name in Prefect (default nightly)")
     _add_report_commands(commands)
 
+    ui = commands.add_parser(
+        "ui", help="a Prefect server that keeps every run's history, to watch runs in its UI (and to serve)"
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=4200, help="port (default 4200)")
+
     sheet = commands.add_parser(
         "sheet", help="a quick preview of every photo in every painting's style, in one picture"
     )
@@ -449,6 +455,7 @@ def _labelled_images(uris: list[str], max_side: int, storage: Storage) -> list[t
 
 
 def cmd_sheet(args: argparse.Namespace) -> int:
+    _check_image_output(args.output)  # before the network loads or a cell is drawn
     runtime.load()
     from tqdm import tqdm
 
@@ -470,37 +477,50 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_image_output(uri: str, encoding: str | None = None) -> None:
+    """Refuse, before any work, an output image that cannot be written as asked: no image extension,
+    one `--output-format encoding` cannot write, or a folder there."""
+    from nst_core.errors import ImageError
+    from nst_core.image_io import encoding_problem, output_format
+
+    output_format(uri)  # an ImageError naming the file when it has no image extension
+    problem = encoding_problem(uri, encoding)
+    if problem:
+        raise ImageError(f"{uri}: {problem}")
+    if "://" not in uri and os.path.isdir(uri):
+        raise ImageError(f"{uri}: is a directory; name the output image file inside it")
+
+
+def _check_folder_output(uri: str | None, flag: str) -> None:
+    """Refuse, before any work, a local output folder that is a file."""
+    if uri and "://" not in uri and os.path.exists(uri) and not os.path.isdir(uri):
+        raise ValueError(f"{uri}: is a file; {flag} names a folder")
+
+
 def _check_stylize_args(args: argparse.Namespace, params: StyleParams) -> None:
     """What `nst stylize` can refuse before reading an image or loading the network, as a manifest's rows are."""
     from flows.manifest import blend_problem
-    from nst_core.errors import ImageError
-    from nst_core.fast import check_installed
-    from nst_core.image_io import encoding_problem, output_format
 
-    check_installed(params.method, params.init)
-    output_format(args.output)  # an ImageError naming the file when it has no image extension
-    problem = encoding_problem(args.output, args.output_format)
-    if problem:
-        raise ImageError(f"{args.output}: {problem}")
-    if "://" not in args.output and os.path.isdir(args.output):
-        raise ImageError(f"{args.output}: is a directory; name the output image file inside it")
+    _check_image_output(args.output, args.output_format)
     problem = blend_problem(params, len(args.styles))
     if problem:
         raise ValueError(f"--style-blend: {problem}; give one weight per style image")
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
+    params = StyleParams().replace(**param_overrides(args))
+    _check_stylize_args(args, params)  # before any file is read, the backend imported or a bar drawn
     runtime.load()
     import numpy as np
     from tqdm import tqdm
 
     from flows.manifest import Pair, pair_id
     from flows.pairs import default_memory_limit_gb, load_pairs, stylize_and_save
+    from nst_core.fast import check_installed
     from nst_core.image_io import save_image
     from nst_core.model import check_weights
 
-    params = StyleParams().replace(**param_overrides(args))
-    _check_stylize_args(args, params)  # before any file is read, the network loaded or a bar drawn
+    check_installed(params.method, params.init)
     storage = storage_from(args)
     styles = tuple(args.styles)
     pair = Pair(1, args.content, styles, params, pair_id(args.content, styles, params), args.output)
@@ -558,6 +578,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.results import results_location
 
     # Reject a bad manifest or a table in use here, in one message, before Prefect starts (tens of seconds).
+    _check_folder_output(args.out, "--out")
+    _check_folder_output(args.results, "--results")
     storage = storage_from(args)
     _validate_manifest(args, storage)
     check_free(results_location(args.out, args.results), storage)
@@ -565,12 +587,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nst_core.model import check_weights
 
     check_weights(args.weights, param_overrides(args).get("arch", "auto"))
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from flows.pipeline import PairsFailedError, RunInterruptedError, ledger_line, run_manifest
     from flows.server import temporary_server
 
     _console_without_tracebacks()
     try:
-        with temporary_server():  # in its own session, and dies with this process
+        # In its own session, and dies with this process; log lines print above the bar, not into it.
+        with temporary_server(), logging_redirect_tqdm():
             outcome = run_manifest(**flow_parameters(args, storage), **runner_options(args), progress=True)
     except PairsFailedError as error:
         print(f"nst: {error}", file=sys.stderr)
@@ -593,15 +618,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
-
-    runtime.load()
-    from flows.pipeline import configured_flow
-    from nst_core.model import check_weights
+    from prefect.settings import PREFECT_API_URL
 
     try:
         ZoneInfo(args.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown timezone {args.timezone!r}; use a name like Europe/Paris or UTC") from None
+    schedule = Cron(args.cron, timezone=args.timezone)  # ValueError for a bad cron string
+    _check_folder_output(args.out, "--out")
+    _check_folder_output(args.results, "--results")
+    if not PREFECT_API_URL.value():  # Prefect's own temporary server would take the deployment and never run it
+        raise RuntimeError(
+            "serve needs a Prefect server that keeps running to fire its schedule: start one with `nst ui` "
+            "in another terminal, then run PREFECT_API_URL=http://127.0.0.1:4200/api nst serve ..."
+        )
+    runtime.load()
+    from flows.pipeline import configured_flow
+    from nst_core.model import check_weights
     from nst_core.storage import absolute
 
     # A deployment's runs need not start in this folder.
@@ -609,7 +642,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     storage = storage_from(args)
     _validate_manifest(args, storage)
     check_weights(args.weights, param_overrides(args).get("arch", "auto"))
-    schedule = Cron(args.cron, timezone=args.timezone)  # ValueError for a bad cron string
     flow = configured_flow(**runner_options(args))
     print(f"serving deployment stylize-manifest/{args.name}: {args.cron} ({args.timezone}); Ctrl-C stops it")
     # A night that outlasts 24 h must not overlap the next: that one waits its turn (ENQUEUE),
@@ -625,6 +657,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from flows.server import lasting_server
+
+    return lasting_server(args.host, args.port)
+
+
 def cmd_grid(args: argparse.Namespace) -> int:
     import time
 
@@ -633,6 +671,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from flows.grids import grid_from_results
     from nst_core.grid import GridOptions
 
+    _check_image_output(args.output)
     started = time.perf_counter()
     options = GridOptions(
         cell=args.cell,
@@ -659,6 +698,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from flows.report import report_from_results
 
+    if not args.output.lower().endswith((".html", ".htm")):
+        raise ValueError(f"{args.output}: a report is a web page; name it .html")
     report = report_from_results(
         args.results, args.output, run=args.run, rows=args.rows, cols=args.cols, storage=storage_from(args)
     )
@@ -671,6 +712,7 @@ def cmd_curves(args: argparse.Namespace) -> int:
     from flows.report import write_loss_curves
     from flows.results import read_results
 
+    _check_folder_output(args.output, "-o")
     storage = storage_from(args)
     pairs, run = select_pairs(read_results(args.results, storage=storage), args.run)
     written = write_loss_curves(pairs, args.output, storage)
@@ -707,6 +749,7 @@ def main(argv: list[str] | None = None) -> int:
         "stylize": cmd_stylize,
         "run": cmd_run,
         "serve": cmd_serve,
+        "ui": cmd_ui,
         "grid": cmd_grid,
         "report": cmd_report,
         "curves": cmd_curves,

@@ -126,10 +126,11 @@ def _row_params(cells: dict, base: StyleParams, overrides: dict) -> tuple[StyleP
 
 
 def overridden_cells(rows: list[tuple[int, dict, StyleParams, str | None]], overrides: dict) -> list[str]:
-    """One line per flag that replaced manifest cells: the command line is what the user typed last."""
+    """One line per flag that replaced manifest cells of another value: the command line is what the
+    user typed last."""
     lines = []
     for name, value in overrides.items():
-        count = sum(1 for _, cells, _, _ in rows if cells.get(name, "").strip())
+        count = sum(1 for _, cells, _, _ in rows if _differs(name, cells.get(name, "").strip(), value))
         if count:
             shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
             lines.append(
@@ -137,6 +138,16 @@ def overridden_cells(rows: list[tuple[int, dict, StyleParams, str | None]], over
                 f"{count} row{'s' if count > 1 else ''}"
             )
     return lines
+
+
+def _differs(name: str, cell: str, value) -> bool:
+    """Whether a non-empty cell says something other than `value` (a cell that does not parse does)."""
+    if not cell:
+        return False
+    try:
+        return StyleParams.parse(name, cell) != value
+    except ValueError:
+        return True
 
 
 def _output_problem(output: str, output_format: str | None = None) -> str | None:

@@ -14,6 +14,7 @@ import platform
 import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -23,7 +24,7 @@ import botocore.exceptions
 
 from nst_core import checkpoint, memory, runtime
 from nst_core.errors import PERMANENT_ERRNOS, ImageError, InputError
-from nst_core.image_io import load_image, read_exif, save_image, size_for
+from nst_core.image_io import check_header, load_image, read_exif, save_image, size_for
 from nst_core.model import min_input_side
 from nst_core.params import StyleParams
 from nst_core.storage import Storage
@@ -123,7 +124,9 @@ _STEP_LISTENERS: dict = {}
 
 @contextlib.contextmanager
 def steps_reported(run_id: str, listener):
-    """While inside, every optimiser step of this run's pairs stylized in this process calls listener(pair_id)."""
+    """While inside, this run's pairs stylized in this process report to `listener`: every optimiser
+    step calls listener.step(pair_id), and each batch, before it is optimised (and compiled, the
+    first of its batch_key), listener.starting(pair_ids, batch_key, content shape)."""
     _STEP_LISTENERS[run_id] = listener
     try:
         yield
@@ -138,9 +141,19 @@ def _on_step(run_id: str):
     def on_step(pair: Pair, *_):
         _raise_if_stopped()
         if listener is not None:
-            listener(pair.pair_id)
+            listener.step(pair.pair_id)
 
     return on_step
+
+
+def _on_batch(run_id: str):
+    """stylize_and_save's on_batch for this run's pairs: tell the listener a batch starts."""
+    listener = _STEP_LISTENERS.get(run_id)
+    return (
+        None
+        if listener is None
+        else lambda pairs, key, shape: listener.starting([p.pair_id for p in pairs], key, shape)
+    )
 
 
 class MemoryBudgetError(InputError, ValueError):
@@ -233,6 +246,25 @@ def failure_message(error: BaseException, pair: Pair) -> str:
     return message if isinstance(error, InputError) else f"{type(error).__name__}: {message}"
 
 
+def unreadable_files(uris: set[str], storage: Storage) -> dict[str, str]:
+    """The files of `uris` that cannot be stylized, as their headers tell (nothing decoded): URI ->
+    the reason, naming the file. Read a few at a time (a GET each on S3). A network error is not
+    the file's fault: that file is left to its pair's own load, which retries."""
+
+    def problem(uri: str) -> str | None:
+        try:
+            check_header(uri, storage)
+        except ImageError as error:
+            return str(error)
+        except Exception:  # noqa: BLE001 - the network, or a header only decoding can judge
+            return None
+        return None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found = dict(zip(uris, pool.map(problem, uris)))
+    return {uri: reason for uri, reason in found.items() if reason}
+
+
 def plan_batches(pairs: list[Pair], batch_size: int, memory_limit_gb: float) -> list[list[Pair]]:
     """Pairs grouped into batches of at most `batch_size` that may share one optimisation, each
     batch's memory (every pair counted at its largest, size x size, in one pass) within
@@ -317,17 +349,21 @@ def stylize_and_save(
     output_format: str | None,
     on_step,
     on_error,
+    on_batch=None,
 ) -> list[tuple[Pair, StylizeResult, float]]:
     """Stylize loaded pairs, those of one batch_key together, and write each output through
     `storage` with its photo's EXIF (camera, date, place), its checkpoint then dropped;
     `output_format` png16 or tiff16 writes 16 bits per channel. Returns (pair, result, seconds
     saving) per saved pair; a pair that fails goes to on_error(pair, error).
-    on_step(pair, scale_index, side, progress, image) follows every optimiser step."""
+    on_step(pair, scale_index, side, progress, image) follows every optimiser step;
+    on_batch(pairs, batch_key, content shape) precedes each optimisation."""
     batches: dict[tuple, list[Loaded]] = {}
     for item in loaded:
         batches.setdefault(batch_key(item.job.content.shape, item.job.params), []).append(item)
     saved = []
-    for batch in batches.values():
+    for key, batch in batches.items():
+        if on_batch is not None:
+            on_batch([item.pair for item in batch], key, batch[0].job.content.shape)
         outcomes = _stylize_jobs([item.job for item in batch], weights, _batch_steps(batch, on_step), memory_limit_gb)
         for item, outcome in zip(batch, outcomes):
             clock = time.perf_counter()
@@ -392,6 +428,7 @@ def stylize_pairs(
         output_format=output_format,
         on_step=_on_step(run_id),
         on_error=record,
+        on_batch=_on_batch(run_id),
     )
     for pair, result, seconds in saved:
         rows[pair.pair_id].update(status="succeeded", **result.to_row(), save_seconds=seconds)

@@ -50,6 +50,7 @@ from .pairs import (
     stop_signal,
     stopped_at,
     stylize_pairs,
+    unreadable_files,
 )
 from .parameters import OutputFormat, StorageOptions, StyleOverrides, overrides_dict, storage_of
 from .report import publish_report
@@ -62,6 +63,7 @@ SUBMIT_WINDOW = 64
 # Pairs optimised together: on a 2-core CPU 1.25x the pairs per hour of one at a time at 256 px,
 # 1.18x at 512 px (bench_batch), 1.46x per step at 128 px (bench_flops). Memory caps it.
 BATCH_SIZE = 4
+FAILURES_SHOWN = 10  # failures a failed run's closing message names; the report lists them all
 
 
 class PairsFailedError(RuntimeError):
@@ -121,19 +123,37 @@ def load_network_task(params: StyleParams, weights: str | None) -> None:
     feature_extractor(params.arch, weights, params.content_layers + params.style_layers, params.pooling)
 
 
-def skipped_rows(ledger: Ledger, run_id: str) -> list[dict]:
+def closed_row(pair: Pair, run_id: str, status: str, **cells) -> dict:
+    """The row of a pair this run settles without stylizing it: started and finished now."""
     now = datetime.now(timezone.utc)
+    return {**base_row(pair, run_id), "status": status, "started_at": now, "finished_at": now, **cells}
+
+
+def skipped_rows(ledger: Ledger, run_id: str) -> list[dict]:
     failing = {p.pair_id for p in ledger.still_failing}
     return [
-        {
-            **base_row(p, run_id),
-            "status": "skipped",
-            "started_at": now,
-            "finished_at": now,
-            "error": "unchanged since its last attempt failed" if p.pair_id in failing else None,
-        }
+        closed_row(
+            p, run_id, "skipped", error="unchanged since its last attempt failed" if p.pair_id in failing else None
+        )
         for p in ledger.skipped
     ]
+
+
+def fail_unreadable(run: RunContext, todo: list[Pair], tally: Tally) -> list[Pair]:
+    """The pairs whose files all open as images (their headers read, nothing decoded); the others
+    fail here, before the network loads, their rows naming the file and why."""
+    problems = unreadable_files({uri for pair in todo for uri in (pair.content, *pair.styles)}, run.storage)
+    rows, readable = [], []
+    for pair in todo:
+        reason = next((problems[uri] for uri in (pair.content, *pair.styles) if uri in problems), None)
+        if reason is None:
+            readable.append(pair)
+        else:
+            rows.append(closed_row(pair, run.run_id, "failed", error=reason, attempts=1, transient=False))
+    write_rows(run.results_uri, rows, storage=run.storage)
+    for row in rows:
+        tally.add(row, run.logger)
+    return readable
 
 
 def summary_markdown(run_id: str, counts: Counter, failures: list[dict], seconds: list[float]) -> str:
@@ -219,7 +239,8 @@ def stylize_manifest(
     with run_lock(run.results_uri, run.run_id, run.storage, stopped_at):  # one run per results table at a time
         ledger = prepare(run, pairs, force, since_last)
         tally = Tally(Counter(skipped=len(ledger.skipped), **ledger.counts()))
-        run_batches(run, ledger, tally, batch_size or BATCH_SIZE, retry_delays, progress)
+        todo = fail_unreadable(run, ledger.todo, tally)
+        run_batches(run, todo, tally, batch_size or BATCH_SIZE, retry_delays, progress)
     report = publish(run, tally)
     return finish(run, tally, report, len(pairs))
 
@@ -275,19 +296,19 @@ def prepare(run: RunContext, pairs: list[Pair], force: bool, since_last: bool) -
 
 
 def run_batches(
-    run: RunContext, ledger: Ledger, tally: Tally, batch_size: int, retry_delays: list[float], progress: bool
+    run: RunContext, todo: list[Pair], tally: Tally, batch_size: int, retry_delays: list[float], progress: bool
 ) -> None:
     """The pairs to do, in batches on the task runner, SUBMIT_WINDOW batches in flight at a time.
     Stops early at SIGINT/SIGTERM, counting the pairs left as stopped."""
-    todo = ledger.todo
-    shown = RunProgress(run, ledger, progress)
+    before = tally.finished()  # failed in planning
+    shown = RunProgress(run, todo, tally.counts, progress)
     task = stylize_batch_task.with_options(retries=len(retry_delays), retry_delay_seconds=retry_delays)
     batches = plan_batches(todo, batch_size, run.memory_limit_gb or default_memory_limit_gb())
     if todo:
         load_network_task.submit(todo[0].params, run.weights).result()
         run.logger.info(f"{len(todo)} pairs in {len(batches)} batches of up to {batch_size}")
 
-    with stop_on_signals(), steps_reported(run.run_id, shown.step):
+    with stop_on_signals(), steps_reported(run.run_id, shown):
         for start in range(0, len(batches), SUBMIT_WINDOW):
             futures = {
                 task.submit(
@@ -297,7 +318,7 @@ def run_batches(
             }
             _count_finished(run, futures, tally, shown, attempts=len(retry_delays) + 1)
             if stop_requested():
-                tally.counts["stopped"] = len(todo) - tally.finished()
+                tally.counts["stopped"] = len(todo) - (tally.finished() - before)
                 run.logger.warning(f"{stop_signal()}: stopped; {tally.counts['stopped']} pairs left for the next run")
                 break
     shown.close()
@@ -305,37 +326,58 @@ def run_batches(
 
 class RunProgress:
     """How far the run is, where people look: `nst run`'s bar (`show`) and the `stylize-progress`
-    artifact in the Prefect UI (percent of the manifest's pairs done, skipped ones included).
+    artifact in the Prefect UI (percent of the manifest's pairs done, those `counts` settled before
+    any batch, skipped or failed in planning, included).
 
-    The bar counts optimiser steps, each pair its budget (StyleParams.steps(), 1 for the fast
-    method), so it moves within a long pair: steps taken in this process (the threads runner)
-    advance it as they happen; when a batch finishes, its pairs fill what they did not report
-    (an early stop, or a Dask worker, whose steps are not seen here). The artifact moves per batch.
+    The bar counts the work left: optimiser steps of the pairs to do, each pair its budget
+    (StyleParams.steps(), 1 for the fast method), so it moves within a long pair: steps taken in
+    this process (the threads runner) advance it as they happen; when a batch finishes, its pairs
+    fill what they did not report (an early stop, or a Dask worker, whose steps are not seen here).
+    While the first batch of a shape compiles (minutes, at large sizes) the bar says so. The
+    artifact moves per batch.
     """
 
-    def __init__(self, run: RunContext, ledger: Ledger, show: bool):
-        self.budgets = {pair.pair_id: max(1, pair.params.steps()) for pair in ledger.todo + ledger.skipped}
+    def __init__(self, run: RunContext, todo: list[Pair], counts: Counter, show: bool):
+        self.budgets = {pair.pair_id: max(1, pair.params.steps()) for pair in todo}
         self.seen: Counter = Counter()
-        self.total, self.done = len(self.budgets), len(ledger.skipped)
+        self.counts = Counter(counts)
+        self.done, self.already = 0, counts["skipped"] + counts["failed"]
+        self.shapes: set = set()  # the batch keys this run has started
+        self.compiling: set[str] = set()  # the pairs of the batch compiling now
         self.lock = threading.Lock()  # steps arrive from the task runner's threads
-        self.bar = tqdm(
-            total=sum(self.budgets.values()),
-            initial=sum(self.budgets[p.pair_id] for p in ledger.skipped),
-            unit="step",
-            disable=not show,
-            dynamic_ncols=True,
-        )
-        self.bar.set_postfix(pairs=f"{self.done}/{self.total}")
+        self.bar = tqdm(total=sum(self.budgets.values()), unit="step", disable=not show, dynamic_ncols=True)
+        self.show()
         self.artifact = create_progress_artifact(
             self.percent(), key="stylize-progress", description=f"run {run.run_id}: percent of its pairs done"
         )
 
     def percent(self) -> float:
-        return 100.0 * self.done / self.total if self.total else 100.0
+        total = self.already + len(self.budgets)
+        return 100.0 * (self.already + self.done) / total if total else 100.0
+
+    def show(self) -> None:
+        if self.compiling:
+            return  # starting() said what the wait is
+        counts = self.counts
+        self.bar.set_postfix_str(
+            f"pairs {self.done}/{len(self.budgets)}, {counts['failed']} failed, {counts['skipped']} skipped"
+        )
+
+    def starting(self, pair_ids: list[str], key: tuple, shape: tuple) -> None:
+        """A batch is about to be optimised (called from its thread): the first of its key compiles first."""
+        with self.lock:
+            if key in self.shapes:
+                return
+            self.shapes.add(key)
+            self.compiling = set(pair_ids)
+            self.bar.set_postfix_str(f"compiling for {shape[1]}x{shape[0]} (first pair of this shape)")
 
     def step(self, pair_id: str) -> None:
         """One optimiser step of a pair (called from the pair's thread)."""
         with self.lock:
+            if pair_id in self.compiling:
+                self.compiling = set()
+                self.show()
             if self.seen[pair_id] < self.budgets.get(pair_id, 0):
                 self.seen[pair_id] += 1
                 self.bar.update(1)
@@ -346,13 +388,10 @@ class RunProgress:
             for row in filter(None, rows):
                 self.bar.update(self.budgets[row["pair_id"]] - self.seen[row["pair_id"]])
                 self.seen[row["pair_id"]] = self.budgets[row["pair_id"]]
+                self.compiling.discard(row["pair_id"])
                 self.done += 1
-            self.bar.set_postfix(
-                pairs=f"{self.done}/{self.total}",
-                done=counts["succeeded"],
-                failed=counts["failed"],
-                skipped=counts["skipped"],
-            )
+            self.counts = Counter(counts)
+            self.show()
         update_progress_artifact(self.artifact, self.percent())
 
     def close(self) -> None:
@@ -407,8 +446,34 @@ def finish(run: RunContext, tally: Tally, report: str | None, pair_count: int) -
             f"{counts['stopped']} left for the next run; {see}"
         )
     if counts["failed"]:
-        raise PairsFailedError(f"{counts['failed']} of {pair_count} pairs failed ({ledger_line(counts)}); {see}")
+        raise PairsFailedError(
+            "\n".join(
+                [
+                    f"{counts['failed']} of {pair_count} pairs failed ({ledger_line(counts)}); {see}",
+                    *failure_lines(tally.failures, report or run.results_uri),
+                ]
+            )
+        )
     return outcome
+
+
+def failure_lines(failures: list[dict], see: str) -> list[str]:
+    """What failed, for the run's last words: a line per distinct failure, naming the file and why
+    (a missing photo crossed with 20 paintings is one line), the first FAILURES_SHOWN, then how many
+    more `see` lists."""
+    lines = Counter(_failure_line(row) for row in failures)  # in order of failure
+    shown = list(lines.items())[:FAILURES_SHOWN]
+    more = len(failures) - sum(count for _, count in shown)
+    return [f"  {line}" + (f" ({count} pairs)" if count > 1 else "") for line, count in shown] + (
+        [f"  and {more} more, see {see}"] if more else []
+    )
+
+
+def _failure_line(row: dict) -> str:
+    """The row's error, which names the file when a file is at fault; else the pair, then the error."""
+    files = (row["content_uri"], *str(row["style_uri"]).split(" + "))
+    error = str(row["error"])
+    return error if error.startswith(files) else f"{row['content_uri']} x {row['style_uri']}: {error}"
 
 
 @dataclass
@@ -472,17 +537,8 @@ def _finished_rows(future, pairs: list[Pair], run_id: str, attempts: int) -> tup
     except RunStopped:
         return [None] * len(pairs), False
     except Exception as error:  # retries exhausted on a transient error: record it, don't lose it
-        now = datetime.now(timezone.utc)
         return [
-            {
-                **base_row(pair, run_id),
-                "status": "failed",
-                "error": failure_message(error, pair),
-                "attempts": attempts,
-                "transient": True,
-                "started_at": now,
-                "finished_at": now,
-            }
+            closed_row(pair, run_id, "failed", error=failure_message(error, pair), attempts=attempts, transient=True)
             for pair in pairs
         ], True
 

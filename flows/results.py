@@ -99,12 +99,16 @@ def params_columns(params: StyleParams) -> dict:
 
 def flow_run_columns() -> dict:
     """The Prefect flow run this code runs in (a task on a Dask worker knows its flow run too):
-    its id and UI page, so a row leads back to the run's logs. Both None outside a run."""
+    its id and UI page, so a row leads back to the run's logs. Both None outside a run; the page
+    None on a `nst run`'s temporary server, whose pages are gone once the run ends."""
     from prefect.runtime import flow_run
     from prefect.utilities.urls import url_for
 
+    from .server import on_temporary_server
+
     run_id = flow_run.id
-    return {"flow_run_id": run_id, "flow_run_url": url_for("flow-run", obj_id=run_id) if run_id else None}
+    lasting = run_id and not on_temporary_server()
+    return {"flow_run_id": run_id, "flow_run_url": url_for("flow-run", obj_id=run_id) if lasting else None}
 
 
 def _encode(rows: list[dict]) -> bytes:

@@ -7,7 +7,9 @@ than lazily by Prefect, so that it cannot outlive or undercut the run.
 - It dies with the run: a parent-death signal (Linux `prctl(PR_SET_PDEATHSIG)`), so a
   SIGKILL of the run leaves no orphaned uvicorn holding memory.
 
-The command and environment are those Prefect's own SubprocessASGIServer uses.
+The command and environment are those Prefect's own SubprocessASGIServer uses, with its UI on, so
+a run can be watched while it lasts. `nst ui` starts the other kind here: a server that keeps its
+history (`prefect server start`), which schedules need.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 import httpx
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+TEMPORARY = "NST_TEMPORARY_PREFECT_SERVER"  # set while a run reports to its temporary server
 # Looked up before any fork: the child between fork and exec should not load libraries.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
@@ -47,6 +50,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def app_with_ui():
+    """The temporary server's ASGI app (a uvicorn factory): Prefect's ephemeral server, which runs only
+    the services a run needs (no scheduler to fire other deployments' runs), with the UI that Prefect
+    serves only on full servers, so a run can be watched while it lasts."""
+    from prefect.server.api.server import create_app, create_ui_app
+
+    server, ui = create_app(ephemeral=True, final=True), create_ui_app(ephemeral=False)
+
+    async def app(scope, receive, send):
+        to = ui if scope["type"] == "http" and not scope["path"].startswith("/api") else server
+        await to(scope, receive, send)
+
+    return app
+
+
 def _start(port: int) -> subprocess.Popen:
     import prefect
     from prefect.settings import get_current_settings
@@ -58,7 +76,7 @@ def _start(port: int) -> subprocess.Popen:
         "--app-dir",
         str(prefect.__module_path__.parent),
         "--factory",
-        "prefect.server.api.server:create_app",
+        "flows.server:app_with_ui",
         "--host",
         "127.0.0.1",
         "--port",
@@ -70,7 +88,8 @@ def _start(port: int) -> subprocess.Popen:
     ]
     env = {
         **os.environ,
-        "PREFECT_UI_ENABLED": "0",
+        "PREFECT_SERVER_UI_ENABLED": "1",  # a setting of the user's own, below, still wins
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",  # where the browser's UI finds the API
         "PREFECT__SERVER_EPHEMERAL": "1",
         "PREFECT__SERVER_FINAL": "1",
         **get_current_settings().to_environment_variables(exclude_unset=True),
@@ -91,6 +110,20 @@ def _wait_healthy(process: subprocess.Popen, api_url: str, timeout: float) -> No
     raise RuntimeError(f"the temporary Prefect server did not answer at {api_url} within {timeout:.0f} s")
 
 
+def _serves_ui(address: str) -> bool:
+    """Whether the server's UI answers (Prefect leaves it out when its files cannot be copied, or
+    when the user's settings turn it off)."""
+    with contextlib.suppress(httpx.HTTPError):
+        page = httpx.get(address, headers={"Accept": "text/html"}, timeout=10, follow_redirects=True)  # as a browser
+        return page.status_code == 200 and page.headers.get("content-type", "").startswith("text/html")
+    return False
+
+
+def on_temporary_server() -> bool:
+    """Whether this process reports to the temporary server of a `nst run`, whose pages go with it."""
+    return os.environ.get(TEMPORARY) == "1"
+
+
 def _drain_prefect_queues() -> None:
     """Send the logs and events Prefect still holds before their server goes ("Error logging to API")."""
     from prefect.events.worker import EventsWorker
@@ -105,7 +138,12 @@ def _drain_prefect_queues() -> None:
 def temporary_server():
     """Inside, Prefect reports to a temporary server of this process's own (none is started when
     PREFECT_API_URL is set); yields the API URL it uses."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        PREFECT_UI_URL,
+        temporary_settings,
+    )
 
     if PREFECT_API_URL.value():
         yield PREFECT_API_URL.value()
@@ -116,9 +154,12 @@ def temporary_server():
     process = _start(port)
     try:
         _wait_healthy(process, f"{address}/api", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
-        with temporary_settings(updates={PREFECT_API_URL: f"{address}/api"}):
+        ui = address if _serves_ui(address) else ""  # "": no "View at" link to a page that is not there
+        os.environ[TEMPORARY] = "1"  # inherited by the Dask workers a run starts
+        with temporary_settings(updates={PREFECT_API_URL: f"{address}/api", PREFECT_UI_URL: ui}):
             yield f"{address}/api"
     finally:
+        os.environ.pop(TEMPORARY, None)
         _drain_prefect_queues()
         process.terminate()
         try:
@@ -126,3 +167,42 @@ def temporary_server():
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def lasting_server(host: str, port: int) -> int:
+    """`nst ui`: `prefect server start` in the foreground, its history in PREFECT_HOME (~/.prefect), and
+    once it answers, where its UI is and how to send runs to it; returns its exit code (Ctrl-C stops it)."""
+    from prefect.settings import PREFECT_HOME
+
+    with socket.socket() as sock:
+        if sock.connect_ex((host, port)) == 0:
+            raise RuntimeError(f"port {port} is taken (a Prefect server already? open http://{host}:{port}); --port N")
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port), "--ui"]
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    process = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent(os.getpid()))
+    address = f"http://{host}:{port}"
+    try:
+        while process.poll() is None and not _answers(f"{address}/api/health"):
+            time.sleep(0.5)
+        if process.poll() is None:
+            print(
+                f"\nPrefect UI: {address}  (history in {PREFECT_HOME.value()}; Ctrl-C stops it)\n"
+                "Send runs to it from another terminal:\n"
+                f"  export PREFECT_API_URL={address}/api\n"
+                "  nst run manifests/example.csv --out out/example",
+                flush=True,
+            )
+        return process.wait()
+    except KeyboardInterrupt:  # the terminal's Ctrl-C reached the server too: it is stopping
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            process.wait()
+        return 0
+
+
+def _answers(url: str) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(url, timeout=2).status_code == 200
+    return False

@@ -99,10 +99,14 @@ def _open_header(uri: str, data: io.BytesIO, max_pixels: int) -> Image.Image:
             if isinstance(error, UnidentifiedImageError):
                 raise
             raise ImageError(f"{uri}: truncated or corrupt image data") from None
-    width, height = image.size
+    _refuse_over(uri, image.size, max_pixels)
+    return image
+
+
+def _refuse_over(uri: str, size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
     if width * height > max_pixels:
         raise ImageError(f"{uri}: {width} x {height} pixels is over the limit of {max_pixels} pixels")
-    return image
 
 
 def _decode(uri: str, image: Image.Image) -> Image.Image:
@@ -207,14 +211,34 @@ def decode_image(
     return _to_array(image)
 
 
-def image_size(uri: str, storage: Storage) -> tuple[int, int]:
-    """(width, height) as load_image would return it upright, from the header alone."""
+@contextlib.contextmanager
+def _header(uri: str, storage: Storage, max_pixels: int) -> Iterator[Image.Image]:
+    """The image opened lazily (its header read, nothing decoded), refused as load_image would refuse
+    it before decoding: missing, unreadable, empty, not an image, more than max_pixels."""
     with _input_errors(uri):
         _check_regular(uri, storage)
-    with _input_errors(uri), storage.open(uri) as handle:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(handle)  # lazy: reads the header, decodes nothing
+        with storage.open_head(uri) as handle:
+            if not handle.read(1):
+                raise ImageError(f"{uri}: empty file (0 bytes)")
+            handle.seek(0)
+            with warnings.catch_warnings():  # refused just below, in load_image's words
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(handle)
+            _refuse_over(uri, image.size, max_pixels)
+            yield image
+
+
+def check_header(uri: str, storage: Storage, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """ImageError, in load_image's words, for a file it would refuse from the header alone; cheap
+    enough to check every file before any work (a few KB read, nothing decoded)."""
+    with _header(uri, storage, max_pixels):
+        pass
+
+
+def image_size(uri: str, storage: Storage) -> tuple[int, int]:
+    """(width, height) as load_image would return it upright, from the header (a PNG whose EXIF
+    follows its pixels is decoded to find it)."""
+    with _header(uri, storage, DEFAULT_MAX_PIXELS) as image:
         width, height = image.size
         orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)

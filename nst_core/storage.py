@@ -31,6 +31,8 @@ from fsspec.implementations.local import LocalFileSystem
 from .errors import PERMANENT_ERRNOS, ImageError, first_line
 from .settings import settings, variable
 
+HEAD_BLOCK = 64 * 1024  # bytes per read of open_head: most images' headers in one
+
 
 def join_uri(root: str, name: str) -> str:
     """`name` under `root`: joined with "/" for a URI, with the OS's separator for a local path."""
@@ -64,6 +66,12 @@ class Storage:
 
     def open(self, uri: str, mode: str = "rb"):
         return fsspec.open(uri, mode, **(self.options or {}))
+
+    def open_head(self, uri: str):
+        """`uri` open for reading its first bytes (an image's header): from S3 in 64 KiB ranges, where
+        open() would fetch 50 MiB blocks, the whole of most photos."""
+        fs, path = self.fs(uri)
+        return fs.open(path, "rb", block_size=HEAD_BLOCK)
 
     def exists(self, uri: str) -> bool:
         fs, path = self.fs(uri)

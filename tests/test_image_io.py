@@ -15,7 +15,7 @@ from PIL import Image
 
 from conftest import SAMPLES, png_header
 from nst_core import image_io, storage
-from nst_core.image_io import DEFAULT_MAX_PIXELS, ImageError, image_size, load_image, save_image
+from nst_core.image_io import DEFAULT_MAX_PIXELS, ImageError, check_header, image_size, load_image, save_image
 from nst_core.storage import LOCAL, Storage
 
 CHELSEA = SAMPLES / "content" / "chelsea.jpg"
@@ -100,6 +100,32 @@ def test_missing_file(tmp_path):
 def test_directory_is_not_an_image(tmp_path):
     with pytest.raises(ImageError, match="is a directory"):
         load_image(str(tmp_path), LOCAL)
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("empty.jpg", b""),
+        ("notes.jpg", b"shopping list: eggs, milk\n"),
+        ("bomb.png", png_header(100_000, 100_000)),
+        ("big.png", png_header(10_000, 10_000)),
+        ("missing.jpg", None),
+        ("folder.jpg", "a directory"),
+    ],
+)
+def test_the_header_check_refuses_what_loading_would_in_the_same_words(tmp_path, name, data):
+    """check_header, which runs check every file with before any work: from the header alone."""
+    uri = str(tmp_path / name)
+    if data == "a directory":
+        os.mkdir(uri)
+    elif data is not None:
+        _write(tmp_path / name, data)
+    with pytest.raises(ImageError) as header:
+        check_header(uri, LOCAL)
+    with pytest.raises(ImageError) as loaded:
+        load_image(uri, LOCAL)
+    assert str(header.value) == str(loaded.value)
+    _assert_one_line_naming(header, uri)
 
 
 def test_symlink_loop_is_bad_input_not_a_network_error(tmp_path):

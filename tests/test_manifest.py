@@ -101,6 +101,15 @@ def test_precedence_defaults_then_cells_then_flags_typed(tree):
     assert (second.params.size, second.params.init, second.params.tv_weight) == (96, "noise", 5.0)
 
 
+def test_a_flag_equal_to_the_cell_says_nothing(tree):
+    """--size 64 over a manifest that says 64 (as typed, or as 64.0 from a spreadsheet) replaced nothing."""
+    text = "content,style,size,style_weight\nphotos/a.png,styles/x.png,64,1e3\nphotos/b.png,styles/x.png,64.0,\n"
+    _, warnings = _expand(tree, text, overrides={"size": 64, "style_weight": 1000.0})
+    assert not [w for w in warnings if "replaced" in w], warnings
+    _, warnings = _expand(tree, text, overrides={"size": 32, "style_weight": 1000.0})
+    assert [w for w in warnings if "replaced" in w] == ["--size 32 replaced the manifest's size on 2 rows"]
+
+
 def test_parquet_manifest_with_typed_and_missing_values(tree):
     path = tree / "m.pq"
     pd.DataFrame(

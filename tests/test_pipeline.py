@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import REPO, SAMPLES, artifacts, nst, png_header
+from conftest import NO_TENSORFLOW, REPO, SAMPLES, artifacts, nst, png_header
 from flows.lock import LOCK_NAME
 from flows.manifest import ManifestError
 from flows.pipeline import PairsFailedError, run_manifest
@@ -583,6 +583,51 @@ def test_cli_stylize_refuses_bad_arguments_before_any_work(photo_dir, capsys, ex
     assert code == 2 and error.startswith("nst: ") and expected in error and error.count("\n") == 1, error
 
 
+@pytest.mark.parametrize("command", ["stylize photos/chelsea.jpg", "sheet photos/chelsea.jpg --styles"])
+def test_an_image_output_is_refused_before_the_backend_is_imported(photo_dir, command):
+    """`-o out.xyz`: one line before any image is read or drawn, and before the backend loads (here it
+    cannot: TensorFlow is blocked, so a later check would report that instead)."""
+    env = {**os.environ, "PYTHONPATH": str(NO_TENSORFLOW), "KERAS_BACKEND": "tensorflow"}
+    started = time.perf_counter()
+    result = subprocess.run(
+        nst(*command.split(), "styles/scream.jpg", "-o", "out.xyz"),
+        cwd=photo_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        result.returncode == 2
+        and result.stderr
+        == "nst: out.xyz: unknown image extension '.xyz' (use .png, .jpg, .jpeg, .webp, .tif, .tiff)\n"
+    ), result.stderr
+    print(f"nst {command.split()[0]} -o out.xyz refused in {time.perf_counter() - started:.1f} s")
+
+
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        ("report RESULTS -o out.xyz", "out.xyz: a report is a web page; name it .html"),
+        ("grid RESULTS -o out.xyz", "out.xyz: unknown image extension '.xyz'"),
+        ("curves RESULTS -o MANIFEST", "m.csv: is a file; -o names a folder"),
+        ("run MANIFEST --out MANIFEST", "m.csv: is a file; --out names a folder"),
+        ("run MANIFEST --out OUT --results MANIFEST", "m.csv: is a file; --results names a folder"),
+    ],
+)
+def test_every_output_is_checked_before_any_work(photo_dir, capsys, command, expected):
+    """Refused in one line and exit 2 before the results table is read (it does not exist here) or the
+    manifest (a file where a folder goes)."""
+    from flows.cli import main
+
+    (photo_dir / "out").mkdir()
+    manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles"])
+    names = {"RESULTS": str(photo_dir / "no-results"), "MANIFEST": manifest, "OUT": str(photo_dir / "out")}
+    assert main([names.get(word, word) for word in command.split()]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("nst: ") and expected in error and error.count("\n") == 1, error
+
+
 def test_cli_stylize_blend_weights_must_match_one_style(photo_dir, capsys):
     from flows.cli import main
 
@@ -826,6 +871,75 @@ def test_bad_files_fail_their_own_pairs_with_the_file_named(prefect_api, photo_d
         message = errors[str(bad / name)]
         assert name in message and reason in message, message
     assert errors.isna().sum() == 1  # the good pair
+
+
+def test_unreadable_files_fail_in_planning_and_the_closing_message_names_them(prefect_api, photo_dir):
+    """Every file's header is read before the network loads: with every pair's files bad, the network
+    (weights that do not exist here) is never needed. The closing message names each failure's file
+    and reason, ten at most, then how many more."""
+    (photo_dir / "styles" / "notes.jpg").write_text("a text file, not a painting")
+    rows = ["photos/chelsea.jpg,styles/notes.jpg"] + [f"photos/gone{i:02d}.jpg,styles/scream.jpg" for i in range(11)]
+    manifest = _write_manifest(photo_dir / "m.csv", rows)
+    with pytest.raises(PairsFailedError) as failed:
+        _run(manifest, photo_dir / "out", str(photo_dir / "no-weights.h5"))
+    head, *named = str(failed.value).splitlines()
+    assert head.startswith("12 of 12 pairs failed") and "report" in head
+    assert named[0] == f"  {photo_dir / 'styles' / 'notes.jpg'}: not an image Pillow can read"
+    assert named[1:10] == [f"  {photo_dir / 'photos' / f'gone{i:02d}.jpg'}: file not found" for i in range(9)]
+    assert re.fullmatch(r"  and 2 more, see \S+\.html", named[10]) and len(named) == 11
+    table = read_results(str(photo_dir / "out" / "results"), storage=LOCAL)
+    assert set(table.status) == {"failed"} and (table.attempts == 1).all() and not table.transient.any()
+
+
+def test_a_rerun_on_the_temporary_server_shows_its_ui_and_a_bar_of_the_work_left(prefect_api, photo_dir, weights_path):
+    """`nst run` without PREFECT_API_URL, on a rerun with one pair done and one new:
+    - the "View at" link it prints opens the Prefect UI while the run lasts (a page that dies with
+      the run is not written into the rows, so the report does not link it);
+    - the bar counts the work left (0 of 1 pair, not 1 of 2) and says what it waits for while the
+      run's first pair of its shape compiles;
+    - log lines print above the bar, never into it."""
+    import threading
+
+    import requests
+
+    from nst_core.image_io import size_for
+
+    manifest = _write_manifest(photo_dir / "m.csv", ["photos/chelsea.jpg,styles/scream.jpg"])
+    _run(manifest, photo_dir / "out", weights_path)
+    _write_manifest(
+        photo_dir / "m.csv", ["photos/chelsea.jpg,styles/scream.jpg", "photos/rocket.jpg,styles/scream.jpg"]
+    )
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    command = nst("run", manifest, "--out", photo_dir / "out", "--size", 32, "--iterations", 4, "--tolerance", 0)
+    process = subprocess.Popen(command, cwd=REPO, env={**env, "NST_WEIGHTS": weights_path}, stderr=subprocess.PIPE)
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: process.stderr.read1(4096), b"")))
+    reader.start()
+    link, deadline = None, time.time() + 180
+    while link is None and process.poll() is None and time.time() < deadline:
+        link = re.search(r"View at (http://\S+)", b"".join(chunks).decode(errors="replace"))
+        time.sleep(0.1)
+    assert link, b"".join(chunks).decode(errors="replace")[-3000:]
+    ui = link.group(1).split("/runs/")[0]
+    page = requests.get(ui, headers={"Accept": "text/html"}, timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html") and process.poll() is None
+    assert process.wait(timeout=300) == 0
+    reader.join()
+    stderr = b"".join(chunks).decode(errors="replace")
+
+    table = read_results(str(photo_dir / "out" / "results"), storage=LOCAL)
+    rerun = table[table.run_id == table.run_id.max()]
+    assert set(rerun.status) <= {"skipped", "succeeded"} and (rerun.status == "succeeded").sum() == 1
+    assert rerun.flow_run_url.isna().all()
+    report = photo_dir / "out" / "reports" / f"{rerun.run_id.iloc[0]}.html"
+    assert rerun.flow_run_id.notna().all() and ui not in report.read_text()
+    height, width = size_for(Image.open(photo_dir / "photos" / "rocket.jpg").size[::-1], 32)
+    assert f"compiling for {width}x{height} (first pair of this shape)" in stderr
+    bars = re.findall(r"(\d+)/(\d+) \[[^\]]*pairs (\d+)/(\d+)", stderr)
+    assert bars and bars[0][0] == "0" and {(b[2], b[3]) for b in bars} <= {("0", "1"), ("1", "1")}, bars
+    for line in stderr.split("\n"):
+        shown = line.split("\r")[-1]  # what a terminal shows of the line
+        assert not ("step/s" in shown and re.search(r"\| (INFO|WARNING|ERROR) ", shown)), shown
 
 
 def test_one_pairs_file_system_error_fails_that_pair_alone_in_its_batch(prefect_api, photo_dir, weights_path):

@@ -1,17 +1,19 @@
-"""Scheduled runs: `nst serve` against a real `prefect server start`, and the repo's prefect.yaml.
+"""Scheduled runs: `nst serve` against the real Prefect server `nst ui` starts, and the repo's prefect.yaml.
 
-Schedules need a real server (the ephemeral one cannot schedule), so this module starts
+Schedules need a server that keeps running (a temporary one cannot schedule), so this module starts
 one, once, with its own PREFECT_HOME and SQLite database.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -27,44 +29,42 @@ DEPLOYMENT = "stylize-manifest/nightly-test"
 
 
 @pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    """`prefect server start` on a free loopback port; yields its API URL."""
-    home = tmp_path_factory.mktemp("prefect-home")
+def prefect_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("prefect-home")
+
+
+@pytest.fixture(scope="module")
+def prefect_server(prefect_home):
+    """`nst ui` on a free loopback port, its history in its own PREFECT_HOME; yields the API URL it
+    says to send runs to."""
     port = free_port()
     env = {
         **os.environ,
-        "PREFECT_HOME": str(home),
+        "PREFECT_HOME": str(prefect_home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/p.db",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
     }
-    env.pop("PREFECT_API_URL", None)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    api = f"http://127.0.0.1:{port}/api"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if requests.get(f"{api}/health", timeout=2).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        assert server.poll() is None, "prefect server start exited"
-        time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("prefect server did not answer /api/health within 90 s")
-    yield api
+    log = prefect_home / "ui.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(nst("ui", "--port", port), env=env, stdout=out, stderr=subprocess.STDOUT)
+    said = _wait_for(lambda: re.search(r"export PREFECT_API_URL=(\S+)", log.read_text()), 90, "nst ui said nothing")
+    assert server.poll() is None, log.read_text()
+    yield said.group(1)
     server.send_signal(signal.SIGINT)
     try:
         server.wait(timeout=30)
     except subprocess.TimeoutExpired:
         server.kill()
+
+
+def test_ui_keeps_history_and_shows_it_in_the_browser(prefect_server, prefect_home):
+    """`nst ui`: a server whose UI page answers, its database in PREFECT_HOME, and the lines it printed."""
+    root = prefect_server.removesuffix("/api")
+    page = requests.get(root, headers={"Accept": "text/html"}, timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert requests.get(f"{prefect_server}/health", timeout=10).ok and (prefect_home / "prefect.db").exists()
+    printed = (prefect_home / "ui.log").read_text()
+    assert f"Prefect UI: {root}" in printed and "  nst run manifests/example.csv --out out/example" in printed
 
 
 def _client(api: str):
@@ -101,35 +101,48 @@ def _assert_one_run_at_a_time(deployment) -> None:
     assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
 
 
-def test_serve_registers_a_cron_deployment_whose_runs_stylize(prefect_server, tmp_path, samples, weights_path):
-    from prefect.client.schemas.filters import FlowRunFilter
-    from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+def _serve(tmp_path, api: str, *flags: str) -> subprocess.Popen:
+    """`nst serve m.csv --out out` against the server at `api`, polling for runs every second."""
+    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    command = nst("serve", "m.csv", "--out", "out", *flags)
+    return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
+
+def _stop(serve: subprocess.Popen) -> str:
+    """Ctrl-C to `nst serve`; its output."""
+    serve.send_signal(signal.SIGINT)
+    try:
+        output, _ = serve.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        serve.kill()
+        output, _ = serve.communicate()
+    return output
+
+
+def _flow_runs(api: str, deployment, state: str) -> list:
+    from prefect.client.schemas.filters import FlowRunFilter
+
+    with _client(api) as client:
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(deployment_id={"any_": [deployment.id]}, state={"type": {"any_": [state]}})
+        )
+
+
+def test_serve_registers_a_cron_deployment(prefect_server, tmp_path, samples, weights_path):
     samples("photos", "chelsea", "coffee")
     samples("", the_scream="scream.jpg")
     (tmp_path / "m.csv").write_text("content,style\nphotos,scream.jpg\n")
     out = tmp_path / "out"
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-    serve = subprocess.Popen(
-        nst(
-            "serve",
-            "m.csv",
-            "--out",
-            "out",
-            "--cron",
-            "0 2 * * *",
-            "--timezone",
-            "Europe/Paris",
-            "--name",
-            "nightly-test",
-            *tiny_run(weights_path),
-        ),
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    serve = _serve(
+        tmp_path,
+        prefect_server,
+        "--cron",
+        "0 2 * * *",
+        "--timezone",
+        "Europe/Paris",
+        "--name",
+        "nightly-test",
+        *tiny_run(weights_path),
     )
     try:
         deployment = _wait_for(lambda: _deployment(prefect_server, DEPLOYMENT), 120, "no deployment")
@@ -148,35 +161,49 @@ def test_serve_registers_a_cron_deployment_whose_runs_stylize(prefect_server, tm
         assert form["size"]["minimum"] == 16 and "longest side" in form["size"]["description"]
         _assert_one_run_at_a_time(deployment)
 
-        def scheduled_runs():  # the real server's scheduler fills in the nights ahead
-            with _client(prefect_server) as client:
-                return client.read_flow_runs(
-                    flow_run_filter=FlowRunFilter(
-                        deployment_id={"any_": [deployment.id]}, state={"type": {"any_": ["SCHEDULED"]}}
-                    )
-                )
-
-        runs = _wait_for(scheduled_runs, 60, "no scheduled runs")
+        # The real server's scheduler fills in the nights ahead.
+        runs = _wait_for(lambda: _flow_runs(prefect_server, deployment, "SCHEDULED"), 60, "no scheduled runs")
         for run in runs:
             local = run.expected_start_time.astimezone(ZoneInfo("Europe/Paris"))
             assert (local.hour, local.minute) == (2, 0) and local > datetime.now(ZoneInfo("Europe/Paris"))
-
-        started = time.time()
-        with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
-            flow_run = run_deployment(DEPLOYMENT, timeout=240, poll_interval=1)
-        assert flow_run.state.is_completed(), flow_run.state
-        print(f"deployment run: {time.time() - started:.1f} s from trigger to completed")
-        table = read_results(str(out / "results"), storage=LOCAL)
-        assert len(table) == 2 and (table.status == "succeeded").all()
-        assert table.content_fingerprint.notna().all() and len(list(out.glob("*.png"))) == 2
     finally:
-        serve.send_signal(signal.SIGINT)
-        try:
-            output, _ = serve.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            output, _ = serve.communicate()
+        output = _stop(serve)
     assert serve.returncode is not None and "Traceback" not in output, output[-3000:]
+
+
+def test_serve_fires_its_schedule_and_the_run_stylizes(prefect_server, tmp_path, samples, weights_path):
+    """A real scheduled run, every minute: the server's scheduler makes it, `nst serve` runs it."""
+    samples("", "chelsea", the_scream="scream.jpg")
+    (tmp_path / "m.csv").write_text("content,style\nchelsea.jpg,scream.jpg\n")
+    started = time.time()
+    serve = _serve(tmp_path, prefect_server, "--cron", "* * * * *", "--name", "every-minute", *tiny_run(weights_path))
+    try:
+        name = "stylize-manifest/every-minute"
+        deployment = _wait_for(lambda: _deployment(prefect_server, name), 120, "no deployment")
+        # Up to a minute to the next one, then the run itself.
+        (run, *_) = _wait_for(lambda: _flow_runs(prefect_server, deployment, "COMPLETED"), 150, "no completed run")
+        print(f"serve to first scheduled run completed: {time.time() - started:.0f} s")
+    finally:
+        output = _stop(serve)
+    assert run.auto_scheduled and "Traceback" not in output, output[-3000:]
+    table = read_results(str(tmp_path / "out" / "results"), storage=LOCAL)
+    assert list(table.status) == ["succeeded"] and set(table.flow_run_id) == {str(run.id)}
+    assert Path(table.output_uri.iloc[0]).is_file()
+
+
+def test_serve_refuses_without_a_server_that_keeps_running(tmp_path, capsys, monkeypatch):
+    """Prefect's temporary server cannot fire a schedule: `nst serve` says what to run instead, in one line."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    (tmp_path / "m.csv").write_text("content,style\na.jpg,b.jpg\n")
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert main(["serve", "m.csv", "--out", "out", "--cron", "* * * * *"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "nst ui" in error and "PREFECT_API_URL=" in error, error
 
 
 @pytest.mark.backends  # on JAX: `nst serve` loads the backend and the flow without TensorFlow
