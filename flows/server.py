@@ -21,11 +21,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
 
+from nst_core.settings import settings, variable
+
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+START_ENV = variable("server_start_seconds")
 TEMPORARY = "NST_TEMPORARY_PREFECT_SERVER"  # set while a run reports to its temporary server
 # Looked up before any fork: the child between fork and exec should not load libraries.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
@@ -65,7 +69,8 @@ def app_with_ui():
     return app
 
 
-def _start(port: int) -> subprocess.Popen:
+def _start(port: int, log) -> subprocess.Popen:
+    """The server on `port`, its output to the file `log`."""
     import prefect
     from prefect.settings import get_current_settings
 
@@ -92,22 +97,90 @@ def _start(port: int) -> subprocess.Popen:
         "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",  # where the browser's UI finds the API
         "PREFECT__SERVER_EPHEMERAL": "1",
         "PREFECT__SERVER_FINAL": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "0",  # a temporary server reports no usage (nor errors when offline)
         **get_current_settings().to_environment_variables(exclude_unset=True),
     }
-    return subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
+    return subprocess.Popen(
+        command,
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+        preexec_fn=_die_with_parent(os.getpid()),
+    )
 
 
-def _wait_healthy(process: subprocess.Popen, api_url: str, timeout: float) -> None:
+LOCKED = (
+    "Prefect's database is locked by another process (another Prefect server using the same PREFECT_HOME?): "
+    "send this run to that server with PREFECT_API_URL=http://127.0.0.1:4200/api (its address), or give "
+    "this run a PREFECT_HOME of its own"
+)
+
+
+def _output(log) -> str:
+    """What the server wrote so far (read without moving the offset the server writes at)."""
+    return os.pread(log.fileno(), os.fstat(log.fileno()).st_size, 0).decode(errors="replace")
+
+
+def _locked(log) -> bool:
+    return "database is locked" in _output(log)
+
+
+def _exit_reason(process: subprocess.Popen, log) -> str:
+    """Why the server exited, in one line: a locked database, else its first error (without its time
+    and logger: "[Errno 98] ... address already in use"), else its last line."""
+    if _locked(log):
+        return LOCKED
+    lines = [line.strip() for line in _output(log).splitlines() if line.strip()]
+    errors = [line.split(" - ", 1)[-1] for line in lines if "| ERROR" in line]
+    said = errors[0] if errors else (lines[-1] if lines else "")
+    return f"the temporary Prefect server exited with code {process.returncode}" + (f": {said}" if said else "")
+
+
+def _wait_healthy(process: subprocess.Popen, api_url: str, log) -> None:
+    """Wait while the server's process lives and starts, up to NST_SERVER_START_SECONDS."""
+    timeout = settings().server_start_seconds
     deadline = time.monotonic() + timeout
     with httpx.Client() as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the temporary Prefect server exited with code {process.returncode}")
+        while time.monotonic() < deadline and process.poll() is None:
             with contextlib.suppress(httpx.HTTPError):
                 if client.get(f"{api_url}/health", timeout=2).status_code == 200:
                     return
             time.sleep(0.1)
-    raise RuntimeError(f"the temporary Prefect server did not answer at {api_url} within {timeout:.0f} s")
+    if process.poll() is not None:
+        raise RuntimeError(_exit_reason(process, log))
+    raise RuntimeError(
+        f"the temporary Prefect server did not answer at {api_url} within {timeout:.0f} s; "
+        f"on a busy machine give it longer with {START_ENV}=SECONDS"
+    )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _start_answering(log) -> tuple[subprocess.Popen, str]:
+    """A temporary server that answers, and its address: started a second time, on another port,
+    when the first did not answer in time or exited (a busy machine, a port taken meanwhile)."""
+    for attempt in (1, 2):
+        port = free_port()
+        address = f"http://127.0.0.1:{port}"
+        print(f"Starting temporary server on {address} (stops with this run)", file=sys.stderr)
+        process = _start(port, log)
+        try:
+            _wait_healthy(process, f"{address}/api", log)
+            return process, address
+        except RuntimeError as error:
+            _stop(process)
+            if attempt == 2 or _locked(log):  # a locked database stays locked: a second minute spent for nothing
+                raise
+            print(f"nst: {error}; trying once more", file=sys.stderr)
+            os.truncate(log.fileno(), 0)
 
 
 def _serves_ui(address: str) -> bool:
@@ -138,22 +211,14 @@ def _drain_prefect_queues() -> None:
 def temporary_server():
     """Inside, Prefect reports to a temporary server of this process's own (none is started when
     PREFECT_API_URL is set); yields the API URL it uses."""
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-        PREFECT_UI_URL,
-        temporary_settings,
-    )
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
     if PREFECT_API_URL.value():
         yield PREFECT_API_URL.value()
         return
-    port = free_port()
-    address = f"http://127.0.0.1:{port}"
-    print(f"Starting temporary server on {address} (stops with this run)", file=sys.stderr)
-    process = _start(port)
+    log = tempfile.TemporaryFile()  # the server's output: its tracebacks would bury the run's own lines
+    process, address = _start_answering(log)
     try:
-        _wait_healthy(process, f"{address}/api", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
         ui = address if _serves_ui(address) else ""  # "": no "View at" link to a page that is not there
         os.environ[TEMPORARY] = "1"  # inherited by the Dask workers a run starts
         with temporary_settings(updates={PREFECT_API_URL: f"{address}/api", PREFECT_UI_URL: ui}):
@@ -161,12 +226,10 @@ def temporary_server():
     finally:
         os.environ.pop(TEMPORARY, None)
         _drain_prefect_queues()
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
+        if _locked(log):  # the database locked during the run: a line instead of the server's tracebacks
+            print(f"nst: {LOCKED}", file=sys.stderr)
+        log.close()
 
 
 def lasting_server(host: str, port: int) -> int:
