@@ -168,12 +168,39 @@ def _add_s3_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def param_overrides(args: argparse.Namespace) -> dict:
-    """The parameter flags that were given, typed; ValueError names the flag."""
-    return {
-        name: StyleParams.parse(name, getattr(args, name))
-        for name in StyleParams.field_names()
-        if getattr(args, name, None) is not None  # sheet: fast fields only
-    }
+    """The parameter flags that were given, typed and each in its range; ValueError names every bad flag."""
+    given, problems = {}, []
+    for spec in StyleParams.specs():
+        text = getattr(args, spec.name, None)  # sheet: fast fields only
+        if text is None:
+            continue
+        flag = f"--{spec.name.replace('_', '-')} {text}"
+        try:
+            given[spec.name] = StyleParams.parse(spec.name, text)
+        except ValueError as error:
+            problems.append(f"{flag}: {error}")
+            continue
+        problem = spec.problem(given[spec.name])
+        if problem:
+            problems.append(f"{flag}: {problem}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return given
+
+
+def _run_value(kind: str):
+    """An argparse `type` checking a run flag's value against its range in flows.parameters (`kind`:
+    BatchSize, MemoryLimitGB, Workers); argparse's error names the flag."""
+
+    def parse(text: str):
+        from flows import parameters  # here, not at import: `nst --help` stays quick
+
+        try:
+            return parameters.run_value(getattr(parameters, kind), text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
 
 
 def storage_from(args: argparse.Namespace) -> Storage:
@@ -284,7 +311,11 @@ def _add_run_flags(parser: argparse.ArgumentParser, since_last_default: bool) ->
         f"{'on' if since_last_default else 'off'}); new and changed photos always run",
     )
     parser.add_argument(
-        "--concurrency", type=int, default=1, metavar="N", help="how many pairs this process paints at once (default 1)"
+        "--concurrency",
+        type=_run_value("Workers"),
+        default=1,
+        metavar="N",
+        help="how many pairs this process paints at once (default 1)",
     )
     parser.add_argument(
         "--task-runner",
@@ -299,20 +330,20 @@ def _add_run_flags(parser: argparse.ArgumentParser, since_last_default: bool) ->
     )
     parser.add_argument(
         "--dask-workers",
-        type=int,
+        type=_run_value("Workers"),
         metavar="N",
         help="how many processes the Dask cluster started here has (default: one per GPU, else 1)",
     )
     parser.add_argument(
         "--memory-limit-gb",
-        type=float,
+        type=_run_value("MemoryLimitGB"),
         metavar="GB",
         help="memory the run may use: larger pictures are painted in tiles, and those too large even so fail "
         "(default: $NST_MEMORY_LIMIT_GB, else two thirds of this machine's)",
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=_run_value("BatchSize"),
         metavar="N",
         help="how many pictures of one size are painted together (default 4, fewer when memory is short; "
         "1: one at a time)",

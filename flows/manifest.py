@@ -9,7 +9,9 @@ work starts, and every bad row is reported at once.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import os
 import posixpath
 import re
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from nst_core.image_io import HEIF_EXTENSIONS, default_extension, encoding_problem
-from nst_core.params import StyleParams
+from nst_core.params import StyleParams, as_text
 from nst_core.storage import Storage, absolute, join_uri
 
 from .sweeps import parse_sweep, swept_params
@@ -86,15 +88,43 @@ def read_manifest(uri: str, storage: Storage) -> pd.DataFrame:
                 # Typed Parquet columns become text, so both formats go through StyleParams.parse.
                 table = table.astype(object).where(table.notna(), "").astype(str)
             else:
-                table = pd.read_csv(handle, dtype=str, keep_default_na=False, skipinitialspace=True)
+                table = _csv_table(uri, handle.read())
     except FileNotFoundError:
         raise ManifestError(uri, [(None, "file not found")]) from None
-    except pd.errors.EmptyDataError:
-        raise ManifestError(uri, [(None, "the manifest is empty (no header, no rows)")]) from None
-    except (ValueError, UnicodeDecodeError, OSError) as error:  # pandas/pyarrow parse errors are ValueErrors
+    except ManifestError:
+        raise
+    except (ValueError, UnicodeDecodeError, OSError, csv.Error) as error:  # pyarrow's parse errors are ValueErrors
         raise ManifestError(uri, [(None, f"cannot read it as {kind} ({error})")]) from None
     table.columns = [str(c).strip() for c in table.columns]
     return table
+
+
+def _csv_table(uri: str, data: bytes | str) -> pd.DataFrame:
+    """A CSV manifest's cells as a table of strings, a missing cell "". A row with more cells than the
+    header is refused, naming it: pandas would shift such rows a column (a pair on the wrong photo) or
+    drop the cells. Empty cells past the header, as a trailing comma leaves, are no cells."""
+    text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
+    rows = [row for row in csv.reader(io.StringIO(text, newline=""), skipinitialspace=True) if row not in ([], [""])]
+    if not rows:
+        raise ManifestError(uri, [(None, "the manifest is empty (no header, no rows)")])
+    header = [name.strip() for name in rows[0]]
+    while header and not header[-1]:
+        header.pop()
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise ManifestError(uri, [(None, f"column(s) {', '.join(map(repr, repeated))} given more than once")])
+    problems = [
+        (
+            number,
+            f"{len(row)} cells for the header's {len(header)} columns ({', '.join(header)}); a cell holding "
+            "a comma needs quotes",
+        )
+        for number, row in enumerate(rows[1:], start=1)
+        if any(cell.strip() for cell in row[len(header) :])
+    ]
+    if problems:
+        raise ManifestError(uri, problems)
+    return pd.DataFrame([(row + [""] * len(header))[: len(header)] for row in rows[1:]], columns=header, dtype=str)
 
 
 def _check_columns(table: pd.DataFrame) -> list[tuple[None, str]]:
@@ -113,7 +143,7 @@ def _row_params(cells: dict, base: StyleParams, overrides: dict) -> tuple[StyleP
     values, reasons = {}, []
     for name in StyleParams.field_names():
         text = cells.get(name, "").strip()
-        if text and name not in overrides:  # an overridden cell is not used, so not judged
+        if text and name not in overrides:  # an overridden cell is not used: overridden_cells warns if it is bad
             try:
                 values[name] = StyleParams.parse(name, text)
             except ValueError as error:
@@ -125,19 +155,32 @@ def _row_params(cells: dict, base: StyleParams, overrides: dict) -> tuple[StyleP
     return (None, reasons) if reasons else (params, [])
 
 
-def overridden_cells(rows: list[tuple[int, dict, StyleParams, str | None]], overrides: dict) -> list[str]:
-    """One line per flag that replaced manifest cells of another value: the command line is what the
-    user typed last."""
+def overridden_cells(uri: str, rows: list[tuple[int, dict, StyleParams, str | None]], overrides: dict) -> list[str]:
+    """One line per flag that replaced manifest cells of another value (the command line is what the
+    user typed last), and one per replaced cell that is not valid itself, naming its row: the run uses
+    the flag's value, and the manifest would fail on that cell without the flag."""
     lines = []
     for name, value in overrides.items():
-        count = sum(1 for _, cells, _, _ in rows if _differs(name, cells.get(name, "").strip(), value))
-        if count:
-            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
-            lines.append(
-                f"--{name.replace('_', '-')} {shown} replaced the manifest's {name} on "
-                f"{count} row{'s' if count > 1 else ''}"
-            )
+        replaced = [(n, cell) for n, cells, _, _ in rows if _differs(name, cell := cells.get(name, "").strip(), value)]
+        if not replaced:
+            continue
+        flag = f"--{name.replace('_', '-')} {as_text(value)}"
+        lines.append(f"{flag} replaced the manifest's {name} on {len(replaced)} row{'s' if len(replaced) > 1 else ''}")
+        lines += [
+            f"{uri}: row {number}: {problem}; {flag} is used instead"
+            for number, cell in replaced
+            if (problem := _cell_problem(name, cell))
+        ]
     return lines
+
+
+def _cell_problem(name: str, cell: str) -> str | None:
+    """What is wrong with one parameter cell on its own (its type, its range), or None."""
+    try:
+        value = StyleParams.parse(name, cell)
+    except ValueError as error:
+        return str(error)
+    return next(spec for spec in StyleParams.specs() if spec.name == name).problem(value)
 
 
 def _differs(name: str, cell: str, value) -> bool:
@@ -526,4 +569,4 @@ def expand_manifest(
     problems += collisions + _linked_outside(pairs, out_root)
     if problems:
         raise ManifestError(uri, problems)
-    return pairs, overridden_cells(rows, overrides or {}) + warnings + repeat_warnings
+    return pairs, overridden_cells(uri, rows, overrides or {}) + warnings + repeat_warnings

@@ -10,14 +10,35 @@ it ("256,362", "block4_conv2") is accepted too, so deployments made before these
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from nst_core.params import StyleParams, as_text
 from nst_core.storage import Storage
 
 OutputFormat = Literal["png", "png16", "tiff16"]  # nst_core.image_io.OUTPUT_FORMATS, as a type
+# How a run runs, with the ranges its flags and the flow's parameters share (run_value checks a flag's text).
+BatchSize = Annotated[int, Field(ge=1, le=1024, description="pictures of one size painted together")]
+MemoryLimitGB = Annotated[float, Field(gt=0, allow_inf_nan=False, description="memory the run may use, in GB")]
+Workers = Annotated[int, Field(ge=1, le=1024, description="pairs painted at once, or Dask processes")]
+
+
+def run_value(kind, text: str):
+    """`text` (a flag's) as `kind` (BatchSize, MemoryLimitGB, Workers), or ValueError saying why not."""
+    try:
+        return TypeAdapter(kind).validate_python(text)
+    except ValidationError as error:
+        raise ValueError(f"{error.errors()[0]['msg'].replace('Input should be', 'must be')}, got {text!r}") from None
 
 
 def _field_type(hint) -> Any:

@@ -52,7 +52,15 @@ from .pairs import (
     stylize_pairs,
     unreadable_files,
 )
-from .parameters import OutputFormat, StorageOptions, StyleOverrides, overrides_dict, storage_of
+from .parameters import (
+    BatchSize,
+    MemoryLimitGB,
+    OutputFormat,
+    StorageOptions,
+    StyleOverrides,
+    overrides_dict,
+    storage_of,
+)
 from .report import publish_report
 from .results import deliver_spooled, read_results, results_location, spool_folder, spool_rows, write_rows
 
@@ -196,11 +204,11 @@ def stylize_manifest(
     weights: str | None = None,
     storage_options: StorageOptions | None = None,
     progress: bool = False,
-    memory_limit_gb: float | None = None,
+    memory_limit_gb: MemoryLimitGB | None = None,
     retry_delays: list[float] = RETRY_DELAYS,
     sweep: str | None = None,
     since_last: bool = False,
-    batch_size: int | None = None,
+    batch_size: BatchSize | None = None,
     allow_empty: bool = False,
     output_format: OutputFormat | None = None,
 ) -> dict:
@@ -247,7 +255,7 @@ def stylize_manifest(
 
 # `nst serve` ships the flow to its runs pickled by value (prefect.bundles), with only the globals its
 # body names: its parameters' types must be objects there, not the strings `from __future__` leaves.
-stylize_manifest.fn.__annotations__ = typing.get_type_hints(stylize_manifest.fn)
+stylize_manifest.fn.__annotations__ = typing.get_type_hints(stylize_manifest.fn, include_extras=True)  # ranges too
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import io
 import logging
 import uuid
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 import pandas as pd
 import pyarrow as pa
@@ -24,7 +24,7 @@ from nst_core.params import StyleParams, as_text
 from nst_core.settings import settings
 from nst_core.storage import LOCAL, Storage, join_uri
 
-_PARAM_TYPES = {int: pa.int64(), float: pa.float64()}
+_PARAM_TYPES = {int: pa.int64(), float: pa.float64(), Optional[float]: pa.float64()}  # by StyleParams' type hint
 
 
 def results_location(out: str, results: str | None) -> str:
@@ -34,7 +34,7 @@ def results_location(out: str, results: str | None) -> str:
 
 def param_fields(params_class: type = StyleParams) -> list[pa.Field]:
     """One column per StyleParams field; tuples are stored as manifest text ("a,b")."""
-    return [pa.field(spec.name, _PARAM_TYPES.get(type(spec.default), pa.string())) for spec in params_class.specs()]
+    return [pa.field(spec.name, _PARAM_TYPES.get(spec.hint, pa.string())) for spec in params_class.specs()]
 
 
 SCHEMA = pa.schema(

@@ -80,14 +80,54 @@ class Check:
     schema: dict = dataclasses.field(default_factory=dict)  # the same range in JSON Schema (the Prefect form)
 
 
-AT_LEAST_16 = Check(lambda v: v >= 16, "must be at least 16", {"minimum": 16})
-COUNT = Check(lambda v: v >= 0, "must be non-negative", {"minimum": 0})
-NON_NEGATIVE = Check(lambda v: v >= 0, "must be a non-negative number", {"minimum": 0})  # `not v >= 0` catches NaN
-POSITIVE = Check(lambda v: v > 0, "must be positive", {"exclusiveMinimum": 0})
+# The largest values the fields take: past them a value is a typo (1e20 steps), and every value
+# accepted fits the results table's 64-bit integers.
+MAX_SIDE = 16384  # px: a 1.4 m print at 300 dpi; the memory plan says what this machine can paint
+MAX_STEPS = 100_000
+MAX_SEED = 2**32 - 1
+MAX_STYLE_SCALE = 8  # the painting 8 times the picture's side; the memory plan counts it (nst_core.memory)
+
+
+def _finite(v) -> bool:
+    return -math.inf < v < math.inf  # False for NaN too
+
+
+def between(low: int, high: int) -> Check:
+    """From `low` to `high`, both included."""
+    return Check(
+        lambda v: low <= v <= high, f"must be at least {low} and at most {high}", {"minimum": low, "maximum": high}
+    )
+
+
+SIDE = between(16, MAX_SIDE)
+STEPS = between(0, MAX_STEPS)
+SEED = between(0, MAX_SEED)
+# Comparisons are False for NaN, and _finite refuses inf: "1e400" parses as inf.
+NON_NEGATIVE = Check(lambda v: 0 <= v and _finite(v), "must be a non-negative number", {"minimum": 0})
+POSITIVE = Check(lambda v: 0 < v and _finite(v), "must be a positive number", {"exclusiveMinimum": 0})
+STYLE_SCALE = Check(
+    lambda v: 0 < v <= MAX_STYLE_SCALE,
+    f"must be above 0 and at most {MAX_STYLE_SCALE:g}",
+    {"exclusiveMinimum": 0, "maximum": MAX_STYLE_SCALE},
+)
+WEIGHTS = Check(
+    lambda v: v is None or all(0 <= w and _finite(w) for w in v),
+    "must be non-negative numbers",
+    {"items": {"minimum": 0}},
+)
+BLEND = Check(
+    lambda v: v is None or (WEIGHTS.holds(v) and sum(v) > 0),
+    "weights must be non-negative numbers, not all zero",
+    {"items": {"minimum": 0}},
+)
 BELOW_ONE = Check(lambda v: 0 <= v < 1, "must be at least 0 and below 1", {"minimum": 0, "exclusiveMaximum": 1})
 FRACTION = Check(lambda v: 0 <= v <= 1, "must be between 0 and 1", {"minimum": 0, "maximum": 1})
 UNSET_OR_FRACTION = Check(lambda v: v is None or 0 <= v <= 1, "must be between 0 and 1", {"minimum": 0, "maximum": 1})
-OFF_OR_AT_LEAST_16 = Check(lambda v: v == 0 or v >= 16, "must be 0 (off) or at least 16", {"minimum": 0})
+OFF_OR_SIDE = Check(
+    lambda v: v == 0 or 16 <= v <= MAX_SIDE,
+    f"must be 0 (off) or at least 16 and at most {MAX_SIDE}",
+    {"minimum": 0, "maximum": MAX_SIDE},
+)
 
 
 def param(
@@ -202,7 +242,7 @@ class StyleParams:
         512,
         "longest side of the finished picture, in pixels",
         detail="the photo's and the painting's shorter sides must reach 16 px at it, or the pair fails saying so",
-        check=AT_LEAST_16,
+        check=SIDE,
         fast=True,
     )
     iterations: int = param(
@@ -210,7 +250,7 @@ class StyleParams:
         "most refining steps at the full size: more can add detail, fewer finish sooner",
         detail="after the smaller sizes' steps; stopping at 100 instead of 300 moved style and structure by under "
         "0.01 at 512 px, where 300 ran 129-171 steps (bench_quality)",
-        check=COUNT,
+        check=STEPS,
     )
     method: Method = param(
         "optimize",
@@ -302,7 +342,7 @@ class StyleParams:
         graph=True,
     )
     content_layer_weights: Optional[tuple[float, ...]] = param(
-        None, "one weight per content layer, comma-separated (none: equal weights)", graph=True
+        None, "one weight per content layer, comma-separated (none: equal weights)", graph=True, check=WEIGHTS
     )
     style_layers: tuple[str, ...] = param(
         VGG_STYLE_LAYERS,
@@ -315,6 +355,7 @@ class StyleParams:
         "one weight per style layer, comma-separated (none: equal weights)",
         detail="default: jcjohnson's effective weights, for the default layers only: other layers start equal",
         graph=True,
+        check=WEIGHTS,
     )
     style_stat: StyleStat = param(
         "w2",
@@ -329,11 +370,13 @@ class StyleParams:
         None,
         "weights of several paintings blended into one style, comma-separated (none: equal)",
         detail="the paintings are joined with ` + ` in a manifest's style cell",
+        check=BLEND,
     )
     style_scale: float = param(
         1.0,
         "size of the painting relative to the finished picture: above 1 larger brush strokes, below 1 smaller",
-        check=POSITIVE,
+        detail="the painting at this size counts in the memory plan",
+        check=STYLE_SCALE,
     )
     style_fit: StyleFit = param(
         "short",
@@ -370,7 +413,7 @@ class StyleParams:
         "smallest size painted first, in pixels, growing by 1.4 times up to the full size (0: full size only)",
         detail="coarse-to-fine in sqrt(2) steps from about this side (crowsonkb's 128): the painting's large-scale "
         "structure, the measure's largest gain (bench_quality)",
-        check=OFF_OR_AT_LEAST_16,
+        check=OFF_OR_SIDE,
         added_in="0.1.0+min-scale",
         neutral=0,
     )
@@ -378,7 +421,7 @@ class StyleParams:
         60,
         "refining steps at each smaller size",
         detail="enough to carry structure up (100 and 200 scored alike)",
-        check=COUNT,
+        check=STEPS,
     )
     average_decay: float = param(
         0.0,
@@ -393,7 +436,7 @@ class StyleParams:
         "stop early once the result improves by less than this fraction over `patience` steps",
         check=NON_NEGATIVE,
     )
-    patience: int = param(20, "steps over which the result must improve by `tolerance` to go on", check=COUNT)
+    patience: int = param(20, "steps over which the result must improve by `tolerance` to go on", check=STEPS)
     arch: Arch = param(
         "auto",
         "which image network judges the pictures: vgg19, vgg16, or auto (the one the weights file holds)",
@@ -410,6 +453,7 @@ class StyleParams:
         0,
         "random seed: the same seed gives the same picture on a CPU",
         detail="noise init and random features are seeded",
+        check=SEED,
     )
 
     def __post_init__(self) -> None:
@@ -429,8 +473,6 @@ class StyleParams:
             values = getattr(self, weights)
             if values is not None and len(values) != len(getattr(self, layers)):
                 out.append(f"{weights} needs one weight per layer in {layers}")
-        if self.style_blend is not None and (min(self.style_blend) < 0 or sum(self.style_blend) <= 0):
-            out.append(f"style_blend weights must be non-negative and not all zero, got {self.style_blend}")
         if any(s < 16 or s >= self.size for s in self.scales):
             out.append(f"scales must be between 16 and size ({self.size}), got {self.scales}")
         return out
@@ -545,16 +587,17 @@ def _kind(spec: ParamSpec) -> str:
     else:
         kind = _KINDS[hint]
     if spec.check is not None:
-        kind += " " + _range(spec.check.schema)
+        kind += " " + _range(spec.check.schema.get("items", spec.check.schema))  # a list's: each item's
     return kind + (" or empty" if optional else "")
 
 
 def _range(schema: dict) -> str:
-    """A Check's JSON Schema range in words: ">= 16", "> 0", "in [0, 1)"."""
+    """A Check's JSON Schema range in words: ">= 16", "> 0", "in [0, 1)", "in (0, 8]"."""
+    low = schema.get("minimum", schema.get("exclusiveMinimum"))
     high = schema.get("maximum", schema.get("exclusiveMaximum"))
     if high is not None:
-        return f"in [{schema['minimum']}, {high}{']' if 'maximum' in schema else ')'}"
-    return f">= {schema['minimum']}" if "minimum" in schema else f"> {schema['exclusiveMinimum']}"
+        return f"in {'[' if 'minimum' in schema else '('}{low}, {high}{']' if 'maximum' in schema else ')'}"
+    return f">= {low}" if "minimum" in schema else f"> {low}"
 
 
 def style_weight_at_strength(strength: float) -> float:
@@ -584,15 +627,24 @@ def _parse_as(hint, text: str, name: str):
         return text
     try:
         if hint is int:
-            value = float(text)
-            if value != int(value):
-                raise ValueError
-            return int(value)
+            return _integer(text)
         if hint is float:
             return float(text)
     except ValueError:
         raise ValueError(f"{name} must be a{'n integer' if hint is int else ' number'}, got {text!r}") from None
     return text
+
+
+def _integer(text: str) -> int:
+    """An integer as typed ("512", exactly however long), or as a spreadsheet writes one ("5e2", "64.0");
+    ValueError for fractions, "inf" and "nan"."""
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)
+    if not value.is_integer():
+        raise ValueError(text)
+    return int(value)
 
 
 # Contact sheets (`nst sheet`): cells at 256 px keep the fast network's detail, at seconds a sheet.

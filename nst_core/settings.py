@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -28,6 +29,16 @@ def _link_seconds(text: str) -> int:
     if not 1 <= seconds <= MAX_LINK_SECONDS:
         raise ValueError(f"NST_LINK_SECONDS={text!r}: give whole seconds from 1 to {MAX_LINK_SECONDS} (7 days)")
     return seconds
+
+
+def _gigabytes(text: str) -> float:
+    try:
+        gigabytes = float(text)
+    except ValueError:
+        gigabytes = math.nan
+    if not 0 < gigabytes < math.inf:  # NaN too
+        raise ValueError(f"NST_MEMORY_LIMIT_GB={text!r}: give a number of GB above 0")
+    return gigabytes
 
 
 def setting(variable: str, default, help: str, parse=str):
@@ -67,7 +78,7 @@ class Settings:
         "NST_MEMORY_LIMIT_GB",
         None,
         "`nst run`'s memory budget when `--memory-limit-gb` is not given; unset: two thirds of RAM",
-        parse=float,
+        parse=_gigabytes,
     )
     spool: str = setting(
         "NST_SPOOL",

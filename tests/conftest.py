@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
+import math
 import os
 import shutil
 import struct
@@ -51,6 +52,37 @@ def weights_path() -> str:
     shared file, else "imagenet" (Keras downloads it on a user's machine)."""
     path = os.environ.get("NST_TEST_WEIGHTS") or (str(SHARED_WEIGHTS) if SHARED_WEIGHTS.exists() else "imagenet")
     return path
+
+
+def numeric_fields() -> list:
+    """The StyleParams fields holding one number (an integer, or a number or none)."""
+    from typing import Optional
+
+    from nst_core.params import StyleParams
+
+    return [s for s in StyleParams.specs() if s.hint in (int, float, Optional[float])]
+
+
+def extremes(spec) -> tuple[list[str], list[str]]:
+    """A numeric field's (accepted, refused) values as typed: the ends of its declared range, and past
+    them: one step, 2^63 and beyond, 1e20, inf, nan, 1e400. Every integer field declares both ends."""
+    schema, past = spec.check.schema, ["inf", "-inf", "nan", "1e400", "-1e400"]
+    if spec.hint is int:
+        low, high = schema["minimum"], schema["maximum"]
+        return [str(low), str(high)], [str(low - 1), str(high + 1), str(2**63), str(-(2**63) - 1), "1e20", *past]
+    if "minimum" in schema:
+        accepted, refused = [str(schema["minimum"])], [str(schema["minimum"] - 1)]
+    else:
+        accepted, refused = ["5e-324"], [str(schema["exclusiveMinimum"]), "-1"]  # the smallest positive float
+    if "maximum" in schema:
+        accepted.append(str(schema["maximum"]))
+        refused.append(str(schema["maximum"] + 1))
+    elif "exclusiveMaximum" in schema:
+        accepted.append(repr(math.nextafter(schema["exclusiveMaximum"], 0)))
+        refused.append(str(schema["exclusiveMaximum"]))
+    else:
+        accepted.append("1.7976931348623157e308")  # the largest float
+    return accepted, refused + past
 
 
 def first(**fields):

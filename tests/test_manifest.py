@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import SAMPLES
+from conftest import SAMPLES, extremes, numeric_fields
 from flows.manifest import ManifestError, expand_manifest, read_manifest, validate_manifest
 from nst_core.params import StyleParams
 from nst_core.storage import LOCAL, Storage
@@ -311,7 +311,7 @@ def test_every_bad_row_is_reported_at_once(tree):
     lines = str(caught.value).splitlines()
     assert lines[0] == f"{tree / 'm.csv'}: 7 bad rows:"
     assert lines[1:] == [
-        "  row 2: size must be at least 16, got -3",
+        "  row 2: size must be at least 16 and at most 16384, got -3",
         "  row 3: style_weight must be a number, got 'abc'",
         "  row 4: missing content",
         "  row 5: output '../../etc/x.png' must be a relative path inside the output root",
@@ -454,3 +454,80 @@ def test_the_example_manifest_is_small_and_expands_as_its_readme_says(tmp_path):
     ]
     assert {(p.params.size, p.params.iterations) for p in pairs} == {(128, 100)}
     assert pairs[3].params.style_blend == (0.6, 0.4)
+
+
+def test_every_numeric_cell_at_its_extremes_is_refused_with_its_row_or_stored(tree):
+    """The ends of each field's range run and go into the results table as they were typed; past them
+    (2^63, 1e20, inf, nan, 1e400) each row is refused, naming the field, before anything runs."""
+    from flows.results import params_columns, read_results, write_rows
+
+    fields = numeric_fields()
+    cases = [
+        (spec.name, text, ok) for spec in fields for ok, texts in zip((True, False), extremes(spec)) for text in texts
+    ]
+    header = "content,style," + ",".join(spec.name for spec in fields)
+    lines = [
+        "photos/a.png,styles/x.png," + ",".join(text if spec.name == name else "" for spec in fields)
+        for name, text, _ in cases
+    ]
+    with pytest.raises(ManifestError) as caught:
+        validate_manifest(_csv(tree / "m.csv", "\n".join([header, *lines])), storage=LOCAL)
+    refused = dict(caught.value.problems)
+    assert sorted(refused) == [row for row, (_, _, ok) in enumerate(cases, start=1) if not ok]
+    for row, reason in refused.items():
+        assert reason.startswith(f"{cases[row - 1][0]} must be "), (cases[row - 1], reason)
+
+    taken = [case for case in cases if case[2]]
+    kept = [line for line, case in zip(lines, cases) if case[2]]
+    rows = validate_manifest(_csv(tree / "ok.csv", "\n".join([header, *kept])), storage=LOCAL)
+    write_rows(
+        str(tree / "results"),
+        [{"run_id": "r", "pair_id": str(row), **params_columns(params)} for row, _, params, _ in rows],
+        storage=LOCAL,
+    )
+    stored = read_results(str(tree / "results"), storage=LOCAL).set_index("pair_id")
+    for (row, _, params, _), (name, text, _) in zip(rows, taken):
+        assert stored.loc[str(row), name] == getattr(params, name) == float(text), (name, text)
+
+
+def test_a_row_with_more_cells_than_the_header_is_refused_naming_it(tree):
+    """Never shifted onto other columns (a pair on the wrong photo) nor cut short."""
+    for text, rows in (
+        ("content,style\nphotos/a.png,styles/x.png,styles/y.png\n", [1]),  # every row: pandas shifted them
+        ("content,style\nphotos/a.png,styles/x.png\nphotos/b.png,styles/x.png,64\nphotos/c.png,x,y\n", [2, 3]),
+    ):
+        with pytest.raises(ManifestError) as caught:
+            validate_manifest(_csv(tree / "m.csv", text), storage=LOCAL)
+        assert caught.value.problems == [
+            (row, "3 cells for the header's 2 columns (content, style); a cell holding a comma needs quotes")
+            for row in rows
+        ]
+
+
+def test_a_trailing_comma_is_no_cell(tree):
+    for text in ("content,style\nphotos/a.png,styles/x.png,\n", "content,style,\nphotos/a.png,styles/x.png, \n"):
+        (pair,), warnings = _expand(tree, text)
+        assert _names([pair.content, *pair.styles]) == ["a.png", "x.png"] and not warnings
+    with pytest.raises(ManifestError, match="column\\(s\\) 'size' given more than once"):
+        validate_manifest(_csv(tree / "m.csv", "content,style,size,size\na,b,1,2\n"), storage=LOCAL)
+
+
+def test_a_bad_cell_a_flag_replaces_is_reported_with_its_row(tree):
+    """The flag's value runs (the command line is what the user typed last), and the run says which
+    cells were wrong: without the flag, the manifest would fail on them."""
+    text = (
+        "content,style,size,iterations\n"
+        "photos/a.png,styles/x.png,-3,not-a-number\n"
+        "photos/b.png,styles/x.png,64,1e400\n"
+        "photos/c.png,styles/x.png,,3\n"
+    )
+    pairs, warnings = _expand(tree, text, overrides={"size": 96, "iterations": 7})
+    assert {(p.params.size, p.params.iterations) for p in pairs} == {(96, 7)}
+    manifest = tree / "m.csv"
+    assert warnings == [
+        "--size 96 replaced the manifest's size on 2 rows",
+        f"{manifest}: row 1: size must be at least 16 and at most 16384, got -3; --size 96 is used instead",
+        "--iterations 7 replaced the manifest's iterations on 3 rows",
+        f"{manifest}: row 1: iterations must be an integer, got 'not-a-number'; --iterations 7 is used instead",
+        f"{manifest}: row 2: iterations must be an integer, got '1e400'; --iterations 7 is used instead",
+    ]

@@ -1,8 +1,10 @@
 """StyleParams: parsing from text, validation, the hash that names outputs."""
 
+import re
+
 import pytest
 
-from conftest import first
+from conftest import extremes, first, numeric_fields
 from nst_core.params import JCJOHNSON_LAYER_WEIGHTS, StyleParams
 
 
@@ -155,3 +157,90 @@ def test_min_scale_gives_crowsonkbs_sqrt2_schedule_and_scales_win():
     assert StyleParams(size=512, min_scale=128, scales=(300,)).sides() == (300, 512)
     with pytest.raises(ValueError, match="min_scale must be 0"):
         StyleParams(min_scale=8)
+
+
+def test_integers_parse_exactly_and_inf_nan_and_fractions_do_not():
+    assert StyleParams.parse("seed", str(2**70)) == 2**70  # exactly, for the range check to judge
+    assert StyleParams.parse("size", "64.0") == 64 and StyleParams.parse("scales", "256, 3.62e2") == (256, 362)
+    for text in ("inf", "-inf", "nan", "1e400", "12.5", "1e-3"):
+        with pytest.raises(ValueError, match=f"^size must be an integer, got '{re.escape(text)}'$"):
+            StyleParams.parse("size", text)
+
+
+def test_lists_of_weights_refuse_negative_nan_and_inf():
+    for name, text in (
+        ("content_layer_weights", "-1,1"),
+        ("content_layer_weights", "nan,1"),
+        ("style_layer_weights", "1,1,1,1,inf"),
+        ("style_blend", "nan"),
+        ("style_blend", "1,inf"),
+        ("style_blend", "0,0"),
+    ):
+        with pytest.raises(ValueError, match=f"^{name} (weights )?must be non-negative numbers"):
+            StyleParams(**{name: StyleParams.parse(name, text)})
+
+
+@pytest.mark.parametrize("spec", numeric_fields(), ids=lambda spec: spec.name)
+def test_every_numeric_flag_at_its_extremes_is_taken_or_refused_naming_the_flag(spec):
+    """Each end of the field's range is a valid run; past it (2^63, 1e20, inf, nan, 1e400) the message
+    names the flag as typed and the field's range, before anything runs."""
+    from flows.cli import build_parser, param_overrides
+
+    flag = f"--{spec.name.replace('_', '-')}"
+    accepted, refused = extremes(spec)
+    parse = build_parser().parse_args
+    for text in accepted:
+        value = param_overrides(parse(["run", "m.csv", "-o", "out", f"{flag}={text}"]))[spec.name]
+        assert getattr(StyleParams().replace(**{spec.name: value}), spec.name) == float(text)
+    for text in refused:
+        with pytest.raises(ValueError, match=f"^{flag} {re.escape(text)}: {spec.name} must be "):
+            param_overrides(parse(["run", "m.csv", "-o", "out", f"{flag}={text}"]))
+
+
+def test_nst_run_refuses_a_bad_parameter_flag_in_one_line_before_anything_starts(tmp_path, capsys):
+    from flows.cli import main
+
+    (tmp_path / "m.csv").write_text("content,style\na.png,x.png\n")
+    assert main(["run", str(tmp_path / "m.csv"), "-o", str(tmp_path / "out"), "--seed", "1e20", "--size=inf"]) == 2
+    assert capsys.readouterr().err == (
+        "nst: --size inf: size must be an integer, got 'inf'; "
+        "--seed 1e20: seed must be at least 0 and at most 4294967295, got 100000000000000000000\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "flag, text, reason",
+    [
+        ("--batch-size", "-1", "must be greater than or equal to 1"),
+        ("--batch-size", "0", "must be greater than or equal to 1"),
+        ("--batch-size", str(2**63), "must be less than or equal to 1024"),
+        ("--batch-size", "1e400", "must be a valid integer, unable to parse string as an integer"),
+        ("--memory-limit-gb", "nan", "must be a finite number"),
+        ("--memory-limit-gb", "inf", "must be a finite number"),
+        ("--memory-limit-gb", "-1", "must be greater than 0"),
+        ("--memory-limit-gb", "0", "must be greater than 0"),
+        ("--concurrency", "0", "must be greater than or equal to 1"),
+        ("--dask-workers", "-2", "must be greater than or equal to 1"),
+    ],
+)
+def test_a_bad_run_flag_is_refused_naming_it(flag, text, reason, capsys):
+    from flows.cli import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["run", "m.csv", "-o", "out", f"{flag}={text}"])
+    assert exited.value.code == 2
+    assert f"nst run: error: argument {flag}: {reason}, got {text!r}" in capsys.readouterr().err
+
+
+def test_run_flags_in_range_are_taken_and_the_flow_refuses_the_same_values():
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.cli import build_parser
+    from flows.pipeline import stylize_manifest
+
+    args = build_parser().parse_args(["run", "m.csv", "-o", "out", "--batch-size", "1", "--memory-limit-gb", "1.2"])
+    assert (args.batch_size, args.memory_limit_gb) == (1, 1.2)
+    for bad in ({"batch_size": -1}, {"batch_size": 0}, {"memory_limit_gb": float("nan")}, {"memory_limit_gb": -1}):
+        with pytest.raises(ParameterTypeError, match=next(iter(bad))):  # a deployment's or the UI's parameters
+            stylize_manifest.validate_parameters({"manifest": "m.csv", "out": "out", **bad})

@@ -1,5 +1,7 @@
 """Settings: read from the environment in one place, documented in one table."""
 
+import pytest
+
 from nst_core.settings import Settings, settings, settings_table
 
 
@@ -27,3 +29,10 @@ def test_the_default_spool_is_in_the_users_cache_not_a_folder_named_tilde(monkey
     monkeypatch.delenv("NST_SPOOL", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert spool_folder("s3://bucket/results").parent == tmp_path / ".cache" / "nst" / "spool"
+
+
+def test_a_memory_limit_that_is_no_size_is_refused_naming_the_variable(monkeypatch):
+    for text in ("nan", "inf", "-1", "0", "lots"):
+        monkeypatch.setenv("NST_MEMORY_LIMIT_GB", text)
+        with pytest.raises(ValueError, match=f"^NST_MEMORY_LIMIT_GB='{text}': give a number of GB above 0$"):
+            settings()
