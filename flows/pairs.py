@@ -291,12 +291,13 @@ def plan_batches(pairs: list[Pair], batch_size: int, memory_limit_gb: float) -> 
 
 
 def _stylize_jobs(jobs: list[Job], weights: str | None, callback, memory_limit_gb: float) -> list:
-    """stylize_batch's outcome per job: a batch that runs out of memory is retried one job at a
-    time, and an error of the whole batch (the fast extra missing, a signal) is each job's."""
+    """stylize_batch's outcome per job. A batch that fails as a whole (out of memory, or one pair's
+    value that validation let through) is retried one job at a time, so one pair's fault fails that
+    pair alone; a signal or a network error is every job's (the caller stops, or retries the batch)."""
     try:
         return stylize_batch(jobs, weights=weights, callback=callback, memory_limit=memory_limit_gb * 2**30)
     except Exception as error:  # noqa: BLE001 - sorted per pair by the caller
-        if runtime.is_out_of_memory(error) and len(jobs) > 1:  # each job alone, still reported as itself
+        if len(jobs) > 1 and not isinstance(error, RunStopped) and not is_transient(error):  # each job as itself
             return [
                 outcome
                 for k, job in enumerate(jobs)

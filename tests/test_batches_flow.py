@@ -125,3 +125,28 @@ def test_a_batch_out_of_memory_is_redone_one_pair_at_a_time(two_photos, weights_
     rows = pairs_module.stylize_pairs(batch, "run", str(two_photos / "results"), weights=weights_path, storage=LOCAL)
     assert [(row["status"], row["batch_size"]) for row in rows] == [("succeeded", 1), ("succeeded", 1)]
     assert len(read_results(str(two_photos / "results"), storage=LOCAL)) == 2
+
+
+def test_one_pairs_bad_value_fails_that_pair_not_its_batch(two_photos, weights_path):
+    """A value no validation lets through (seed -1: numpy's generator refuses it) breaks the whole
+    batch's optimisation; each pair is then run as itself, so only that one fails."""
+    from flows import pairs as pairs_module
+
+    good = StyleParams(size=32, iterations=2, min_scale=0, init="noise")
+    bad = good.replace(seed=1)
+    object.__setattr__(bad, "seed", -1)  # as if validation had missed it
+    batch = [
+        Pair(
+            row,
+            str(two_photos / "chelsea.jpg"),
+            (str(two_photos / "the_scream.jpg"),),
+            params,
+            f"p{row}",
+            str(two_photos / f"p{row}.png"),
+        )
+        for row, params in enumerate((good, bad))
+    ]
+    assert len(plan_batches(batch, 4, 100)) == 1  # one batch
+    rows = pairs_module.stylize_pairs(batch, "run", str(two_photos / "results"), weights=weights_path, storage=LOCAL)
+    assert [row["status"] for row in rows] == ["succeeded", "failed"]
+    assert "negative" in rows[1]["error"] and (two_photos / "p0.png").exists() and not (two_photos / "p1.png").exists()
