@@ -28,7 +28,7 @@ from nst_core.image_io import check_header, load_image, read_exif, save_image, s
 from nst_core.model import min_input_side
 from nst_core.params import StyleParams
 from nst_core.storage import Storage
-from nst_core.stylize import Job, StylizeResult, batch_key, scale_shapes, stylize_batch
+from nst_core.stylize import Job, StylizeResult, batch_key, painting_pixels, scale_shapes, stylize_batch
 from nst_core.targets import style_load_side, style_shape
 
 from .manifest import Pair
@@ -165,15 +165,18 @@ def default_memory_limit_gb() -> float:
     return memory.default_limit_bytes() / 2**30
 
 
-def check_memory(pair: Pair, content_shape, limit_gb: float) -> None:
+def check_memory(pair: Pair, job: Job, limit_gb: float) -> None:
     """Refuse a pair before it starts rather than let the OS kill the whole run mid-night: one that
-    does not fit in one pass is planned in tiles (nst_core.memory), one that fits not even so is refused."""
-    height, width = size_for(content_shape, pair.params.size)
+    does not fit in one pass is planned in tiles (nst_core.memory), one that fits not even so is
+    refused. Its painting counts, at the size style_scale gives it."""
+    height, width = size_for(job.content.shape, pair.params.size)
+    shapes = scale_shapes(job.content.shape, pair.params)
     try:
-        memory.check(scale_shapes(content_shape, pair.params), 1, limit_gb * 2**30, pair.params.arch)
+        memory.check(shapes, 1, limit_gb * 2**30, pair.params.arch, painting_pixels([job]))
     except memory.MemoryPlanError as error:
         raise MemoryBudgetError(
-            f"{pair.content}: size {pair.params.size} ({width} x {height}) {error}; lower `size` for this pair"
+            f"{pair.content}: size {pair.params.size} ({width} x {height}) {error}; lower `size` or `style_scale` "
+            "for this pair"
         ) from None
 
 
@@ -332,13 +335,14 @@ def load_pairs(pairs: list[Pair], storage: Storage, memory_limit_gb: float, on_e
 
 def _load_job(pair: Pair, storage: Storage, memory_limit_gb: float) -> Job:
     """The photo at `size`, the paintings at their load side, the checkpoint beside the output;
-    refused over the memory budget (before the paintings are read) or too thin for VGG."""
+    refused when too thin for VGG or over the memory budget (the paintings' shapes count in it)."""
     content = load_image(pair.content, storage, max_side=pair.params.size)
-    check_memory(pair, content.shape, memory_limit_gb)
     style_side = style_load_side(pair.params.size, pair.params)
     styles = [load_image(uri, storage, max_side=style_side) for uri in pair.styles]
     check_sides((pair.content, content.shape), [(u, s.shape) for u, s in zip(pair.styles, styles)], pair.params)
-    return Job(content, styles, pair.params, checkpoint.path_for(pair.output))
+    job = Job(content, styles, pair.params, checkpoint.path_for(pair.output))
+    check_memory(pair, job, memory_limit_gb)
+    return job
 
 
 def stylize_and_save(

@@ -7,10 +7,9 @@ on CPU, VGG16, one scale, batch 1, 256 to 2048 px, per feature precision; README
                              + pixels * (WHOLE_IMAGE_BYTES_PER_PIXEL + L-BFGS history))
 L-BFGS history is 2 * pairs kept * 3 channels * 4 bytes per pixel (20 pairs in one pass,
 tiling.PRINT_HISTORY in tiles). A pair's peak is its largest scale's.
-The style targets are not counted: a forward pass, measured at 1.2 KB per style pixel (1024 px
-square output, Starry Night short-fitted to 1024 x 1638: 2.8 GB peak against the pass's 4.0), so
-even the short fit's largest painting (twice the output's pixels) stays under a pass; in tiles
-they are measured tile by tile.
+The painting, at its style_scale size, counts too: measured whole (a scale in one pass), a forward
+pass of BASE + its pixels * PAINTING_PASS_BYTES_PER_PIXEL, before the optimisation's arrays exist;
+in tiles it is measured tile by tile, and only its pixels are held whole.
 """
 
 from __future__ import annotations
@@ -34,6 +33,10 @@ WHOLE_IMAGE_BYTES_PER_PIXEL = 554.0  # at a tiled scale: image, gradient, L-BFGS
 # Activations per input pixel kept for the backward pass up to block5_conv1: VGG19's conv3_4 and
 # conv4_4 add 16 + 8 to VGG16's 296 (channels / stride^2 summed over layers).
 NETWORK_FACTOR = {"vgg16": 1.0, "vgg19": 320 / 296}
+# Measured: 1024 px square output, Starry Night short-fitted to 1024 x 1638, 2.8 GB peak. Under the
+# short fit a painting has up to twice the output's pixels, but style_scale multiplies them by its square.
+PAINTING_PASS_BYTES_PER_PIXEL = 1200.0
+PAINTING_HELD_BYTES_PER_PIXEL = 2 * 3 * 4  # as loaded and as resized to its scale: float32 RGB
 MIN_TILE = 128  # below this the halo's share makes tiles slow: 4x the core's pixels at 128 px
 MAX_TILE = 1024  # larger tiles save little (the halo adds 27% to a 1024 px core, 13% to 2048) and cost memory
 
@@ -65,6 +68,11 @@ def one_pass_bytes(pixels: int, batch: int = 1, arch: str = "vgg16") -> float:
     return BASE_BYTES + batch * (per_image + _history_bytes(pixels, LBFGS_HISTORY))
 
 
+def painting_bytes(pixels: int, arch: str = "vgg16") -> float:
+    """Peak memory of measuring a painting of `pixels` whole: its style targets, a forward pass."""
+    return BASE_BYTES + pixels * PAINTING_PASS_BYTES_PER_PIXEL * _network(arch)
+
+
 def tiled_bytes(height: int, width: int, tile: int, batch: int = 1, arch: str = "vgg16") -> float:
     """Peak memory of a scale of height x width optimised in tiles of `tile` px (plus halo)."""
     outer = min(height, tile + 2 * HALO) * min(width, tile + 2 * HALO)
@@ -86,34 +94,42 @@ class Plan:
     fits: bool
 
 
-def plan_scale(height: int, width: int, batch: int, limit: float, arch: str = "vgg16") -> Plan:
-    """One pass when it fits in `limit` bytes, else the largest tile up to MAX_TILE that does
-    (fewer tiles, less halo), else the smallest tile, marked as not fitting. $NST_TILE forces its tile."""
+def plan_scale(height: int, width: int, batch: int, limit: float, arch: str = "vgg16", painting: int = 0) -> Plan:
+    """One pass when it (and measuring the `painting` of that many pixels whole) fits in `limit` bytes,
+    else the largest tile up to MAX_TILE that does (fewer tiles, less halo), else the smallest tile,
+    marked as not fitting. $NST_TILE forces its tile."""
+    held = painting * PAINTING_HELD_BYTES_PER_PIXEL  # in tiles, the painting's pixels alone stay whole
     forced = forced_tile()
     if forced and forced < max(height, width):
-        needed = tiled_bytes(height, width, forced, batch, arch)
+        needed = tiled_bytes(height, width, forced, batch, arch) + held
         return Plan(forced, needed, needed <= limit)
-    whole = one_pass_bytes(height * width, batch, arch)
+    whole = max(one_pass_bytes(height * width, batch, arch), painting_bytes(painting, arch))
     if whole <= limit:
         return Plan(None, whole, True)
     for tile in range(min(MAX_TILE, max(height, width) // 16 * 16), MIN_TILE - 1, -16):
-        needed = tiled_bytes(height, width, tile, batch, arch)
+        needed = tiled_bytes(height, width, tile, batch, arch) + held
         if needed <= limit:
             return Plan(tile, needed, True)
-    return Plan(MIN_TILE, tiled_bytes(height, width, MIN_TILE, batch, arch), False)
+    return Plan(MIN_TILE, tiled_bytes(height, width, MIN_TILE, batch, arch) + held, False)
 
 
-def plan_pair(shapes: list[tuple[int, int]], batch: int, limit: float, arch: str = "vgg16") -> list[Plan]:
-    """The plan of every scale (height, width), coarse to fine. A scale reuses the memory the
+def plan_pair(
+    shapes: list[tuple[int, int]], batch: int, limit: float, arch: str = "vgg16", paintings: list[int] | None = None
+) -> list[Plan]:
+    """The plan of every scale (height, width), coarse to fine, with the largest painting's pixels
+    at each (`paintings`, stylize.painting_pixels; None: not counted). A scale reuses the memory the
     ones before it freed, so the pair's peak is its largest scale's (4096 px after 2048 px in one
     pass: 10.7 GB measured, 9.9 GB predicted for 4096 px alone)."""
-    return [plan_scale(height, width, batch, limit, arch) for height, width in shapes]
+    paintings = paintings or [0] * len(shapes)
+    return [plan_scale(h, w, batch, limit, arch, painting) for (h, w), painting in zip(shapes, paintings)]
 
 
-def check(shapes: list[tuple[int, int]], batch: int, limit: float, arch: str = "vgg16") -> float:
+def check(
+    shapes: list[tuple[int, int]], batch: int, limit: float, arch: str = "vgg16", paintings: list[int] | None = None
+) -> float:
     """The pair's predicted peak in bytes; MemoryPlanError, naming what it needs, when a scale
-    cannot fit in `limit` even in tiles."""
-    plans = plan_pair(shapes, batch, limit, arch)
+    cannot fit in `limit` even in tiles (its painting counted: plan_pair)."""
+    plans = plan_pair(shapes, batch, limit, arch, paintings)
     worst = max(plans, key=lambda plan: plan.bytes)
     if not all(plan.fits for plan in plans):
         raise MemoryPlanError(

@@ -24,7 +24,7 @@ from .model import resolve_arch, resolve_weights
 from .objective import Objective, compiled_objective
 from .optimize import LBFGS_HISTORY, Progress, Track, adam_state, lbfgs_state, run_optimizer
 from .params import StyleParams
-from .targets import loss_args, resize, resize_longest
+from .targets import loss_args, resize, resize_longest, style_shape
 from .terms import normalized
 
 
@@ -127,6 +127,15 @@ class Job:
 def scale_shapes(content_shape, params: StyleParams) -> list[tuple[int, int]]:
     """(height, width) of every scale, coarse to fine."""
     return [size_for(content_shape, side) for side in params.sides()]
+
+
+def painting_pixels(jobs: list[Job]) -> list[int]:
+    """The largest painting's pixels at every scale of the jobs' schedule, at the size its style
+    targets measure it (style_scale, style_fit): what the memory plan counts of the paintings."""
+    return [
+        max(h * w for job in jobs for s in job.styles for h, w in [style_shape(s.shape, shape, job.params)])
+        for shape in scale_shapes(jobs[0].content.shape, jobs[0].params)
+    ]
 
 
 def batch_key(content_shape, params: StyleParams) -> tuple:
@@ -243,7 +252,11 @@ def _optimized(objective: Objective, step, jobs: list[Job], callback, memory_lim
     saver = checkpoint.Checkpointer(jobs, [job.checkpoint for job in jobs])
     resumed = saver.resume(list(range(len(jobs))))
     plans = memory.plan_pair(
-        scale_shapes(jobs[0].content.shape, jobs[0].params), len(jobs), memory_limit, objective.arch
+        scale_shapes(jobs[0].content.shape, jobs[0].params),
+        len(jobs),
+        memory_limit,
+        objective.arch,
+        painting_pixels(jobs),
     )
     for index, side in enumerate(sides):
         live = [state for state in states if state.error is None]
@@ -370,7 +383,11 @@ def stylize_batch(
     memory_limit = memory_limit or memory.default_limit_bytes()
     if params.method == "optimize":
         memory.check(
-            scale_shapes(jobs[0].content.shape, params), len(jobs), memory_limit, resolve_arch(params.arch, weights)
+            scale_shapes(jobs[0].content.shape, params),
+            len(jobs),
+            memory_limit,
+            resolve_arch(params.arch, weights),
+            painting_pixels(jobs),
         )
     objective, step = compiled_objective(params, weights, backend.feature_dtype())
     jobs = [

@@ -117,6 +117,41 @@ def test_a_scale_runs_in_one_pass_in_tiles_or_is_refused_by_the_memory_model():
         memory.check([(2731, 4096)], 1, 2 * 2**30)
 
 
+def test_the_painting_at_its_style_scale_counts_in_the_memory_plan(samples):
+    """style_scale sizes the painting, which is measured whole at a scale in one pass: at 1.2 GB a
+    512 px pair fits at style_scale 1, and at 8 (the largest) its painting is refused by the plan; at 4
+    the painting sends a scale the photo alone would do in one pass to tiles. Past 8 it is a bad value."""
+    from flows.manifest import Pair
+    from flows.pairs import load_pairs
+    from nst_core.stylize import painting_pixels, scale_shapes
+
+    folder = samples("", "chelsea", "starry_night")
+    pairs = [
+        Pair(
+            1,
+            str(folder / "chelsea.jpg"),
+            (str(folder / "starry_night.jpg"),),
+            StyleParams(size=512, style_scale=scale),
+            f"at {scale}",
+            str(folder / f"{scale}.png"),
+        )
+        for scale in (1, 8)
+    ]
+    errors = {}
+    (loaded,) = load_pairs(pairs, LOCAL, 1.2, lambda pair, error: errors.setdefault(pair.pair_id, str(error)))
+    assert loaded.pair.pair_id == "at 1"
+    assert "over the memory limit of 1.2 GB; lower `size` or `style_scale` for this pair" in errors["at 8"]
+    job = Job(loaded.job.content, loaded.job.styles, loaded.job.params.replace(style_scale=4))
+    shapes = scale_shapes(job.content.shape, job.params)
+    photo_alone = memory.plan_pair(shapes, 1, 1.2 * 2**30, "vgg16")
+    paintings = painting_pixels([job])
+    with_painting = memory.plan_pair(shapes, 1, 1.2 * 2**30, "vgg16", paintings)
+    assert photo_alone[1].tile is None and with_painting[1].tile
+    assert with_painting[1].bytes <= 1.2 * 2**30 < memory.painting_bytes(paintings[1], "vgg16")  # measured in tiles
+    with pytest.raises(ValueError, match="style_scale must be above 0 and at most 8, got 60$"):
+        StyleParams(style_scale=60)
+
+
 def test_a_too_large_pair_is_refused_before_any_work(images, weights_path, monkeypatch):
     content, style = images
     monkeypatch.setattr(tiling.TiledObjective, "__init__", lambda *_: pytest.fail("work started"))
