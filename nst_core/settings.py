@@ -101,6 +101,13 @@ class Settings:
         "much work",
         parse=float,
     )
+    server_start_seconds: float = setting(
+        "NST_SERVER_START_SECONDS",
+        120.0,
+        "how long `nst run` waits for its temporary Prefect server to answer while the server's process "
+        "is starting (it tries twice); a busy machine may need longer",
+        parse=float,
+    )
     unsafe_lock: bool = setting(
         "NST_UNSAFE_LOCK",
         False,
@@ -112,13 +119,6 @@ class Settings:
         3600,
         "how long the presigned https links to S3 objects in reports and the Prefect UI stay valid, in "
         "seconds (at most 604800, 7 days); a link carries the S3 access key id, never the secret",
-    server_start_seconds: float = setting(
-        "NST_SERVER_START_SECONDS",
-        120.0,
-        "how long `nst run` waits for its temporary Prefect server to answer while the server's process "
-        "is starting (it tries twice); a busy machine may need longer",
-        parse=float,
-    )
         parse=_link_seconds,
     )
     fault_write_delay: float = setting(
