@@ -79,6 +79,11 @@ EXAMPLES = {  # three per command, shown under its help
         "nst curves out/results -o out/curves --run all",
         "nst curves s3://my-bucket/painted/results -o s3://my-bucket/painted/curves",
     ),
+    "compact": (
+        "nst compact out/example",
+        "nst compact s3://my-bucket/painted",
+        "nst compact out --results out/tables/nightly",
+    ),
     "sheet": (
         "nst sheet photos/*.jpg --styles paintings/*.jpg -o sheet.jpg",
         "nst sheet cat.jpg dog.jpg --styles starry_night.jpg the_scream.jpg -o sheet.png --size 384",
@@ -253,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--name", default="nightly", help="the schedule's name in Prefect (default nightly)")
     _add_report_commands(commands)
+
+    compact = commands.add_parser(
+        "compact", help="merge the results table's small files into one per month (every row kept; runs merge too)"
+    )
+    compact.add_argument("out", metavar="OUT", help="the output folder of the runs, or s3://bucket/prefix")
+    compact.add_argument("--results", metavar="TABLE", help="the results table, if not OUT/results")
+    _add_s3_flags(compact)
 
     ui = commands.add_parser(
         "ui", help="a Prefect server that keeps every run's history, to watch runs in its UI (and to serve)"
@@ -738,14 +750,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from flows.lock import run_lock
+    from flows.results import compact_results, results_location
+
+    _check_folder_output(args.out, "OUT")
+    storage = storage_from(args)
+    results = results_location(args.out, args.results)
+    if not storage.exists(results):
+        raise ValueError(f"{results}: no results table there")
+    # Under the run lock, as a run: a run started meanwhile is refused, naming this compaction.
+    with run_lock(results, datetime.now(timezone.utc).strftime("compact-%Y%m%dT%H%M%S"), storage):
+        for done in compact_results(results, storage=storage):
+            print(f"{done.folder}: {done.before} files -> {done.after} ({done.rows} rows merged)")
+    return 0
+
+
 def cmd_curves(args: argparse.Namespace) -> int:
-    from flows.grids import select_pairs
+    from flows.grids import run_pairs
     from flows.report import write_loss_curves
-    from flows.results import read_results
 
     _check_folder_output(args.output, "-o")
     storage = storage_from(args)
-    pairs, run = select_pairs(read_results(args.results, storage=storage), args.run)
+    pairs, run = run_pairs(args.results, args.run, storage)
     written = write_loss_curves(pairs, args.output, storage)
     print(f"{len(written)} loss-curve plots of run {run} in {args.output}")
     return 0
@@ -784,6 +813,7 @@ def main(argv: list[str] | None = None) -> int:
         "grid": cmd_grid,
         "report": cmd_report,
         "curves": cmd_curves,
+        "compact": cmd_compact,
         "sheet": cmd_sheet,
     }
     try:

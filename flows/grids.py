@@ -22,27 +22,37 @@ from nst_core.storage import Storage
 
 from .manifest import display_name
 from .results import DECISIVE, params_columns, read_results
+from .runs import RUNS, pairs_of, read_runs
 from .sweeps import parse_sweep
 
 IMAGE_AXES = {"content": "content_uri", "style": "style_uri"}  # axes whose values are images (headers)
 LARGE_GRID_PIXELS = 16_000_000  # above this a PNG grid runs to tens of MB; JPEG is the better choice
 
 
-def select_pairs(table: pd.DataFrame, run: str | None = None) -> tuple[pd.DataFrame, str]:
-    """(one row per pair, in manifest order; the run id shown, or "all")."""
+def run_pairs(results: str, run: str | None, storage: Storage) -> tuple[pd.DataFrame, str]:
+    """select_pairs of the results table and its run table."""
+    return select_pairs(read_results(results, storage=storage), run, read_runs(results, storage))
+
+
+def select_pairs(
+    table: pd.DataFrame, run: str | None = None, runs: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, str]:
+    """(one row per pair, in manifest order; the run id shown, or "all"). `runs`, the run table, says
+    which pairs each run skipped; tables written before it have a `skipped` row per pair instead."""
+    runs = runs if runs is not None else RUNS.schema.empty_table().to_pandas()
     if table.empty:
         raise ValueError("the results table has no rows yet")
     if run == "all":
         return _in_order(_latest_per_pair(table)), "all"
-    run = run or table.sort_values("finished_at")["run_id"].iloc[-1]
-    if run not in set(table["run_id"]):
-        known = ", ".join(sorted(set(table["run_id"]))[-5:])
+    ended = pd.concat([table[["run_id", "finished_at"]], runs[["run_id", "finished_at"]]])
+    run = run or ended.sort_values("finished_at")["run_id"].iloc[-1]
+    if run not in set(ended["run_id"]):
+        known = ", ".join(sorted(set(ended["run_id"]))[-5:])
         raise ValueError(f"no run {run!r} in the results table (latest runs: {known}; or 'all')")
     in_run = _latest_per_pair(table[table["run_id"] == run])
     skipped = in_run["status"] == "skipped"
-    earlier = _latest_per_pair(
-        table[table["pair_id"].isin(in_run.loc[skipped, "pair_id"]) & table["status"].isin(DECISIVE)]
-    )
+    repeats = (pairs_of(runs, run) - set(in_run.loc[~skipped, "pair_id"])) | set(in_run.loc[skipped, "pair_id"])
+    earlier = _latest_per_pair(table[table["pair_id"].isin(repeats) & table["status"].isin(DECISIVE)])
     repeated = in_run[skipped & ~in_run["pair_id"].isin(earlier["pair_id"])]  # no earlier row left: keep as is
     return _in_order(pd.concat([in_run[~skipped], earlier, repeated])), run
 
@@ -239,7 +249,7 @@ def grid_from_results(
     storage: Storage,
 ) -> Grid:
     """`nst grid`: read the table, draw the grid, write it to `output`."""
-    pairs, _ = select_pairs(read_results(results, storage=storage), run)
+    pairs, _ = run_pairs(results, run, storage)
     grid = build_grid(pairs, rows, cols, options=options, storage=storage)
     if output.lower().endswith(".png") and grid.image.width * grid.image.height > LARGE_GRID_PIXELS:
         grid.notes.append("a grid this large is several times smaller as .jpg")

@@ -18,7 +18,10 @@ import pandas as pd
 from nst_core.storage import Storage
 
 from .manifest import Pair
-from .results import latest_rows
+from .results import latest_rows, read_results
+
+# The columns classify reads: a row's loss histories, most of its bytes, are never decoded.
+COLUMNS = ["pair_id", "status", "finished_at", "output_uri", "content_fingerprint", "style_fingerprint", "transient"]
 
 
 @dataclass
@@ -47,6 +50,11 @@ class Ledger:
             "earlier_defaults": len(self.earlier_defaults),
             "still_failing": len(self.still_failing),
         }
+
+
+def read_ledger(results_uri: str, storage: Storage) -> pd.DataFrame:
+    """The results table as classify needs it: only its COLUMNS (classify keeps each pair's latest rows)."""
+    return read_results(results_uri, storage=storage, columns=COLUMNS)
 
 
 def _same_files(row: pd.Series, pair: Pair) -> bool:

@@ -34,7 +34,7 @@ from nst_core.params import StyleParams
 from nst_core.storage import Storage, absolute, join_uri, remove_orphan_temporaries
 
 from .grids import axis_label
-from .ledger import Ledger, classify
+from .ledger import Ledger, classify, read_ledger
 from .lock import run_lock
 from .manifest import Pair, expand_manifest
 from .pairs import (
@@ -62,7 +62,16 @@ from .parameters import (
     storage_of,
 )
 from .report import publish_report
-from .results import deliver_spooled, read_results, results_location, spool_folder, spool_rows, write_rows
+from .results import (
+    compact_results,
+    deliver_spooled,
+    flow_run_columns,
+    results_location,
+    spool_folder,
+    spool_rows,
+    write_rows,
+)
+from .runs import COUNTS, record_run, runs_location
 
 RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a throttling burst
 # Batches submitted at a time: memory stays bounded for collections of any size, and 64 is
@@ -135,16 +144,6 @@ def closed_row(pair: Pair, run_id: str, status: str, **cells) -> dict:
     """The row of a pair this run settles without stylizing it: started and finished now."""
     now = datetime.now(timezone.utc)
     return {**base_row(pair, run_id), "status": status, "started_at": now, "finished_at": now, **cells}
-
-
-def skipped_rows(ledger: Ledger, run_id: str) -> list[dict]:
-    failing = {p.pair_id for p in ledger.still_failing}
-    return [
-        closed_row(
-            p, run_id, "skipped", error="unchanged since its last attempt failed" if p.pair_id in failing else None
-        )
-        for p in ledger.skipped
-    ]
 
 
 def fail_unreadable(run: RunContext, todo: list[Pair], tally: Tally) -> list[Pair]:
@@ -249,6 +248,7 @@ def stylize_manifest(
         tally = Tally(Counter(skipped=len(ledger.skipped), **ledger.counts()))
         todo = fail_unreadable(run, ledger.todo, tally)
         run_batches(run, todo, tally, batch_size or BATCH_SIZE, retry_delays, progress)
+        record(run, manifest, ledger, tally)
     report = publish(run, tally)
     return finish(run, tally, report, len(pairs))
 
@@ -270,6 +270,7 @@ class RunContext:
     memory_limit_gb: float | None
     logger: object
     output_format: str | None = None  # nst_core.image_io.OUTPUT_FORMATS; None: 8-bit, by extension
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
 def expand(run: RunContext, manifest: str, overrides: dict | None, sweep: str | None, allow_empty: bool) -> list[Pair]:
@@ -289,14 +290,14 @@ def expand(run: RunContext, manifest: str, overrides: dict | None, sweep: str | 
 
 
 def prepare(run: RunContext, pairs: list[Pair], force: bool, since_last: bool) -> Ledger:
-    """Tidy what killed runs left, read the table, and sort the pairs into to do and skipped (rows written)."""
+    """Tidy what killed runs left, read the table, and sort the pairs into to do and skipped (no row
+    is written for a skipped pair: the run's record lists them, `record`)."""
     remove_killed_writes(pairs, run.out, run.results_uri, run.logger)
     delivered = deliver_spooled(run.results_uri, storage=run.storage)
     if delivered:
         run.logger.info(f"delivered {delivered} spooled result file(s) from an earlier run")
-    table = read_results(run.results_uri, storage=run.storage)
+    table = read_ledger(run.results_uri, run.storage)
     ledger = Ledger(new=pairs) if force else classify(pairs, table, run.storage, since_last)
-    write_rows(run.results_uri, skipped_rows(ledger, run.run_id), storage=run.storage)
     run.logger.info(
         f"run {run.run_id}: {len(pairs)} pairs: {ledger_line(Counter(ledger.counts()))}; {len(ledger.todo)} to stylize"
     )
@@ -509,11 +510,33 @@ class Tally:
             logger.info(f"done: {row['output_uri']} in {row['total_seconds']:.1f} s, loss {row['total_loss']:.4g}")
 
 
+def record(run: RunContext, manifest: str, ledger: Ledger, tally: Tally) -> None:
+    """The run's row in the run table (its counts, the pairs it covered), then the table's small files
+    merged, leaving a month at most MONTH_PARTS (a failed merge only warns: the next run or
+    `nst compact` finishes it, and no row is lost either way)."""
+    row = {
+        "run_id": run.run_id,
+        "manifest": absolute(manifest),
+        "started_at": run.started_at,
+        "finished_at": datetime.now(timezone.utc),
+        **{name: tally.counts[name] for name in COUNTS},
+        **flow_run_columns(),
+    }
+    record_run(run.results_uri, row, [pair.pair_id for pair in ledger.skipped + ledger.todo], run.storage)
+    try:
+        for done in compact_results(run.results_uri, storage=run.storage, whole=False):
+            if done.after < done.before:
+                run.logger.info(f"merged the files of {done.folder}: {done.before} -> {done.after}")
+    except Exception as error:  # noqa: BLE001 - the night's work is recorded; merging can wait
+        run.logger.warning(f"could not merge the table's files ({type(error).__name__}: {error}); `nst compact` will")
+
+
 def remove_killed_writes(pairs: list[Pair], out: str, results_uri: str, logger) -> None:
     """Remove the hidden temporaries a killed run left mid-write beside the outputs, rows, spooled rows
     and reports (readers ignore them, but they would pile up night after night)."""
     folders = {
         results_uri,
+        runs_location(results_uri),
         str(spool_folder(results_uri)),
         join_uri(absolute(out), "reports"),
         *(posixpath.dirname(pair.output) for pair in pairs),

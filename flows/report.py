@@ -26,8 +26,8 @@ from nst_core.grid import GridOptions, to_pil
 from nst_core.params import StyleParams
 from nst_core.storage import Storage, absolute, join_uri
 
-from .grids import axis_label, build_grid, data_uri, select_pairs, thumbnail_loader, write_picture
-from .results import params_columns, read_results
+from .grids import axis_label, build_grid, data_uri, run_pairs, thumbnail_loader, write_picture
+from .results import params_columns
 from .sweeps import parse_sweep
 
 MAX_CURVES = 60  # loss-curve plots on one page: each is ~15 KB
@@ -251,7 +251,7 @@ def report_from_results(
     storage: Storage,
 ) -> Report:
     """`nst report`: read the table, build the page, write it to `output` (local or S3)."""
-    pairs, run = select_pairs(read_results(results, storage=storage), run)
+    pairs, run = run_pairs(results, run, storage)
     report = build_report(pairs, run, page_uri=output, rows=rows, cols=cols, storage=storage)
     storage.write_atomic(output, report.html.encode())
     return report
@@ -264,7 +264,7 @@ def publish_report(run_id: str, results_uri: str, out: str, storage: Storage, lo
     """Write OUT/reports/RUN_ID.html and RUN_ID-grid.jpg; attach the grid, a link to the page and the
     table of pairs to the Prefect run. Never raises: a report is not worth failing a night's run."""
     try:
-        pairs, run = select_pairs(read_results(results_uri, storage=storage), run_id)
+        pairs, run = run_pairs(results_uri, run_id, storage)
         page = join_uri(absolute(out), f"reports/{run_id}.html")
         report = build_report(pairs, run, page_uri=page, storage=storage)
         storage.write_atomic(page, report.html.encode())

@@ -1,28 +1,26 @@
 """The results table: a Parquet dataset with one row per pair attempt.
 
-Every write is a new file with a unique name, written in one piece (a local
-temporary file renamed into place, or one S3 PUT), so a crash or a kill never
-leaves a half-written row and concurrent writers never touch the same file.
-`pandas.read_parquet(RESULTS)` reads the whole table at any time.
+Every write is a new file with a unique name, written in one piece (flows/parts.py), so a crash
+or a kill never leaves a half-written row and concurrent writers never touch the same file.
+`pandas.read_parquet(RESULTS)` reads the whole table at any time. A run that skips a pair writes no
+row for it: the run table (flows/runs.py, RESULTS/_runs) says which pairs each run covered.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import logging
-import uuid
 from pathlib import Path
 from typing import Iterable, Optional
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from nst_core.errors import first_line
 from nst_core.params import StyleParams, as_text
 from nst_core.settings import settings
 from nst_core.storage import LOCAL, Storage, join_uri
+
+from .parts import Compacted, Kind, compact, read_parts, write_part
+from .runs import RUNS, runs_location
 
 _PARAM_TYPES = {int: pa.int64(), float: pa.float64(), Optional[float]: pa.float64()}  # by StyleParams' type hint
 
@@ -92,6 +90,9 @@ SCHEMA = pa.schema(
 )
 
 
+RESULTS = Kind(SCHEMA, "results file", "its pairs count as not done")
+
+
 def params_columns(params: StyleParams) -> dict:
     """A StyleParams as table cells (tuples joined with commas, as in manifests)."""
     return {name: as_text(value) for name, value in params.to_dict().items()}
@@ -111,13 +112,6 @@ def flow_run_columns() -> dict:
     return {"flow_run_id": run_id, "flow_run_url": url_for("flow-run", obj_id=run_id) if lasting else None}
 
 
-def _encode(rows: list[dict]) -> bytes:
-    table = pa.Table.from_pylist([{name: row.get(name) for name in SCHEMA.names} for row in rows], schema=SCHEMA)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    return buffer.getvalue()
-
-
 def write_rows(results_uri: str, rows: Iterable[dict], *, storage: Storage) -> str | None:
     """Append rows to the table as one new Parquet file; returns its URI (None for no rows)."""
     rows = list(rows)
@@ -125,10 +119,8 @@ def write_rows(results_uri: str, rows: Iterable[dict], *, storage: Storage) -> s
         return None
     run = flow_run_columns()
     rows = [{**run, **row} for row in rows]  # a row that names its flow run keeps it
-    # A unique name per write: readers ignore the temporary ".name" files.
-    uri = join_uri(results_uri, f"part-{rows[0]['run_id']}-{uuid.uuid4().hex[:12]}.parquet")
-    storage.write_atomic(uri, _encode(rows))
-    return uri
+    table = pa.Table.from_pylist([{name: row.get(name) for name in SCHEMA.names} for row in rows], schema=SCHEMA)
+    return write_part(results_uri, table, storage, prefix=rows[0]["run_id"])
 
 
 def spool_folder(results_uri: str) -> Path:
@@ -152,38 +144,13 @@ def deliver_spooled(results_uri: str, *, storage: Storage) -> int:
     return len(files)
 
 
-def read_results(results_uri: str, *, storage: Storage) -> pd.DataFrame:
-    """The whole table (empty, with every column, when nothing was written yet), without the files
-    that are not Parquet any more (read_part)."""
-    tables = [read_part(uri, storage) for uri in storage.list(results_uri, "part-*.parquet")]
-    return pa.concat_tables([t for t in tables if t is not None] or [SCHEMA.empty_table()]).to_pandas()
+def read_results(results_uri: str, *, storage: Storage, columns: list[str] | None = None) -> pd.DataFrame:
+    """The whole table, or its `columns` (empty, with them, when nothing was written yet), without the
+    files that are not Parquet any more (flows.parts.decode)."""
+    return read_parts(results_uri, RESULTS, storage, columns).to_pandas()
 
 
-BUFFER = "Could not open Parquet input source '<Buffer>': "  # pyarrow's words for bytes in memory, not the file
-
-
-def read_part(uri: str, storage: Storage) -> pa.Table | None:
-    """One file of the table; None, with a warning naming it, when its bytes are not a Parquet table
-    of these columns (cut short or damaged by a copy or a disk: nst writes whole files only).
-
-    Skipped, not fatal: refusing would stop every later run, scheduled ones included, until someone
-    moves the file; skipped, a pair whose only rows are in it is stylized again, which costs time
-    but loses no picture. The file stays where it is, for its rows to be recovered. A storage error
-    while fetching it is raised: a file that could not be read is not a damaged one."""
-    with storage.open(uri) as handle:
-        data = handle.read()
-    try:
-        return pq.read_table(pa.BufferReader(data), schema=SCHEMA)
-    except (pa.ArrowException, OSError) as error:  # from bytes in memory: the file's own content
-        reason = first_line(error).removeprefix(BUFFER)
-        logging.getLogger(__name__).warning(
-            f"{uri}: skipped, not a readable results file ({reason}); its pairs count as not done. "
-            "Move it out of the results folder, or replace it with a good copy."
-        )
-        return None
-
-
-DECISIVE = ("succeeded", "failed")  # `skipped` rows only repeat an earlier outcome
+DECISIVE = ("succeeded", "failed")  # `skipped` rows (written by earlier versions) only repeat an earlier outcome
 
 
 def latest_rows(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -195,3 +162,10 @@ def latest_rows(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     latest = decisive.groupby("pair_id").tail(1).set_index("pair_id")
     succeeded = decisive[decisive["status"] == "succeeded"].groupby("pair_id").tail(1).set_index("pair_id")
     return latest, succeeded
+
+
+def compact_results(results_uri: str, *, storage: Storage, whole: bool = True) -> list[Compacted]:
+    """Merge the small files of the results table and of its run table, every row kept (flows.parts.compact;
+    not `whole`: as a run does at its end). Hold the table's run lock while doing it."""
+    folders = ((results_uri, RESULTS), (runs_location(results_uri), RUNS))
+    return [compact(folder, kind, storage, whole=whole) for folder, kind in folders]

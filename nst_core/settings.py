@@ -124,7 +124,8 @@ class Settings:
     fault_write_delay: float = setting(
         "NST_FAULT_WRITE_DELAY",
         0.0,
-        "tests only: seconds between writing a temporary file and renaming it into place",
+        "tests only: seconds between writing a temporary file and renaming it into place, and before each "
+        "file a compaction removes",
         parse=float,
     )
 

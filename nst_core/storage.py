@@ -84,6 +84,20 @@ class Storage:
             return []
         return [join_uri(folder, posixpath.basename(path)) for path in sorted(fs.glob(join_uri(root, pattern)))]
 
+    def read_many(self, uris: list[str]) -> dict[str, bytes]:
+        """Each file's bytes, by URI (one folder's files, on one file system): from S3 concurrently."""
+        if not uris:
+            return {}
+        fs, _ = self.fs(uris[0])
+        paths = [self.fs(uri)[1] for uri in uris]
+        return dict(zip(uris, fs.cat_ranges(paths, None, None, on_error="raise")))
+
+    def remove(self, uri: str) -> None:
+        """Delete `uri`; one already gone is fine."""
+        fs, path = self.fs(uri)
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm_file(path)
+
     def write_atomic(self, uri: str, data: bytes) -> None:
         """Write `data` whole or not at all (a local temporary renamed into place, or one PUT)."""
         with self.open_atomic(uri) as handle:
@@ -131,9 +145,10 @@ ORPHAN_AFTER_SECONDS = 3600  # a temporary this old is a dead writer's whatever 
 FAULT_WRITE_DELAY_ENV = variable("fault_write_delay")
 
 
-def _fault_delay() -> None:
-    """Sleep NST_FAULT_WRITE_DELAY seconds between writing a temporary and renaming it: the window in
-    which the fault-injection test kills a run mid-write. Unset outside that test: no delay."""
+def fault_delay() -> None:
+    """Sleep NST_FAULT_WRITE_DELAY seconds between writing a temporary and renaming it, and before each
+    file a compaction removes: the windows in which the fault-injection tests kill a run or a
+    compaction between two steps. Unset outside those tests: no delay."""
     delay = settings().fault_write_delay
     if delay:
         time.sleep(delay)
@@ -156,7 +171,7 @@ def _replacing(path: str) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())  # on disk before the rename, so a crash cannot leave an empty file
-        _fault_delay()
+        fault_delay()
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -255,6 +255,5 @@ def test_a_sigkilled_long_pair_resumes_and_other_pairs_are_not_redone(prefect_ap
     resumed_step = int(rerun.stderr.split("resuming from checkpoint at scale 0, step ")[1].split()[0])
     assert resumed_step == stored_step  # the last save before the kill
     final = _results(out)
-    assert set(final[final.status == "skipped"].pair_id) == set(first.pair_id)  # not redone
-    assert final[final.status == "succeeded"].pair_id.nunique() == 2
+    assert final.pair_id.is_unique and set(final.status) == {"succeeded"} and len(final) == 2  # none redone
     assert not list(out.glob("*.checkpoint.npz")) and not list(out.glob(".*.tmp"))
