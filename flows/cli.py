@@ -616,6 +616,35 @@ def _validate_manifest(args: argparse.Namespace, storage: Storage) -> None:
     )
 
 
+def _reported_nothing_to_do(args: argparse.Namespace, storage: Storage) -> bool:
+    """Whether the results table says every pair is done, which is then printed: a rerun with nothing
+    to stylize ends here, before the backend and Prefect start (tens of seconds), and writes nothing."""
+    from flows.ledger import finished_ledger, ledger_line
+    from flows.results import results_location
+
+    if args.force:
+        return False
+    results = results_location(args.out, args.results)
+    ledger, warnings = finished_ledger(
+        args.manifest,
+        args.out,
+        results,
+        storage=storage,
+        since_last=args.since_last,
+        overrides=param_overrides(args),
+        sweep=args.sweep,
+        allow_empty=args.allow_empty,
+        output_format=args.output_format,
+    )
+    if ledger is None:
+        return False
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"outputs: {args.out}\nresults: {results}  (pandas.read_parquet)")
+    print(f"0 succeeded, {len(ledger.skipped)} skipped, 0 failed ({ledger_line(ledger.counts())}): nothing to stylize")
+    return True
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.lock import check_free
     from flows.results import results_location
@@ -626,13 +655,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     storage = storage_from(args)
     _validate_manifest(args, storage)
     check_free(results_location(args.out, args.results), storage)
+    if _reported_nothing_to_do(args, storage):
+        return 0
     runtime.load()
     from nst_core.model import check_weights
 
     check_weights(args.weights, param_overrides(args).get("arch", "auto"))
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from flows.pipeline import PairsFailedError, RunInterruptedError, ledger_line, run_manifest
+    from flows.ledger import ledger_line
+    from flows.pipeline import PairsFailedError, RunInterruptedError, run_manifest
     from flows.server import temporary_server
 
     _console_without_tracebacks()
@@ -803,7 +835,24 @@ def _console_without_tracebacks() -> None:
             handler.setFormatter(_MessageOnly(handler.formatter))
 
 
+def _api_error_line(error: Exception) -> str | None:
+    """An error answer or no answer from the Prefect API, in one line; None for any other error."""
+    import httpx
+
+    if isinstance(error, httpx.HTTPStatusError):
+        answer = error.response
+        return (
+            f"the Prefect API at {answer.request.url.copy_with(query=None)} answered {answer.status_code} "
+            f"{answer.reason_phrase}: its server is overloaded or failing; try again once it answers"
+        )
+    if isinstance(error, httpx.HTTPError):
+        return f"the Prefect API could not be reached ({type(error).__name__}: {error}); try again once it answers"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Prefect's first import in a terminal prints a usage-data notice; nst reports no usage unless asked.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     args = build_parser().parse_args(argv)
     commands = {
         "stylize": cmd_stylize,
@@ -820,6 +869,12 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except (ValueError, RuntimeError, OSError) as error:  # bad input: one line, no traceback
         print(f"nst: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        line = _api_error_line(error)
+        if line is None:
+            raise
+        print(f"nst: {line}", file=sys.stderr)
         return 2
 
 

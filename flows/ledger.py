@@ -17,8 +17,8 @@ import pandas as pd
 
 from nst_core.storage import Storage
 
-from .manifest import Pair
-from .results import latest_rows, read_results
+from .manifest import Pair, expand_manifest
+from .results import latest_rows, read_results, spool_folder
 
 # The columns classify reads: a row's loss histories, most of its bytes, are never decoded.
 COLUMNS = ["pair_id", "status", "finished_at", "output_uri", "content_fingerprint", "style_fingerprint", "transient"]
@@ -119,3 +119,24 @@ def classify(pairs: list[Pair], table: pd.DataFrame, storage: Storage, since_las
         else:
             ledger.new.append(pair)
     return ledger
+
+
+def ledger_line(counts) -> str:
+    """What the results table said about the manifest's pairs (counts by ledger class), in words."""
+    line = f"{counts['new']} new, {counts['changed']} changed, {counts['unchanged']} unchanged (skipped)"
+    if counts["earlier_defaults"]:
+        line += f", {counts['earlier_defaults']} made with earlier defaults (skipped; --force redoes them)"
+    return line + (f", {counts['still_failing']} still failing (skipped)" if counts["still_failing"] else "")
+
+
+def finished_ledger(
+    manifest: str, out: str, results_uri: str, *, storage: Storage, since_last: bool, **expand_options
+) -> tuple[Ledger | None, list[str]]:
+    """(the manifest's ledger if the results table says every pair is done, else None; the manifest's
+    warnings), read as the flow reads them, without Prefect: a rerun with nothing to do ends on it.
+    None too when spooled rows wait for the flow to deliver them. `expand_options` go to expand_manifest."""
+    pairs, warnings = expand_manifest(manifest, out, storage=storage, **expand_options)
+    if any(spool_folder(results_uri).glob("part-*.parquet")):
+        return None, warnings
+    ledger = classify(pairs, read_ledger(results_uri, storage), storage, since_last)
+    return (None if ledger.todo else ledger), warnings

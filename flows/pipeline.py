@@ -34,7 +34,7 @@ from nst_core.params import StyleParams
 from nst_core.storage import Storage, absolute, join_uri, remove_orphan_temporaries
 
 from .grids import axis_label
-from .ledger import Ledger, classify, read_ledger
+from .ledger import Ledger, classify, ledger_line, read_ledger
 from .lock import run_lock
 from .manifest import Pair, expand_manifest
 from .pairs import (
@@ -181,14 +181,6 @@ def summary_markdown(run_id: str, counts: Counter, failures: list[dict], seconds
             f"- `{row['content_uri']}` x `{row['style_uri']}`: {row['error']}" for row in failures
         ]
     return "\n".join(lines)
-
-
-def ledger_line(counts: Counter) -> str:
-    """What the results table said about the manifest's pairs, in words."""
-    line = f"{counts['new']} new, {counts['changed']} changed, {counts['unchanged']} unchanged (skipped)"
-    if counts["earlier_defaults"]:
-        line += f", {counts['earlier_defaults']} made with earlier defaults (skipped; --force redoes them)"
-    return line + (f", {counts['still_failing']} still failing (skipped)" if counts["still_failing"] else "")
 
 
 # Deployments served by `nst serve` or run by a Prefect worker use this default: one pair at a
