@@ -503,8 +503,8 @@ class Tally:
 
 
 def record(run: RunContext, manifest: str, ledger: Ledger, tally: Tally) -> None:
-    """The run's row in the run table (its counts, the pairs it covered), then the table's small files
-    merged, leaving a month at most MONTH_PARTS (a failed merge only warns: the next run or
+    """The run's row in the run table (its counts, the pairs it covered; left out, with a warning, when
+    the table cannot be reached), then the table's small files merged, leaving a month at most MONTH_PARTS (a failed merge only warns: the next run or
     `nst compact` finishes it, and no row is lost either way)."""
     row = {
         "run_id": run.run_id,
@@ -514,7 +514,14 @@ def record(run: RunContext, manifest: str, ledger: Ledger, tally: Tally) -> None
         **{name: tally.counts[name] for name in COUNTS},
         **flow_run_columns(),
     }
-    record_run(run.results_uri, row, [pair.pair_id for pair in ledger.skipped + ledger.todo], run.storage)
+    try:
+        record_run(run.results_uri, row, [pair.pair_id for pair in ledger.skipped + ledger.todo], run.storage)
+    except Exception as error:  # noqa: BLE001 - the pairs' rows are written or spooled; this row only describes them
+        if not is_transient(error):
+            raise
+        # The next recorded run states its pairs against the last recorded one, so the chain stays whole.
+        run.logger.warning(f"run table unreachable ({type(error).__name__}); this run's row is not recorded")
+        return
     try:
         for done in compact_results(run.results_uri, storage=run.storage, whole=False):
             if done.after < done.before:
