@@ -12,6 +12,7 @@ import difflib
 import logging
 import os
 import sys
+import time
 from importlib import metadata
 from typing import TYPE_CHECKING
 
@@ -244,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="paint every photo x painting of a manifest, skipping those an earlier run finished"
     )
     _add_run_flags(many, since_last_default=False)
+    many.add_argument(
+        "--plan",
+        action="store_true",
+        help="say how many pairs there are to do, how long they will take on this machine and the memory each "
+        "batch needs, then stop (writes nothing; measures this machine's speed once, about 20 s)",
+    )
 
     serve = commands.add_parser("serve", help="run a manifest on a schedule, every night say (a Prefect deployment)")
     serve.add_argument(
@@ -645,6 +652,45 @@ def _reported_nothing_to_do(args: argparse.Namespace, storage: Storage) -> bool:
     return True
 
 
+def _print_plan(args: argparse.Namespace, storage: Storage) -> int:
+    """`run --plan`: the manifest's pairs as the run would sort and batch them, with their time and memory."""
+    from flows.ledger import ledger_line, manifest_ledger
+    from flows.pairs import BATCH_SIZE, default_memory_limit_gb
+    from flows.plan import plan_lines, plan_night
+    from flows.results import results_location
+
+    ledger, warnings = manifest_ledger(
+        args.manifest,
+        args.out,
+        results_location(args.out, args.results),
+        storage=storage,
+        since_last=args.since_last,
+        force=args.force,
+        overrides=param_overrides(args),
+        sweep=args.sweep,
+        allow_empty=args.allow_empty,
+        output_format=args.output_format,
+    )
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    pairs = len(ledger.todo) + len(ledger.skipped)
+    print(f"{args.manifest}: {pairs} pairs: {ledger_line(ledger.counts())}; {len(ledger.todo)} to stylize")
+    if not ledger.todo:
+        return 0
+    runtime.load()
+    from nst_core import speed
+    from nst_core.model import check_weights
+    from nst_core.settings import settings
+
+    check_weights(args.weights, param_overrides(args).get("arch", "auto"))
+    machine = speed.cached(settings().speed_cache, args.weights, ledger.todo[0].params)
+    limit = args.memory_limit_gb or default_memory_limit_gb()
+    plan = plan_night(ledger.todo, storage, args.batch_size or BATCH_SIZE, limit, machine)
+    print("\n".join(plan_lines(plan, limit)))
+    print(f"speed: {machine.machine}, measured {time.strftime('%Y-%m-%d', time.localtime(machine.measured_at))}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.lock import check_free
     from flows.results import results_location
@@ -654,6 +700,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_folder_output(args.results, "--results")
     storage = storage_from(args)
     _validate_manifest(args, storage)
+    if args.plan:
+        return _print_plan(args, storage)
     check_free(results_location(args.out, args.results), storage)
     if _reported_nothing_to_do(args, storage):
         return 0

@@ -129,14 +129,33 @@ def ledger_line(counts) -> str:
     return line + (f", {counts['still_failing']} still failing (skipped)" if counts["still_failing"] else "")
 
 
+def manifest_ledger(
+    manifest: str,
+    out: str,
+    results_uri: str,
+    *,
+    storage: Storage,
+    since_last: bool,
+    force: bool = False,
+    **expand_options,
+) -> tuple[Ledger, list[str]]:
+    """(the manifest's pairs sorted by what the results table says, as the flow sorts them: all of them
+    to do under `force`; the manifest's warnings), read without Prefect. `expand_options` go to
+    expand_manifest."""
+    pairs, warnings = expand_manifest(manifest, out, storage=storage, **expand_options)
+    if force:
+        return Ledger(new=pairs), warnings
+    return classify(pairs, read_ledger(results_uri, storage), storage, since_last), warnings
+
+
 def finished_ledger(
     manifest: str, out: str, results_uri: str, *, storage: Storage, since_last: bool, **expand_options
 ) -> tuple[Ledger | None, list[str]]:
     """(the manifest's ledger if the results table says every pair is done, else None; the manifest's
-    warnings), read as the flow reads them, without Prefect: a rerun with nothing to do ends on it.
-    None too when spooled rows wait for the flow to deliver them. `expand_options` go to expand_manifest."""
-    pairs, warnings = expand_manifest(manifest, out, storage=storage, **expand_options)
-    if any(spool_folder(results_uri).glob("part-*.parquet")):
-        return None, warnings
-    ledger = classify(pairs, read_ledger(results_uri, storage), storage, since_last)
-    return (None if ledger.todo else ledger), warnings
+    warnings): a rerun with nothing to do ends on it. None too when spooled rows wait for the flow to
+    deliver them."""
+    ledger, warnings = manifest_ledger(
+        manifest, out, results_uri, storage=storage, since_last=since_last, **expand_options
+    )
+    waiting = any(spool_folder(results_uri).glob("part-*.parquet"))
+    return (None if ledger.todo or waiting else ledger), warnings

@@ -38,6 +38,7 @@ from .ledger import Ledger, classify, ledger_line, read_ledger
 from .lock import run_lock
 from .manifest import Pair, expand_manifest
 from .pairs import (
+    BATCH_SIZE,
     RunStopped,
     base_row,
     default_memory_limit_gb,
@@ -77,9 +78,6 @@ RETRY_DELAYS = [2, 10, 30]  # seconds: rides out an S3 endpoint restart or a thr
 # Batches submitted at a time: memory stays bounded for collections of any size, and 64 is
 # far above any useful --concurrency, so at most concurrency-1 workers idle at a window's end.
 SUBMIT_WINDOW = 64
-# Pairs optimised together: on a 2-core CPU 1.25x the pairs per hour of one at a time at 256 px,
-# 1.18x at 512 px (bench_batch), 1.46x per step at 128 px (bench_flops). Memory caps it.
-BATCH_SIZE = 4
 FAILURES_SHOWN = 10  # failures a failed run's closing message names; the report lists them all
 
 

@@ -86,6 +86,13 @@ class Settings:
         "where rows wait while their results table cannot be reached; the next run delivers them",
         parse=os.path.expanduser,
     )
+    speed_cache: str = setting(
+        "NST_SPEED_CACHE",
+        "~/.cache/nst/speed.json",
+        "where `nst run --plan` keeps this machine's measured speed (about 20 s to measure; measured again "
+        "after 30 days, or on another machine, backend or precision)",
+        parse=os.path.expanduser,
+    )
     tile: Optional[int] = setting(
         "NST_TILE",
         None,
