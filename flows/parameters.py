@@ -118,9 +118,35 @@ class StorageOptions(BaseModel):
     profile: Optional[str] = Field(None, description="the AWS profile to read credentials from")
     anon: Optional[bool] = Field(None, description="read public buckets without credentials")
 
+    @model_validator(mode="after")
+    def _no_credentials(self) -> "StorageOptions":
+        # Prefect keeps a run's parameters in its database and shows them in its UI.
+        named = _credential_names(self.model_dump())
+        if named:
+            raise ValueError(
+                f"storage_options holds credentials ({', '.join(named)}): Prefect would store and show them; "
+                "give them as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment, or an AWS profile"
+            )
+        return self
+
     def given(self) -> dict | None:
         """As a Storage takes them: only the options set; None when none is."""
         return self.model_dump(exclude_none=True) or None
+
+
+# s3fs's `key`, `secret`, `token`, and botocore's aws_access_key_id, aws_secret_access_key, aws_session_token.
+CREDENTIAL_WORDS = ("secret", "token", "password", "access_key")
+
+
+def _credential_names(options: dict, prefix: str = "") -> list[str]:
+    """The options set (nested ones too, as `client_kwargs.aws_secret_access_key`) that hold a credential."""
+    found = []
+    for name, value in options.items():
+        if isinstance(value, dict):
+            found += _credential_names(value, f"{prefix}{name}.")
+        elif value is not None and (name.lower() == "key" or any(word in name.lower() for word in CREDENTIAL_WORDS)):
+            found.append(prefix + name)
+    return found
 
 
 def overrides_dict(overrides: StyleOverrides | dict | None) -> dict:

@@ -100,7 +100,7 @@ def test_the_flows_parameters_are_typed_fields_with_choices_and_ranges():
             "manifest": "m.csv",
             "out": "out",
             "overrides": {"size": "32", "scales": [16], "style_layers": "block1_conv1,block2_conv1", "init": "noise"},
-            "storage_options": {"endpoint_url": "http://127.0.0.1:9", "key": "k"},
+            "storage_options": {"endpoint_url": "http://127.0.0.1:9", "requester_pays": True},
         }
     )
     assert given["overrides"].given() == {
@@ -109,7 +109,14 @@ def test_the_flows_parameters_are_typed_fields_with_choices_and_ranges():
         "init": "noise",
         "style_layers": ("block1_conv1", "block2_conv1"),
     }
-    assert given["storage_options"].given() == {"endpoint_url": "http://127.0.0.1:9", "key": "k"}
+    assert given["storage_options"].given() == {"endpoint_url": "http://127.0.0.1:9", "requester_pays": True}
+    for credentials, named in (  # Prefect stores and shows parameters: credentials stay in the environment
+        ({"key": "AKIA0000", "secret": "s3cr3t"}, "(key, secret)"),
+        ({"client_kwargs": {"aws_session_token": "t"}}, "(client_kwargs.aws_session_token)"),
+    ):
+        with pytest.raises(ParameterTypeError, match=re.escape(named)) as refused:
+            stylize_manifest.validate_parameters({"manifest": "m.csv", "out": "out", "storage_options": credentials})
+        assert "s3cr3t" not in str(refused.value) and "AKIA0000" not in str(refused.value)
     for bad, named in (
         ({"size": 8}, "size must be at least 16"),
         ({"init": "paint"}, "overrides.init"),
