@@ -623,40 +623,10 @@ def _validate_manifest(args: argparse.Namespace, storage: Storage) -> None:
     )
 
 
-def _reported_nothing_to_do(args: argparse.Namespace, storage: Storage) -> bool:
-    """Whether the results table says every pair is done, which is then printed: a rerun with nothing
-    to stylize ends here, before the backend and Prefect start (tens of seconds), and writes nothing."""
-    from flows.ledger import finished_ledger, ledger_line
-    from flows.results import results_location
-
-    if args.force:
-        return False
-    results = results_location(args.out, args.results)
-    ledger, warnings = finished_ledger(
-        args.manifest,
-        args.out,
-        results,
-        storage=storage,
-        since_last=args.since_last,
-        overrides=param_overrides(args),
-        sweep=args.sweep,
-        allow_empty=args.allow_empty,
-        output_format=args.output_format,
-    )
-    if ledger is None:
-        return False
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(f"outputs: {args.out}\nresults: {results}  (pandas.read_parquet)")
-    print(f"0 succeeded, {len(ledger.skipped)} skipped, 0 failed ({ledger_line(ledger.counts())}): nothing to stylize")
-    return True
-
-
-def _print_plan(args: argparse.Namespace, storage: Storage) -> int:
-    """`run --plan`: the manifest's pairs as the run would sort and batch them, with their time and memory."""
-    from flows.ledger import ledger_line, manifest_ledger
-    from flows.pairs import BATCH_SIZE, default_memory_limit_gb
-    from flows.plan import plan_lines, plan_night
+def _ledger(args: argparse.Namespace, storage: Storage):
+    """The manifest's pairs sorted by the results table as the flow will sort them, read before the
+    backend and Prefect start (tens of seconds); the manifest's warnings printed."""
+    from flows.ledger import manifest_ledger
     from flows.results import results_location
 
     ledger, warnings = manifest_ledger(
@@ -673,11 +643,46 @@ def _print_plan(args: argparse.Namespace, storage: Storage) -> int:
     )
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    return ledger
+
+
+def _reported_nothing_to_do(args: argparse.Namespace, ledger) -> bool:
+    """Whether every pair is done, which is then printed: a rerun with nothing to stylize ends here and
+    writes nothing (unless rows spooled by an earlier run wait for the flow to deliver them)."""
+    from flows.ledger import ledger_line
+    from flows.results import results_location, spool_folder
+
+    results = results_location(args.out, args.results)
+    if ledger.todo or any(spool_folder(results).glob("part-*.parquet")):
+        return False
+    print(f"outputs: {args.out}\nresults: {results}  (pandas.read_parquet)")
+    print(f"0 succeeded, {len(ledger.skipped)} skipped, 0 failed ({ledger_line(ledger.counts())}): nothing to stylize")
+    return True
+
+
+def _report_unreadable(pairs: list, storage: Storage) -> None:
+    """Name at once, before Prefect starts, the files whose pairs will fail (their headers read; the
+    flow checks again, and records those pairs as failed without running them)."""
+    from flows.manifest import unreadable_files
+
+    problems = unreadable_files(pairs, storage)
+    if problems:
+        print(f"nst: {len(problems)} file(s) cannot be stylized; their pairs will fail:", file=sys.stderr)
+        for reason in sorted(problems.values()):
+            print(f"  {reason}", file=sys.stderr)  # each names its file
+
+
+def _print_plan(args: argparse.Namespace, ledger, storage: Storage) -> int:
+    """`run --plan`: the manifest's pairs as the run would sort and batch them, with their time and memory."""
+    from flows.ledger import ledger_line
+
     pairs = len(ledger.todo) + len(ledger.skipped)
     print(f"{args.manifest}: {pairs} pairs: {ledger_line(ledger.counts())}; {len(ledger.todo)} to stylize")
     if not ledger.todo:
         return 0
-    runtime.load()
+    runtime.load()  # before anything imports the backend: it hides the backend's start-up banner
+    from flows.pairs import BATCH_SIZE, default_memory_limit_gb
+    from flows.plan import plan_lines, plan_night
     from nst_core import speed
     from nst_core.model import check_weights
     from nst_core.settings import settings
@@ -700,11 +705,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_folder_output(args.results, "--results")
     storage = storage_from(args)
     _validate_manifest(args, storage)
+    ledger = _ledger(args, storage)
     if args.plan:
-        return _print_plan(args, storage)
+        return _print_plan(args, ledger, storage)
     check_free(results_location(args.out, args.results), storage)
-    if _reported_nothing_to_do(args, storage):
+    if _reported_nothing_to_do(args, ledger):
         return 0
+    _report_unreadable(ledger.todo, storage)
     runtime.load()
     from nst_core.model import check_weights
 

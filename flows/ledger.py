@@ -18,7 +18,7 @@ import pandas as pd
 from nst_core.storage import Storage
 
 from .manifest import Pair, expand_manifest
-from .results import latest_rows, read_results, spool_folder
+from .results import latest_rows, read_results
 
 # The columns classify reads: a row's loss histories, most of its bytes, are never decoded.
 COLUMNS = ["pair_id", "status", "finished_at", "output_uri", "content_fingerprint", "style_fingerprint", "transient"]
@@ -146,16 +146,3 @@ def manifest_ledger(
     if force:
         return Ledger(new=pairs), warnings
     return classify(pairs, read_ledger(results_uri, storage), storage, since_last), warnings
-
-
-def finished_ledger(
-    manifest: str, out: str, results_uri: str, *, storage: Storage, since_last: bool, **expand_options
-) -> tuple[Ledger | None, list[str]]:
-    """(the manifest's ledger if the results table says every pair is done, else None; the manifest's
-    warnings): a rerun with nothing to do ends on it. None too when spooled rows wait for the flow to
-    deliver them."""
-    ledger, warnings = manifest_ledger(
-        manifest, out, results_uri, storage=storage, since_last=since_last, **expand_options
-    )
-    waiting = any(spool_folder(results_uri).glob("part-*.parquet"))
-    return (None if ledger.todo or waiting else ledger), warnings

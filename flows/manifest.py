@@ -16,11 +16,13 @@ import os
 import posixpath
 import re
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pandas as pd
 
-from nst_core.image_io import HEIF_EXTENSIONS, default_extension, encoding_problem
+from nst_core.errors import ImageError
+from nst_core.image_io import HEIF_EXTENSIONS, check_header, default_extension, encoding_problem
 from nst_core.params import StyleParams, as_text
 from nst_core.storage import Storage, absolute, join_uri
 
@@ -570,3 +572,23 @@ def expand_manifest(
     if problems:
         raise ManifestError(uri, problems)
     return pairs, overridden_cells(uri, rows, overrides or {}) + warnings + repeat_warnings
+
+
+def unreadable_files(pairs: list[Pair], storage: Storage) -> dict[str, str]:
+    """The photos and paintings of `pairs` that cannot be stylized, as their headers tell (nothing
+    decoded): URI -> the reason, naming the file. Read a few at a time (a GET each on S3). A network error is not
+    the file's fault: that file is left to its pair's own load, which retries."""
+
+    def problem(uri: str) -> str | None:
+        try:
+            check_header(uri, storage)
+        except ImageError as error:
+            return str(error)
+        except Exception:  # noqa: BLE001 - the network, or a header only decoding can judge
+            return None
+        return None
+
+    uris = {uri for pair in pairs for uri in (pair.content, *pair.styles)}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found = dict(zip(uris, pool.map(problem, uris)))
+    return {uri: reason for uri, reason in found.items() if reason}

@@ -14,7 +14,6 @@ import platform
 import signal
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -24,7 +23,7 @@ import botocore.exceptions
 
 from nst_core import checkpoint, memory, runtime
 from nst_core.errors import PERMANENT_ERRNOS, ImageError, InputError
-from nst_core.image_io import check_header, load_image, read_exif, save_image, size_for
+from nst_core.image_io import load_image, read_exif, save_image, size_for
 from nst_core.model import min_input_side
 from nst_core.params import StyleParams
 from nst_core.storage import Storage
@@ -247,25 +246,6 @@ def failure_message(error: BaseException, pair: Pair) -> str:
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
     # Input errors already read as a sentence; others get their type for context.
     return message if isinstance(error, InputError) else f"{type(error).__name__}: {message}"
-
-
-def unreadable_files(uris: set[str], storage: Storage) -> dict[str, str]:
-    """The files of `uris` that cannot be stylized, as their headers tell (nothing decoded): URI ->
-    the reason, naming the file. Read a few at a time (a GET each on S3). A network error is not
-    the file's fault: that file is left to its pair's own load, which retries."""
-
-    def problem(uri: str) -> str | None:
-        try:
-            check_header(uri, storage)
-        except ImageError as error:
-            return str(error)
-        except Exception:  # noqa: BLE001 - the network, or a header only decoding can judge
-            return None
-        return None
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        found = dict(zip(uris, pool.map(problem, uris)))
-    return {uri: reason for uri, reason in found.items() if reason}
 
 
 # Pairs optimised together: on a 2-core CPU 1.25x the pairs per hour of one at a time at 256 px,

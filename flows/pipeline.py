@@ -36,7 +36,7 @@ from nst_core.storage import Storage, absolute, join_uri, remove_orphan_temporar
 from .grids import axis_label
 from .ledger import Ledger, classify, ledger_line, read_ledger
 from .lock import run_lock
-from .manifest import Pair, expand_manifest
+from .manifest import Pair, expand_manifest, unreadable_files
 from .pairs import (
     BATCH_SIZE,
     RunStopped,
@@ -51,7 +51,6 @@ from .pairs import (
     stop_signal,
     stopped_at,
     stylize_pairs,
-    unreadable_files,
 )
 from .parameters import (
     BatchSize,
@@ -147,7 +146,7 @@ def closed_row(pair: Pair, run_id: str, status: str, **cells) -> dict:
 def fail_unreadable(run: RunContext, todo: list[Pair], tally: Tally) -> list[Pair]:
     """The pairs whose files all open as images (their headers read, nothing decoded); the others
     fail here, before the network loads, their rows naming the file and why."""
-    problems = unreadable_files({uri for pair in todo for uri in (pair.content, *pair.styles)}, run.storage)
+    problems = unreadable_files(todo, run.storage)
     rows, readable = [], []
     for pair in todo:
         reason = next((problems[uri] for uri in (pair.content, *pair.styles) if uri in problems), None)

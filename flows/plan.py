@@ -16,8 +16,8 @@ from nst_core.speed import Speed
 from nst_core.storage import Storage
 from nst_core.stylize import scale_shapes
 
-from .manifest import Pair
-from .pairs import plan_batches, unreadable_files
+from .manifest import Pair, unreadable_files
+from .pairs import plan_batches
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def plan_night(todo: list[Pair], storage: Storage, batch_size: int, memory_limit
     """The batches `todo` runs in (flows.pairs.plan_batches, then split by the photo's shape as
     stylize_pairs splits them), each with its time and memory; pairs whose files do not open are left
     out, their files named."""
-    unreadable = unreadable_files({uri for pair in todo for uri in (pair.content, *pair.styles)}, storage)
+    unreadable = unreadable_files(todo, storage)
     readable = [pair for pair in todo if not any(uri in unreadable for uri in (pair.content, *pair.styles))]
     photos = sorted({pair.content for pair in readable})
     with ThreadPoolExecutor(max_workers=8) as pool:  # a header each: a GET each on S3

@@ -91,3 +91,24 @@ def test_nst_run_plan_prints_the_night_and_writes_nothing(collection, weights_pa
     assert "for 3 pairs on this machine" in result.stdout
     assert not out.exists()  # nothing written: no outputs, no results table
     assert json.loads(cache.read_text()) == dataclasses.asdict(measured)  # the cached speed used, not measured again
+
+
+def test_nst_run_names_the_files_that_will_fail_before_the_backend_or_prefect_starts(collection):
+    """The bad painting is named first, then the run goes on: here it stops at the next step, the
+    weights check (a file that is not there), so the name came before the backend loaded."""
+    (collection / "m.csv").write_text("content,style,size\nchelsea.jpg,broken.jpg,32\nchelsea.jpg,gone.jpg,32\n")
+    result = subprocess.run(
+        nst("run", collection / "m.csv", "-o", collection / "out", "--weights", collection / "no-weights.h5"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.splitlines()
+    start = lines.index("nst: 2 file(s) cannot be stylized; their pairs will fail:")
+    assert lines[start + 1 : start + 3] == [
+        f"  {collection / 'broken.jpg'}: not an image Pillow can read",
+        f"  {collection / 'gone.jpg'}: file not found",
+    ]
+    assert "no-weights.h5" in "\n".join(lines[start + 3 :])  # the weights error came after
+    assert not (collection / "out" / "results").exists()
