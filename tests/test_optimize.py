@@ -136,7 +136,9 @@ def test_style_weights_from_1_to_10000_stylize_or_fail_loudly(weights_path):
         styles = [load_image(str(SAMPLES / "styles" / f"{name}.jpg"), LOCAL, max_side=256) for name in style_names]
         jobs = [
             Job(content, styles, first(size=256, iterations=MIN_JUDGED_STEPS, style_weight=weight))
-            for weight in (1.0, 10.0, 100.0, 1000.0, 10000.0)
+            # The ends, and 100, the weakest held to the strong bar: each image searches alone, so the
+            # others of the batch change no outcome, and the decades between cost 40% more for no new check
+            for weight in (1.0, 100.0, 10000.0)
         ]
         for job, outcome in zip(jobs, stylize_batch(jobs, weights=weights_path)):
             weight = job.params.style_weight

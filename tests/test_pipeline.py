@@ -789,12 +789,20 @@ def test_a_diverging_pair_fails_clearly_and_alone(prefect_api, photo_dir, weight
 def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes_it(prefect_api, photo_dir, weights_path, signum):
     """SIGTERM to the run (a service manager), or Ctrl-C in a terminal: SIGINT to its whole process
     group, with the temporary Prefect server the run starts itself (no PREFECT_API_URL)."""
-    manifest = _write_manifest(photo_dir / "m.csv", ["photos,styles"])  # 6 pairs
+    # 6 pairs, in two batches (the flow sorts by photo): the first, 4 pairs, only has to finish, so it is
+    # short; the second, rocket's, is long enough to be running when the first's rows land and the signal comes.
+    manifest = photo_dir / "m.csv"
+    manifest.write_text(
+        "content,style,iterations\n"
+        + "".join(
+            f"photos/{photo}.jpg,styles,{steps}\n" for photo, steps in (("chelsea", 4), ("coffee", 4), ("rocket", 150))
+        )
+    )
     out = photo_dir / "out"
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "NST_WEIGHTS": weights_path}
     if signum == signal.SIGINT:
         del env["PREFECT_API_URL"]
-    command = nst("run", manifest, "--out", str(out), "--size", "32", "--iterations", "150", "--tolerance", "0")
+    command = nst("run", manifest, "--out", str(out), "--size", "32", "--tolerance", "0", "--batch-size", "4")
     process = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )  # a process group of its own, as a terminal gives it
