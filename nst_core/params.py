@@ -31,7 +31,9 @@ StyleFit = Literal["long", "short"]
 
 # Each earlier set of defaults, as the fields that have changed since: a pair made under them
 # is recognised by the ledger and not redone unless asked (`--force`); newest first.
-_LONGER_FINE_SCALE = {"iterations": 300}  # 0.2.0: up to 300 steps at the output size
+_STRONGER = {"style_weight": 300.0}  # before 0.4.0: strength 0.5
+_AT_MOST_100 = {**_STRONGER, "iterations": 100}  # 0.3.0: up to 100 steps at the output size
+_LONGER_FINE_SCALE = {**_STRONGER, "iterations": 300}  # 0.2.0: up to 300 steps at the output size
 _BEFORE_CONTENT_TERMS = {
     **_LONGER_FINE_SCALE,
     "content_layers": ("block4_conv2",),
@@ -44,6 +46,7 @@ _BEFORE_W2 = {**_BEFORE_NOISE, "style_stat": "gram", "style_weight": 500.0}
 _BEFORE_STYLE_FIT = {**_BEFORE_W2, "style_weight": 100.0, "style_fit": "long"}
 _FIRST = {**_BEFORE_STYLE_FIT, "style_weight": 10.0, "style_layer_weights": None, "coarse_iterations": 200}
 EARLIER_DEFAULTS: tuple[dict, ...] = (
+    _AT_MOST_100,
     _LONGER_FINE_SCALE,
     _NOISE,
     _BEFORE_NOISE,
@@ -57,7 +60,7 @@ VGG_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv
 # count by their activations' size; measured on the three paintings, our relative errors need these.
 JCJOHNSON_LAYER_WEIGHTS = (0.002, 0.49, 0.49, 0.012, 0.0001)
 # `strength` as style weights, measured on the quality frontier (docs/defaults.md): 0 is the photo,
-# 0.5 the defaults, 1 the closest to the painting before both judges get worse (3000 was further from
+# 0.25 the defaults (0.5 those before 0.4.0), 1 the closest to the painting before both judges get worse (3000 was further from
 # the painting than 1000 and kept less of the photo).
 STRENGTH_POINTS = ((0.0, 0.0), (0.25, 100.0), (0.5, 300.0), (1.0, 1000.0))
 # The first results tables (0.1.0) hash every one of these fields into their pair ids; a field added
@@ -246,10 +249,10 @@ class StyleParams:
         fast=True,
     )
     iterations: int = param(
-        100,
+        40,
         "most refining steps at the full size: more can add detail, fewer finish sooner",
-        detail="after the smaller sizes' steps; stopping at 100 instead of 300 moved style and structure by under "
-        "0.01 at 512 px, where 300 ran 129-171 steps (bench_quality)",
+        detail="after the smaller sizes' steps; at 512 px both judges were within 0.01 of their values "
+        "at 100 steps by step 40 on 6 pairs (bench_time_to_quality)",
         check=STEPS,
     )
     method: Method = param(
@@ -316,16 +319,17 @@ class StyleParams:
         None,
         "how strongly the painting is applied, from 0 (the photo) to 1 (the strongest look that still keeps "
         "the photo's structure); none: use style_weight",
-        detail="sets style_weight along measured points; the defaults are strength 0.5",
+        detail="sets style_weight along measured points; the defaults are strength 0.25",
         check=UNSET_OR_FRACTION,
         added_in="0.2.0",
         neutral=None,
     )
     style_weight: float = param(
-        300.0,
+        100.0,
         "how strongly the result takes on the painting's look, against content_weight",
-        detail="losses are relative errors, so the ratio is what matters: the defaults' point on the quality "
-        "frontier; `strength` sets it along measured points",
+        detail="losses are relative errors, so the ratio is what matters; at 512 px over 24 pairs 100 kept 0.07 "
+        "more of the photo's structure than 300, 0.007 further from the painting (bench_quality); `strength` "
+        "sets it along measured points",
         check=NON_NEGATIVE,
     )
     tv_weight: float = param(

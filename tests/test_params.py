@@ -45,9 +45,10 @@ def test_pair_ids_of_earlier_tables_are_pinned():
     # Computed before the fields carried metadata: results tables written since keep their pair ids.
     assert first().hash() == "484c699a88"
     # Each earlier set of defaults (EARLIER_DEFAULTS, newest first) is found by the ledger, not redone.
-    # 0.2.0 (up to 300 steps at the output size), W2 at 300 from noise (the last of 0.1.0), from the photo,
+    # 0.3.0 (up to 100 steps at the output size), 0.2.0 (up to 300), W2 at 300 from noise (the last of 0.1.0), from the photo,
     # Gram at 500 with the short fit, Gram at 100, then the first defaults:
     earlier = [
+        "f36b0f4775",
         "b549f282e6",
         "7c10f0d07c",
         "b8e4e428a7",
@@ -57,7 +58,8 @@ def test_pair_ids_of_earlier_tables_are_pinned():
         "484c699a88",
     ]
     assert [old.hash() for old in StyleParams().earlier()] == earlier
-    assert StyleParams().hash() == "f36b0f4775"  # 0.3.0: 0.2.0 with at most 100 steps at the output size
+    # 0.4.0: 0.3.0 at style_weight 100 (strength 0.25) and at most 40 steps at the output size
+    assert StyleParams().hash() == "29293ad14d"
     changed = {
         "iterations",
         "min_scale",

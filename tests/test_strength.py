@@ -15,8 +15,8 @@ from nst_core.stylize import Job, stylize_batch
 SIZE = 96
 
 
-def test_the_defaults_are_strength_one_half_and_the_points_are_hit():
-    assert StyleParams(strength=0.5).style_weight == StyleParams().style_weight
+def test_the_defaults_are_strength_one_quarter_and_the_points_are_hit():
+    assert StyleParams(strength=0.25).style_weight == StyleParams().style_weight
     for strength, weight in STRENGTH_POINTS:
         assert style_weight_at_strength(strength) == pytest.approx(weight)
     weights = [style_weight_at_strength(k / 20) for k in range(21)]
