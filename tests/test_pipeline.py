@@ -669,9 +669,12 @@ def test_cli_run_without_usable_weights_says_so_in_one_line_before_prefect_start
 
 
 @pytest.mark.parametrize("command", ["run", "serve", "stylize"])
-def test_offline_without_weights_every_command_says_so_in_one_line(photo_dir, monkeypatch, capsys, command):
+def test_offline_without_weights_every_command_says_so_in_one_line(photo_dir, monkeypatch, capsys, command, request):
     from flows.cli import main
     from nst_core import model
+
+    if command == "serve":
+        request.getfixturevalue("prefect_api")  # serve refuses first without a server that keeps running
 
     monkeypatch.setenv("KERAS_HOME", str(photo_dir / "keras"))  # no cached download
     monkeypatch.delenv(model.WEIGHTS_ENV, raising=False)
