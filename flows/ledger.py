@@ -143,6 +143,12 @@ def manifest_ledger(
     to do under `force`; the manifest's warnings), read without Prefect. `expand_options` go to
     expand_manifest."""
     pairs, warnings = expand_manifest(manifest, out, storage=storage, **expand_options)
+    return sort_pairs(pairs, results_uri, storage, force=force, since_last=since_last), warnings
+
+
+def sort_pairs(pairs: list[Pair], results_uri: str, storage: Storage, *, force: bool, since_last: bool) -> Ledger:
+    """The pairs sorted by what the results table says (classify); all of them to do under `force`,
+    without reading the table."""
     if force:
-        return Ledger(new=pairs), warnings
-    return classify(pairs, read_ledger(results_uri, storage), storage, since_last), warnings
+        return Ledger(new=pairs)
+    return classify(pairs, read_ledger(results_uri, storage), storage, since_last)

@@ -34,7 +34,7 @@ from nst_core.params import StyleParams
 from nst_core.storage import Storage, absolute, join_uri, remove_orphan_temporaries
 
 from .grids import axis_label
-from .ledger import Ledger, classify, ledger_line, read_ledger
+from .ledger import Ledger, ledger_line, sort_pairs
 from .lock import run_lock
 from .manifest import Pair, expand_manifest, unreadable_files
 from .pairs import (
@@ -285,8 +285,7 @@ def prepare(run: RunContext, pairs: list[Pair], force: bool, since_last: bool) -
     delivered = deliver_spooled(run.results_uri, storage=run.storage)
     if delivered:
         run.logger.info(f"delivered {delivered} spooled result file(s) from an earlier run")
-    table = read_ledger(run.results_uri, run.storage)
-    ledger = Ledger(new=pairs) if force else classify(pairs, table, run.storage, since_last)
+    ledger = sort_pairs(pairs, run.results_uri, run.storage, force=force, since_last=since_last)
     run.logger.info(
         f"run {run.run_id}: {len(pairs)} pairs: {ledger_line(Counter(ledger.counts()))}; {len(ledger.todo)} to stylize"
     )
