@@ -77,6 +77,11 @@ class Pair:
     # Where earlier versions wrote this pair (flat, ASCII letters only): found done there, it is not redone.
     former_output: str | None = None
 
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The photo and its painting(s)."""
+        return (self.content, *self.styles)
+
 
 def read_manifest(uri: str, storage: Storage) -> pd.DataFrame:
     """The manifest as a table of strings (empty cells are "")."""
@@ -576,8 +581,8 @@ def expand_manifest(
 
 def unreadable_files(pairs: list[Pair], storage: Storage) -> dict[str, str]:
     """The photos and paintings of `pairs` that cannot be stylized, as their headers tell (nothing
-    decoded): URI -> the reason, naming the file. Read a few at a time (a GET each on S3). A network error is not
-    the file's fault: that file is left to its pair's own load, which retries."""
+    decoded): URI -> the reason, naming the file. Read a few at a time (a GET each on S3). A network
+    error is not the file's fault: that file is left to its pair's own load, which retries."""
 
     def problem(uri: str) -> str | None:
         try:
@@ -588,7 +593,7 @@ def unreadable_files(pairs: list[Pair], storage: Storage) -> dict[str, str]:
             return None
         return None
 
-    uris = {uri for pair in pairs for uri in (pair.content, *pair.styles)}
+    uris = {uri for pair in pairs for uri in pair.files}
     with ThreadPoolExecutor(max_workers=8) as pool:
         found = dict(zip(uris, pool.map(problem, uris)))
     return {uri: reason for uri, reason in found.items() if reason}

@@ -149,7 +149,7 @@ def fail_unreadable(run: RunContext, todo: list[Pair], tally: Tally) -> list[Pai
     problems = unreadable_files(todo, run.storage)
     rows, readable = [], []
     for pair in todo:
-        reason = next((problems[uri] for uri in (pair.content, *pair.styles) if uri in problems), None)
+        reason = next((problems[uri] for uri in pair.files if uri in problems), None)
         if reason is None:
             readable.append(pair)
         else:
@@ -500,8 +500,9 @@ class Tally:
 
 def record(run: RunContext, manifest: str, ledger: Ledger, tally: Tally) -> None:
     """The run's row in the run table (its counts, the pairs it covered; left out, with a warning, when
-    the table cannot be reached), then the table's small files merged, leaving a month at most MONTH_PARTS (a failed merge only warns: the next run or
-    `nst compact` finishes it, and no row is lost either way)."""
+    the table cannot be reached), then the table's small files merged, leaving a month at most
+    MONTH_PARTS (a failed merge only warns: the next run or `nst compact` finishes it, and no row is
+    lost either way)."""
     row = {
         "run_id": run.run_id,
         "manifest": absolute(manifest),

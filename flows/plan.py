@@ -50,7 +50,7 @@ def plan_night(todo: list[Pair], storage: Storage, batch_size: int, memory_limit
     stylize_pairs splits them), each with its time and memory; pairs whose files do not open are left
     out, their files named."""
     unreadable = unreadable_files(todo, storage)
-    readable = [pair for pair in todo if not any(uri in unreadable for uri in (pair.content, *pair.styles))]
+    readable = [pair for pair in todo if not any(uri in unreadable for uri in pair.files)]
     photos = sorted({pair.content for pair in readable})
     with ThreadPoolExecutor(max_workers=8) as pool:  # a header each: a GET each on S3
         sizes = dict(zip(photos, pool.map(lambda uri: image_size(uri, storage), photos)))

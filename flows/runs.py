@@ -1,10 +1,10 @@
 """The run table: a row per run beside the results table (RESULTS/_runs, a folder Parquet readers
 of RESULTS skip, as they skip the lock): when the run ended, its counts, and which pairs it covered.
 
-A run writes a results row for each pair it stylized, none for a pair it skipped, so a flow run with
-nothing new to do adds one row here and nothing to the results table. The pairs a run covered are stored
-as the change from the previous recorded run of the same manifest (pair ids added, pair ids
-removed): nothing, on a night when the collection did not change. Reports and grids show a run's
+A run writes a results row for each pair it stylized, none for a pair it skipped, so a flow run
+with nothing new to do adds one row here and nothing to the results table. The pairs a run covered
+are stored as the change from the previous recorded run of the same manifest (pair ids added, pair
+ids removed): nothing, on a night when the collection did not change. Reports and grids show a run's
 pairs as its own rows plus, for the pairs it skipped, their earlier rows (flows/grids.py).
 """
 

@@ -60,8 +60,8 @@ VGG_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv
 # count by their activations' size; measured on the three paintings, our relative errors need these.
 JCJOHNSON_LAYER_WEIGHTS = (0.002, 0.49, 0.49, 0.012, 0.0001)
 # `strength` as style weights, measured on the quality frontier (docs/defaults.md): 0 is the photo,
-# 0.25 the defaults (0.5 those before 0.4.0), 1 the closest to the painting before both judges get worse (3000 was further from
-# the painting than 1000 and kept less of the photo).
+# 0.25 the defaults (0.5 those before 0.4.0), 1 the closest to the painting before both judges get
+# worse (3000 was further from the painting than 1000 and kept less of the photo).
 STRENGTH_POINTS = ((0.0, 0.0), (0.25, 100.0), (0.5, 300.0), (1.0, 1000.0))
 # The first results tables (0.1.0) hash every one of these fields into their pair ids; a field added
 # since needs `added_in` and a `neutral` value, or every earlier pair id would change.
