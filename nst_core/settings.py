@@ -90,7 +90,7 @@ class Settings:
         "NST_SPEED_CACHE",
         "~/.cache/nst/speed.json",
         "where `nst run --plan` keeps this machine's measured speed (about 20 s to measure; measured again "
-        "after 30 days, or on another machine, backend or precision)",
+        "after 30 days, or on another machine, backend or precision, or for other style layers or statistic)",
         parse=os.path.expanduser,
     )
     tile: Optional[int] = setting(

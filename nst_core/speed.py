@@ -6,8 +6,8 @@ A step of the optimiser at a scale of `pixels` per image costs about
 add a fixed part), a scale's targets (the photo's features; a painting's statistics are cached)
 about targets_per_pixel * pixels, and the first step at an image shape not seen before
 compile_seconds more. The figures are measured here once (a few steps at two sizes, about
-20 s) and kept in a small JSON file, measured again when the machine, backend or
-precision differ or the figures are older than MAX_AGE_DAYS.
+20 s) and kept in a small JSON file, measured again when the machine, backend, precision or
+objective (style layers and statistic) differ or the figures are older than MAX_AGE_DAYS.
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ class Speed:
         return total
 
 
-def machine_key(arch: str = "auto") -> str:
-    """What a measured speed depends on: the CPU or GPU, the cores, the backend and precision, the network."""
+def machine_key(params: StyleParams = StyleParams()) -> str:
+    """What a measured speed depends on: the CPU or GPU, the cores, the backend and precision, the network
+    and what a step computes (the style layers and statistic: each a compiled objective of its own)."""
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(
@@ -66,7 +67,7 @@ def machine_key(arch: str = "auto") -> str:
     except (OSError, StopIteration):
         pass
     device = "gpu" if backend.has_gpu() else f"{os.cpu_count()} cpus"
-    return f"{cpu}, {device}, {backend.NAME}, {backend.feature_dtype()}, {arch}"
+    return f"{cpu}, {device}, {backend.NAME}, {backend.feature_dtype()}, {params.arch}, {params.compile_key().hash()}"
 
 
 def _timed(side: int, weights: str | None, params: StyleParams) -> tuple[float, float, float]:
@@ -103,7 +104,7 @@ def measure(weights: str | None, params: StyleParams = StyleParams(), sides=CALI
         per_pixel_step=per_pixel,
         targets_per_pixel=large_targets / large,
         compile_seconds=compile_seconds,
-        machine=machine_key(params.arch),
+        machine=machine_key(params),
         measured_at=time.time(),
     )
 
@@ -114,7 +115,7 @@ def cached(path: str, weights: str | None, params: StyleParams = StyleParams(), 
     file = Path(os.path.expanduser(path))
     try:
         speed = Speed(**json.loads(file.read_text()))
-        if speed.machine == machine_key(params.arch) and now - speed.measured_at < MAX_AGE_DAYS * 86400:
+        if speed.machine == machine_key(params) and now - speed.measured_at < MAX_AGE_DAYS * 86400:
             return speed
     except (OSError, ValueError, TypeError):
         pass  # none yet, or unreadable: measure
