@@ -36,6 +36,7 @@ VALUE_WORDS = (
     ("size", "PIXELS"),
     ("min_scale", "PIXELS"),
     ("style_scale", "FACTOR"),
+    ("last_jump", "FACTOR"),
     ("strength", "FRACTION"),
     ("noise", "FRACTION"),
     ("decay", "FRACTION"),

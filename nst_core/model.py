@@ -24,7 +24,8 @@ _build_lock = threading.Lock()
 def min_input_side(layers) -> int:
     """The shortest image side that still reaches every one of `layers` (VGG names such as
     block5_conv1): each block after the first starts with a 2 x 2 pooling, so block5 needs 2**4 =
-    16 px (measured: 15 fails inside MaxPooling2D, 16 works). Unknown names count as block5."""
+    16 px (measured: 15 fails inside MaxPooling2D, 16 works; block4: 7 fails, 8 works). Unknown names
+    count as block5."""
     blocks = [int(found.group(1)) for found in map(re.compile(r"block(\d+)_").match, layers) if found]
     return 2 ** (max(blocks, default=5) - 1)
 

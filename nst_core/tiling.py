@@ -64,7 +64,7 @@ def _cuts(length: int, tile: int, offset: int) -> list[int]:
 
 def grid(height: int, width: int, tile: int, halo: int = HALO, offset: tuple[int, int] = (0, 0)) -> list[Tile]:
     """Tiles whose cores partition the image. `tile`, `halo` and `offset` are multiples of the
-    network's stride (16 px for block5), so each tile's pooling windows are the whole image's."""
+    network's stride (8 px for block4, 16 px for block5), so each tile's pooling windows are the whole image's."""
     rows, cols = _cuts(height, tile, offset[0]), _cuts(width, tile, offset[1])
     return [
         Tile((y0, y1, x0, x1), (max(0, y0 - halo), min(height, y1 + halo), max(0, x0 - halo), min(width, x1 + halo)))

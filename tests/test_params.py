@@ -5,7 +5,7 @@ import re
 import pytest
 
 from conftest import extremes, first, numeric_fields
-from nst_core.params import JCJOHNSON_LAYER_WEIGHTS, StyleParams
+from nst_core.params import JCJOHNSON_LAYER_WEIGHTS, VGG_STYLE_LAYERS, StyleParams
 
 
 def test_params_parse_lists_with_spaces_and_reject_bad_blends():
@@ -45,9 +45,10 @@ def test_pair_ids_of_earlier_tables_are_pinned():
     # Computed before the fields carried metadata: results tables written since keep their pair ids.
     assert first().hash() == "484c699a88"
     # Each earlier set of defaults (EARLIER_DEFAULTS, newest first) is found by the ledger, not redone.
-    # 0.3.0 (up to 100 steps at the output size), 0.2.0 (up to 300), W2 at 300 from noise (the last of 0.1.0), from the photo,
-    # Gram at 500 with the short fit, Gram at 100, then the first defaults:
+    # 0.4.0, 0.3.0 (up to 100 steps at the output size), 0.2.0 (up to 300), W2 at 300 from noise (the last
+    # of 0.1.0), from the photo, Gram at 500 with the short fit, Gram at 100, then the first defaults:
     earlier = [
+        "29293ad14d",
         "f36b0f4775",
         "b549f282e6",
         "7c10f0d07c",
@@ -58,9 +59,12 @@ def test_pair_ids_of_earlier_tables_are_pinned():
         "484c699a88",
     ]
     assert [old.hash() for old in StyleParams().earlier()] == earlier
-    # 0.4.0: 0.3.0 at style_weight 100 (strength 0.25) and at most 40 steps at the output size
-    assert StyleParams().hash() == "29293ad14d"
+    # 0.4.0 was 0.3.0 at style_weight 100 (strength 0.25) and at most 40 steps at the output size;
+    # 0.5.0: no block5_conv1 style layer, and no size between half the output size and the output size
+    assert StyleParams().hash() == "4f4a377596"
     changed = {
+        "style_layers",
+        "last_jump",
         "iterations",
         "min_scale",
         "style_weight",
@@ -84,6 +88,7 @@ def test_pair_ids_of_earlier_tables_are_pinned():
 
 def test_the_default_layer_weights_belong_to_the_default_layers():
     assert StyleParams().style_layer_weights == JCJOHNSON_LAYER_WEIGHTS
+    assert StyleParams(style_layers=VGG_STYLE_LAYERS).style_layer_weights == (0.002, 0.49, 0.49, 0.012, 0.0001)
     assert StyleParams(style_layers=("block1_conv1", "block2_conv1")).style_layer_weights is None  # equal
     assert StyleParams().replace(style_layers=("block3_conv1",)).style_layer_weights is None
     assert StyleParams(style_layer_weights=None).style_layer_weights is None  # asked for: equal
@@ -153,7 +158,10 @@ def test_a_results_row_has_a_column_for_every_result_cell():
 
 
 def test_min_scale_gives_crowsonkbs_sqrt2_schedule_and_scales_win():
-    assert StyleParams(size=512, min_scale=128).sides() == (128, 181, 256, 362, 512)
+    assert StyleParams(size=512, min_scale=128, last_jump=1.41).sides() == (128, 181, 256, 362, 512)
+    assert StyleParams(size=512, min_scale=128).sides() == (128, 181, 256, 512)  # the last jump is 2x
+    assert StyleParams(size=1024, min_scale=128, last_jump=4).sides() == (128, 181, 256, 1024)
+    assert StyleParams(size=256, min_scale=128).sides() == (128, 256)
     assert StyleParams(size=300, min_scale=256).sides() == (300,)  # 212 would be under min_scale
     assert StyleParams(size=512, min_scale=0).sides() == (512,)
     assert StyleParams(size=512, min_scale=128, scales=(300,)).sides() == (300, 512)

@@ -576,7 +576,7 @@ def test_cli_stylize_one_pair(photo_dir, weights_path):
         (["-o", "OUT/o.png", "--style-blend", "1"], "--style-blend: style_blend has 1 weights for 2 style image(s)"),
         (["-o", "OUT/o.png", "--style-blend", "1,2,3"], "style_blend has 3 weights for 2 style image(s)"),
         (
-            ["-o", "OUT/o.png", "--size", "16"],
+            ["-o", "OUT/o.png", "--size", "16", "--style-layers", "block1_conv1,block5_conv1"],  # block5: 16 px
             "chelsea.jpg: too thin for VGG: at 16 px its shorter side is 11 px, under the minimum of 16 px",
         ),
     ],
@@ -986,30 +986,31 @@ def test_images_too_thin_for_vgg_fail_alone_and_the_minimum_side_works(prefect_a
     Image.new("RGB", (4000, 10), "red").save(photo_dir / "photos" / "thin.png")
     samples("photos", "astronaut", chelsea="cat.jpg")  # astronaut is square
     Image.open(SAMPLES / "styles" / "starry_night.jpg").crop((0, 0, 160, 160)).save(photo_dir / "styles" / "square.png")
+    Image.open(SAMPLES / "styles" / "starry_night.jpg").crop((0, 0, 100, 20)).save(photo_dir / "styles" / "wide.png")
     manifest = photo_dir / "m.csv"
     manifest.write_text(
         "content,style,size,style_scale,style_fit\nphotos/thin.png,styles/scream.jpg,32,,\n"
-        "photos/chelsea.jpg,styles/starry night.jpg,24,0.5,\nphotos/astronaut.jpg,styles/square.png,16,,\n"
-        "photos/cat.jpg,styles/starry night.jpg,24,0.5,long\n"
+        "photos/chelsea.jpg,styles/wide.png,24,0.5,\nphotos/astronaut.jpg,styles/square.png,16,,\n"
+        "photos/cat.jpg,styles/wide.png,24,0.5,long\n"
     )
     with pytest.raises(PairsFailedError, match="3 of 4 pairs failed"):
         _run(str(manifest), photo_dir / "out", weights_path, overrides=STEPS)  # the size cells are read
     table = read_results(str(photo_dir / "out" / "results"), storage=LOCAL).set_index("content_uri")
     assert table.loc[str(photo_dir / "photos" / "thin.png"), "error"] == (
         f"{photo_dir / 'photos' / 'thin.png'}: too thin for VGG: at 32 px its shorter side is 1 px, under the "
-        "minimum of 16 px; raise `size` or use a less elongated image"
+        "minimum of 8 px; raise `size` or use a less elongated image"
     )
     style_error = table.loc[str(photo_dir / "photos" / "chelsea.jpg"), "error"]
     assert (
         style_error.startswith(
-            f"{photo_dir / 'styles' / 'starry night.jpg'}: too thin for VGG: at 16 px its shorter side is 10 px"
+            f"{photo_dir / 'styles' / 'wide.png'}: too thin for VGG: at 24 px its shorter side is 4 px"
         )
         and "raise `size` or `style_scale` or use" in style_error  # the short fit (the default) cannot help
     )
     long_fit_error = table.loc[str(photo_dir / "photos" / "cat.jpg"), "error"]
     assert "raise `size` or `style_scale`, set `style_fit` short, or use a less elongated image" in long_fit_error
     square = table.loc[str(photo_dir / "photos" / "astronaut.jpg")]
-    assert square.status == "succeeded" and (square.width, square.height) == (16, 16)  # 16 px is the minimum
+    assert square.status == "succeeded" and (square.width, square.height) == (16, 16)  # the smallest size
     assert (table.attempts == 1).all()
 
 
