@@ -101,7 +101,6 @@ def plan_lines(plan: NightPlan, memory_limit_gb: float) -> list[str]:
         )
     lines += [f"  fails at once: {reason}" for _, reason in sorted(plan.unreadable.items())]  # names the file
     lines.append(
-        f"at most {duration(plan.seconds)} for {plan.pairs} pairs on this machine "
-        f"(memory limit {memory_limit_gb:.1f} GB)"
+        f"about {duration(plan.seconds)} for {plan.pairs} pairs on this machine (memory limit {memory_limit_gb:.1f} GB)"
     )
     return lines

@@ -61,8 +61,7 @@ def test_the_plan_batches_times_and_sizes_the_pairs_as_the_run_would(collection)
     assert not chelsea.tiled
     assert plan.pairs == 3 and plan.seconds == pytest.approx(sum(b.seconds for b in plan.batches))
     assert (
-        plan_lines(plan, 8.0)[-1]
-        == f"at most {duration(plan.seconds)} for 3 pairs on this machine (memory limit 8.0 GB)"
+        plan_lines(plan, 8.0)[-1] == f"about {duration(plan.seconds)} for 3 pairs on this machine (memory limit 8.0 GB)"
     )
 
     tight = plan_night(pairs, LOCAL, batch_size=4, memory_limit_gb=0.5, speed=SPEED)
