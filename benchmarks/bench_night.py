@@ -2,15 +2,16 @@
 
 Builds a collection of N photos of mixed sizes and shapes (scikit-image's and benchmarks/photos/,
 each cropped to one of a few aspect ratios and scaled to one of a few sizes, as phones, cameras and
-scans give them) and a manifest of every photo x each shared painting. Then, for the defaults and
-for the baseline's flags (default: the 0.3.0 defaults), in this one run and each into its own
+scans give them) and a manifest of every photo x each shared painting. Then, for each night's
+flags (default: the defaults, then the 0.3.0 defaults), in this one run and each into its own
 folder:
 1. `nst run MANIFEST -o OUT --plan`: the plan's estimate of the night (its last line);
 2. `nst run MANIFEST -o OUT`: the real night, with its batching and its temporary Prefect server,
    timed on the wall clock, and the pairs that succeeded counted in the results table.
-Prints pairs per hour for each, their ratio, and each plan's estimate against the real time.
+Prints pairs per hour for each, the first's against the last's, and each plan's estimate against
+the real time.
 
-Usage: python benchmarks/bench_night.py [--photos 100] [--paintings 3] [--size 512] [--baseline FLAGS]
+Usage: python benchmarks/bench_night.py [--photos 100] [--paintings 3] [--size 512] [--night NAME=FLAGS ...]
        (NST_WEIGHTS: the weights file, as for `nst`)
 """
 
@@ -38,7 +39,11 @@ from flows.results import read_results  # noqa: E402
 from nst_core.storage import LOCAL  # noqa: E402
 
 NST = str(Path(sys.executable).parent / "nst")
-BASELINE = "--style-weight 300 --iterations 100"  # the 0.3.0 defaults
+NIGHTS = (
+    "defaults=",
+    "0.3.0=--style-weight 300 --iterations 100 --last-jump 1.41 "
+    "--style-layers block1_conv1,block2_conv1,block3_conv1,block4_conv1,block5_conv1",
+)
 # (width, height) ratios and longest sides of a mixed collection: phone, camera, square, scan.
 ASPECTS = ((4, 3), (3, 4), (3, 2), (16, 9), (1, 1), (2, 3))
 LONGEST = (640, 1024, 1600, 2400)
@@ -71,8 +76,8 @@ def write_manifest(photos: list[Path], paintings: list[str], path: Path) -> int:
 
 
 def seconds_of(text: str) -> float:
-    """The plan's total, 'at most 3 h 20 min for ...' / '12 min' / '45 s', in seconds."""
-    match = re.search(r"at most (?:(\d+) h )?(?:(\d+) min|(\d+) s) for", text)
+    """The plan's total, 'about 3 h 20 min for ...' / '12 min' / '45 s', in seconds."""
+    match = re.search(r"about (?:(\d+) h )?(?:(\d+) min|(\d+) s) for", text)
     if not match:
         raise ValueError(f"no plan total in:\n{text}")
     hours, minutes, seconds = (int(group or 0) for group in match.groups())
@@ -104,7 +109,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=100)
     parser.add_argument("--paintings", default=",".join(PAINTINGS), help="of the shared paintings, comma-separated")
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--baseline", default=BASELINE, help="nst run flags of the baseline ('' for none)")
+    parser.add_argument("--night", action="append", help=f"NAME=nst run flags, repeated (default: {NIGHTS})")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -114,10 +119,11 @@ def main() -> None:
         pairs = write_manifest(photos, args.paintings.split(","), root / "night.csv")
         shapes = sorted({Image.open(p).size for p in photos})
         print(f"{len(photos)} photos ({len(shapes)} sizes, {shapes[0]} to {shapes[-1]}) x paintings: {pairs} pairs")
-        size = ["--size", str(args.size)]
-        nights = [night("defaults", root / "night.csv", root / "defaults", size)]
-        if args.baseline:
-            nights.append(night("baseline", root / "night.csv", root / "baseline", size + shlex.split(args.baseline)))
+        nights = []
+        for spec in args.night or NIGHTS:
+            name, _, flags = spec.partition("=")
+            flags = ["--size", str(args.size), *shlex.split(flags)]
+            nights.append(night(name, root / "night.csv", root / f"night{len(nights)}", flags))
 
     print(f"\n| night | pairs succeeded | seconds | pairs an hour | plan said | plan / real |\n|{'---|' * 6}")
     for run in nights:
@@ -126,9 +132,9 @@ def main() -> None:
             f"{3600 * run['succeeded'] / run['seconds']:.1f} | {run['plan']:.0f} s | "
             f"{run['plan'] / run['seconds']:.2f} |"
         )
-    if len(nights) == 2:
-        rate = [run["succeeded"] / run["seconds"] for run in nights]
-        print(f"\npairs an hour, defaults against baseline ({args.baseline}): {rate[0] / rate[1]:.2f}x")
+    if len(nights) > 1:
+        first, last = (run["succeeded"] / run["seconds"] for run in (nights[0], nights[-1]))
+        print(f"\npairs an hour, {nights[0]['name']} against {nights[-1]['name']}: {first / last:.2f}x")
 
 
 if __name__ == "__main__":
