@@ -32,17 +32,17 @@ StyleFit = Literal["long", "short"]
 VGG_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")  # Gatys'
 # jcjohnson/neural-style divides each Gram matrix by C*H*W and sums squared errors, so its layers
 # count by their activations' size; measured on the three paintings, our relative errors need these.
-JCJOHNSON_WEIGHTS = dict(zip(VGG_STYLE_LAYERS, (0.002, 0.49, 0.49, 0.012, 0.0001)))
+GATYS_JCJOHNSON_WEIGHTS = (0.002, 0.49, 0.49, 0.012, 0.0001)  # one per VGG_STYLE_LAYERS
 # Gatys' layers but block5_conv1, which weighs 0.0001 there: without it a step is 0.85x the time and
 # neither judge moves (docs/defaults.md).
 STYLE_LAYERS = VGG_STYLE_LAYERS[:4]
-JCJOHNSON_LAYER_WEIGHTS = tuple(JCJOHNSON_WEIGHTS[layer] for layer in STYLE_LAYERS)
+JCJOHNSON_LAYER_WEIGHTS = GATYS_JCJOHNSON_WEIGHTS[:4]
 
 # Each earlier set of defaults, as the fields that have changed since: a pair made under them
 # is recognised by the ledger and not redone unless asked (`--force`); newest first.
 _SQRT2_LADDER = {  # 0.4.0: Gatys' five style layers, and every sqrt(2) size up to the full size
     "style_layers": VGG_STYLE_LAYERS,
-    "style_layer_weights": tuple(JCJOHNSON_WEIGHTS.values()),
+    "style_layer_weights": GATYS_JCJOHNSON_WEIGHTS,
     "last_jump": 1.41,
 }
 _STRONGER = {**_SQRT2_LADDER, "style_weight": 300.0}  # before 0.4.0: strength 0.5
@@ -495,7 +495,7 @@ class StyleParams:
             object.__setattr__(self, "style_weight", style_weight_at_strength(self.strength))
         if self.style_layer_weights == JCJOHNSON_LAYER_WEIGHTS and self.style_layers != STYLE_LAYERS:
             # The default weights were measured for Gatys' layers; other layers start equal.
-            weights = tuple(JCJOHNSON_WEIGHTS.values()) if self.style_layers == VGG_STYLE_LAYERS else None
+            weights = GATYS_JCJOHNSON_WEIGHTS if self.style_layers == VGG_STYLE_LAYERS else None
             object.__setattr__(self, "style_layer_weights", weights)
         problems = self.problems()
         if problems:
