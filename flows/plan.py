@@ -10,7 +10,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from nst_core import memory
+from nst_core import backend, memory
 from nst_core.image_io import image_size
 from nst_core.speed import Speed
 from nst_core.storage import Storage
@@ -71,9 +71,10 @@ def _batch_plan(
 ) -> BatchPlan:
     params, count = pairs[0].params, len(pairs)
     steps = [params.coarse_iterations] * (len(shapes) - 1) + [params.iterations]
-    new_shapes = {(shape, count) for shape in shapes} - compiled  # a step compiles once per shape and batch
-    compiled |= new_shapes
-    seconds = speed.pair_seconds(shapes, steps, count) * count + speed.compile_seconds * len(new_shapes)
+    before = len(compiled)
+    compiled |= {(shape, count) for shape in shapes}  # the step's input shapes: each scale's, at this batch size
+    compiles = backend.compiles(len(compiled)) - backend.compiles(before)
+    seconds = speed.pair_seconds(shapes, steps, count) * count + speed.compile_seconds * compiles
     plans = memory.plan_pair(shapes, count, memory_limit_gb * 2**30, params.arch)
     return BatchPlan(shapes[-1], count, seconds, max(plan.bytes for plan in plans), any(plan.tile for plan in plans))
 

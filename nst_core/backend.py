@@ -59,7 +59,8 @@ def value_and_grad(loss_fn: Callable) -> Callable:
 
 
 def compile(step_fn: Callable, variables=()) -> Callable:  # noqa: A001 - the backend's verb
-    """`step_fn` compiled once per input shape.
+    """`step_fn` compiled: under JAX once per input shape, under TensorFlow for the first shapes only
+    (compiles()).
 
     Under JAX the model `variables` are passed in as arguments, not baked into the
     program as constants (docs/benchmarks.md: compile time).
@@ -76,7 +77,19 @@ def compile(step_fn: Callable, variables=()) -> Callable:  # noqa: A001 - the ba
     import tensorflow as tf
 
     # XLA compiles each image shape anew and measured slower on a CPU (bench_core): NST_JIT=1 turns it on.
-    return tf.function(step_fn, jit_compile=settings().jit)
+    # reduce_retracing: a new shape is traced once more with what changed left free, and that graph
+    # serves every later shape; a trace took 1.2-1.6 s of a 2-core CPU, 4 per 512 px pair.
+    return tf.function(step_fn, jit_compile=settings().jit, reduce_retracing=True)
+
+
+# Traces before TensorFlow's step has a graph for every shape: one at the first shape, then one as each
+# of the batch, the height and the width first changes (XLA, NST_JIT=1, still compiles every shape).
+_TENSORFLOW_TRACES = 4
+
+
+def compiles(shapes: int) -> int:
+    """How many times compile()'s step has compiled once it has seen `shapes` different input shapes."""
+    return shapes if NAME == "jax" or settings().jit else min(shapes, _TENSORFLOW_TRACES)
 
 
 def compile_under_jax(fn: Callable, variables=()) -> Callable:

@@ -186,7 +186,7 @@ def self_similarity_positions(shape, seed: int) -> np.ndarray:
 def self_similarity(features, positions):
     """Cosine distances between the features at `positions`, over their mean: (B, N, N). Kolkin et
     al.'s content statistic: it says which parts of the picture are alike, not what colour they are."""
-    flat = ops.reshape(features, (-1, int(features.shape[1]) * int(features.shape[2]), int(features.shape[3])))
+    flat = ops.reshape(features, (ops.shape(features)[0], -1, features.shape[3]))
     picked = ops.take(flat, positions, axis=1)
     unit = picked / (ops.sqrt(ops.sum(picked**2, -1, keepdims=True)) + EPS)
     distance = 1.0 - ops.einsum("bnc,bmc->bnm", unit, unit)

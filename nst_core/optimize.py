@@ -132,7 +132,7 @@ def lbfgs_update(image, state, totals, grad):
     """make_lbfgs_step's step after the loss: (next trial, state) from the trial `image`'s losses
     `totals` (B,) and gradient. Apart so a loss computed tile by tile (nst_core.tiling) can use it."""
     accepted, accepted_loss, accepted_grad, direction, length, steps, grad_changes, count, backtracks = state
-    batch = image.shape[0]
+    batch = ops.shape(image)[0]
     grad = ops.reshape(grad, (batch, -1))
     s = ops.reshape(image - accepted, (batch, -1))
     slope = _dot(accepted_grad, s)

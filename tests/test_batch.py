@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLES, first
+from nst_core import backend
 from nst_core.image_io import load_image
+from nst_core.objective import compiled_objective
 from nst_core.optimize import NonFiniteLossError
 from nst_core.storage import LOCAL
 from nst_core.stylize import Job, batch_key, stylize, stylize_batch
@@ -98,3 +100,18 @@ def test_pairs_that_cannot_share_a_batch_are_refused(jobs, weights_path):
             stylize_batch([jobs[0], stranger], weights=weights_path)
     # Loss weights and seeds may differ within a batch: they are arguments, not the graph.
     assert batch_key(jobs[1].content.shape, jobs[1].params) == batch_key(jobs[0].content.shape, jobs[0].params)
+
+
+@pytest.mark.skipif(backend.NAME == "jax", reason="jax.jit compiles once per input shape")
+def test_after_four_traces_one_tensorflow_graph_serves_every_shape_and_batch(jobs, weights_path):
+    """A trace takes seconds: a night of photos in many shapes and batch sizes traces the step four
+    times, once more as each of batch, height and width first changes (backend.compiles), not once
+    per shape; nst run --plan counts it so."""
+    params = jobs[0].params.replace(size=48, iterations=2, content_layers=("block2_conv2",))  # a step of its own
+    _, step = compiled_objective(params, weights_path, backend.feature_dtype())
+    photos = np.random.default_rng(0).random((3, 48, 48, 3), dtype=np.float32)
+    shapes = [((36, 48), 1), ((48, 48), 1), ((40, 48), 1), ((36, 48), 2), ((48, 32), 2), ((48, 48), 3), ((30, 48), 1)]
+    for (height, width), batch in shapes:
+        batched = [Job(photo[:height, :width], job.styles, params) for photo, job in zip(photos[:batch], jobs)]
+        stylize_batch(batched, weights=weights_path)
+    assert step.experimental_get_tracing_count() == backend.compiles(len(shapes)) == 4

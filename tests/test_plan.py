@@ -16,7 +16,7 @@ from conftest import SAMPLES, nst
 from flows.manifest import expand_manifest
 from flows.pairs import plan_batches
 from flows.plan import duration, plan_lines, plan_night
-from nst_core import memory, runtime, speed
+from nst_core import backend, memory, runtime, speed
 from nst_core.storage import LOCAL
 
 # Made-up figures, so the arithmetic is checked exactly; the model's fit is tests/test_speed.py's.
@@ -66,6 +66,10 @@ def test_the_plan_batches_times_and_sizes_the_pairs_as_the_run_would(collection)
 
     tight = plan_night(pairs, LOCAL, batch_size=4, memory_limit_gb=0.5, speed=SPEED)
     assert all(b.tiled for b in tight.batches)  # under the network's own size, every scale in tiles
+    # Under TensorFlow a step compiles for its first four input shapes only (test_batch checks the step).
+    assert [backend.compiles(shapes) for shapes in (1, 4, 9)] == ([1, 4, 9] if backend.NAME == "jax" else [1, 4, 4])
+    compiling_only = dataclasses.replace(SPEED, per_step=0.0, per_pixel_step=0.0, targets_per_pixel=0.0)
+    assert plan_night(pairs, LOCAL, 4, 8.0, compiling_only).seconds == pytest.approx(5.0 * backend.compiles(4))
     assert [duration(s) for s in (45, 720, 12000)] == ["45 s", "12 min", "3 h 20 min"]
 
 
