@@ -5,9 +5,10 @@ A step of the optimiser at a scale of `pixels` per image costs about
 (the network's convolutions grow with the pixels; the compiled call and L-BFGS's bookkeeping
 add a fixed part), a scale's targets (the photo's features; a painting's statistics are cached)
 about targets_per_pixel * pixels, and the first step at an image shape not seen before
-compile_seconds more (under TensorFlow only the first few shapes: backend.compiles). The figures are measured here once (a few steps at two sizes, about
-20 s) and kept in a small JSON file, measured again when the machine, backend, precision or
-objective (style layers and statistic) differ or the figures are older than MAX_AGE_DAYS.
+compile_seconds more (under TensorFlow only the first few shapes: backend.compiles). The
+figures are measured here once (a few steps at two sizes, about 20 s) and kept in a small JSON
+file, measured again when the machine, backend, precision or objective (style layers and
+statistic) differ or the figures are older than MAX_AGE_DAYS.
 """
 
 from __future__ import annotations
