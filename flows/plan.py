@@ -54,7 +54,7 @@ def plan_night(todo: list[Pair], storage: Storage, batch_size: int, memory_limit
     photos = sorted({pair.content for pair in readable})
     with ThreadPoolExecutor(max_workers=8) as pool:  # a header each: a GET each on S3
         sizes = dict(zip(photos, pool.map(lambda uri: image_size(uri, storage), photos)))
-    compiled: set[tuple] = set()
+    compiled: dict = {}  # per compiled step (compile key): the input shapes it has seen
     batches = []
     for batch in plan_batches(readable, batch_size, memory_limit_gb):
         by_shapes: dict[tuple, list[Pair]] = {}
@@ -67,13 +67,14 @@ def plan_night(todo: list[Pair], storage: Storage, batch_size: int, memory_limit
 
 
 def _batch_plan(
-    shapes: list[tuple[int, int]], pairs: list[Pair], memory_limit_gb: float, speed: Speed, compiled: set
+    shapes: list[tuple[int, int]], pairs: list[Pair], memory_limit_gb: float, speed: Speed, compiled: dict
 ) -> BatchPlan:
     params, count = pairs[0].params, len(pairs)
     steps = [params.coarse_iterations] * (len(shapes) - 1) + [params.iterations]
-    before = len(compiled)
-    compiled |= {(shape, count) for shape in shapes}  # the step's input shapes: each scale's, at this batch size
-    compiles = backend.compiles(len(compiled)) - backend.compiles(before)
+    seen = compiled.setdefault(params.compile_key(), set())
+    before = len(seen)
+    seen |= {(shape, count) for shape in shapes}  # the step's input shapes: each scale's, at this batch size
+    compiles = backend.compiles(len(seen)) - backend.compiles(before)
     seconds = speed.pair_seconds(shapes, steps, count) * count + speed.compile_seconds * compiles
     plans = memory.plan_pair(shapes, count, memory_limit_gb * 2**30, params.arch)
     return BatchPlan(shapes[-1], count, seconds, max(plan.bytes for plan in plans), any(plan.tile for plan in plans))

@@ -70,6 +70,9 @@ def test_the_plan_batches_times_and_sizes_the_pairs_as_the_run_would(collection)
     assert [backend.compiles(shapes) for shapes in (1, 4, 9)] == ([1, 4, 9] if backend.NAME == "jax" else [1, 4, 4])
     compiling_only = dataclasses.replace(SPEED, per_step=0.0, per_pixel_step=0.0, targets_per_pixel=0.0)
     assert plan_night(pairs, LOCAL, 4, 8.0, compiling_only).seconds == pytest.approx(5.0 * backend.compiles(4))
+    # Other style layers are a step of their own: the same photo's two shapes compile again for it.
+    other = dataclasses.replace(pairs[1], params=pairs[1].params.replace(style_layers=("block1_conv1",)))
+    assert plan_night([pairs[0], other], LOCAL, 4, 8.0, compiling_only).seconds == pytest.approx(5.0 * 2 * 2)
     assert [duration(s) for s in (45, 720, 12000)] == ["45 s", "12 min", "3 h 20 min"]
 
 
